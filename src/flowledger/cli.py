@@ -1,0 +1,301 @@
+"""The `flowledger` command: migrations, the embedded server, and the tools built on them.
+
+Exit codes (stable, for pipelines):
+  0  success (for `migrate status --check` / `verify`: nothing pending, nothing edited)
+  1  error: unreachable server, bad URL, failed migration, lock wait expired...
+  2  usage error (unknown option, missing argument)
+  3  `migrate status --check`: migrations are pending (history otherwise intact)
+  4  `migrate status --check` / `verify` / `apply`: an applied migration was edited or
+     its file is missing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flowledger.errors import FlowledgerError
+from flowledger.migrate import EditedMigrations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PENDING = 3
+EXIT_EDITED = 4
+
+
+class _Output:
+    """Prints either human lines or one JSON document."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, payload: dict[str, Any], lines: Sequence[str]) -> None:
+        if self.as_json:
+            print(json.dumps(payload, default=str, sort_keys=True))
+        else:
+            for line in lines:
+                print(line)
+
+
+def resolve_database(explicit: str | None) -> str:
+    """`--database`, else `DATABASE_URL`, else the embedded server (started when needed)."""
+    url = explicit or os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from flowledger.devserver import EmbeddedServer
+
+    return EmbeddedServer().ensure_running()
+
+
+# -- migrate ------------------------------------------------------------------------------
+
+
+def _migrator(args: argparse.Namespace) -> Any:
+    from flowledger.migrate import Migrator, Settings
+
+    settings = Settings(
+        wait_timeout=args.lock_wait,
+        lock_timeout=args.lock_timeout,
+        statement_timeout=args.statement_timeout,
+    )
+    directory = Path(args.migrations_dir) if args.migrations_dir else None
+    return Migrator(resolve_database(args.database), directory=directory, settings=settings)
+
+
+def _cmd_migrate_apply(args: argparse.Namespace, out: _Output) -> int:
+    with _migrator(args) as mig:
+        result = mig.apply(to=args.to, dry_run=args.dry_run, allow_edited=args.allow_edited)
+        lines: list[str] = []
+        if args.dry_run:
+            for mid in result.migrations:
+                lines += [f"-- {mid} (apply)", mig.sql_of(mid, "apply"), ""]
+        verb = "would apply" if args.dry_run else "applied"
+        lines += [f"{verb} {mid}" for mid in result.migrations] or ["nothing to apply"]
+        payload: dict[str, Any] = {"action": "apply", "dry_run": args.dry_run}
+        payload["migrations"] = result.migrations
+        if args.dry_run:
+            payload["sql"] = {mid: mig.sql_of(mid, "apply") for mid in result.migrations}
+        out.emit(payload, lines)
+    return EXIT_OK
+
+
+def _cmd_migrate_rollback(args: argparse.Namespace, out: _Output) -> int:
+    with _migrator(args) as mig:
+        result = mig.rollback(steps=args.steps, to=args.to, all_=args.all, dry_run=args.dry_run)
+        lines: list[str] = []
+        if args.dry_run:
+            for mid in result.migrations:
+                lines += [f"-- {mid} (rollback)", mig.sql_of(mid, "rollback"), ""]
+        verb = "would roll back" if args.dry_run else "rolled back"
+        lines += [f"{verb} {mid}" for mid in result.migrations] or ["nothing to roll back"]
+        payload: dict[str, Any] = {"action": "rollback", "dry_run": args.dry_run}
+        payload["migrations"] = result.migrations
+        if args.dry_run:
+            payload["sql"] = {mid: mig.sql_of(mid, "rollback") for mid in result.migrations}
+        out.emit(payload, lines)
+    return EXIT_OK
+
+
+def _cmd_migrate_status(args: argparse.Namespace, out: _Output) -> int:
+    with _migrator(args) as mig:
+        states = mig.status()
+    counts = {
+        k: sum(1 for s in states if s.state == k)
+        for k in ("applied", "pending", "edited", "missing")
+    }
+    code = EXIT_OK
+    if args.check:
+        if counts["edited"] or counts["missing"]:
+            code = EXIT_EDITED
+        elif counts["pending"]:
+            code = EXIT_PENDING
+    lines = [
+        f"{s.state:<8} {s.id}" + (f"  ({s.applied_at:%Y-%m-%d %H:%M:%S})" if s.applied_at else "")
+        for s in states
+    ]
+    lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
+    payload = {"migrations": [s.as_json() for s in states], "counts": counts, "ok": code == EXIT_OK}
+    out.emit(payload, lines)
+    return code
+
+
+def _cmd_migrate_verify(args: argparse.Namespace, out: _Output) -> int:
+    with _migrator(args) as mig:
+        problems = mig.problems()
+    out.emit(
+        {"ok": not problems, "problems": problems},
+        problems or ["ok: every applied migration matches its file"],
+    )
+    return EXIT_EDITED if problems else EXIT_OK
+
+
+# -- db -----------------------------------------------------------------------------------
+
+
+def _cmd_db(args: argparse.Namespace, out: _Output) -> int:
+    from flowledger.devserver import EmbeddedServer
+
+    server = EmbeddedServer()
+    if args.db_command == "start":
+        url = server.ensure_running()
+        out.emit({"running": True, "url": url, "pgdata": str(server.pgdata)}, [f"running: {url}"])
+    elif args.db_command == "stop":
+        stopped = server.stop()
+        out.emit({"stopped": stopped}, ["stopped" if stopped else "not running"])
+    elif args.db_command == "status":
+        st = server.status()
+        running_url = server.url() if st.running else None
+        payload = {
+            "running": st.running,
+            "pid": st.pid,
+            "pgdata": str(st.pgdata),
+            "url": running_url,
+            "initialized": st.initialized,
+        }
+        out.emit(
+            payload,
+            [
+                f"running (pid {st.pid}): {running_url}"
+                if st.running
+                else f"not running ({st.pgdata})"
+            ],
+        )
+        return EXIT_OK if st.running else EXIT_ERROR
+    else:
+        url = server.ensure_running()
+        out.emit({"url": url}, [url])
+    return EXIT_OK
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `flowledger` command."""
+    parser = argparse.ArgumentParser(
+        prog="flowledger", description="flowledger: PostgreSQL persistence for workflows"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    migrate = sub.add_parser("migrate", help="apply, roll back and inspect schema migrations")
+    msub = migrate.add_subparsers(dest="migrate_command", required=True)
+
+    def migrate_parser(
+        name: str, help_: str, handler: Callable[[argparse.Namespace, _Output], int]
+    ) -> argparse.ArgumentParser:
+        p = msub.add_parser(name, help=help_)
+        _add_common(p)
+        p.add_argument(
+            "--lock-wait",
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="how long to wait for another run's migration lock (default 60)",
+        )
+        p.add_argument(
+            "--lock-timeout",
+            default="10s",
+            help="PostgreSQL lock_timeout while migrating (default 10s)",
+        )
+        p.add_argument(
+            "--statement-timeout",
+            default="15min",
+            help="PostgreSQL statement_timeout while migrating (default 15min)",
+        )
+        p.add_argument(
+            "--migrations-dir",
+            metavar="DIR",
+            help="migrations to use (default: the ones shipped with flowledger)",
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    apply_p = migrate_parser("apply", "apply pending migrations", _cmd_migrate_apply)
+    apply_p.add_argument("--to", metavar="ID", help="stop after this migration")
+    apply_p.add_argument(
+        "--dry-run", action="store_true", help="print the SQL instead of running it"
+    )
+    apply_p.add_argument(
+        "--allow-edited",
+        action="store_true",
+        help="apply even though an applied migration was edited",
+    )
+
+    rb = migrate_parser(
+        "rollback", "roll back applied migrations (default: the newest one)", _cmd_migrate_rollback
+    )
+    target = rb.add_mutually_exclusive_group()
+    target.add_argument("--steps", type=int, metavar="N", help="roll back the N newest migrations")
+    target.add_argument("--to", metavar="ID", help="roll back every migration applied after ID")
+    target.add_argument("--all", action="store_true", help="roll back everything")
+    rb.add_argument("--dry-run", action="store_true", help="print the SQL instead of running it")
+
+    st = migrate_parser(
+        "status", "list applied, pending and edited migrations", _cmd_migrate_status
+    )
+    st.add_argument(
+        "--check", action="store_true", help="exit 3 when pending, 4 when edited or missing"
+    )
+
+    migrate_parser(
+        "verify",
+        "check applied migrations against their files (exit 4 on mismatch)",
+        _cmd_migrate_verify,
+    )
+
+    db = sub.add_parser("db", help="manage the embedded PostgreSQL under .flowledger/")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    for name, help_ in (
+        ("start", "start the embedded server"),
+        ("stop", "stop the embedded server"),
+        ("status", "is the embedded server running? (exit 1 when not)"),
+        ("url", "print a URL of the embedded server (starting it when needed)"),
+    ):
+        p = dsub.add_parser(name, help=help_)
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.set_defaults(handler=_cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `flowledger` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = _Output(getattr(args, "json", False))
+    handler: Callable[[argparse.Namespace, _Output], int] = args.handler
+    try:
+        return handler(args, out)
+    except EditedMigrations as exc:
+        _report(out, exc)
+        return EXIT_EDITED
+    except FlowledgerError as exc:
+        _report(out, exc)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("flowledger: interrupted", file=sys.stderr)
+        return 130
+
+
+def _report(out: _Output, exc: FlowledgerError) -> None:
+    if out.as_json:
+        print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+    print(f"flowledger: error: {exc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

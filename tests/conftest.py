@@ -1,0 +1,125 @@
+"""Database fixtures: a real PostgreSQL for every test that needs one.
+
+By default the tests run on the embedded server (data under `.flowledger/test/`). Give
+`--postgresql-host` (and `--postgresql-port/-user/-password`, all from pytest-postgresql)
+or set `FLOWLEDGER_TEST_PGHOST` (`_PGPORT`, `_PGUSER`, `_PGPASSWORD`) to use any server
+instead. Migrations are applied once into a template database; each test gets its own
+clone of it (pytest-postgresql's DatabaseJanitor), so tests are isolated and fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from flowledger.devserver import EmbeddedServer
+from flowledger.migrate import Migrator
+
+ROOT = Path(__file__).resolve().parents[1]
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """Where the test server is and how to log in."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None
+    embedded: bool
+
+    def url(self, dbname: str) -> str:
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        return f"postgresql://{auth}@/{dbname}?host={quote(self.host, safe='/')}&port={self.port}"
+
+    def janitor(
+        self, dbname: str, template: str | None = None, *, as_template: bool = False
+    ) -> DatabaseJanitor:
+        return DatabaseJanitor(
+            user=self.user,
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            dbname=dbname,
+            template_dbname=template,
+            as_template=as_template,
+        )
+
+
+def _option(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(f"postgresql_{name}", default=None)
+    return str(value) if value else os.environ.get(f"FLOWLEDGER_TEST_PG{name.upper()}") or None
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> PgServer:
+    """The server under test: the one given on the command line, else the embedded one."""
+    host = _option(request.config, "host")
+    if host:
+        return PgServer(
+            host=host,
+            port=int(_option(request.config, "port") or 5432),
+            user=_option(request.config, "user") or "postgres",
+            password=_option(request.config, "password"),
+            embedded=False,
+        )
+    server = EmbeddedServer(ROOT / ".flowledger" / "test")
+    server.ensure_running()
+    status = server.status()
+    assert status.socket_dir is not None
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        # A throwaway test cluster: durability buys nothing here and costs seconds.
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
+    return PgServer(str(status.socket_dir), 5432, "postgres", None, embedded=True)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server: PgServer) -> Iterator[str]:
+    """Name of a template database holding the fully migrated schema."""
+    name = f"fl_template_{os.getpid()}"
+    janitor = pg_server.janitor(name, as_template=True)
+    janitor.drop()
+    janitor.init()
+    try:
+        with Migrator(pg_server.url(name)) as mig:
+            mig.apply()
+        yield name
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def db_url(pg_server: PgServer, migrated_template: str) -> Iterator[str]:
+    """URL of a fresh, fully migrated, empty database of this test's own."""
+    name = f"fl_test_{os.getpid()}_{next(_counter)}"
+    with pg_server.janitor(name, migrated_template):
+        yield pg_server.url(name)
+
+
+@pytest.fixture
+def empty_db_url(pg_server: PgServer) -> Iterator[str]:
+    """URL of a fresh database with no schema at all (for migration tests)."""
+    name = f"fl_empty_{os.getpid()}_{next(_counter)}"
+    with pg_server.janitor(name):
+        yield pg_server.url(name)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """An autocommit connection to this test's migrated database."""
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        yield connection
