@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from flowledger.database import Database, connect
 from flowledger.devserver import EmbeddedServer
 from flowledger.migrate import Migrator
 
@@ -123,3 +124,10 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     """An autocommit connection to this test's migrated database."""
     with psycopg.connect(db_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A flowledger Database (pool of up to 8) on this test's migrated database."""
+    with connect(db_url, min_size=1, max_size=8, connect_attempts=1) as database:
+        yield database

@@ -173,6 +173,25 @@ def _cmd_db(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+# -- check-plans --------------------------------------------------------------------------
+
+
+def _cmd_check_plans(args: argparse.Namespace, out: _Output) -> int:
+    import psycopg
+
+    from flowledger.errors import translating
+    from flowledger.migrate import check_connection, to_libpq_url
+    from flowledger.plans import check_plans, format_report
+
+    url = resolve_database(args.database)
+    check_connection(url)
+    with translating(), psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
+        report = check_plans(conn, strict=not args.realistic)
+    payload = {"ok": report.ok, "results": [r.as_json() for r in report.results]}
+    out.emit(payload, format_report(report, verbose=not args.quiet))
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -257,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
         "check applied migrations against their files (exit 4 on mismatch)",
         _cmd_migrate_verify,
     )
+
+    plans = sub.add_parser("check-plans", help="EXPLAIN every annotated query and check its plan")
+    _add_common(plans)
+    plans.add_argument(
+        "--realistic",
+        action="store_true",
+        help="keep the planner's own choices (for a database holding realistic volume)",
+    )
+    plans.add_argument("--quiet", action="store_true", help="print plans of failing queries only")
+    plans.set_defaults(handler=_cmd_check_plans)
 
     db = sub.add_parser("db", help="manage the embedded PostgreSQL under .flowledger/")
     dsub = db.add_subparsers(dest="db_command", required=True)

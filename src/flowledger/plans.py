@@ -1,0 +1,222 @@
+"""The EXPLAIN checker: every query annotated `-- plan:` must use the index it names.
+
+Each annotated query is prepared on the server (so PostgreSQL itself tells the type of
+every parameter) and explained twice with custom plans: once with every parameter set to
+a sample value of its type, once with the optional filters (`%(x)s::t IS NULL OR ...`)
+NULL. Two modes:
+
+* strict (default): `enable_seqscan = off`, so the verdict does not depend on the data: a
+  Seq Scan that survives it means no index can serve the query. Works on an empty
+  database, which is what the test suite uses.
+* realistic (`strict=False`): the planner's own choice, meant for a database holding
+  realistic volume (`flowledger seed --scale N`, then ANALYZE) such as staging.
+
+Verdicts: a Seq Scan on an application table fails unless the annotation is
+`seqscan-ok (<reason>)`; with `index a, b` the all-parameters-set plan must use one of
+the named indexes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from flowledger.repositories.queries import Query, get_queries
+
+_PARAM = re.compile(r"%\((\w+)\)s")
+_OPTIONAL = re.compile(r"%\((\w+)\)s(?:::[\w\[\]. ]+?)?\s+IS\s+NULL", re.IGNORECASE)
+_BOOKKEEPING = frozenset(
+    {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", "_flowledger_migration_checksum"}
+)
+
+
+@dataclass
+class PlanResult:
+    """The verdict on one query in one parameter variant."""
+
+    query: str
+    variant: str
+    ok: bool
+    problems: list[str]
+    indexes: list[str]
+    seq_scans: list[str]
+    plan: str
+    location: str
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "query": self.query,
+            "variant": self.variant,
+            "ok": self.ok,
+            "problems": self.problems,
+            "indexes": self.indexes,
+            "seq_scans": self.seq_scans,
+            "location": self.location,
+            "plan": self.plan,
+        }
+
+
+@dataclass
+class Report:
+    """Every verdict of a run."""
+
+    results: list[PlanResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every checked query passed."""
+        return all(r.ok for r in self.results)
+
+
+def annotated(queries: Mapping[str, Query] | None = None) -> list[Query]:
+    """The queries carrying a `-- plan:` annotation, by name."""
+    qs = queries if queries is not None else get_queries()
+    return [q for _, q in sorted(qs.items()) if q.plan is not None]
+
+
+def check_plans(
+    conn: psycopg.Connection[Any],
+    *,
+    strict: bool = True,
+    queries: Mapping[str, Query] | None = None,
+) -> Report:
+    """Explain every annotated query on `conn` (nothing is executed) and judge each plan."""
+    report = Report()
+    conn.execute("SET plan_cache_mode = force_custom_plan")
+    conn.execute(f"SET enable_seqscan = {'off' if strict else 'on'}")
+    for q in annotated(queries):
+        try:
+            for variant, values in _variants(conn, q):
+                report.results.append(_judge(conn, q, variant, values))
+        finally:
+            conn.execute("DEALLOCATE fl_plan")
+    conn.execute("RESET plan_cache_mode")
+    conn.execute("RESET enable_seqscan")
+    return report
+
+
+def _to_positional(text: str) -> tuple[str, list[str]]:
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
+
+    return _PARAM.sub(number, text).replace("%%", "%"), names
+
+
+def _variants(conn: psycopg.Connection[Any], q: Query) -> Iterator[tuple[str, list[str | None]]]:
+    text, names = _to_positional(q.sql)
+    conn.execute(f"PREPARE fl_plan AS {text}".encode())
+    row = conn.execute(
+        "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'fl_plan'"
+    ).fetchone()
+    types: list[str] = row[0] if row else []
+    samples = [_sample(t) for t in types]
+    yield "all set", samples
+    optional = {m.group(1) for m in _OPTIONAL.finditer(q.sql)}
+    if optional:
+        nulls = [None if n in optional else v for n, v in zip(names, samples, strict=True)]
+        yield "optional NULL", nulls
+
+
+def _sample(pg_type: str) -> str | None:
+    """A literal of `pg_type` that is plausible as a parameter value."""
+    base = pg_type.removesuffix("[]")
+    scalar: dict[str, str] = {
+        "uuid": str(uuid.UUID(int=1)),
+        "text": "sample",
+        "character varying": "sample",
+        "integer": "10",
+        "bigint": "10",
+        "smallint": "1",
+        "double precision": "0.5",
+        "real": "0.5",
+        "numeric": "1",
+        "boolean": "true",
+        "timestamp with time zone": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).isoformat(),
+        "interval": "30 seconds",
+        "jsonb": "{}",
+        "json": "{}",
+        "bytea": "\\x00",
+        "tsquery": "sample",
+    }
+    value = scalar.get(base, "sample")
+    if pg_type.endswith("[]"):
+        return "{" + json.dumps(value) + "}"
+    return value
+
+
+def _judge(
+    conn: psycopg.Connection[Any], q: Query, variant: str, values: Sequence[str | None]
+) -> PlanResult:
+    assert q.plan is not None
+    args = sql.SQL(", ").join(sql.Literal(v) if v is not None else sql.SQL("NULL") for v in values)
+    stmt = sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE fl_plan") + (
+        sql.SQL("({})").format(args) if values else sql.SQL("")
+    )
+    explain_row = conn.execute(stmt).fetchone()
+    assert explain_row is not None
+    raw = explain_row[0]
+    plan = raw if isinstance(raw, list) else json.loads(raw)
+    nodes = list(_walk(plan[0]["Plan"]))
+    indexes = sorted({n["Index Name"] for n in nodes if "Index Name" in n})
+    seq_scans = sorted(
+        {
+            n["Relation Name"]
+            for n in nodes
+            if n.get("Node Type") == "Seq Scan" and n.get("Relation Name") not in _BOOKKEEPING
+        }
+    )
+    problems: list[str] = []
+    if q.plan.kind == "index":
+        if seq_scans:
+            problems.append(f"Seq Scan on {', '.join(seq_scans)}")
+        if variant == "all set" and not set(q.plan.indexes) & set(indexes):
+            used = ", ".join(indexes) or "no index"
+            problems.append(f"expected index {' or '.join(q.plan.indexes)}, plan uses {used}")
+    text_plan = conn.execute(
+        sql.SQL("EXPLAIN EXECUTE fl_plan")
+        + (sql.SQL("({})").format(args) if values else sql.SQL(""))
+    ).fetchall()
+    return PlanResult(
+        query=q.name,
+        variant=variant,
+        ok=not problems,
+        problems=problems,
+        indexes=indexes,
+        seq_scans=seq_scans,
+        plan="\n".join(r[0] for r in text_plan),
+        location=f"{q.file}:{q.line}",
+    )
+
+
+def _walk(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _walk(child)
+
+
+def format_report(report: Report, *, verbose: bool = True) -> list[str]:
+    """Human-readable lines: each query's verdict, and its plan when `verbose`."""
+    lines: list[str] = []
+    for r in report.results:
+        verdict = "ok  " if r.ok else "FAIL"
+        lines.append(f"{verdict} {r.query} [{r.variant}] ({r.location})")
+        for p in r.problems:
+            lines.append(f"     {p}")
+        if verbose or not r.ok:
+            lines.extend(f"       {line}" for line in r.plan.splitlines())
+    passed = sum(r.ok for r in report.results)
+    lines.append(f"{passed} passed, {len(report.results) - passed} failed")
+    return lines

@@ -1,0 +1,78 @@
+"""Every annotated query's plan on the migrated schema, and the checker's own verdicts."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import psycopg
+import pytest
+
+from flowledger.cli import EXIT_ERROR, EXIT_OK, main
+from flowledger.plans import annotated, check_plans, format_report
+from flowledger.repositories.queries import get_queries, parse_queries
+
+# A query whose name starts with one of these reads rows through a predicate and must
+# carry a `-- plan:` annotation.
+_MUST_BE_CHECKED = re.compile(r"^(get|list|find|claim|count|reap|requeue|lock)_")
+
+
+def test_every_annotated_query_uses_its_index(conn: psycopg.Connection[Any]) -> None:
+    report = check_plans(conn)
+    assert report.results, "no annotated queries were checked"
+    failures = [r for r in report.results if not r.ok]
+    assert not failures, "\n".join(format_report(report, verbose=False))
+
+
+def test_every_lookup_list_and_claim_query_is_annotated() -> None:
+    missing = sorted(
+        n for n, q in get_queries().items() if _MUST_BE_CHECKED.match(n) and q.plan is None
+    )
+    assert missing == [], f"queries without a '-- plan:' annotation: {missing}"
+
+
+BAD = """
+-- name: get_user_by_display_name
+-- No index on display_name: the checker must refuse it.
+-- plan: index users_pkey
+SELECT id FROM users WHERE display_name = %(name)s::text;
+
+-- name: list_users_any
+-- Scans on purpose.
+-- plan: seqscan-ok (tiny table, read once at start-up)
+SELECT id FROM users;
+
+-- name: get_user_by_id
+-- The primary key.
+-- plan: index users_pkey
+SELECT id FROM users WHERE id = %(id)s::uuid;
+
+-- name: list_users_optional_role
+-- An optional filter that keeps the index when NULL and when set.
+-- plan: index users_pkey
+SELECT id FROM users
+ WHERE id = %(id)s::uuid AND (%(role)s::text IS NULL OR role = %(role)s::text);
+"""
+
+
+def test_checker_verdicts(conn: psycopg.Connection[Any]) -> None:
+    queries = parse_queries(BAD, file="bad.sql")
+    report = check_plans(conn, queries=queries)
+    verdicts = {(r.query, r.variant): r for r in report.results}
+    bad = verdicts[("get_user_by_display_name", "all set")]
+    assert not bad.ok and bad.seq_scans == ["users"]
+    assert any("expected index users_pkey" in p for p in bad.problems)
+    assert verdicts[("list_users_any", "all set")].ok
+    good = verdicts[("get_user_by_id", "all set")]
+    assert good.ok and good.indexes == ["users_pkey"] and "Index" in good.plan
+    assert verdicts[("list_users_optional_role", "optional NULL")].ok
+    assert not report.ok
+
+
+def test_check_plans_command(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check-plans", "--database", db_url, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == (EXIT_OK if doc["ok"] else EXIT_ERROR)
+    assert {r["query"] for r in doc["results"]} == {q.name for q in annotated()}
+    assert all("plan" in r and r["location"].startswith("sql/") for r in doc["results"])
