@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from flowledger.errors import FlowledgerError
+from flowledger.errors import FlowledgerError, MigrationError
 from flowledger.migrate import EditedMigrations
 
 EXIT_OK = 0
@@ -173,6 +173,53 @@ def _cmd_db(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+# -- seed ---------------------------------------------------------------------------------
+
+
+def _require_migrated(url: str) -> None:
+    from flowledger.migrate import Migrator
+
+    with Migrator(url) as mig:
+        pending = [s.id for s in mig.status() if s.state != "applied"]
+    if pending:
+        raise MigrationError(
+            f"the database is not fully migrated ({', '.join(pending)}):"
+            " run flowledger migrate apply"
+        )
+
+
+def _cmd_seed(args: argparse.Namespace, out: _Output) -> int:
+    import psycopg
+
+    from flowledger.errors import translating
+    from flowledger.migrate import to_libpq_url
+
+    url = resolve_database(args.database)
+    _require_migrated(url)
+    if args.scale is None:
+        from flowledger.database import connect
+        from flowledger.seed import seed
+
+        with connect(url, min_size=1, max_size=2) as db:
+            report = seed(db)
+        payload = report.as_json()
+        out.emit(payload, [f"{k:<20} {v}" for k, v in payload.items()])
+        return EXIT_OK
+    from flowledger.volume import generate, stderr_progress
+
+    with translating(), psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
+        volume = generate(
+            conn,
+            scale=args.scale,
+            seed=args.seed,
+            progress=None if args.json or args.quiet else stderr_progress,
+        )
+    lines = [f"{table:<20} {rows:>12,}" for table, rows in volume.rows.items()]
+    lines.append(f"written in {volume.seconds:.1f}s")
+    out.emit({"rows": volume.rows, "seconds": round(volume.seconds, 2)}, lines)
+    return EXIT_OK
+
+
 # -- check-plans --------------------------------------------------------------------------
 
 
@@ -276,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
         "check applied migrations against their files (exit 4 on mismatch)",
         _cmd_migrate_verify,
     )
+
+    seed = sub.add_parser("seed", help="sample data (idempotent), or realistic volume with --scale")
+    _add_common(seed)
+    seed.add_argument(
+        "--scale", type=int, metavar="N", help="generate N executions and their history"
+    )
+    seed.add_argument("--seed", type=int, default=42, help="random seed of --scale (default 42)")
+    seed.add_argument("--quiet", action="store_true", help="no progress bar")
+    seed.set_defaults(handler=_cmd_seed)
 
     plans = sub.add_parser("check-plans", help="EXPLAIN every annotated query and check its plan")
     _add_common(plans)
