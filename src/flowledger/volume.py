@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
 
 from flowledger.errors import InvalidInput
 
@@ -117,6 +118,7 @@ def generate(
     if present.fetchone() is not None:
         raise InvalidInput("this database already holds generated volume; use a fresh database")
     started = time.perf_counter()
+    set_json_dumps(msgspec.json.encode, conn)
     rng = random.Random(seed)
     ids = _Ids(rng)
     report = VolumeReport()

@@ -1,0 +1,972 @@
+-- flowledger: the current schema, as applying every migration in migrations/
+-- leaves it. Read this file to learn the schema; change it only together with
+-- a new migration (the test suite checks that both produce the same database).
+--
+-- Load into an empty database with:
+--   psql -v ON_ERROR_STOP=1 -f sql/schema.sql
+--
+-- Conventions:
+--   * Everything lives in the public schema. Keys are time-ordered UUIDv7
+--     (uuid_generate_v7()), except configurations (text key), step_logs
+--     (bigint identity) and the memory_module_items link table.
+--   * Mutable tables carry created_at/updated_at; one trigger function,
+--     set_updated_at(), bumps updated_at when a row really changes.
+--     workflow_versions and memory_context_packs are write-once.
+--   * Enumerations are text + CHECK. Constraints are named
+--     <table>_<what>_check, <table>_<cols>_key, <table>_<col>_fkey; indexes
+--     <table>_<cols>_idx. Triggers that enforce rules raise check_violation
+--     (SQLSTATE 23514) with the trigger's name as the constraint name.
+--   * Every foreign key has an index (its own, or one it leads).
+
+-- ============================================================================
+-- Shared functions
+-- ============================================================================
+
+CREATE FUNCTION uuid_generate_v7() RETURNS uuid
+    LANGUAGE sql VOLATILE PARALLEL SAFE
+AS $$
+    -- Time-ordered UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, the
+    -- version nibble, 12 bits of sub-millisecond fraction ("method 3": ids
+    -- made by one backend sort in creation order at microsecond resolution),
+    -- then the variant and 62 random bits of gen_random_uuid(), whose variant
+    -- bits already are the RFC ones. gen_random_uuid() is core since
+    -- PostgreSQL 13, so no extension is needed; the built-in uuidv7() of
+    -- PostgreSQL 18 is not used because the schema also runs on 15.
+    SELECT encode(
+               overlay(uuid_send(gen_random_uuid())
+                       PLACING int8send(((clock.us / 1000) << 16)
+                                        | (7 << 12)
+                                        | ((clock.us % 1000) * 4096 / 1000))
+                       FROM 1 FOR 8),
+               'hex')::uuid
+      FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us) AS clock
+$$;
+
+-- BEFORE UPDATE trigger of every mutable table: bump updated_at only when the
+-- row really changed, so a no-op UPDATE keeps the timestamp. Trigger arguments
+-- name columns to leave out of the comparison: stored generated columns are
+-- still NULL in NEW while BEFORE triggers run and would make every update look
+-- like a change.
+CREATE FUNCTION set_updated_at() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_NARGS = 0 THEN
+        IF NEW IS DISTINCT FROM OLD THEN
+            NEW.updated_at := now();
+        END IF;
+    ELSIF (to_jsonb(NEW) - TG_ARGV) IS DISTINCT FROM (to_jsonb(OLD) - TG_ARGV) THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- BEFORE UPDATE trigger of write-once tables. Raised as a check violation
+-- named after the trigger, so callers map it like any other constraint.
+CREATE FUNCTION reject_update() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION '% rows are immutable', TG_TABLE_NAME
+        USING ERRCODE = 'check_violation',
+              CONSTRAINT = TG_NAME,
+              SCHEMA = TG_TABLE_SCHEMA,
+              TABLE = TG_TABLE_NAME;
+END;
+$$;
+
+-- ============================================================================
+-- Identity: users, API keys
+-- ============================================================================
+
+CREATE TABLE users (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    -- Uniqueness is case-insensitive: see users_email_key below.
+    email text NOT NULL,
+    display_name text NOT NULL,
+    role text NOT NULL DEFAULT 'developer',
+    is_active boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT users_email_check CHECK (email ~ '^[^@\s]+@[^@\s]+$'),
+    CONSTRAINT users_display_name_check CHECK (length(btrim(display_name)) > 0),
+    CONSTRAINT users_role_check CHECK (role IN ('admin', 'developer', 'viewer'))
+);
+
+-- An expression index, not a constraint: UNIQUE constraints cannot be on
+-- lower(email). Lookups must use lower(email) = lower(%(email)s) to hit it.
+CREATE UNIQUE INDEX users_email_key ON users (lower(email));
+
+CREATE TRIGGER users_set_updated_at
+    BEFORE UPDATE ON users
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Only a hash of the secret is stored; the public prefix finds the row, then
+-- the caller compares hashes. last_used_at is written lazily (at most every
+-- few minutes per key), not on every request.
+CREATE TABLE api_keys (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    user_id uuid NOT NULL,
+    name text NOT NULL,
+    prefix text NOT NULL,
+    secret_hash bytea NOT NULL,
+    scopes text[] NOT NULL DEFAULT '{}',
+    expires_at timestamptz,
+    revoked_at timestamptz,
+    last_used_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT api_keys_user_id_fkey FOREIGN KEY (user_id)
+        REFERENCES users (id) ON DELETE CASCADE,
+    CONSTRAINT api_keys_name_check CHECK (length(btrim(name)) > 0),
+    CONSTRAINT api_keys_prefix_check CHECK (prefix ~ '^[A-Za-z0-9_]{8,32}$'),
+    -- SHA-256 (or HMAC-SHA-256) digest of the secret.
+    CONSTRAINT api_keys_secret_hash_check CHECK (octet_length(secret_hash) = 32),
+    CONSTRAINT api_keys_scopes_check CHECK (array_position(scopes, NULL) IS NULL),
+    CONSTRAINT api_keys_prefix_key UNIQUE (prefix),
+    -- Also the index of api_keys_user_id_fkey (leading column).
+    CONSTRAINT api_keys_user_id_name_key UNIQUE (user_id, name)
+);
+
+CREATE TRIGGER api_keys_set_updated_at
+    BEFORE UPDATE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- ============================================================================
+-- Catalog: packs (actions reference workflows, so they come after them)
+-- ============================================================================
+
+CREATE TABLE packs (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    -- Namespace of the pack's actions: action "core.http" lives in pack "core".
+    ref text NOT NULL,
+    label text NOT NULL,
+    description text NOT NULL DEFAULT '',
+    version text NOT NULL DEFAULT '0.1.0',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT packs_ref_check CHECK (ref ~ '^[a-z][a-z0-9_]*$'),
+    CONSTRAINT packs_label_check CHECK (length(btrim(label)) > 0),
+    CONSTRAINT packs_version_check CHECK (length(btrim(version)) > 0),
+    CONSTRAINT packs_ref_key UNIQUE (ref)
+);
+
+CREATE TRIGGER packs_set_updated_at
+    BEFORE UPDATE ON packs
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- ============================================================================
+-- Workflows: definitions, versions, stages
+-- ============================================================================
+
+CREATE TABLE workflows (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    -- RESTRICT: a user who owns workflows is deactivated, not deleted.
+    owner_id uuid NOT NULL,
+    pack_id uuid,
+    name text NOT NULL,
+    description text NOT NULL DEFAULT '',
+    status text NOT NULL DEFAULT 'draft',
+    enabled boolean NOT NULL DEFAULT true,
+    trigger_type text NOT NULL DEFAULT 'manual',
+    -- Cron expression; present exactly when trigger_type = 'schedule'.
+    schedule text,
+    -- The definition as written (YAML) and decomposed; both are versioned.
+    definition_yaml text NOT NULL DEFAULT '',
+    definition jsonb NOT NULL DEFAULT '{}',
+    param_schema jsonb NOT NULL DEFAULT '{}',
+    out_schema jsonb NOT NULL DEFAULT '{}',
+    tags text[] NOT NULL DEFAULT '{}',
+    -- Explicit regconfigs keep the expression immutable, as a generated
+    -- column requires; queries must use the same configs to match.
+    search tsvector GENERATED ALWAYS AS (
+        setweight(to_tsvector('simple'::regconfig, name), 'A')
+        || setweight(to_tsvector('english'::regconfig, coalesce(description, '')), 'B')
+    ) STORED,
+    -- Definition version, maintained by workflows_version_on_update.
+    version integer NOT NULL DEFAULT 1,
+    -- Optimistic-locking counter, bumped by every application update.
+    row_version integer NOT NULL DEFAULT 1,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT workflows_owner_id_fkey FOREIGN KEY (owner_id)
+        REFERENCES users (id) ON DELETE RESTRICT,
+    CONSTRAINT workflows_pack_id_fkey FOREIGN KEY (pack_id)
+        REFERENCES packs (id) ON DELETE SET NULL,
+    CONSTRAINT workflows_name_check CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$'),
+    CONSTRAINT workflows_status_check CHECK (status IN ('draft', 'active', 'archived')),
+    CONSTRAINT workflows_trigger_type_check
+        CHECK (trigger_type IN ('manual', 'schedule', 'event', 'webhook')),
+    CONSTRAINT workflows_schedule_check
+        CHECK ((trigger_type = 'schedule') = (schedule IS NOT NULL)),
+    CONSTRAINT workflows_definition_check CHECK (jsonb_typeof(definition) = 'object'),
+    CONSTRAINT workflows_param_schema_check CHECK (jsonb_typeof(param_schema) = 'object'),
+    CONSTRAINT workflows_out_schema_check CHECK (jsonb_typeof(out_schema) = 'object'),
+    CONSTRAINT workflows_tags_check CHECK (array_position(tags, NULL) IS NULL),
+    CONSTRAINT workflows_version_check CHECK (version >= 1),
+    CONSTRAINT workflows_row_version_check CHECK (row_version >= 1),
+    -- Also the index of workflows_owner_id_fkey (leading column).
+    CONSTRAINT workflows_owner_id_name_key UNIQUE (owner_id, name)
+);
+
+CREATE INDEX workflows_tags_idx ON workflows USING gin (tags);
+CREATE INDEX workflows_search_idx ON workflows USING gin (search);
+-- The owner's dashboard: one status, most recently edited first.
+CREATE INDEX workflows_owner_status_updated_idx
+    ON workflows (owner_id, status, updated_at DESC, id DESC);
+-- Keyset pagination over all workflows, by edit or by creation time.
+CREATE INDEX workflows_updated_idx ON workflows (updated_at, id);
+CREATE INDEX workflows_created_idx ON workflows (created_at, id);
+CREATE INDEX workflows_pack_id_idx ON workflows (pack_id);
+CREATE INDEX workflows_status_updated_idx ON workflows (status, updated_at, id);
+
+CREATE TRIGGER workflows_set_updated_at
+    BEFORE UPDATE ON workflows
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at('search');
+
+CREATE TABLE workflow_versions (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    workflow_id uuid NOT NULL,
+    version integer NOT NULL,
+    definition_yaml text NOT NULL,
+    definition jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT workflow_versions_workflow_id_fkey FOREIGN KEY (workflow_id)
+        REFERENCES workflows (id) ON DELETE CASCADE,
+    CONSTRAINT workflow_versions_version_check CHECK (version >= 1),
+    CONSTRAINT workflow_versions_definition_check CHECK (jsonb_typeof(definition) = 'object'),
+    -- Target of workflow_executions_version_fkey; also the index of
+    -- workflow_versions_workflow_id_fkey (leading column).
+    CONSTRAINT workflow_versions_workflow_id_version_key UNIQUE (workflow_id, version)
+);
+
+-- Snapshots are history that executions point at: never rewritten. They go
+-- away only with their workflow (DELETE is allowed for the cascade).
+CREATE TRIGGER workflow_versions_immutable
+    BEFORE UPDATE ON workflow_versions
+    FOR EACH ROW EXECUTE FUNCTION reject_update();
+
+-- AFTER INSERT: the snapshot references the workflow row, which a BEFORE
+-- INSERT trigger would not see yet.
+CREATE FUNCTION record_workflow_version() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    INSERT INTO workflow_versions (workflow_id, version, definition_yaml, definition)
+    VALUES (NEW.id, NEW.version, NEW.definition_yaml, NEW.definition);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER workflows_version_on_insert
+    AFTER INSERT ON workflows
+    FOR EACH ROW EXECUTE FUNCTION record_workflow_version();
+
+-- version belongs to the database: a definition change bumps it and snapshots
+-- the new definition; any other attempt to change it is undone, so that
+-- workflows.version always names an existing workflow_versions row. The
+-- workflow row already exists on UPDATE, so the snapshot can be written here.
+CREATE FUNCTION bump_workflow_version() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NEW.definition IS DISTINCT FROM OLD.definition
+       OR NEW.definition_yaml IS DISTINCT FROM OLD.definition_yaml THEN
+        NEW.version := OLD.version + 1;
+        INSERT INTO workflow_versions (workflow_id, version, definition_yaml, definition)
+        VALUES (NEW.id, NEW.version, NEW.definition_yaml, NEW.definition);
+    ELSE
+        NEW.version := OLD.version;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER workflows_version_on_update
+    BEFORE UPDATE ON workflows
+    FOR EACH ROW
+    WHEN (NEW.definition IS DISTINCT FROM OLD.definition
+          OR NEW.definition_yaml IS DISTINCT FROM OLD.definition_yaml
+          OR NEW.version IS DISTINCT FROM OLD.version)
+    EXECUTE FUNCTION bump_workflow_version();
+
+CREATE TABLE workflow_stages (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    workflow_id uuid NOT NULL,
+    position integer NOT NULL,
+    name text NOT NULL,
+    -- Resolved against actions.ref at run time; no FK, so a workflow can be
+    -- drafted before its pack is installed.
+    action_ref text NOT NULL,
+    -- Names of stages of the same workflow that must complete first.
+    depends_on text[] NOT NULL DEFAULT '{}',
+    config jsonb NOT NULL DEFAULT '{}',
+    -- Fan-out items: one execution step per element (task_index).
+    with_items jsonb,
+    retry_policy jsonb NOT NULL
+        DEFAULT '{"max_attempts": 3, "backoff_base_seconds": 1, "backoff_max_seconds": 300}',
+    timeout_seconds integer NOT NULL DEFAULT 3600,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT workflow_stages_workflow_id_fkey FOREIGN KEY (workflow_id)
+        REFERENCES workflows (id) ON DELETE CASCADE,
+    CONSTRAINT workflow_stages_position_check CHECK (position >= 0),
+    CONSTRAINT workflow_stages_name_check CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$'),
+    CONSTRAINT workflow_stages_action_ref_check CHECK (length(btrim(action_ref)) > 0),
+    CONSTRAINT workflow_stages_depends_on_check
+        CHECK (array_position(depends_on, NULL) IS NULL AND NOT name = ANY (depends_on)),
+    CONSTRAINT workflow_stages_config_check CHECK (jsonb_typeof(config) = 'object'),
+    CONSTRAINT workflow_stages_with_items_check
+        CHECK (with_items IS NULL OR jsonb_typeof(with_items) = 'array'),
+    -- CASE, not AND: the cast must not run (and fail with a cast error
+    -- instead of this constraint) when max_attempts is missing or not a number.
+    CONSTRAINT workflow_stages_retry_policy_check CHECK (
+        CASE jsonb_typeof(retry_policy -> 'max_attempts')
+            WHEN 'number' THEN (retry_policy ->> 'max_attempts')::numeric >= 1
+                AND (retry_policy ->> 'max_attempts')::numeric
+                    = trunc((retry_policy ->> 'max_attempts')::numeric)
+            ELSE false
+        END
+    ),
+    CONSTRAINT workflow_stages_timeout_seconds_check CHECK (timeout_seconds > 0),
+    -- Deferrable so that a reorder can swap positions in one transaction
+    -- (SET CONSTRAINTS ... DEFERRED) or renumber in a single UPDATE. Also the
+    -- index of workflow_stages_workflow_id_fkey (leading column).
+    CONSTRAINT workflow_stages_workflow_id_position_key UNIQUE (workflow_id, position)
+        DEFERRABLE INITIALLY IMMEDIATE,
+    CONSTRAINT workflow_stages_workflow_id_name_key UNIQUE (workflow_id, name)
+);
+
+CREATE TRIGGER workflow_stages_set_updated_at
+    BEFORE UPDATE ON workflow_stages
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- ============================================================================
+-- Catalog: actions
+-- ============================================================================
+
+CREATE TABLE actions (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    pack_id uuid NOT NULL,
+    -- "<pack ref>.<action>"; the pack part is not checked against pack_id.
+    ref text NOT NULL,
+    entrypoint text NOT NULL,
+    description text NOT NULL DEFAULT '',
+    param_schema jsonb NOT NULL DEFAULT '{}',
+    out_schema jsonb NOT NULL DEFAULT '{}',
+    is_workflow boolean NOT NULL DEFAULT false,
+    workflow_id uuid,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT actions_pack_id_fkey FOREIGN KEY (pack_id)
+        REFERENCES packs (id) ON DELETE CASCADE,
+    -- RESTRICT, not SET NULL: nulling workflow_id would break
+    -- actions_workflow_link_check. A workflow that implements an action is
+    -- deleted only after the action is removed (or relinked).
+    CONSTRAINT actions_workflow_id_fkey FOREIGN KEY (workflow_id)
+        REFERENCES workflows (id) ON DELETE RESTRICT,
+    CONSTRAINT actions_ref_check CHECK (ref ~ '^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$'),
+    CONSTRAINT actions_entrypoint_check CHECK (length(btrim(entrypoint)) > 0),
+    CONSTRAINT actions_param_schema_check CHECK (jsonb_typeof(param_schema) = 'object'),
+    CONSTRAINT actions_out_schema_check CHECK (jsonb_typeof(out_schema) = 'object'),
+    CONSTRAINT actions_workflow_link_check CHECK (is_workflow = (workflow_id IS NOT NULL)),
+    CONSTRAINT actions_ref_key UNIQUE (ref)
+);
+
+CREATE INDEX actions_pack_id_idx ON actions (pack_id);
+CREATE INDEX actions_workflow_id_idx ON actions (workflow_id);
+
+CREATE TRIGGER actions_set_updated_at
+    BEFORE UPDATE ON actions
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- ============================================================================
+-- Agents: sessions, configurations
+-- ============================================================================
+
+CREATE TABLE sessions (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    client_id text NOT NULL,
+    user_id uuid,
+    is_active boolean NOT NULL DEFAULT true,
+    -- Stale-session cleanup deactivates active sessions whose heartbeat is old.
+    last_heartbeat timestamptz NOT NULL DEFAULT now(),
+    metadata jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT sessions_user_id_fkey FOREIGN KEY (user_id)
+        REFERENCES users (id) ON DELETE CASCADE,
+    CONSTRAINT sessions_client_id_check CHECK (length(btrim(client_id)) > 0),
+    CONSTRAINT sessions_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
+    CONSTRAINT sessions_client_id_key UNIQUE (client_id)
+);
+
+CREATE INDEX sessions_user_id_idx ON sessions (user_id);
+-- The stale-session sweep: active sessions by heartbeat age.
+CREATE INDEX sessions_active_heartbeat_idx ON sessions (last_heartbeat) WHERE is_active;
+-- Keyset pagination over active sessions.
+CREATE INDEX sessions_active_created_idx ON sessions (created_at, id) WHERE is_active;
+
+CREATE TRIGGER sessions_set_updated_at
+    BEFORE UPDATE ON sessions
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Compare-and-set writes go through version: UPDATE ... WHERE version = expected.
+CREATE TABLE configurations (
+    key text PRIMARY KEY,
+    value jsonb NOT NULL,
+    version integer NOT NULL DEFAULT 1,
+    description text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Dotted lowercase path: "scheduler.max_workers".
+    CONSTRAINT configurations_key_check
+        CHECK (key ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$'),
+    CONSTRAINT configurations_version_check CHECK (version >= 1)
+);
+
+-- Prefix listings (key LIKE 'scheduler.%') whatever the database collation;
+-- the primary key serves them only under the C collation.
+CREATE INDEX configurations_key_pattern_idx ON configurations (key text_pattern_ops);
+
+CREATE TRIGGER configurations_set_updated_at
+    BEFORE UPDATE ON configurations
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- ============================================================================
+-- Runs: executions, steps, attempts, logs, tool calls
+-- ============================================================================
+
+CREATE TABLE workflow_executions (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    workflow_id uuid NOT NULL,
+    -- The exact definition this execution runs (workflow_versions.version).
+    workflow_version integer NOT NULL,
+    -- Set for sub-workflow executions; they go away with their parent.
+    parent_execution_id uuid,
+    triggered_by uuid,
+    status text NOT NULL DEFAULT 'pending',
+    attempt integer NOT NULL DEFAULT 1,
+    -- Caller-chosen key making "start this run" safe to retry; NULL opts out
+    -- (NULLs are distinct in workflow_executions_idempotency_key).
+    idempotency_key text,
+    parameters jsonb NOT NULL DEFAULT '{}',
+    variables jsonb NOT NULL DEFAULT '{}',
+    task_graph jsonb NOT NULL DEFAULT '{}',
+    error_message text,
+    pause_reason text,
+    started_at timestamptz,
+    finished_at timestamptz,
+    row_version integer NOT NULL DEFAULT 1,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT workflow_executions_workflow_id_fkey FOREIGN KEY (workflow_id)
+        REFERENCES workflows (id) ON DELETE CASCADE,
+    -- NO ACTION (checked at the end of the statement): versions are deleted
+    -- only by the cascade from workflows, which removes the executions too.
+    CONSTRAINT workflow_executions_version_fkey FOREIGN KEY (workflow_id, workflow_version)
+        REFERENCES workflow_versions (workflow_id, version),
+    CONSTRAINT workflow_executions_parent_execution_id_fkey FOREIGN KEY (parent_execution_id)
+        REFERENCES workflow_executions (id) ON DELETE CASCADE,
+    CONSTRAINT workflow_executions_triggered_by_fkey FOREIGN KEY (triggered_by)
+        REFERENCES users (id) ON DELETE SET NULL,
+    CONSTRAINT workflow_executions_status_check CHECK (
+        status IN ('pending', 'running', 'paused', 'completed', 'failed', 'cancelled')
+    ),
+    CONSTRAINT workflow_executions_attempt_check CHECK (attempt >= 1),
+    CONSTRAINT workflow_executions_parent_check CHECK (parent_execution_id <> id),
+    CONSTRAINT workflow_executions_idempotency_key_check
+        CHECK (length(btrim(idempotency_key)) > 0),
+    CONSTRAINT workflow_executions_parameters_check CHECK (jsonb_typeof(parameters) = 'object'),
+    CONSTRAINT workflow_executions_variables_check CHECK (jsonb_typeof(variables) = 'object'),
+    CONSTRAINT workflow_executions_task_graph_check CHECK (jsonb_typeof(task_graph) = 'object'),
+    CONSTRAINT workflow_executions_pause_reason_check
+        CHECK (pause_reason IS NULL OR status = 'paused'),
+    -- A cancelled execution may or may not have started.
+    CONSTRAINT workflow_executions_started_check CHECK (
+        started_at IS NOT NULL OR status NOT IN ('running', 'paused', 'completed', 'failed')
+    ),
+    CONSTRAINT workflow_executions_finished_check CHECK (
+        (finished_at IS NOT NULL) = (status IN ('completed', 'failed', 'cancelled'))
+    ),
+    CONSTRAINT workflow_executions_timing_check CHECK (finished_at >= started_at),
+    CONSTRAINT workflow_executions_row_version_check CHECK (row_version >= 1),
+    CONSTRAINT workflow_executions_idempotency_key UNIQUE (workflow_id, idempotency_key)
+);
+
+CREATE INDEX workflow_executions_status_updated_idx
+    ON workflow_executions (status, updated_at);
+-- Also the index of workflow_executions_workflow_id_fkey (leading column).
+CREATE INDEX workflow_executions_workflow_status_idx
+    ON workflow_executions (workflow_id, status);
+-- The index of workflow_executions_version_fkey: runs of one version.
+CREATE INDEX workflow_executions_workflow_version_idx
+    ON workflow_executions (workflow_id, workflow_version);
+CREATE INDEX workflow_executions_workflow_created_idx
+    ON workflow_executions (workflow_id, created_at, id);
+CREATE INDEX workflow_executions_created_idx ON workflow_executions (created_at, id);
+-- Most executions have no parent; the FK lookup (parent_execution_id = $1)
+-- implies IS NOT NULL, so the partial index serves it.
+CREATE INDEX workflow_executions_parent_idx ON workflow_executions (parent_execution_id)
+    WHERE parent_execution_id IS NOT NULL;
+CREATE INDEX workflow_executions_triggered_by_idx ON workflow_executions (triggered_by);
+CREATE INDEX workflow_executions_paused_idx ON workflow_executions (updated_at)
+    WHERE status = 'paused';
+-- Retention: finished executions oldest first.
+CREATE INDEX workflow_executions_finished_idx ON workflow_executions (finished_at)
+    WHERE finished_at IS NOT NULL;
+
+CREATE TRIGGER workflow_executions_set_updated_at
+    BEFORE UPDATE ON workflow_executions
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Legal status changes of an execution; anything else is refused like a CHECK.
+-- Terminal states (completed, failed, cancelled) never change.
+CREATE FUNCTION check_execution_transition() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- Parenthesised: PL/pgSQL ends an IF condition at the first bare THEN.
+    IF (CASE OLD.status
+            WHEN 'pending' THEN NEW.status IN ('running', 'cancelled', 'failed')
+            WHEN 'running' THEN NEW.status IN ('paused', 'completed', 'failed', 'cancelled')
+            WHEN 'paused' THEN NEW.status IN ('running', 'cancelled', 'failed')
+            ELSE false
+        END) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'illegal workflow_executions status transition: % -> %',
+                    OLD.status, NEW.status
+        USING ERRCODE = 'check_violation',
+              CONSTRAINT = TG_NAME,
+              SCHEMA = TG_TABLE_SCHEMA,
+              TABLE = TG_TABLE_NAME,
+              COLUMN = 'status';
+END;
+$$;
+
+CREATE TRIGGER workflow_executions_status_transition
+    BEFORE UPDATE OF status ON workflow_executions
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status)
+    EXECUTE FUNCTION check_execution_transition();
+
+-- The hot, narrow row of one task in one execution: claimed, leased,
+-- heartbeaten and retried in place. History goes to step_attempts/step_logs.
+CREATE TABLE execution_steps (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    execution_id uuid NOT NULL,
+    stage_id uuid,
+    task_name text NOT NULL,
+    -- Position in a with_items fan-out; 0 for a plain task.
+    task_index integer NOT NULL DEFAULT 0,
+    status text NOT NULL DEFAULT 'pending',
+    -- Lower runs first (claim order: priority, available_at, id).
+    priority smallint NOT NULL DEFAULT 0,
+    -- Attempts started so far.
+    attempt integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 3,
+    -- Earliest claim time: now() when queued, the backoff deadline on retry.
+    available_at timestamptz NOT NULL DEFAULT now(),
+    timeout_seconds integer NOT NULL DEFAULT 3600,
+    lease_owner text,
+    lease_expires_at timestamptz,
+    heartbeat_at timestamptz,
+    started_at timestamptz,
+    completed_at timestamptz,
+    duration_ms bigint,
+    outputs jsonb,
+    error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT execution_steps_execution_id_fkey FOREIGN KEY (execution_id)
+        REFERENCES workflow_executions (id) ON DELETE CASCADE,
+    CONSTRAINT execution_steps_stage_id_fkey FOREIGN KEY (stage_id)
+        REFERENCES workflow_stages (id) ON DELETE SET NULL,
+    CONSTRAINT execution_steps_task_name_check CHECK (length(btrim(task_name)) > 0),
+    CONSTRAINT execution_steps_task_index_check CHECK (task_index >= 0),
+    CONSTRAINT execution_steps_status_check CHECK (
+        status IN ('pending', 'queued', 'running', 'completed', 'failed', 'skipped',
+                   'cancelled', 'timed_out')
+    ),
+    CONSTRAINT execution_steps_priority_check CHECK (priority BETWEEN -1000 AND 1000),
+    CONSTRAINT execution_steps_attempt_check CHECK (attempt >= 0),
+    CONSTRAINT execution_steps_max_attempts_check CHECK (max_attempts >= 1),
+    CONSTRAINT execution_steps_attempt_limit_check CHECK (attempt <= max_attempts),
+    CONSTRAINT execution_steps_timeout_seconds_check CHECK (timeout_seconds > 0),
+    -- A running step is always leased, and only a running step is.
+    CONSTRAINT execution_steps_lease_check CHECK (
+        (status = 'running') = (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL)
+    ),
+    CONSTRAINT execution_steps_duration_ms_check CHECK (duration_ms >= 0),
+    -- Also the index of execution_steps_execution_id_fkey (leading column).
+    CONSTRAINT execution_steps_execution_task_key UNIQUE (execution_id, task_name, task_index)
+);
+
+-- The claim query polls exactly this: queued steps in claim order.
+CREATE INDEX execution_steps_claim_idx ON execution_steps (priority, available_at, id)
+    WHERE status = 'queued';
+-- The reaper: running steps whose lease has expired.
+CREATE INDEX execution_steps_lease_expiry_idx ON execution_steps (lease_expires_at)
+    WHERE status = 'running';
+-- Steps waiting out a retry backoff.
+CREATE INDEX execution_steps_retry_idx ON execution_steps (available_at)
+    WHERE status = 'queued' AND attempt > 0;
+CREATE INDEX execution_steps_stage_id_idx ON execution_steps (stage_id);
+-- Timeouts: running steps by start time (started_at + timeout_seconds).
+CREATE INDEX execution_steps_running_started_idx ON execution_steps (started_at)
+    WHERE status = 'running';
+
+CREATE TRIGGER execution_steps_set_updated_at
+    BEFORE UPDATE ON execution_steps
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Legal status changes of a step. running -> queued is a retry or a lost
+-- lease being requeued; failed/timed_out -> queued is a manual or automatic
+-- retry. completed, skipped and cancelled are terminal.
+CREATE FUNCTION check_step_transition() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- Parenthesised: PL/pgSQL ends an IF condition at the first bare THEN.
+    IF (CASE OLD.status
+            WHEN 'pending' THEN NEW.status IN ('queued', 'skipped', 'cancelled')
+            WHEN 'queued' THEN NEW.status IN ('running', 'cancelled', 'skipped')
+            WHEN 'running' THEN NEW.status IN ('completed', 'failed', 'queued', 'timed_out',
+                                               'cancelled')
+            WHEN 'failed' THEN NEW.status = 'queued'
+            WHEN 'timed_out' THEN NEW.status = 'queued'
+            ELSE false
+        END) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'illegal execution_steps status transition: % -> %',
+                    OLD.status, NEW.status
+        USING ERRCODE = 'check_violation',
+              CONSTRAINT = TG_NAME,
+              SCHEMA = TG_TABLE_SCHEMA,
+              TABLE = TG_TABLE_NAME,
+              COLUMN = 'status';
+END;
+$$;
+
+CREATE TRIGGER execution_steps_status_transition
+    BEFORE UPDATE OF status ON execution_steps
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status)
+    EXECUTE FUNCTION check_step_transition();
+
+-- One row per attempt, written when the attempt starts and finished once.
+-- execution_id is denormalised so an execution's history reads without a join.
+CREATE TABLE step_attempts (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    step_id uuid NOT NULL,
+    execution_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    worker_id text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    outcome text,
+    error text,
+    CONSTRAINT step_attempts_step_id_fkey FOREIGN KEY (step_id)
+        REFERENCES execution_steps (id) ON DELETE CASCADE,
+    CONSTRAINT step_attempts_execution_id_fkey FOREIGN KEY (execution_id)
+        REFERENCES workflow_executions (id) ON DELETE CASCADE,
+    CONSTRAINT step_attempts_attempt_check CHECK (attempt >= 1),
+    CONSTRAINT step_attempts_worker_id_check CHECK (length(btrim(worker_id)) > 0),
+    CONSTRAINT step_attempts_outcome_check CHECK (
+        outcome IN ('completed', 'failed', 'timed_out', 'lease_lost', 'cancelled')
+    ),
+    CONSTRAINT step_attempts_finished_check CHECK ((outcome IS NULL) = (finished_at IS NULL)),
+    CONSTRAINT step_attempts_timing_check CHECK (finished_at >= started_at),
+    -- Also the index of step_attempts_step_id_fkey (leading column).
+    CONSTRAINT step_attempts_step_id_attempt_key UNIQUE (step_id, attempt)
+);
+
+CREATE INDEX step_attempts_execution_id_idx ON step_attempts (execution_id);
+
+-- An open attempt may only be finished (finished_at, outcome, error); a
+-- finished one never changes again.
+CREATE FUNCTION check_step_attempt_write_once() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF OLD.finished_at IS NOT NULL THEN
+        RAISE EXCEPTION 'step_attempts row is write-once: attempt % of step % is already finished',
+                        OLD.attempt, OLD.step_id
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = TG_NAME,
+                  SCHEMA = TG_TABLE_SCHEMA,
+                  TABLE = TG_TABLE_NAME;
+    END IF;
+    IF (NEW.id, NEW.step_id, NEW.execution_id, NEW.attempt, NEW.worker_id, NEW.started_at)
+       IS DISTINCT FROM
+       (OLD.id, OLD.step_id, OLD.execution_id, OLD.attempt, OLD.worker_id, OLD.started_at)
+    THEN
+        RAISE EXCEPTION 'step_attempts row is write-once: an open attempt can only be finished'
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = TG_NAME,
+                  SCHEMA = TG_TABLE_SCHEMA,
+                  TABLE = TG_TABLE_NAME;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER step_attempts_write_once
+    BEFORE UPDATE ON step_attempts
+    FOR EACH ROW
+    WHEN (NEW IS DISTINCT FROM OLD)
+    EXECUTE FUNCTION check_step_attempt_write_once();
+
+-- Append-only log lines, bulk-written with COPY. A plain table (no
+-- partitions, so it runs the same on every supported server): retention
+-- deletes old lines in batches, found through the BRIN index, which stays
+-- tiny because lines arrive in logged_at order. The bigint identity keeps
+-- rows narrow and lets COPY omit the key.
+CREATE TABLE step_logs (
+    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    step_id uuid NOT NULL,
+    execution_id uuid NOT NULL,
+    level text NOT NULL DEFAULT 'info',
+    message text NOT NULL,
+    fields jsonb NOT NULL DEFAULT '{}',
+    logged_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT step_logs_step_id_fkey FOREIGN KEY (step_id)
+        REFERENCES execution_steps (id) ON DELETE CASCADE,
+    CONSTRAINT step_logs_execution_id_fkey FOREIGN KEY (execution_id)
+        REFERENCES workflow_executions (id) ON DELETE CASCADE,
+    CONSTRAINT step_logs_level_check CHECK (level IN ('debug', 'info', 'warning', 'error')),
+    CONSTRAINT step_logs_fields_check CHECK (jsonb_typeof(fields) = 'object')
+);
+
+-- Also the index of step_logs_step_id_fkey (leading column).
+CREATE INDEX step_logs_step_idx ON step_logs (step_id, logged_at, id);
+-- Also the index of step_logs_execution_id_fkey (leading column).
+CREATE INDEX step_logs_execution_idx ON step_logs (execution_id, logged_at, id);
+CREATE INDEX step_logs_logged_at_idx ON step_logs USING brin (logged_at);
+
+-- Tool calls made by a step or by an agent session; per-tool statistics
+-- (count, failure rate, latency percentiles) read tool_name + status + time.
+CREATE TABLE tool_executions (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    step_id uuid,
+    session_id uuid,
+    tool_name text NOT NULL,
+    input jsonb NOT NULL DEFAULT '{}',
+    output jsonb,
+    status text NOT NULL DEFAULT 'running',
+    error text,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    duration_ms bigint,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT tool_executions_step_id_fkey FOREIGN KEY (step_id)
+        REFERENCES execution_steps (id) ON DELETE CASCADE,
+    CONSTRAINT tool_executions_session_id_fkey FOREIGN KEY (session_id)
+        REFERENCES sessions (id) ON DELETE CASCADE,
+    CONSTRAINT tool_executions_tool_name_check CHECK (length(btrim(tool_name)) > 0),
+    CONSTRAINT tool_executions_input_check CHECK (jsonb_typeof(input) = 'object'),
+    CONSTRAINT tool_executions_status_check
+        CHECK (status IN ('running', 'succeeded', 'failed')),
+    CONSTRAINT tool_executions_finished_check
+        CHECK ((finished_at IS NOT NULL) = (status <> 'running')),
+    CONSTRAINT tool_executions_timing_check CHECK (finished_at >= started_at),
+    CONSTRAINT tool_executions_duration_ms_check CHECK (duration_ms >= 0)
+);
+
+CREATE INDEX tool_executions_step_id_idx ON tool_executions (step_id);
+CREATE INDEX tool_executions_session_id_idx ON tool_executions (session_id);
+CREATE INDEX tool_executions_tool_status_created_idx
+    ON tool_executions (tool_name, status, created_at);
+CREATE INDEX tool_executions_created_idx ON tool_executions (created_at);
+
+CREATE TRIGGER tool_executions_set_updated_at
+    BEFORE UPDATE ON tool_executions
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- ============================================================================
+-- Events: the transactional outbox
+-- ============================================================================
+
+CREATE TABLE outbox (
+    -- Written in the same transaction as the change it announces; a relay
+    -- drains it with FOR UPDATE SKIP LOCKED. No updated_at: a row changes
+    -- only when the relay records an attempt or marks it published, and
+    -- available_at / published_at already say when.
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    aggregate_type text NOT NULL,
+    aggregate_id uuid NOT NULL,
+    event_type text NOT NULL,
+    payload jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Next delivery attempt; pushed back after a failed publish.
+    available_at timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text,
+    CONSTRAINT outbox_aggregate_type_check CHECK (length(btrim(aggregate_type)) > 0),
+    -- "<aggregate>.<event>", e.g. "execution.completed".
+    CONSTRAINT outbox_event_type_check CHECK (event_type ~ '^[a-z_]+\.[a-z_]+$'),
+    CONSTRAINT outbox_payload_check CHECK (jsonb_typeof(payload) = 'object'),
+    CONSTRAINT outbox_attempts_check CHECK (attempts >= 0)
+);
+
+-- What the relay polls: unpublished events that are due, oldest first.
+CREATE INDEX outbox_unpublished_idx ON outbox (available_at, id) WHERE published_at IS NULL;
+-- Retention: published events oldest first.
+CREATE INDEX outbox_published_idx ON outbox (published_at) WHERE published_at IS NOT NULL;
+CREATE INDEX outbox_aggregate_idx ON outbox (aggregate_type, aggregate_id);
+
+-- ============================================================================
+-- Memory: items, context modules, context packs
+-- ============================================================================
+
+CREATE TABLE memory_items (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    project text NOT NULL,
+    kind text NOT NULL,
+    content text NOT NULL,
+    -- SHA-256 of the normalised content, computed by the application; the
+    -- dedupe key within a project.
+    content_hash bytea NOT NULL,
+    confidence double precision NOT NULL DEFAULT 0.5,
+    status text NOT NULL DEFAULT 'candidate',
+    -- Where the item came from (source, author, commit...).
+    provenance jsonb NOT NULL DEFAULT '{}',
+    -- Paths, symbols or topics the item is about.
+    anchors text[] NOT NULL DEFAULT '{}',
+    access_count integer NOT NULL DEFAULT 0,
+    last_accessed_at timestamptz,
+    expires_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT memory_items_project_check CHECK (length(btrim(project)) > 0),
+    CONSTRAINT memory_items_kind_check
+        CHECK (kind IN ('decision', 'constraint', 'gotcha', 'style_rule', 'learning')),
+    CONSTRAINT memory_items_content_check CHECK (length(btrim(content)) > 0),
+    CONSTRAINT memory_items_content_hash_check CHECK (octet_length(content_hash) = 32),
+    CONSTRAINT memory_items_confidence_check CHECK (confidence BETWEEN 0 AND 1),
+    CONSTRAINT memory_items_status_check
+        CHECK (status IN ('candidate', 'active', 'stable', 'deprecated')),
+    CONSTRAINT memory_items_provenance_check CHECK (jsonb_typeof(provenance) = 'object'),
+    CONSTRAINT memory_items_anchors_check CHECK (array_position(anchors, NULL) IS NULL),
+    CONSTRAINT memory_items_access_count_check CHECK (access_count >= 0),
+    CONSTRAINT memory_items_project_content_hash_key UNIQUE (project, content_hash)
+);
+
+-- Recall: one project's items of a status, most trusted first.
+CREATE INDEX memory_items_project_status_confidence_idx
+    ON memory_items (project, status, confidence DESC, created_at DESC, id DESC);
+CREATE INDEX memory_items_anchors_idx ON memory_items USING gin (anchors);
+-- Expiry sweep.
+CREATE INDEX memory_items_expires_idx ON memory_items (expires_at)
+    WHERE expires_at IS NOT NULL;
+
+CREATE TRIGGER memory_items_set_updated_at
+    BEFORE UPDATE ON memory_items
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Lifecycle of a memory item: candidate -> active -> stable, and any of them
+-- -> deprecated, which is final.
+CREATE FUNCTION check_memory_item_transition() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- Parenthesised: PL/pgSQL ends an IF condition at the first bare THEN.
+    IF (CASE OLD.status
+            WHEN 'candidate' THEN NEW.status IN ('active', 'deprecated')
+            WHEN 'active' THEN NEW.status IN ('stable', 'deprecated')
+            WHEN 'stable' THEN NEW.status = 'deprecated'
+            ELSE false
+        END) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'illegal memory_items status transition: % -> %',
+                    OLD.status, NEW.status
+        USING ERRCODE = 'check_violation',
+              CONSTRAINT = TG_NAME,
+              SCHEMA = TG_TABLE_SCHEMA,
+              TABLE = TG_TABLE_NAME,
+              COLUMN = 'status';
+END;
+$$;
+
+CREATE TRIGGER memory_items_status_transition
+    BEFORE UPDATE OF status ON memory_items
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status)
+    EXECUTE FUNCTION check_memory_item_transition();
+
+-- A named, prioritised selection of one project's memory.
+CREATE TABLE memory_context_modules (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    project text NOT NULL,
+    name text NOT NULL,
+    description text NOT NULL DEFAULT '',
+    -- Rules that pick items (kinds, anchors, minimum confidence...).
+    selectors jsonb NOT NULL DEFAULT '{}',
+    priority integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT memory_context_modules_project_check CHECK (length(btrim(project)) > 0),
+    CONSTRAINT memory_context_modules_name_check CHECK (length(btrim(name)) > 0),
+    CONSTRAINT memory_context_modules_selectors_check
+        CHECK (jsonb_typeof(selectors) = 'object'),
+    CONSTRAINT memory_context_modules_project_name_key UNIQUE (project, name)
+);
+
+CREATE TRIGGER memory_context_modules_set_updated_at
+    BEFORE UPDATE ON memory_context_modules
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Ordered membership of items in a module. A link row whose only mutable
+-- column is position, so it carries no updated_at.
+CREATE TABLE memory_module_items (
+    module_id uuid NOT NULL,
+    item_id uuid NOT NULL,
+    position integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Also the index of memory_module_items_module_id_fkey (leading column).
+    CONSTRAINT memory_module_items_pkey PRIMARY KEY (module_id, item_id),
+    CONSTRAINT memory_module_items_module_id_fkey FOREIGN KEY (module_id)
+        REFERENCES memory_context_modules (id) ON DELETE CASCADE,
+    CONSTRAINT memory_module_items_item_id_fkey FOREIGN KEY (item_id)
+        REFERENCES memory_items (id) ON DELETE CASCADE,
+    CONSTRAINT memory_module_items_position_check CHECK (position >= 0),
+    -- Deferrable so that a reorder can swap positions in one transaction.
+    CONSTRAINT memory_module_items_module_id_position_key UNIQUE (module_id, position)
+        DEFERRABLE INITIALLY IMMEDIATE
+);
+
+CREATE INDEX memory_module_items_item_id_idx ON memory_module_items (item_id);
+
+-- A generated bundle of modules/items that fits a token budget; kept as a
+-- record of what was handed out, so never rewritten.
+CREATE TABLE memory_context_packs (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    project text NOT NULL,
+    token_budget integer NOT NULL,
+    token_count integer NOT NULL,
+    -- The modules the pack was built from (no FK: the pack outlives them).
+    module_ids uuid[] NOT NULL,
+    -- The selected items as handed out, in order.
+    items jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT memory_context_packs_project_check CHECK (length(btrim(project)) > 0),
+    CONSTRAINT memory_context_packs_token_budget_check CHECK (token_budget > 0),
+    CONSTRAINT memory_context_packs_token_count_check
+        CHECK (token_count >= 0 AND token_count <= token_budget),
+    CONSTRAINT memory_context_packs_module_ids_check
+        CHECK (array_position(module_ids, NULL) IS NULL),
+    CONSTRAINT memory_context_packs_items_check CHECK (jsonb_typeof(items) = 'array')
+);
+
+CREATE INDEX memory_context_packs_project_created_idx
+    ON memory_context_packs (project, created_at DESC, id DESC);
+
+CREATE TRIGGER memory_context_packs_immutable
+    BEFORE UPDATE ON memory_context_packs
+    FOR EACH ROW EXECUTE FUNCTION reject_update();
