@@ -100,11 +100,24 @@ CONSTRAINT_MESSAGES: Mapping[str, str] = MappingProxyType(
         "workflows_owner_id_fkey": "owner {owner_id} does not exist",
         "workflows_pack_id_fkey": "pack {pack_id} does not exist",
         "actions_pack_id_fkey": "pack {pack_id} does not exist",
+        "actions_workflow_id_fkey": "workflow {workflow_id} does not exist",
         "api_keys_user_id_fkey": "user {user_id} does not exist",
         "workflow_executions_idempotency_key": (
             "an execution with idempotency key {idempotency_key!r} already exists for this workflow"
         ),
+        "workflow_executions_parent_execution_id_fkey": (
+            "parent execution {parent_execution_id} does not exist"
+        ),
+        "workflow_executions_triggered_by_fkey": "user {triggered_by} does not exist",
+        "tool_executions_step_id_fkey": "step {step_id} does not exist",
+        "tool_executions_session_id_fkey": "session {session_id} does not exist",
+        "step_logs_step_id_fkey": "a log line names a step that does not exist",
+        "step_logs_execution_id_fkey": "a log line names an execution that does not exist",
         "sessions_client_id_key": "a session for client {client_id!r} already exists",
+        "sessions_user_id_fkey": "user {user_id} does not exist",
+        "memory_module_items_pkey": "memory item {item_id} is already in this context module",
+        "memory_module_items_item_id_fkey": "memory item {item_id} does not exist",
+        "memory_module_items_module_id_fkey": "context module {module_id} does not exist",
         "memory_context_modules_project_name_key": (
             "a context module named {name!r} already exists in project {project!r}"
         ),
@@ -166,7 +179,9 @@ def error_from_diagnostics(
     """The flowledger error for a server error described by its diagnostic fields."""
     cls = _BY_SQLSTATE.get(sqlstate) or _BY_CLASS.get(sqlstate[:2], FlowledgerError)
     primary = message_primary or f"database error {sqlstate}"
-    if sqlstate == "23503" and primary.startswith(_STILL_REFERENCED):
+    # 23001 (restrict_violation) is what an ON DELETE RESTRICT key raises: always a delete
+    # of a row still referenced, so no wording check is needed.
+    if sqlstate == "23001" or (sqlstate == "23503" and primary.startswith(_STILL_REFERENCED)):
         still_used = _with_detail(primary, message_detail)
         return Conflict(still_used, sqlstate=sqlstate, constraint=constraint_name)
     template = CONSTRAINT_MESSAGES.get(constraint_name or "")

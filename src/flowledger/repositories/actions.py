@@ -1,0 +1,137 @@
+"""Actions: what workflow stages run, grouped in packs; some are implemented by a workflow."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from flowledger.errors import InvalidInput, NotFound
+from flowledger.records.catalog import Action, ActionPatch, NewAction
+from flowledger.repositories.base import Repository
+
+__all__ = ["ActionsRepository"]
+
+# Mirrors actions_ref_check: "<pack ref>.<action name>".
+_REF = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
+
+
+class ActionsRepository(Repository):
+    """Actions of packs, and their link to the workflow implementing them."""
+
+    def create(self, *, action: NewAction) -> Action:
+        """The new action; raises Conflict when the ref is taken, InvalidInput (bad fields,
+        unknown pack)."""
+        pack_id = _uuid(action.pack_id, "pack id")
+        _check_ref(action.ref)
+        _check_entrypoint(action.entrypoint)
+        params = {
+            "pack_id": pack_id,
+            "ref": action.ref,
+            "entrypoint": action.entrypoint,
+            "description": action.description,
+            "param_schema": _schema("param_schema", action.param_schema),
+            "out_schema": _schema("out_schema", action.out_schema),
+        }
+        created = self._one("insert_action", params, Action, context=params)
+        assert created is not None  # INSERT ... RETURNING yields its row
+        return created
+
+    def get(self, *, id: uuid.UUID | str) -> Action:
+        """The action with this id; raises NotFound, InvalidInput on a malformed id."""
+        action_id = _uuid(id, "action id")
+        return self._one_or_raise(
+            "get_action_by_id", {"id": action_id}, Action, f"action {action_id} not found"
+        )
+
+    def get_by_ref(self, *, ref: str) -> Action:
+        """The action with this ref ("pack.name"); raises NotFound, InvalidInput."""
+        _check_ref(ref)
+        return self._one_or_raise(
+            "get_action_by_ref", {"ref": ref}, Action, f"no action with ref {ref!r}"
+        )
+
+    def list_by_pack(self, *, pack_id: uuid.UUID | str) -> list[Action]:
+        """Every action of the pack in ref order (empty for an unknown pack); InvalidInput."""
+        pack = _uuid(pack_id, "pack id")
+        return self._many("list_actions_by_pack", {"pack_id": pack}, Action)
+
+    def list_workflow_actions(self) -> list[Action]:
+        """Every action implemented by a workflow, in ref order."""
+        return self._many("list_workflow_actions", {}, Action)
+
+    def update(self, *, id: uuid.UUID | str, patch: ActionPatch) -> Action:
+        """The action after applying the patch's non-None fields; raises NotFound, InvalidInput."""
+        action_id = _uuid(id, "action id")
+        if patch.entrypoint is not None:
+            _check_entrypoint(patch.entrypoint)
+        params = {
+            "id": action_id,
+            "entrypoint": patch.entrypoint,
+            "description": patch.description,
+            "param_schema": _optional_schema("param_schema", patch.param_schema),
+            "out_schema": _optional_schema("out_schema", patch.out_schema),
+        }
+        return self._one_or_raise("update_action", params, Action, f"action {action_id} not found")
+
+    def delete(self, *, id: uuid.UUID | str) -> None:
+        """Delete the action; raises NotFound, InvalidInput on a malformed id."""
+        action_id = _uuid(id, "action id")
+        if self._execute("delete_action", {"id": action_id}) == 0:
+            raise NotFound(f"action {action_id} not found")
+
+    def link_workflow(self, *, action_id: uuid.UUID | str, workflow_id: uuid.UUID | str) -> Action:
+        """The action, now implemented by the workflow; raises NotFound, InvalidInput (unknown
+        workflow)."""
+        workflow = _uuid(workflow_id, "workflow id")
+        return self._set_workflow(_uuid(action_id, "action id"), workflow)
+
+    def unlink_workflow(self, *, action_id: uuid.UUID | str) -> Action:
+        """The action, no longer implemented by a workflow; raises NotFound, InvalidInput."""
+        return self._set_workflow(_uuid(action_id, "action id"), None)
+
+    def _set_workflow(self, action_id: uuid.UUID, workflow_id: uuid.UUID | None) -> Action:
+        params = {"id": action_id, "workflow_id": workflow_id}
+        return self._one_or_raise(
+            "set_action_workflow",
+            params,
+            Action,
+            f"action {action_id} not found",
+            context=params,
+        )
+
+
+def _check_ref(ref: str) -> None:
+    if not _REF.fullmatch(ref):
+        raise InvalidInput(
+            f"action ref must be '<pack>.<name>', each part lowercase letters, digits or '_' "
+            f"starting with a letter; got {ref!r}"
+        )
+
+
+def _check_entrypoint(entrypoint: str) -> None:
+    if not entrypoint.strip():
+        raise InvalidInput("entrypoint must not be blank")
+
+
+def _schema(field: str, value: dict[str, Any]) -> Jsonb:
+    # The columns' CHECKs require a JSON object; say so before the round trip.
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field} must be a JSON object (dict), got {type(value).__name__}")
+    return Jsonb(value)
+
+
+def _optional_schema(field: str, value: dict[str, Any] | None) -> Jsonb | None:
+    # None means "keep", not JSON null.
+    return None if value is None else _schema(field, value)
+
+
+def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

@@ -1,0 +1,120 @@
+"""API keys: issue (the secret is shown once), verify, revoke, list.
+
+A secret reads ``fl_<prefix>_<token>``: the prefix (12 letters and digits) is public and
+finds the row; the token is 32 random bytes in unpadded base64url. Only the SHA-256 of
+the whole secret is stored, so a leaked table does not leak usable keys. A plain (not
+slow) hash is enough because the token has 256 bits of entropy: nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import re
+import secrets
+import string
+import uuid
+from collections.abc import Sequence
+
+from flowledger.errors import InvalidInput
+from flowledger.records.identity import ApiKey, ApiKeyCredential, IssuedApiKey, VerifiedKey
+from flowledger.repositories.base import Repository
+
+__all__ = ["ApiKeysRepository"]
+
+_PREFIX_ALPHABET = string.ascii_letters + string.digits
+_PREFIX_LENGTH = 12
+_TOKEN_BYTES = 32
+# 32 bytes are 43 characters of unpadded base64url.
+_SECRET = re.compile(r"fl_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})")
+# A key used on every request records its use at most this often.
+_TOUCH_INTERVAL = datetime.timedelta(seconds=60)
+
+
+class ApiKeysRepository(Repository):
+    """API keys of users: only a hash of each secret is stored."""
+
+    def issue(
+        self,
+        *,
+        user_id: uuid.UUID | str,
+        name: str,
+        scopes: Sequence[str] = (),
+        expires_at: datetime.datetime | None = None,
+    ) -> IssuedApiKey:
+        """A new key and its plaintext secret (never retrievable again); raises InvalidInput
+        (bad arguments, unknown user), Conflict when the user has a key of that name."""
+        owner = _uuid(user_id, "user id")
+        _check_key_args(name, scopes, expires_at)
+        prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LENGTH))
+        secret = f"fl_{prefix}_{secrets.token_urlsafe(_TOKEN_BYTES)}"
+        params = {
+            "user_id": owner,
+            "name": name,
+            "prefix": prefix,
+            "secret_hash": _digest(secret),
+            "scopes": list(scopes),
+            "expires_at": expires_at,
+        }
+        key = self._one("insert_api_key", params, ApiKey, context=params)
+        assert key is not None  # INSERT ... RETURNING yields its row
+        return IssuedApiKey(key=key, secret=secret)
+
+    def verify(self, *, secret: str) -> VerifiedKey | None:
+        """The key and its user when `secret` is a valid, unrevoked, unexpired key of an
+        active user; None otherwise (never raises for a bad secret)."""
+        match = _SECRET.fullmatch(secret)
+        if match is None:
+            return None
+        found = self._one(
+            "get_api_key_credential_by_prefix", {"prefix": match.group(1)}, ApiKeyCredential
+        )
+        if found is None or not hmac.compare_digest(found.secret_hash, _digest(secret)):
+            return None
+        touched = self._one(
+            "touch_api_key_last_used", {"id": found.id, "interval": _TOUCH_INTERVAL}, ApiKey
+        )
+        return VerifiedKey(key=touched or found.key(), user=found.user())
+
+    def get(self, *, id: uuid.UUID | str) -> ApiKey:
+        """The key with this id (no secret, no hash); raises NotFound, InvalidInput."""
+        key_id = _uuid(id, "API key id")
+        return self._one_or_raise(
+            "get_api_key_by_id", {"id": key_id}, ApiKey, f"API key {key_id} not found"
+        )
+
+    def revoke(self, *, id: uuid.UUID | str) -> ApiKey:
+        """The revoked key; revoking again keeps the first revoked_at. Raises NotFound."""
+        key_id = _uuid(id, "API key id")
+        return self._one_or_raise(
+            "revoke_api_key", {"id": key_id}, ApiKey, f"API key {key_id} not found"
+        )
+
+    def list_by_user(self, *, user_id: uuid.UUID | str) -> list[ApiKey]:
+        """Every key of the user, oldest first, revoked ones included; raises InvalidInput."""
+        owner = _uuid(user_id, "user id")
+        return self._many("list_api_keys_by_user", {"user_id": owner}, ApiKey)
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def _check_key_args(name: str, scopes: Sequence[str], expires_at: datetime.datetime | None) -> None:
+    if not name.strip():
+        raise InvalidInput("API key name must not be blank")
+    # A lone string is a Sequence[str] too, and would become one scope per character.
+    if isinstance(scopes, str) or not all(isinstance(s, str) and s.strip() for s in scopes):
+        raise InvalidInput(f"scopes must be a sequence of non-blank strings, got {scopes!r}")
+    if expires_at is not None and expires_at.utcoffset() is None:
+        raise InvalidInput("expires_at must be timezone-aware")
+
+
+def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

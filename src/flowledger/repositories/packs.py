@@ -1,0 +1,106 @@
+"""Packs: the catalog's namespaces of actions."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flowledger.errors import InvalidCursor, InvalidInput, NotFound
+from flowledger.records.catalog import NewPack, Pack, PackPatch
+from flowledger.repositories.base import Repository
+from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
+
+__all__ = ["PacksRepository"]
+
+_LIST_SCOPE = "packs.list:ref:asc"
+# Mirrors packs_ref_check.
+_REF = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class PacksRepository(Repository):
+    """Packs; deleting one deletes its actions."""
+
+    def create(self, *, pack: NewPack) -> Pack:
+        """The new pack; raises Conflict when the ref is taken, InvalidInput."""
+        _check_ref(pack.ref)
+        _check_text("label", pack.label)
+        _check_text("version", pack.version)
+        params = {
+            "ref": pack.ref,
+            "label": pack.label,
+            "description": pack.description,
+            "version": pack.version,
+        }
+        created = self._one("insert_pack", params, Pack, context=params)
+        assert created is not None  # INSERT ... RETURNING yields its row
+        return created
+
+    def get(self, *, id: uuid.UUID | str) -> Pack:
+        """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
+        pack_id = _uuid(id, "pack id")
+        return self._one_or_raise(
+            "get_pack_by_id", {"id": pack_id}, Pack, f"pack {pack_id} not found"
+        )
+
+    def get_by_ref(self, *, ref: str) -> Pack:
+        """The pack with this ref; raises NotFound, InvalidInput on a malformed ref."""
+        _check_ref(ref)
+        return self._one_or_raise(
+            "get_pack_by_ref", {"ref": ref}, Pack, f"no pack with ref {ref!r}"
+        )
+
+    def list(self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page[Pack]:
+        """A page of packs in ref order; raises InvalidInput (bad limit), InvalidCursor."""
+        check_limit(limit)
+        after_ref = None
+        if cursor is not None:
+            (after_ref,) = self._codec.decode(cursor, _LIST_SCOPE, arity=1)
+            if not isinstance(after_ref, str):
+                raise InvalidCursor("cursor does not hold a ref position")
+        rows = self._many("list_packs", {"after_ref": after_ref, "limit": limit}, Pack)
+        return make_page(
+            rows, limit=limit, key=lambda p: (p.ref,), codec=self._codec, scope=_LIST_SCOPE
+        )
+
+    def update(self, *, id: uuid.UUID | str, patch: PackPatch) -> Pack:
+        """The pack after applying the patch's non-None fields; raises NotFound, InvalidInput."""
+        pack_id = _uuid(id, "pack id")
+        if patch.label is not None:
+            _check_text("label", patch.label)
+        if patch.version is not None:
+            _check_text("version", patch.version)
+        params = {
+            "id": pack_id,
+            "label": patch.label,
+            "description": patch.description,
+            "version": patch.version,
+        }
+        return self._one_or_raise("update_pack", params, Pack, f"pack {pack_id} not found")
+
+    def delete(self, *, id: uuid.UUID | str) -> None:
+        """Delete the pack and its actions (its workflows stay, without a pack); raises NotFound."""
+        pack_id = _uuid(id, "pack id")
+        if self._execute("delete_pack", {"id": pack_id}) == 0:
+            raise NotFound(f"pack {pack_id} not found")
+
+
+def _check_ref(ref: str) -> None:
+    if not _REF.fullmatch(ref):
+        raise InvalidInput(
+            f"pack ref must be lowercase letters, digits or '_', starting with a letter; "
+            f"got {ref!r}"
+        )
+
+
+def _check_text(field: str, value: str) -> None:
+    if not value.strip():
+        raise InvalidInput(f"{field} must not be blank")
+
+
+def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc
