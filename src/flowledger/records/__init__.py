@@ -1,0 +1,1 @@
+"""msgspec records: row structs (positional, frozen) and input structs (keyword-only)."""

@@ -1,0 +1,1 @@
+"""Repositories: one module per aggregate, each running named queries from sql/."""
