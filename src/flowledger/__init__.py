@@ -2,4 +2,35 @@
 
 from __future__ import annotations
 
+from flowledger.database import Database, Settings, Transaction, connect
+from flowledger.errors import (
+    Conflict,
+    FlowledgerError,
+    InvalidCursor,
+    InvalidInput,
+    LeaseLost,
+    NotFound,
+    Retryable,
+    StaleWrite,
+    Unavailable,
+)
+from flowledger.repositories.pagination import Page
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Conflict",
+    "Database",
+    "FlowledgerError",
+    "InvalidCursor",
+    "InvalidInput",
+    "LeaseLost",
+    "NotFound",
+    "Page",
+    "Retryable",
+    "Settings",
+    "StaleWrite",
+    "Transaction",
+    "Unavailable",
+    "connect",
+]

@@ -111,6 +111,9 @@ class Database(_Bound):
         if settings.statement_timeout is not None:
             options += f" -c statement_timeout={int(settings.statement_timeout * 1000)}"
         self._conn_kwargs: dict[str, Any] = {
+            # A lone statement needs no BEGIN/COMMIT round trips; multi-statement work
+            # opens an explicit transaction (`_atomic()`, `db.transaction()`).
+            "autocommit": True,
             "options": options,
             "application_name": settings.application_name,
             "prepare_threshold": settings.prepare_threshold,

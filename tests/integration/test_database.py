@@ -79,25 +79,25 @@ def test_pool_timeout_is_unavailable(db_url: str) -> None:
 
 def test_transaction_commits_or_rolls_back_everything(db: Database) -> None:
     with db.transaction() as tx:
-        tx.users.create(NewUser(email="a@example.com", display_name="A"))
+        tx.users.create(user=NewUser(email="a@example.com", display_name="A"))
     assert db.users.get_by_email(email="a@example.com").display_name == "A"
 
     with pytest.raises(Conflict):
         with db.transaction() as tx:
-            tx.users.create(NewUser(email="b@example.com", display_name="B"))
-            tx.users.create(NewUser(email="c@example.com", display_name="C"))
-            tx.users.create(NewUser(email="A@example.com", display_name="dup"))  # last one fails
+            tx.users.create(user=NewUser(email="b@example.com", display_name="B"))
+            tx.users.create(user=NewUser(email="c@example.com", display_name="C"))
+            tx.users.create(user=NewUser(email="A@example.com", display_name="dup"))  # last one fails
     emails = {u.email for u in db.users.list(limit=50).items}
     assert emails == {"a@example.com"}
 
 
 def test_nested_transaction_is_a_savepoint(db: Database) -> None:
     with db.transaction() as tx:
-        tx.users.create(NewUser(email="outer@example.com", display_name="O"))
+        tx.users.create(user=NewUser(email="outer@example.com", display_name="O"))
         with pytest.raises(Conflict):
             with tx.transaction() as inner:
-                inner.users.create(NewUser(email="inner@example.com", display_name="I"))
-                inner.users.create(NewUser(email="outer@example.com", display_name="dup"))
+                inner.users.create(user=NewUser(email="inner@example.com", display_name="I"))
+                inner.users.create(user=NewUser(email="outer@example.com", display_name="dup"))
     emails = {u.email for u in db.users.list(limit=50).items}
     assert emails == {"outer@example.com"}
 

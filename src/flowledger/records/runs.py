@@ -1,0 +1,185 @@
+"""Records of the runs aggregate: executions, their steps and attempts, logs and tool calls."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "EXECUTION_STATUSES",
+    "LOG_LEVELS",
+    "STEP_STATUSES",
+    "ClaimedStep",
+    "Execution",
+    "ExecutionStatus",
+    "LogLevel",
+    "LogLine",
+    "NewLogLine",
+    "ReapResult",
+    "Step",
+    "StepAttempt",
+    "StepStatus",
+    "ToolExecution",
+    "ToolStats",
+]
+
+ExecutionStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
+EXECUTION_STATUSES: frozenset[str] = frozenset(
+    {"pending", "running", "paused", "completed", "failed", "cancelled"}
+)
+StepStatus = Literal[
+    "pending", "queued", "running", "completed", "failed", "skipped", "cancelled", "timed_out"
+]
+STEP_STATUSES: frozenset[str] = frozenset(
+    {"pending", "queued", "running", "completed", "failed", "skipped", "cancelled", "timed_out"}
+)
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: frozenset[str] = frozenset({"debug", "info", "warning", "error"})
+
+
+class Execution(msgspec.Struct, frozen=True, gc=False):
+    """One run of a workflow, pinned to the workflow version it runs."""
+
+    id: uuid.UUID
+    workflow_id: uuid.UUID
+    workflow_version: int
+    parent_execution_id: uuid.UUID | None
+    triggered_by: uuid.UUID | None
+    status: ExecutionStatus
+    attempt: int
+    idempotency_key: str | None
+    parameters: dict[str, Any]
+    variables: dict[str, Any]
+    task_graph: dict[str, Any]
+    error_message: str | None
+    pause_reason: str | None
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    row_version: int
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class Step(msgspec.Struct, frozen=True, gc=False):
+    """One task (or one with_items element of it) of one execution."""
+
+    id: uuid.UUID
+    execution_id: uuid.UUID
+    stage_id: uuid.UUID | None
+    task_name: str
+    task_index: int
+    status: StepStatus
+    priority: int
+    attempt: int
+    max_attempts: int
+    available_at: datetime.datetime
+    timeout_seconds: int
+    lease_owner: str | None
+    lease_expires_at: datetime.datetime | None
+    heartbeat_at: datetime.datetime | None
+    started_at: datetime.datetime | None
+    completed_at: datetime.datetime | None
+    duration_ms: int | None
+    outputs: Any
+    error: str | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
+    """A step a worker now holds the lease of, with what it needs to run it.
+
+    `attempt` and `lease_owner` are the compare-and-set key of every later write;
+    `item` is the with_items element of this task_index (None without fan-out).
+    """
+
+    id: uuid.UUID
+    execution_id: uuid.UUID
+    stage_id: uuid.UUID | None
+    task_name: str
+    task_index: int
+    attempt: int
+    max_attempts: int
+    timeout_seconds: int
+    lease_owner: str
+    lease_expires_at: datetime.datetime
+    action_ref: str | None
+    config: dict[str, Any] | None
+    item: Any
+
+
+class StepAttempt(msgspec.Struct, frozen=True, gc=False):
+    """The write-once history row of one attempt of a step."""
+
+    id: uuid.UUID
+    step_id: uuid.UUID
+    execution_id: uuid.UUID
+    attempt: int
+    worker_id: str
+    started_at: datetime.datetime
+    finished_at: datetime.datetime | None
+    outcome: str | None
+    error: str | None
+
+
+class ReapResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What one `steps.reap` call did: step ids per outcome."""
+
+    requeued: list[uuid.UUID]
+    failed: list[uuid.UUID]
+    timed_out: list[uuid.UUID]
+
+
+class NewLogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One log line to append; `logged_at` defaults to the server's now()."""
+
+    step_id: uuid.UUID
+    execution_id: uuid.UUID
+    message: str
+    level: LogLevel = "info"
+    fields: dict[str, Any] = msgspec.field(default_factory=dict)
+    logged_at: datetime.datetime | None = None
+
+
+class LogLine(msgspec.Struct, frozen=True, gc=False):
+    """A stored log line."""
+
+    id: int
+    step_id: uuid.UUID
+    execution_id: uuid.UUID
+    level: LogLevel
+    message: str
+    fields: dict[str, Any]
+    logged_at: datetime.datetime
+
+
+class ToolExecution(msgspec.Struct, frozen=True, gc=False):
+    """One tool call made by a step or an agent session."""
+
+    id: uuid.UUID
+    step_id: uuid.UUID | None
+    session_id: uuid.UUID | None
+    tool_name: str
+    input: dict[str, Any]
+    output: Any
+    status: Literal["running", "succeeded", "failed"]
+    error: str | None
+    started_at: datetime.datetime
+    finished_at: datetime.datetime | None
+    duration_ms: int | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class ToolStats(msgspec.Struct, frozen=True, gc=False):
+    """Per-tool statistics over finished calls of a time window (latencies in ms)."""
+
+    tool_name: str
+    count: int
+    failures: int
+    failure_rate: float
+    p50_ms: float | None
+    p95_ms: float | None

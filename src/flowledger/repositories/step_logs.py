@@ -1,0 +1,86 @@
+"""Step logs: lines appended in bulk with binary COPY, read back by step or by execution."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from flowledger.errors import InvalidInput
+from flowledger.records.runs import LOG_LEVELS, LogLine, NewLogLine
+from flowledger.repositories.base import Repository
+from flowledger.repositories.outbox import as_uuid
+from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
+
+__all__ = ["StepLogsRepository"]
+
+_COPY_TYPES = ["uuid", "uuid", "text", "text", "jsonb", "timestamptz"]
+_BY_STEP = "step_logs.by_step:logged_at:asc"
+_BY_EXECUTION = "step_logs.by_execution:logged_at:asc"
+
+
+class StepLogsRepository(Repository):
+    """Append-only log lines of steps."""
+
+    def append(self, *, lines: Sequence[NewLogLine]) -> int:
+        """Append the lines in one binary COPY (all or none); the number written. A line
+        without logged_at gets this process's current time. Raises InvalidInput (bad level,
+        unknown step or execution)."""
+        for line in lines:
+            if line.level not in LOG_LEVELS:
+                raise InvalidInput(f"unknown log level {line.level!r}")
+        if not lines:
+            return 0
+        now = datetime.datetime.now(datetime.UTC)
+        with self._atomic() as conn, conn.cursor() as cur:
+            with cur.copy(self._query("append_step_logs").sql) as copy:
+                copy.set_types(_COPY_TYPES)
+                for line in lines:
+                    copy.write_row(
+                        (
+                            line.step_id,
+                            line.execution_id,
+                            line.level,
+                            line.message,
+                            Jsonb(line.fields),
+                            line.logged_at or now,
+                        )
+                    )
+        return len(lines)
+
+    def list_by_step(
+        self, *, step_id: uuid.UUID | str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[LogLine]:
+        """A page of one step's log lines, oldest first; raises InvalidInput, InvalidCursor."""
+        params = {"step_id": as_uuid(step_id, "step id")}
+        return self._page("list_step_logs_by_step", params, limit, cursor, _BY_STEP)
+
+    def list_by_execution(
+        self,
+        *,
+        execution_id: uuid.UUID | str,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Page[LogLine]:
+        """A page of the log lines of all steps of an execution, oldest first; raises
+        InvalidInput, InvalidCursor."""
+        params = {"execution_id": as_uuid(execution_id, "execution id")}
+        return self._page("list_step_logs_by_execution", params, limit, cursor, _BY_EXECUTION)
+
+    def _page(
+        self, name: str, params: dict[str, Any], limit: int, cursor: str | None, scope: str
+    ) -> Page[LogLine]:
+        check_limit(limit)
+        after_logged_at, after_id = (None, None)
+        if cursor is not None:
+            after_logged_at, after_id = self._codec.decode(cursor, scope, arity=2)
+            if not isinstance(after_logged_at, datetime.datetime) or not isinstance(after_id, int):
+                raise InvalidInput("cursor does not hold a (logged_at, id) position")
+        params |= {"after_logged_at": after_logged_at, "after_id": after_id, "limit": limit}
+        rows = self._many(name, params, LogLine)
+        return make_page(
+            rows, limit=limit, key=lambda r: (r.logged_at, r.id), codec=self._codec, scope=scope
+        )

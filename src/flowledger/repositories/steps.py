@@ -1,0 +1,196 @@
+"""Steps: the claim loop (claim, heartbeat, complete, fail) and the reaper.
+
+Every worker write is compare-and-set on (id, status 'running', lease_owner, attempt);
+zero rows means the lease was lost (expired and reaped, or the execution was cancelled),
+reported as LeaseLost with nothing changed. Retries wait base * 2^(attempt-1) seconds,
+capped at the stage's backoff_max_seconds, then jittered by +-20 % (so retries of many
+steps that failed together spread out, while a retry never comes much earlier than its
+policy says).
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from flowledger.errors import InvalidInput, LeaseLost
+from flowledger.records.runs import STEP_STATUSES, ClaimedStep, ReapResult, Step, StepAttempt
+from flowledger.repositories.base import Connection, Repository
+from flowledger.repositories.executions import ExecutionsRepository
+from flowledger.repositories.outbox import as_uuid, check_batch
+
+__all__ = ["StepsRepository"]
+
+_DEFAULT_LEASE = datetime.timedelta(seconds=30)
+_MAX_CLAIM = 1000
+
+
+class StepsRepository(Repository):
+    """Execution steps: claim with a lease, heartbeat, complete, fail (with retries), reap."""
+
+    def get(self, *, id: uuid.UUID | str) -> Step:
+        """The step with this id; raises NotFound, InvalidInput on a malformed id."""
+        step_id = as_uuid(id, "step id")
+        return self._one_or_raise("get_step_by_id", {"id": step_id}, Step, _missing(step_id))
+
+    def list_by_execution(self, *, execution_id: uuid.UUID | str) -> list[Step]:
+        """Every step of an execution by task name and index; raises InvalidInput."""
+        params = {"execution_id": as_uuid(execution_id, "execution id")}
+        return self._many("list_steps_by_execution", params, Step)
+
+    def list_attempts(self, *, step_id: uuid.UUID | str) -> list[StepAttempt]:
+        """The attempts of a step, first to last; raises InvalidInput on a malformed id."""
+        params = {"step_id": as_uuid(step_id, "step id")}
+        return self._many("list_step_attempts", params, StepAttempt)
+
+    def claim(
+        self, *, worker_id: str, limit: int = 1, lease: datetime.timedelta = _DEFAULT_LEASE
+    ) -> list[ClaimedStep]:
+        """Up to `limit` due steps of running executions, now leased to `worker_id`
+        (priority, available_at, id order; never one step to two workers); raises InvalidInput."""
+        _check_worker(worker_id)
+        _check_lease(lease)
+        if not 1 <= limit <= _MAX_CLAIM:
+            raise InvalidInput(f"limit must be between 1 and {_MAX_CLAIM}, got {limit}")
+        params = {"worker_id": worker_id, "limit": limit, "lease": lease}
+        return self._many("claim_steps", params, ClaimedStep)
+
+    def heartbeat(
+        self,
+        *,
+        step_id: uuid.UUID | str,
+        worker_id: str,
+        attempt: int,
+        lease: datetime.timedelta = _DEFAULT_LEASE,
+    ) -> datetime.datetime:
+        """The new lease expiry of a step the worker still holds; raises LeaseLost, InvalidInput."""
+        _check_lease(lease)
+        params = _cas(step_id, worker_id, attempt) | {"lease": lease}
+        expires = self._scalar("heartbeat_step", params)
+        if expires is None:
+            raise _lost(params)
+        assert isinstance(expires, datetime.datetime)
+        return expires
+
+    def complete(
+        self, *, step_id: uuid.UUID | str, worker_id: str, attempt: int, outputs: Any = None
+    ) -> None:
+        """Store the outputs and close the attempt; the execution completes in the same
+        transaction when every step is completed or skipped. Raises LeaseLost, InvalidInput."""
+        params = _cas(step_id, worker_id, attempt) | {"outputs": Jsonb(outputs)}
+        with self._atomic() as conn:
+            execution_id = self._scalar("complete_step", params, conn=conn)
+            if execution_id is None:
+                raise _lost(params)
+            self._executions.complete_if_done(id=execution_id, conn=conn)
+
+    def fail(self, *, step_id: uuid.UUID | str, worker_id: str, attempt: int, error: str) -> Step:
+        """The step after a failed attempt: queued again after a backoff while attempts
+        remain, else failed together with its execution (same transaction). Raises LeaseLost,
+        InvalidInput."""
+        params = _cas(step_id, worker_id, attempt) | {"error": error}
+        with self._atomic() as conn:
+            step = self._one("fail_step", params, Step, conn=conn)
+            if step is None:
+                raise _lost(params)
+            if step.status == "failed":
+                self._fail_executions([step], conn)
+        return step
+
+    def reap(self, *, batch: int = 100) -> ReapResult:
+        """One reaper pass over up to `batch` steps of each kind, skipping rows others hold:
+        running steps past their timeout become timed_out, steps whose lease expired are
+        requeued (or failed when out of attempts); an execution with a timed-out or failed
+        step fails. Step ids per outcome. Raises InvalidInput on a bad batch."""
+        check_batch(batch)
+        with self._atomic() as conn:
+            timed_out = self._many("expire_timed_out_steps", {"batch": batch}, Step, conn=conn)
+            expired = self._many("requeue_expired_steps", {"batch": batch}, Step, conn=conn)
+            failed = [s for s in expired if s.status == "failed"]
+            self._fail_executions([*timed_out, *failed], conn)
+        return ReapResult(
+            requeued=[s.id for s in expired if s.status == "queued"],
+            failed=[s.id for s in failed],
+            timed_out=[s.id for s in timed_out],
+        )
+
+    def find_pending_retries(
+        self, *, now: datetime.datetime | None = None, limit: int = 100
+    ) -> list[Step]:
+        """Steps waiting out a retry backoff at `now` (default: the current time), soonest
+        due first; raises InvalidInput on a bad limit."""
+        _check_find_limit(limit)
+        params = {"now": now or _utcnow(), "limit": limit}
+        return self._many("find_pending_retries", params, Step)
+
+    def find_timed_out(
+        self, *, now: datetime.datetime | None = None, limit: int = 100
+    ) -> list[Step]:
+        """Running steps past their timeout at `now` (default: the current time), oldest
+        first; raises InvalidInput on a bad limit."""
+        _check_find_limit(limit)
+        params = {"now": now or _utcnow(), "limit": limit}
+        return self._many("find_timed_out_steps", params, Step)
+
+    def bulk_update_status(self, *, ids: Sequence[uuid.UUID | str], status: str) -> int:
+        """Set the status of many steps in one statement (clearing leases); the number
+        changed. Raises InvalidInput on an unknown status, 'running' (only a claim leases)
+        or an illegal transition."""
+        if status not in STEP_STATUSES or status == "running":
+            raise InvalidInput(f"cannot set step status {status!r} in bulk")
+        params = {"ids": [as_uuid(i, "step id") for i in ids], "status": status}
+        return self._execute("update_steps_status", params)
+
+    @property
+    def _executions(self) -> ExecutionsRepository:
+        return ExecutionsRepository(self._executor, self._codec)
+
+    def _fail_executions(self, steps: list[Step], conn: Connection) -> None:
+        # Sorted, so that two reapers failing the same executions lock them in one order.
+        first: dict[uuid.UUID, Step] = {}
+        for step in sorted(steps, key=lambda s: s.execution_id):
+            first.setdefault(step.execution_id, step)
+        for execution_id, step in first.items():
+            reason = f"step {step.task_name}[{step.task_index}] {step.status}: {step.error}"
+            self._executions.fail(id=execution_id, error=reason, conn=conn)
+
+
+def _cas(step_id: uuid.UUID | str, worker_id: str, attempt: int) -> dict[str, Any]:
+    _check_worker(worker_id)
+    if attempt < 1:
+        raise InvalidInput(f"attempt must be >= 1, got {attempt}")
+    return {"id": as_uuid(step_id, "step id"), "worker_id": worker_id, "attempt": attempt}
+
+
+def _lost(params: dict[str, Any]) -> LeaseLost:
+    return LeaseLost(
+        f"step {params['id']} is no longer leased to {params['worker_id']!r} "
+        f"for attempt {params['attempt']}"
+    )
+
+
+def _check_worker(worker_id: str) -> None:
+    if not worker_id.strip():
+        raise InvalidInput("worker_id must not be blank")
+
+
+def _check_lease(lease: datetime.timedelta) -> None:
+    if lease <= datetime.timedelta(0):
+        raise InvalidInput(f"lease must be positive, got {lease}")
+
+
+def _check_find_limit(limit: int) -> None:
+    if not 1 <= limit <= _MAX_CLAIM:
+        raise InvalidInput(f"limit must be between 1 and {_MAX_CLAIM}, got {limit}")
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _missing(step_id: uuid.UUID) -> str:
+    return f"step {step_id} not found"

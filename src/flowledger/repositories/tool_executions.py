@@ -1,0 +1,75 @@
+"""Tool executions: tool calls of steps and agent sessions, and per-tool statistics."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from flowledger.errors import Conflict, InvalidInput
+from flowledger.records.runs import ToolExecution, ToolStats
+from flowledger.repositories.base import Repository
+from flowledger.repositories.outbox import as_uuid
+
+__all__ = ["ToolExecutionsRepository"]
+
+
+class ToolExecutionsRepository(Repository):
+    """Tool calls: start, finish (duration measured by the server), statistics."""
+
+    def start(
+        self,
+        *,
+        tool_name: str,
+        input: dict[str, Any],
+        step_id: uuid.UUID | str | None = None,
+        session_id: uuid.UUID | str | None = None,
+    ) -> ToolExecution:
+        """The running tool call; raises InvalidInput (blank name, unknown step or session)."""
+        if not tool_name.strip():
+            raise InvalidInput("tool_name must not be blank")
+        params = {
+            "tool_name": tool_name,
+            "input": Jsonb(input),
+            "step_id": None if step_id is None else as_uuid(step_id, "step id"),
+            "session_id": None if session_id is None else as_uuid(session_id, "session id"),
+        }
+        started = self._one("insert_tool_execution", params, ToolExecution, context=params)
+        assert started is not None  # INSERT ... RETURNING yields its row
+        return started
+
+    def get(self, *, id: uuid.UUID | str) -> ToolExecution:
+        """The tool call with this id; raises NotFound, InvalidInput on a malformed id."""
+        call_id = as_uuid(id, "tool execution id")
+        return self._one_or_raise(
+            "get_tool_execution_by_id",
+            {"id": call_id},
+            ToolExecution,
+            f"tool execution {call_id} not found",
+        )
+
+    def finish(
+        self, *, id: uuid.UUID | str, output: Any = None, error: str | None = None
+    ) -> ToolExecution:
+        """The finished call: failed when `error` is given, else succeeded; raises NotFound,
+        Conflict when it already finished, InvalidInput."""
+        call_id = as_uuid(id, "tool execution id")
+        params = {
+            "id": call_id,
+            "output": None if output is None else Jsonb(output),
+            "error": error,
+        }
+        finished = self._one("complete_tool_execution", params, ToolExecution)
+        if finished is None:
+            self.get(id=call_id)  # raises NotFound when it does not exist
+            raise Conflict(f"tool execution {call_id} already finished")
+        return finished
+
+    def stats(self, *, since: datetime.datetime, until: datetime.datetime) -> list[ToolStats]:
+        """Per tool (by name), over finished calls created in [since, until): count,
+        failures, failure_rate, p50_ms, p95_ms; raises InvalidInput when until < since."""
+        if until < since:
+            raise InvalidInput("until must not be before since")
+        return self._many("stats_tool_executions", {"since": since, "until": until}, ToolStats)
