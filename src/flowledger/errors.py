@@ -99,6 +99,11 @@ CONSTRAINT_MESSAGES: Mapping[str, str] = MappingProxyType(
         ),
         "workflows_owner_id_fkey": "owner {owner_id} does not exist",
         "workflows_pack_id_fkey": "pack {pack_id} does not exist",
+        "workflow_stages_depends_on_check": (
+            "a stage cannot depend on itself, and depends_on cannot hold NULL"
+        ),
+        "workflow_stages_retry_policy_check": "retry_policy.max_attempts must be an integer >= 1",
+        "workflow_versions_immutable": "workflow versions are immutable once written",
         "actions_pack_id_fkey": "pack {pack_id} does not exist",
         "actions_workflow_id_fkey": "workflow {workflow_id} does not exist",
         "api_keys_user_id_fkey": "user {user_id} does not exist",

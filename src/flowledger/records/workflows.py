@@ -1,0 +1,167 @@
+"""Records of the workflows aggregate: workflows, their definition versions and stages."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any, Final, Literal, get_args
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+__all__ = [
+    "STATUSES",
+    "TRIGGER_TYPES",
+    "NewStage",
+    "NewWorkflow",
+    "RetryPolicy",
+    "Stage",
+    "StagePatch",
+    "TriggerType",
+    "Workflow",
+    "WorkflowPatch",
+    "WorkflowSort",
+    "WorkflowStatus",
+    "WorkflowVersion",
+]
+
+WorkflowStatus = Literal["draft", "active", "archived"]
+TriggerType = Literal["manual", "schedule", "event", "webhook"]
+WorkflowSort = Literal["updated_at", "created_at", "name"]
+STATUSES: Final[frozenset[str]] = frozenset(get_args(WorkflowStatus))
+TRIGGER_TYPES: Final[frozenset[str]] = frozenset(get_args(TriggerType))
+
+
+class Workflow(msgspec.Struct, frozen=True, gc=False):
+    """A workflow row (every column but the generated search vector)."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    pack_id: uuid.UUID | None
+    name: str
+    description: str
+    status: WorkflowStatus
+    enabled: bool
+    trigger_type: TriggerType
+    schedule: str | None
+    definition_yaml: str
+    definition: dict[str, Any]
+    param_schema: dict[str, Any]
+    out_schema: dict[str, Any]
+    tags: list[str]
+    # The definition version; the database bumps it when the definition changes.
+    version: int
+    # The optimistic-locking counter: pass it back as `expected_version`.
+    row_version: int
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class WorkflowVersion(msgspec.Struct, frozen=True, gc=False):
+    """An immutable snapshot of a workflow's definition, as executions pin it."""
+
+    id: uuid.UUID
+    workflow_id: uuid.UUID
+    version: int
+    definition_yaml: str
+    definition: dict[str, Any]
+    created_at: datetime.datetime
+
+
+class NewWorkflow(msgspec.Struct, frozen=True, kw_only=True):
+    """What `workflows.create` needs; everything but owner and name has a default."""
+
+    owner_id: uuid.UUID | str
+    name: str
+    pack_id: uuid.UUID | str | None = None
+    description: str = ""
+    status: WorkflowStatus = "draft"
+    enabled: bool = True
+    trigger_type: TriggerType = "manual"
+    # A cron expression (5 or 6 fields, or @hourly, @daily...); required iff trigger_type
+    # is "schedule".
+    schedule: str | None = None
+    definition_yaml: str = ""
+    definition: dict[str, Any] = {}
+    param_schema: dict[str, Any] = {}
+    out_schema: dict[str, Any] = {}
+    tags: list[str] = []
+
+
+class WorkflowPatch(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields `workflows.update` changes; UNSET leaves a field as it is.
+
+    The definition is not here: `workflows.update_definition` changes it (and its version).
+    """
+
+    name: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    status: WorkflowStatus | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    trigger_type: TriggerType | UnsetType = UNSET
+    # None clears the schedule (with a trigger_type other than "schedule").
+    schedule: str | UnsetType | None = UNSET
+    # None detaches the workflow from its pack.
+    pack_id: uuid.UUID | str | UnsetType | None = UNSET
+    param_schema: dict[str, Any] | UnsetType = UNSET
+    out_schema: dict[str, Any] | UnsetType = UNSET
+    tags: list[str] | UnsetType = UNSET
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How often a stage's step is retried and how long to wait in between.
+
+    The wait before attempt n+1 is min(backoff_base_seconds * 2**(n-1), backoff_max_seconds),
+    plus jitter. The defaults are the column default of workflow_stages.retry_policy.
+    """
+
+    max_attempts: int = 3
+    backoff_base_seconds: float = 1
+    backoff_max_seconds: float = 300
+
+
+class Stage(msgspec.Struct, frozen=True, gc=False):
+    """A stage row: one ordered step of a workflow."""
+
+    id: uuid.UUID
+    workflow_id: uuid.UUID
+    # 0..n-1 within the workflow, contiguous.
+    position: int
+    name: str
+    action_ref: str
+    depends_on: list[str]
+    config: dict[str, Any]
+    # Fan-out items: one execution step per element; None for a single step.
+    with_items: list[Any] | None
+    retry_policy: RetryPolicy
+    timeout_seconds: int
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class NewStage(msgspec.Struct, frozen=True, kw_only=True):
+    """What `stages.add` needs: a name unique in the workflow and the action it runs."""
+
+    name: str
+    action_ref: str
+    depends_on: list[str] = []
+    config: dict[str, Any] = {}
+    with_items: list[Any] | None = None
+    retry_policy: RetryPolicy = RetryPolicy()
+    timeout_seconds: int = 3600
+
+
+class StagePatch(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields `stages.update` changes; UNSET leaves a field as it is.
+
+    Name and position are not here: a rename would break other stages' depends_on, and
+    positions change through `stages.reorder`.
+    """
+
+    action_ref: str | UnsetType = UNSET
+    depends_on: list[str] | UnsetType = UNSET
+    config: dict[str, Any] | UnsetType = UNSET
+    # None turns a fan-out stage back into a single step.
+    with_items: list[Any] | UnsetType | None = UNSET
+    retry_policy: RetryPolicy | UnsetType = UNSET
+    timeout_seconds: int | UnsetType = UNSET

@@ -1,0 +1,229 @@
+"""Workflow stages: the ordered steps of a workflow, kept at positions 0..n-1.
+
+Writes that move positions (add, reorder, remove) lock the workflow row first, so stage
+edits of one workflow run one after the other and positions stay contiguous.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+from msgspec import UNSET, UnsetType
+from psycopg.types.json import Jsonb
+
+from flowledger.errors import FlowledgerError, InvalidInput, NotFound
+from flowledger.records.workflows import NewStage, RetryPolicy, Stage, StagePatch
+from flowledger.repositories.base import Connection, Repository
+
+__all__ = ["StagesRepository"]
+
+# Mirrors workflow_stages_name_check.
+_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_MAX_TIMEOUT_SECONDS: Final = 2**31 - 1
+_POLICY: Final = Stage.__struct_fields__.index("retry_policy")
+
+
+def _stage(*values: Any) -> Stage:
+    # Rows come positionally; only retry_policy needs decoding, from its jsonb dict. Lax:
+    # the CHECK accepts an integral max_attempts written as 3.0.
+    row = builtins.list(values)
+    try:
+        row[_POLICY] = msgspec.convert(row[_POLICY], RetryPolicy, strict=False)
+    except msgspec.ValidationError as exc:
+        raise FlowledgerError(f"stage {row[0]} has a malformed retry_policy: {exc}") from exc
+    return Stage(*row)
+
+
+class StagesRepository(Repository):
+    """Stages of workflows: add, reorder, remove, update; positions stay contiguous."""
+
+    def list(self, *, workflow_id: uuid.UUID | str) -> builtins.list[Stage]:
+        """The workflow's stages in position order (empty for an unknown workflow);
+        raises InvalidInput on a malformed id."""
+        params = {"workflow_id": _uuid(workflow_id, "workflow id")}
+        return self._many("list_workflow_stages", params, _stage)
+
+    def get(self, *, id: uuid.UUID | str) -> Stage:
+        """The stage with this id; raises NotFound, InvalidInput on a malformed id."""
+        stage_id = _uuid(id, "stage id")
+        return self._one_or_raise("get_stage_by_id", {"id": stage_id}, _stage, _missing(stage_id))
+
+    def add(
+        self, *, workflow_id: uuid.UUID | str, stage: NewStage, position: int | None = None
+    ) -> Stage:
+        """The new stage, at the end or at `position` (later stages move up by one); raises
+        NotFound (workflow), Conflict (name taken), InvalidInput (bad fields or position)."""
+        wid = _uuid(workflow_id, "workflow id")
+        params = {
+            "workflow_id": wid,
+            "name": _check_name(stage.name),
+            "action_ref": _check_action_ref(stage.action_ref),
+            "depends_on": _depends_on(stage.depends_on, stage.name),
+            "config": _object("config", stage.config),
+            "with_items": _with_items(stage.with_items),
+            "retry_policy": _retry_policy(stage.retry_policy),
+            "timeout_seconds": _timeout(stage.timeout_seconds),
+        }
+        if position is not None and (isinstance(position, bool) or position < 0):
+            raise InvalidInput(f"position must be an integer >= 0, got {position!r}")
+        with self._atomic(params) as conn:
+            count = self._lock_workflow(wid, conn)
+            if position is not None and position > count:
+                raise InvalidInput(f"position {position} is beyond the end (0..{count})")
+            at = count if position is None else position
+            self._execute("shift_stages_up", {"workflow_id": wid, "position": at}, conn=conn)
+            values = {**params, "position": at}
+            created = self._one("insert_stage", values, _stage, context=values, conn=conn)
+        assert created is not None  # INSERT ... RETURNING yields its row
+        return created
+
+    def reorder(
+        self, *, workflow_id: uuid.UUID | str, stage_ids: Sequence[uuid.UUID | str]
+    ) -> builtins.list[Stage]:
+        """The workflow's stages in the new order, stage_ids[i] now at position i; raises
+        NotFound (workflow), InvalidInput unless stage_ids are exactly its stages."""
+        wid = _uuid(workflow_id, "workflow id")
+        ids = [_uuid(s, "stage id") for s in stage_ids]
+        if len(set(ids)) != len(ids):
+            raise InvalidInput("stage_ids must not repeat a stage")
+        mismatch = f"stage_ids must be exactly the {{}} stages of workflow {wid}"
+        with self._atomic() as conn:
+            count = self._lock_workflow(wid, conn)
+            if len(ids) != count:
+                raise InvalidInput(mismatch.format(count))
+            params = {"workflow_id": wid, "ids": ids}
+            moved = self._many("reorder_stages", params, _stage, conn=conn)
+            if len(moved) != count:
+                # Some ids belong elsewhere: raising rolls the partial renumbering back.
+                raise InvalidInput(mismatch.format(count))
+        return moved
+
+    def remove(self, *, id: uuid.UUID | str) -> None:
+        """Delete the stage and close the gap (later stages move down by one); raises
+        NotFound, InvalidInput on a malformed id."""
+        stage_id = _uuid(id, "stage id")
+        with self._atomic() as conn:
+            wid = self._scalar("lock_stage_workflow", {"id": stage_id}, conn=conn)
+            # None twice: no such stage, or a concurrent remove deleted it while we waited.
+            position = (
+                None if wid is None else self._scalar("delete_stage", {"id": stage_id}, conn=conn)
+            )
+            if position is None:
+                raise NotFound(_missing(stage_id))
+            self._execute(
+                "shift_stages_down", {"workflow_id": wid, "position": position}, conn=conn
+            )
+
+    def update(self, *, id: uuid.UUID | str, patch: StagePatch) -> Stage:
+        """The stage after applying the patch's set fields; raises NotFound, InvalidInput."""
+        stage_id = _uuid(id, "stage id")
+        params = {"id": stage_id, **_patch_params(patch)}
+        return self._one_or_raise(
+            "update_stage", params, _stage, _missing(stage_id), context=params
+        )
+
+    def _lock_workflow(self, workflow_id: uuid.UUID, conn: Connection) -> int:
+        count = self._scalar("lock_workflow_stage_count", {"workflow_id": workflow_id}, conn=conn)
+        if count is None:
+            raise NotFound(f"workflow {workflow_id} not found")
+        return int(count)
+
+
+def _patch_params(patch: StagePatch) -> dict[str, Any]:
+    return {
+        "action_ref": _maybe(_check_action_ref, patch.action_ref),
+        # A stage's own name is checked by workflow_stages_depends_on_check.
+        "depends_on": _maybe(lambda d: _depends_on(d, None), patch.depends_on),
+        "config": _maybe(lambda c: _object("config", c), patch.config),
+        "set_with_items": patch.with_items is not UNSET,
+        "with_items": _maybe(_with_items, patch.with_items),
+        "retry_policy": _maybe(_retry_policy, patch.retry_policy),
+        "timeout_seconds": _maybe(_timeout, patch.timeout_seconds),
+    }
+
+
+def _maybe(check: Any, value: Any) -> Any:
+    # UNSET becomes NULL: the SQL keeps the column as it is.
+    return None if isinstance(value, UnsetType) else check(value)
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"stage name {name!r} must be lowercase letters, digits, '-' or '_', "
+            "starting with a letter, at most 63 characters"
+        )
+    return name
+
+
+def _check_action_ref(ref: str) -> str:
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidInput("action_ref must not be blank")
+    return ref
+
+
+def _depends_on(names: Sequence[str], own_name: str | None) -> builtins.list[str]:
+    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+        raise InvalidInput(f"depends_on must be a list of stage names, got {names!r}")
+    if own_name is not None and own_name in names:
+        raise InvalidInput(f"stage {own_name!r} cannot depend on itself")
+    return builtins.list(names)
+
+
+def _object(field: str, value: Any) -> Jsonb:
+    # The column's CHECK requires a JSON object; say so before the round trip.
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field} must be a JSON object (dict), got {type(value).__name__}")
+    return Jsonb(value)
+
+
+def _with_items(items: builtins.list[Any] | None) -> Jsonb | None:
+    if items is None:
+        return None
+    if not isinstance(items, builtins.list):
+        raise InvalidInput(f"with_items must be a list or None, got {type(items).__name__}")
+    return Jsonb(items)
+
+
+def _retry_policy(policy: RetryPolicy) -> Jsonb:
+    if not isinstance(policy, RetryPolicy):
+        raise InvalidInput(f"retry_policy must be a RetryPolicy, got {type(policy).__name__}")
+    attempts, base, cap = (
+        policy.max_attempts,
+        policy.backoff_base_seconds,
+        policy.backoff_max_seconds,
+    )
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise InvalidInput(f"retry_policy.max_attempts must be an integer >= 1, got {attempts!r}")
+    if not 0 <= base <= cap:
+        raise InvalidInput(
+            "retry_policy needs 0 <= backoff_base_seconds <= backoff_max_seconds, "
+            f"got {base!r} and {cap!r}"
+        )
+    return Jsonb(msgspec.to_builtins(policy))
+
+
+def _timeout(seconds: int) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise InvalidInput(f"timeout_seconds must be an integer, got {seconds!r}")
+    if not 0 < seconds <= _MAX_TIMEOUT_SECONDS:
+        raise InvalidInput(f"timeout_seconds must be between 1 and {_MAX_TIMEOUT_SECONDS}")
+    return seconds
+
+
+def _missing(stage_id: uuid.UUID) -> str:
+    return f"stage {stage_id} not found"
+
+
+def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc
