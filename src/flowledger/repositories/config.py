@@ -1,0 +1,153 @@
+"""Configuration: dotted keys to JSON values, typed reads, compare-and-set writes."""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import re
+from typing import Any, Final, TypeVar, overload
+
+import msgspec
+from psycopg.types.json import Jsonb
+
+from flowledger.errors import InvalidInput, NotFound, StaleWrite
+from flowledger.records.agents import Configuration
+from flowledger.repositories.base import Repository
+
+__all__ = ["KEY_PATTERN", "ConfigRepository"]
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+# The same rule as the configurations_key_check constraint: "scheduler.max_workers".
+KEY_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+
+
+class _Missing(enum.Enum):
+    MISSING = enum.auto()
+
+
+_MISSING: Final = _Missing.MISSING
+
+
+class ConfigRepository(Repository):
+    """Typed configuration values; every write bumps the entry's version."""
+
+    @overload
+    def get(self, *, key: str, type: builtins.type[T]) -> T: ...
+    @overload
+    def get(self, *, key: str, type: builtins.type[T], default: D) -> T | D: ...
+    @overload
+    def get(self, *, key: str, type: Any, default: Any = ...) -> Any: ...
+    def get(self, *, key: str, type: Any, default: Any = _MISSING) -> Any:
+        """The value of `key` converted to `type` (msgspec rules), or `default` when the key
+        is absent; raises NotFound (absent, no default), InvalidInput (value does not fit)."""
+        _check_key(key)
+        entry = self._one("get_configuration", {"key": key}, Configuration)
+        if entry is None:
+            if default is _MISSING:
+                raise NotFound(f"configuration {key!r} not found")
+            return default
+        try:
+            return msgspec.convert(entry.value, type)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(
+                f"configuration {key!r} is not a valid {_type_name(type)}: {exc}"
+            ) from exc
+
+    def get_entry(self, *, key: str) -> Configuration:
+        """The entry of `key` with its raw value and version; raises NotFound, InvalidInput."""
+        _check_key(key)
+        return self._one_or_raise(
+            "get_configuration", {"key": key}, Configuration, f"configuration {key!r} not found"
+        )
+
+    def set(
+        self,
+        *,
+        key: str,
+        value: Any,
+        expected_version: int | None = None,
+        description: str | None = None,
+    ) -> Configuration:
+        """The entry after writing `value` (None keeps the description).
+
+        Without `expected_version` the write is an upsert; with it, a compare-and-set that
+        raises StaleWrite when the entry is at another version and NotFound when it is absent.
+        Raises InvalidInput on a malformed key, version or a value JSON cannot hold.
+        """
+        _check_key(key)
+        if expected_version is not None:
+            _check_version(expected_version)
+        params = {
+            "key": key,
+            "value": _json(key, value),
+            "description": description,
+            "expected_version": expected_version,
+        }
+        if expected_version is None:
+            entry = self._one("upsert_configuration", params, Configuration, context=params)
+            assert entry is not None  # INSERT ... ON CONFLICT DO UPDATE always yields its row
+            return entry
+        updated = self._one("update_configuration_if_version", params, Configuration)
+        if updated is None:
+            raise self._not_written(key, expected_version)
+        return updated
+
+    def delete(self, *, key: str, expected_version: int | None = None) -> None:
+        """Delete the entry (only at `expected_version` when given); raises NotFound,
+        StaleWrite (entry at another version), InvalidInput."""
+        _check_key(key)
+        if expected_version is not None:
+            _check_version(expected_version)
+        params = {"key": key, "expected_version": expected_version}
+        if self._execute("delete_configuration", params) == 0:
+            if expected_version is None:
+                raise NotFound(f"configuration {key!r} not found")
+            raise self._not_written(key, expected_version)
+
+    def list(self, *, prefix: str = "") -> builtins.list[Configuration]:
+        """Every entry whose key starts with `prefix` ("" for all), in byte order of keys.
+
+        A prefix is literal text: "sched" matches "scheduler.x"; end it with "." to list
+        one namespace. Raises InvalidInput on a prefix that is not a string.
+        """
+        if not isinstance(prefix, str):
+            raise InvalidInput(f"prefix must be a string, got {prefix!r}")
+        return self._many("list_configurations_by_prefix", {"prefix": prefix}, Configuration)
+
+    def _not_written(self, key: str, expected_version: int) -> NotFound | StaleWrite:
+        current = self._one("get_configuration", {"key": key}, Configuration)
+        if current is None:
+            return NotFound(f"configuration {key!r} not found")
+        return StaleWrite(
+            f"configuration {key!r} is at version {current.version}, "
+            f"not the expected {expected_version}"
+        )
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+        raise InvalidInput(
+            f"configuration key {key!r} must be dot-separated lowercase words "
+            "(letters, digits, '_', each starting with a letter)"
+        )
+
+
+def _check_version(version: int) -> None:
+    # bool is an int subclass; True as a version is a bug in the caller.
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInput(f"expected_version must be an integer >= 1, got {version!r}")
+
+
+def _json(key: str, value: Any) -> Jsonb:
+    # Encode up front: a value JSON cannot hold must fail here, not inside the driver.
+    try:
+        encoded = msgspec.json.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"the value of configuration {key!r} is not JSON: {exc}") from exc
+    return Jsonb(value, dumps=lambda _: encoded)
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else repr(tp)
