@@ -179,7 +179,9 @@ CREATE TABLE workflows (
     out_schema jsonb NOT NULL DEFAULT '{}',
     tags text[] NOT NULL DEFAULT '{}',
     -- Explicit regconfigs keep the expression immutable, as a generated
-    -- column requires; queries must use the same configs to match.
+    -- column requires. Names are indexed unstemmed, descriptions stemmed, so
+    -- a query ORs both parses: websearch_to_tsquery('simple', q) ||
+    -- websearch_to_tsquery('english', q).
     search tsvector GENERATED ALWAYS AS (
         setweight(to_tsvector('simple'::regconfig, name), 'A')
         || setweight(to_tsvector('english'::regconfig, coalesce(description, '')), 'B')

@@ -139,5 +139,8 @@ def test_migrations_pass_squawk() -> None:
     if not Path(squawk).exists():
         pytest.fail("squawk (squawk-cli) is not installed: pip install -e '.[dev]'")
     files = [str(m.path) for m in load_migrations()]
-    proc = subprocess.run([squawk, *files], capture_output=True, text=True, timeout=120)
+    config = Path(__file__).resolve().parents[2] / ".squawk.toml"
+    proc = subprocess.run(
+        [squawk, "--config", str(config), *files], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
