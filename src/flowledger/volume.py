@@ -272,7 +272,7 @@ def generate(
                 s_start = created + datetime.timedelta(seconds=1 + idx) if ran else None
                 s_end = (
                     s_start + datetime.timedelta(seconds=2)
-                    if ran and step_status != "running"
+                    if s_start is not None and step_status != "running"
                     else None
                 )
                 leased = step_status == "running"

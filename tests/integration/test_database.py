@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+
 import pytest
 
 import flowledger
@@ -86,7 +87,9 @@ def test_transaction_commits_or_rolls_back_everything(db: Database) -> None:
         with db.transaction() as tx:
             tx.users.create(user=NewUser(email="b@example.com", display_name="B"))
             tx.users.create(user=NewUser(email="c@example.com", display_name="C"))
-            tx.users.create(user=NewUser(email="A@example.com", display_name="dup"))  # last one fails
+            tx.users.create(
+                user=NewUser(email="A@example.com", display_name="dup")
+            )  # last one fails
     emails = {u.email for u in db.users.list(limit=50).items}
     assert emails == {"a@example.com"}
 

@@ -95,8 +95,8 @@ def _core(info: msgspec.inspect.Type) -> list[type]:
 def _record(q: Query) -> type[msgspec.Struct]:
     assert q.record, q.name
     module, _, name = q.record.rpartition(".")
-    cls = getattr(importlib.import_module(f"flowledger.records.{module}"), name)
-    assert issubclass(cls, msgspec.Struct)
+    cls: object = getattr(importlib.import_module(f"flowledger.records.{module}"), name)
+    assert isinstance(cls, type) and issubclass(cls, msgspec.Struct)
     return cls
 
 

@@ -69,7 +69,8 @@ def snapshot(url: str) -> dict[str, Any]:
             ),
             "functions": rows(
                 """SELECT p.proname, pg_get_function_identity_arguments(p.oid),
-                          pg_get_function_result(p.oid), p.provolatile, (SELECT lanname FROM pg_language l WHERE l.oid = p.prolang),
+                          pg_get_function_result(p.oid), p.provolatile,
+                          (SELECT lanname FROM pg_language l WHERE l.oid = p.prolang),
                           md5(regexp_replace(p.prosrc, '\\s+', ' ', 'g'))
                      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                     WHERE n.nspname = 'public'"""
