@@ -97,6 +97,8 @@ CREATE TABLE users (
 -- An expression index, not a constraint: UNIQUE constraints cannot be on
 -- lower(email). Lookups must use lower(email) = lower(%(email)s) to hit it.
 CREATE UNIQUE INDEX users_email_key ON users (lower(email));
+-- Keyset listing of users, newest first (added by 0010, built CONCURRENTLY there).
+CREATE INDEX users_created_idx ON users (created_at, id);
 
 CREATE TRIGGER users_set_updated_at
     BEFORE UPDATE ON users
@@ -220,6 +222,8 @@ CREATE INDEX workflows_owner_status_updated_idx
 -- Keyset pagination over all workflows, by edit or by creation time.
 CREATE INDEX workflows_updated_idx ON workflows (updated_at, id);
 CREATE INDEX workflows_created_idx ON workflows (created_at, id);
+-- The A-Z listing of all workflows (added by 0011, built CONCURRENTLY there).
+CREATE INDEX workflows_name_idx ON workflows (name, id);
 CREATE INDEX workflows_pack_id_idx ON workflows (pack_id);
 CREATE INDEX workflows_status_updated_idx ON workflows (status, updated_at, id);
 

@@ -29,7 +29,7 @@ SELECT id, email, display_name, role, is_active, created_at, updated_at
 -- name: list_users
 -- Users, newest first, optionally of one role and/or activity state; keyset-paginated
 -- by (created_at, id).
--- plan: seqscan-ok (users holds people, not events: a small table with no created_at index)
+-- plan: index users_created_idx
 -- returns: many
 -- record: identity.User
 SELECT id, email, display_name, role, is_active, created_at, updated_at

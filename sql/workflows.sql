@@ -30,7 +30,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 
 -- name: get_workflow_by_name
 -- One workflow by its natural key: owner and name.
--- plan: index workflows_owner_id_name_key, workflows_owner_status_updated_idx
+-- plan: index workflows_owner_id_name_key, workflows_owner_status_updated_idx, workflows_name_idx
 -- returns: one
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
@@ -183,7 +183,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- Workflows matching any combination of optional filters, by name (then id), keyset-
 -- paginated on (name, id). Same filters as list_workflows_by_updated_at. With an owner,
 -- workflows_owner_id_name_key yields the order; a set filter uses its index.
--- plan: seqscan-ok (no index orders all workflows by name: without any filter, the A-Z listing of every workflow sorts the whole table; an index on (name, id) would fix it)
+-- plan: index workflows_name_idx, workflows_owner_id_name_key
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
