@@ -220,6 +220,27 @@ def _cmd_seed(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+# -- demo ---------------------------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
+    from flowledger.database import connect
+    from flowledger.demo import WORKERS, run_demo
+    from flowledger.migrate import Migrator
+
+    url = resolve_database(args.database)
+    with Migrator(url) as mig:
+        applied = mig.apply().migrations
+    if not out.as_json:
+        print(f"migrations: applied {len(applied)}" if applied else "migrations: up to date")
+    # The timeline is printed as it happens; --json prints only the final report.
+    live: Callable[[str], None] = (lambda _line: None) if out.as_json else print
+    with connect(url, min_size=1, max_size=len(WORKERS) + 1) as db:
+        report = run_demo(db, live)
+    out.emit({"migrations_applied": applied, **report.as_json()}, [])
+    return EXIT_OK if report.status == "completed" else EXIT_ERROR
+
+
 # -- check-plans --------------------------------------------------------------------------
 
 
@@ -332,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=int, default=42, help="random seed of --scale (default 42)")
     seed.add_argument("--quiet", action="store_true", help="no progress bar")
     seed.set_defaults(handler=_cmd_seed)
+
+    demo = sub.add_parser(
+        "demo",
+        help="migrate, seed, then run one execution with two workers and print its timeline",
+    )
+    _add_common(demo)
+    demo.set_defaults(handler=_cmd_demo)
 
     plans = sub.add_parser("check-plans", help="EXPLAIN every annotated query and check its plan")
     _add_common(plans)

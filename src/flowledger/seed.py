@@ -1,15 +1,24 @@
-"""Sample data: three users, the `core` pack and its actions, five workflows with stages.
+"""Sample data: three users, the `core` pack and its actions, six workflows with stages,
+and ten executions of them in mixed states (with their steps, attempts, log lines and
+outbox events).
 
 `seed(db)` writes everything through the repositories and is idempotent: each row is
 looked up by its natural key (user email, pack ref, action ref, owner + workflow name,
-workflow + stage name) and created only when missing, so a second run creates nothing
-and leaves every row (and id) as it was.
+workflow + stage name, workflow + execution idempotency key "seed-<n>") and created only
+when missing, so a second run creates nothing and leaves every row (and id) as it was.
+
+Executions are driven to their sample state the way workers would: by claiming their
+steps. A claim takes the oldest due step of the whole database, so seeding refuses
+(Conflict, nothing written for that execution) when steps of other executions are due.
+The sample leaves no step due: its unfinished executions are paused, or hold their
+remaining steps under a lease as long as the step timeout.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -17,6 +26,7 @@ from flowledger.database import Database, Transaction
 from flowledger.errors import Conflict, NotFound
 from flowledger.records.catalog import NewAction, NewPack, Pack
 from flowledger.records.identity import NewUser, Role, User
+from flowledger.records.runs import ClaimedStep, Execution, LogLevel, NewLogLine, Step
 from flowledger.records.workflows import (
     NewStage,
     NewWorkflow,
@@ -26,7 +36,7 @@ from flowledger.records.workflows import (
     WorkflowStatus,
 )
 
-__all__ = ["SeedReport", "seed"]
+__all__ = ["DEMO_WORKFLOW", "SAMPLE_OWNER", "SAMPLE_WORKFLOWS", "SeedReport", "seed"]
 
 T = TypeVar("T")
 
@@ -41,6 +51,9 @@ class SeedReport(msgspec.Struct, frozen=True, kw_only=True):
     stages: int = 0
     # Definition changes applied, each of which wrote a workflow_versions row.
     definition_changes: int = 0
+    executions: int = 0
+    steps: int = 0
+    log_lines: int = 0
 
     @property
     def total(self) -> int:
@@ -57,7 +70,10 @@ _USERS: Final[tuple[tuple[str, str, Role], ...]] = (
     ("dev@example.com", "Dev Eloper", "developer"),
     ("viewer@example.com", "Vic Viewer", "viewer"),
 )
-_OWNER: Final = "dev@example.com"
+SAMPLE_OWNER: Final = "dev@example.com"
+"""Email of the user owning every sample workflow."""
+DEMO_WORKFLOW: Final = "demo-pipeline"
+"""The sample workflow `flowledger demo` runs: four stages, retries after ~0.2 s."""
 
 _PACK: Final = NewPack(ref="core", label="Core", description="Built-in actions.", version="1.0.0")
 _ACTIONS: Final[tuple[tuple[str, str, str], ...]] = (
@@ -81,6 +97,9 @@ class _Sample(msgspec.Struct, frozen=True, kw_only=True):
     stages: list[tuple[str, str]]
     in_pack: bool = False
     enabled: bool = True
+    retry_policy: RetryPolicy = RetryPolicy(
+        max_attempts=3, backoff_base_seconds=2, backoff_max_seconds=60
+    )
 
 
 _WORKFLOWS: Final[tuple[_Sample, ...]] = (
@@ -137,7 +156,46 @@ _WORKFLOWS: Final[tuple[_Sample, ...]] = (
         stages=[("scan", "core.shell"), ("delete", "core.shell")],
         enabled=False,
     ),
+    _Sample(
+        name=DEMO_WORKFLOW,
+        description="Fetch, transform, load and announce a batch; run by `flowledger demo`.",
+        status="active",
+        trigger_type="manual",
+        schedule=None,
+        tags=["demo"],
+        stages=[
+            ("fetch", "core.http"),
+            ("transform", "core.python"),
+            ("load", "core.shell"),
+            ("notify", "core.email"),
+        ],
+        # Short backoffs, so that a failed attempt is retried within the demo's second.
+        retry_policy=RetryPolicy(max_attempts=3, backoff_base_seconds=0.2, backoff_max_seconds=1),
+    ),
 )
+SAMPLE_WORKFLOWS: Final[tuple[str, ...]] = tuple(sample.name for sample in _WORKFLOWS)
+"""Names of the sample workflows (all owned by SAMPLE_OWNER)."""
+
+Outcome = Literal["completed", "failed", "cancelled", "paused", "running"]
+
+# Execution n is started with idempotency key "seed-<n>" and driven to its outcome.
+_RUNS: Final[tuple[tuple[str, Outcome], ...]] = (
+    ("nightly-etl", "completed"),
+    ("invoice-sync", "completed"),
+    ("deploy-service", "completed"),
+    ("weekly-report", "completed"),
+    ("invoice-sync", "completed"),
+    ("nightly-etl", "failed"),
+    ("deploy-service", "cancelled"),
+    ("weekly-report", "paused"),
+    ("invoice-sync", "running"),
+    ("nightly-etl", "running"),
+)
+_WORKER: Final = "seed-worker"
+# Steps left running hold their lease as long as their timeout (the stage's 600 s): a
+# reaper then times them out (failing the execution) instead of requeueing them, so the
+# sample never hands a due step to the next worker.
+_RUNNING_LEASE: Final = datetime.timedelta(seconds=600)
 
 
 def seed(db: Database) -> SeedReport:
@@ -149,7 +207,11 @@ def seed(db: Database) -> SeedReport:
         _action(db, pack, ref, entrypoint, description, counts)
     for sample in _WORKFLOWS:
         with db.transaction() as tx:
-            _workflow(tx, users[_OWNER], pack, sample, counts)
+            _workflow(tx, users[SAMPLE_OWNER], pack, sample, counts)
+    for n, (name, outcome) in enumerate(_RUNS, start=1):
+        # One transaction per execution: started and driven to its state, or not at all.
+        with db.transaction() as tx:
+            _execution(tx, users[SAMPLE_OWNER], n, name, outcome, counts)
     return SeedReport(**counts)
 
 
@@ -238,7 +300,7 @@ def _stage(sample: _Sample, name: str, action_ref: str) -> NewStage:
         action_ref=action_ref,
         depends_on=before[-1:],
         config={"description": f"{name} step of {sample.name}"},
-        retry_policy=RetryPolicy(max_attempts=3, backoff_base_seconds=2, backoff_max_seconds=60),
+        retry_policy=sample.retry_policy,
         timeout_seconds=600,
     )
 
@@ -262,6 +324,96 @@ def _yaml(sample: _Sample, *, revision: int) -> str:
     if revision > 1:
         lines.append("timeout_seconds: 3600")
     return "\n".join(lines) + "\n"
+
+
+def _execution(
+    tx: Transaction, owner: User, n: int, name: str, outcome: Outcome, counts: dict[str, int]
+) -> None:
+    workflow = tx.workflows.get_by_name(owner_id=owner.id, name=name)
+    execution = tx.executions.start(
+        workflow_id=workflow.id,
+        parameters={"sample": n},
+        idempotency_key=f"seed-{n}",
+        triggered_by=owner.id,
+    )
+    # A used key returns the existing execution; every execution the seed drove has logs.
+    if tx.step_logs.list_by_execution(execution_id=execution.id, limit=1).items:
+        return
+    counts["executions"] += 1
+    steps = len(tx.steps.list_by_execution(execution_id=execution.id))
+    counts["steps"] += steps
+    if not steps:
+        return  # its stages were all removed by hand: completed at start, nothing to drive
+    lines = _drive(tx, execution, outcome)
+    counts["log_lines"] += tx.step_logs.append(lines=lines)
+
+
+def _drive(tx: Transaction, execution: Execution, outcome: Outcome) -> list[NewLogLine]:
+    """Bring a new execution to `outcome`; the log lines its steps wrote on the way."""
+    if outcome == "completed":
+        lines: list[NewLogLine] = []
+        while claimed := _claim(tx, execution):
+            lines.append(_complete(tx, claimed[0]))
+        return lines
+    lines = [_complete(tx, _claim(tx, execution)[0])]
+    if outcome == "failed":
+        step = _claim(tx, execution)[0]
+        error = "exit status 1: upstream returned 503 Service Unavailable"
+        tx.steps.fail(step_id=step.id, worker_id=_WORKER, attempt=step.attempt, error=error)
+        lines.append(_line(step, f"{step.task_name} failed: {error}", level="error"))
+        tx.executions.fail(id=execution.id, error=f"{step.task_name}: gave up after {error}")
+    elif outcome == "cancelled":
+        tx.executions.cancel(id=execution.id)
+        lines.append(_line(_next_step(tx, execution), f"cancelled by {SAMPLE_OWNER}"))
+    elif outcome == "paused":
+        tx.executions.pause(id=execution.id, reason="waiting for approval")
+        lines.append(_line(_next_step(tx, execution), "waiting for approval", level="warning"))
+    else:
+        steps = tx.steps.list_by_execution(execution_id=execution.id)
+        remaining = sum(s.status == "queued" for s in steps)
+        for step in _claim(tx, execution, limit=remaining, lease=_RUNNING_LEASE):
+            lines.append(_line(step, f"{step.task_name} started"))
+    return lines
+
+
+def _claim(
+    tx: Transaction,
+    execution: Execution,
+    *,
+    limit: int = 1,
+    lease: datetime.timedelta = datetime.timedelta(seconds=30),
+) -> list[ClaimedStep]:
+    claimed = tx.steps.claim(worker_id=_WORKER, limit=limit, lease=lease)
+    foreign = [c for c in claimed if c.execution_id != execution.id]
+    if foreign:
+        # Raised inside the execution's transaction: the claim and the execution roll back.
+        raise Conflict(
+            f"cannot drive sample execution {execution.idempotency_key}: step"
+            f" {foreign[0].task_name} of execution {foreign[0].execution_id} is due and"
+            " would be claimed first; seed a database without other pending work"
+        )
+    return claimed
+
+
+def _complete(tx: Transaction, step: ClaimedStep) -> NewLogLine:
+    outputs = {"ok": True, "action": step.action_ref}
+    tx.steps.complete(step_id=step.id, worker_id=_WORKER, attempt=step.attempt, outputs=outputs)
+    return _line(step, f"{step.task_name} done")
+
+
+def _next_step(tx: Transaction, execution: Execution) -> Step:
+    steps = tx.steps.list_by_execution(execution_id=execution.id)
+    return next(s for s in steps if s.status != "completed")
+
+
+def _line(step: Step | ClaimedStep, message: str, *, level: LogLevel = "info") -> NewLogLine:
+    return NewLogLine(
+        step_id=step.id,
+        execution_id=step.execution_id,
+        message=message,
+        level=level,
+        fields={"worker": _WORKER},
+    )
 
 
 def _in_savepoint(tx: Transaction, create: Callable[[], T]) -> T:

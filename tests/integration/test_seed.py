@@ -7,14 +7,30 @@ from typing import Any
 
 import psycopg
 import pytest
+from _runs_factories import add_stage, make_workflow
+from psycopg import sql
 
 from flowledger.cli import EXIT_OK, main
 from flowledger.database import Database
+from flowledger.errors import Conflict
 from flowledger.records.identity import NewUser
 from flowledger.seed import SeedReport, seed
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-TABLES = ("users", "packs", "actions", "workflows", "workflow_versions", "workflow_stages")
+TABLES = (
+    "users",
+    "packs",
+    "actions",
+    "workflows",
+    "workflow_versions",
+    "workflow_stages",
+    "workflow_executions",
+    "execution_steps",
+    "step_attempts",
+    "step_logs",
+    "tool_executions",
+    "outbox",
+)
 
 
 def _snapshot(conn: Conn) -> dict[str, list[Any]]:
@@ -25,21 +41,45 @@ def _snapshot(conn: Conn) -> dict[str, list[Any]]:
     }
 
 
+def _row_counts(conn: Conn) -> dict[str, int]:
+    """The number of rows of every table of the schema."""
+    tables = [
+        r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    ]
+    assert set(TABLES) <= set(tables)
+    counts: dict[str, int] = {}
+    for table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        (counts[table],) = conn.execute(query).fetchall()[0]
+    return counts
+
+
 def test_seed_creates_the_sample_data(db: Database) -> None:
     report = seed(db)
 
     assert report == SeedReport(
-        users=3, packs=1, actions=5, workflows=5, stages=14, definition_changes=5
+        users=3,
+        packs=1,
+        actions=5,
+        workflows=6,
+        stages=18,
+        definition_changes=6,
+        executions=10,
+        steps=31,
+        log_lines=28,
     )
-    assert report.total == 33
+    assert report.total == 108
     assert report.as_json() == {
         "users": 3,
         "packs": 1,
         "actions": 5,
-        "workflows": 5,
-        "stages": 14,
-        "definition_changes": 5,
-        "total": 33,
+        "workflows": 6,
+        "stages": 18,
+        "definition_changes": 6,
+        "executions": 10,
+        "steps": 31,
+        "log_lines": 28,
+        "total": 108,
     }
     roles = {u.email: u.role for u in db.users.list().items}
     assert roles == {
@@ -49,7 +89,7 @@ def test_seed_creates_the_sample_data(db: Database) -> None:
     }
     dev = db.users.get_by_email(email="dev@example.com")
     workflows = db.workflows.list(owner_id=dev.id).items
-    assert len(workflows) == 5 and len(db.workflows.list().items) == 5
+    assert len(workflows) == 6 and len(db.workflows.list().items) == 6
     pack = db.packs.get_by_ref(ref="core")
     actions = {a.ref for a in db.actions.list_by_pack(pack_id=pack.id)}
     assert "core.shell" in actions and len(actions) == 5
@@ -64,16 +104,59 @@ def test_seed_creates_the_sample_data(db: Database) -> None:
         assert versions[0].definition != versions[1].definition
     assert len(db.workflows.list_by_pack(pack_id=pack.id).items) == 2
     assert db.workflows.get_by_ref(ref="dev@example.com/nightly-etl").schedule == "0 2 * * *"
+    demo = db.stages.list(
+        workflow_id=db.workflows.get_by_ref(ref="dev@example.com/demo-pipeline").id
+    )
+    assert [s.retry_policy.backoff_base_seconds for s in demo] == [0.2] * 4
+
+
+def test_seed_executions_show_every_state(db: Database, conn: Conn) -> None:
+    seed(db)
+
+    executions = db.executions.list(limit=50).items
+    by_key = {e.idempotency_key: e for e in executions}
+    assert len(executions) == 10 and set(by_key) == {f"seed-{n}" for n in range(1, 11)}
+    statuses = {key: e.status for key, e in by_key.items()}
+    assert sorted(statuses.values()) == sorted(
+        ["completed"] * 5 + ["failed", "cancelled", "paused", "running", "running"]
+    )
+    for execution in executions:
+        steps = db.steps.list_by_execution(execution_id=execution.id)
+        logs = db.step_logs.list_by_execution(execution_id=execution.id).items
+        assert len(logs) >= 2, execution.idempotency_key
+        done = [s for s in steps if s.status == "completed"]
+        if execution.status == "completed":
+            assert len(done) == len(steps)
+        else:  # part-way: the first step ran, the others did not all finish
+            assert 1 <= len(done) < len(steps)
+        if execution.status == "running":
+            assert {s.lease_owner for s in steps if s not in done} == {"seed-worker"}
+    failed = next(e for e in executions if e.status == "failed")
+    assert failed.error_message and "gave up" in failed.error_message
+    failed_logs = db.step_logs.list_by_execution(execution_id=failed.id).items
+    assert [line.level for line in failed_logs].count("error") == 1
+    assert (
+        next(e for e in executions if e.status == "paused").pause_reason == "waiting for approval"
+    )
+    # No step is left for the next worker: nothing queued in a running execution.
+    due = conn.execute(
+        "SELECT count(*) FROM execution_steps s JOIN workflow_executions e"
+        " ON e.id = s.execution_id WHERE s.status = 'queued' AND e.status = 'running'"
+    ).fetchone()
+    assert due == (0,)
+    assert db.steps.claim(worker_id="someone") == []
 
 
 def test_seeding_twice_leaves_exactly_the_same_data(db: Database, conn: Conn) -> None:
     seed(db)
     before = _snapshot(conn)
+    counts = _row_counts(conn)
 
     again = seed(db)
 
     assert again == SeedReport()
     assert again.total == 0
+    assert _row_counts(conn) == counts
     assert _snapshot(conn) == before
 
 
@@ -88,7 +171,10 @@ def test_seed_completes_partial_data_without_duplicates(db: Database, conn: Conn
 
     report = seed(db)
 
-    assert report == SeedReport(workflows=1, stages=3, definition_changes=1)
+    # weekly-report came back with its two stages and its two executions (gone with it).
+    assert report == SeedReport(
+        workflows=1, stages=3, definition_changes=1, executions=2, steps=4, log_lines=4
+    )
     assert len(_snapshot(conn)["users"]) == 3
     assert [s.name for s in db.stages.list(workflow_id=deploy.id)] == ["build", "test", "rollout"]
     # The pre-existing user was found by email and left as it was.
@@ -102,5 +188,20 @@ def test_seed_command_prints_the_report(db_url: str, capsys: pytest.CaptureFixtu
     assert main(["seed", "--database", db_url, "--json"]) == EXIT_OK
     second = json.loads(capsys.readouterr().out)
 
-    assert (first["workflows"], first["total"]) == (5, 33)
+    assert (first["workflows"], first["executions"], first["total"]) == (6, 10, 108)
     assert second == dict.fromkeys(first, 0)
+
+
+def test_seed_refuses_to_claim_other_executions_steps(db: Database, conn: Conn) -> None:
+    workflow_id = make_workflow(conn)
+    add_stage(conn, workflow_id, "work")
+    other = db.executions.start(workflow_id=workflow_id)
+
+    with pytest.raises(Conflict, match="seed-1"):
+        seed(db)
+
+    (step,) = db.steps.list_by_execution(execution_id=other.id)
+    assert (step.status, step.attempt) == ("queued", 0)
+    # The execution being driven rolled back whole; the catalogue before it stays.
+    assert [e.id for e in db.executions.list().items] == [other.id]
+    assert len(db.workflows.list().items) == 7

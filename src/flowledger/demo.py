@@ -1,0 +1,445 @@
+"""`flowledger demo`: one execution run end to end by two in-process workers.
+
+`run_demo(db, out)` seeds the sample data, starts an execution of the `demo-pipeline`
+sample workflow and runs it with two worker threads sharing the Database pool: each
+claims a step (with a lease), logs, calls a tool, heartbeats and completes it. The
+`transform` step fails its first attempt, goes back to the queue with the stage's short
+backoff and is claimed again. The relay then delivers the outbox events, and `out`
+receives a timeline (relative times, worker, step, what happened) and a summary.
+
+The demo works on the database it is given like real workers would, so it keeps its
+hands off other work: a claim that returns a step of another execution is rolled back
+and the demo stops with Conflict (nothing claimed), and the relay leaves events that do
+not belong to the sample workflows undelivered (recorded as a failed delivery, so the
+application's own relay retries them).
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, Final
+
+import msgspec
+import psycopg
+
+from flowledger.database import Database
+from flowledger.errors import Conflict, FlowledgerError
+from flowledger.records.events import OutboxEvent
+from flowledger.records.runs import ClaimedStep, Execution, ExecutionStatus, LogLevel, NewLogLine
+from flowledger.records.workflows import Workflow
+from flowledger.seed import DEMO_WORKFLOW, SAMPLE_OWNER, SAMPLE_WORKFLOWS, SeedReport, seed
+
+__all__ = [
+    "WORKERS",
+    "AttemptSummary",
+    "DeliveredEvent",
+    "DemoReport",
+    "StepSummary",
+    "TimelineEntry",
+    "run_demo",
+]
+
+Out = Callable[[str], None]
+
+WORKERS: Final = ("demo-worker-1", "demo-worker-2")
+"""The worker ids of the demo's two threads."""
+_LEASE: Final = datetime.timedelta(seconds=5)
+# Each step "works" twice this long: once in its tool call, once after the heartbeat.
+_WORK_SECONDS: Final = 0.05
+_POLL_SECONDS: Final = 0.02
+_DEADLINE_SECONDS: Final = 30.0
+_FLAKY_TASK: Final = "transform"
+_FLAKY_ERROR: Final = "ConnectionResetError: warehouse closed the connection"
+_TOOLS: Final = {
+    "fetch": ("http.get", {"url": "https://api.example.com/orders?since=yesterday"}),
+    "transform": ("sql.query", {"sql": "SELECT normalise_orders(batch) FROM staging"}),
+    "load": ("s3.put", {"bucket": "warehouse", "key": "orders/batch.parquet"}),
+    "notify": ("smtp.send", {"to": "team@example.com", "subject": "orders loaded"}),
+}
+# Enough relay passes for a development database's backlog; the demo's own events come last.
+_MAX_RELAY_PASSES: Final = 1000
+_FINISHED: Final = frozenset({"completed", "failed", "cancelled"})
+
+
+class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing that happened: seconds since the demo started, who, on which step, what."""
+
+    at: float
+    worker: str
+    step: str | None
+    event: str
+
+
+class AttemptSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of a step as recorded in step_attempts."""
+
+    attempt: int
+    worker: str
+    outcome: str | None
+    error: str | None
+
+
+class StepSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A step of the demo execution at the end: its status and every attempt."""
+
+    task_name: str
+    status: str
+    attempts: list[AttemptSummary]
+
+
+class DeliveredEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An outbox event the demo's relay delivered."""
+
+    event_type: str
+    aggregate_type: str
+    aggregate_id: uuid.UUID
+    payload: dict[str, Any]
+
+
+class DemoReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What one demo run did: the execution's outcome, its steps, timeline and events."""
+
+    execution_id: uuid.UUID
+    workflow: str
+    status: ExecutionStatus
+    duration_seconds: float
+    steps: list[StepSummary]
+    attempts: int
+    retries: int
+    log_lines: int
+    tool_executions: int
+    timeline: list[TimelineEntry]
+    events: list[DeliveredEvent]
+    # Pending events of other aggregates, left for the application's own relay.
+    events_left: int
+    cancelled_leftovers: list[uuid.UUID]
+    seeded: SeedReport
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as JSON-ready builtins (what `flowledger demo --json` prints)."""
+        payload: dict[str, Any] = msgspec.to_builtins(self)
+        payload["seeded"] = self.seeded.as_json()
+        return payload
+
+
+def run_demo(db: Database, out: Out) -> DemoReport:
+    """Seed, run one demo-pipeline execution with two workers, relay its events; the
+    report (status `completed` on success). Raises Conflict when other executions' steps
+    are due (the demo touches none of them), FlowledgerError when the run stalls."""
+    seeded = seed(db)
+    owner = db.users.get_by_email(email=SAMPLE_OWNER)
+    workflow = db.workflows.get_by_name(owner_id=owner.id, name=DEMO_WORKFLOW)
+    timeline = _Timeline(out)
+    out(f"flowledger demo: {len(WORKERS)} workers run one execution of {DEMO_WORKFLOW}")
+    out(_seed_line(seeded))
+    out("")
+    out("timeline (seconds since start, worker, step, what happened)")
+    leftovers = _cancel_leftovers(db, workflow.id, timeline)
+    _claim(db, "demo-probe", None)  # refuses before anything is started
+    execution = db.executions.start(
+        workflow_id=workflow.id, parameters={"source": "flowledger demo"}, triggered_by=owner.id
+    )
+    steps = db.steps.list_by_execution(execution_id=execution.id)
+    timeline.add("main", None, f"started execution {execution.id} ({len(steps)} steps queued)")
+    run = _Run(db, execution, timeline)
+    final = run.execute()
+    timeline.add("main", None, f"execution {final.status}")
+    ours = {str(w.id) for w in _sample_workflows(db, owner.id)}
+    delivered, left = _relay(db, ours)
+    report = _report(db, final, run, timeline, delivered, left, leftovers, seeded)
+    for line in _closing_lines(report):
+        out(line)
+    return report
+
+
+class _Timeline:
+    """Entries in the order they happened, each passed to `out` as it is recorded."""
+
+    def __init__(self, out: Out) -> None:
+        self._out = out
+        self._start = time.monotonic()
+        self._lock = threading.Lock()
+        self.entries: list[TimelineEntry] = []
+
+    def add(self, worker: str, step: str | None, event: str) -> None:
+        with self._lock:
+            at = round(time.monotonic() - self._start, 3)
+            entry = TimelineEntry(at=at, worker=worker, step=step, event=event)
+            self.entries.append(entry)
+            when = f"+{at:.3f}s"
+            self._out(f"  {when:>8}  {worker:<13}  {step or '':<9}  {event}")
+
+
+class _Run:
+    """Two workers on one execution, until it finishes (or one of them hits an error)."""
+
+    def __init__(self, db: Database, execution: Execution, timeline: _Timeline) -> None:
+        self._db = db
+        self._execution = execution
+        self._timeline = timeline
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.log_lines = 0
+        self.tool_executions = 0
+
+    def execute(self) -> Execution:
+        """The finished execution. On a worker's error, a stall or an interrupt the
+        execution is cancelled (left running, its queued steps would be the next run's
+        first claims) and the error raised."""
+        final: Execution | None = None
+        try:
+            self._run_workers()
+            final = self._db.executions.get(id=self._execution.id)
+            if final.status not in _FINISHED:
+                raise FlowledgerError(
+                    f"demo execution {final.id} did not finish within {_DEADLINE_SECONDS:g} s"
+                    " (another worker may hold its steps)"
+                )
+            return final
+        finally:
+            if final is None or final.status not in _FINISHED:
+                self._db.executions.cancel(id=self._execution.id)
+
+    def _run_workers(self) -> None:
+        pool = ThreadPoolExecutor(max_workers=len(WORKERS), thread_name_prefix="flowledger-demo")
+        try:
+            futures = [pool.submit(self._work, worker) for worker in WORKERS]
+            wait(futures, timeout=_DEADLINE_SECONDS, return_when=FIRST_EXCEPTION)
+        finally:
+            # Also on KeyboardInterrupt: the workers must stop before the pool can close.
+            self._stop.set()
+            pool.shutdown(wait=True)
+        for future in futures:
+            future.result()  # a worker's error, raised here
+
+    def _work(self, worker: str) -> None:
+        while not self._stop.is_set():
+            step = _claim(self._db, worker, self._execution.id)
+            if step is None:
+                self._stop.wait(_POLL_SECONDS)
+                continue
+            self._run_step(worker, step)
+            if self._db.executions.get(id=self._execution.id).status in _FINISHED:
+                self._stop.set()
+
+    def _run_step(self, worker: str, step: ClaimedStep) -> None:
+        name = step.task_name
+        lease = _LEASE.total_seconds()
+        self._timeline.add(
+            worker, name, f"claimed attempt {step.attempt}/{step.max_attempts} (lease {lease:g} s)"
+        )
+        self._log(step, f"attempt {step.attempt} started on {worker}")
+        error = self._call_tool(worker, step)
+        self._db.steps.heartbeat(
+            step_id=step.id, worker_id=worker, attempt=step.attempt, lease=_LEASE
+        )
+        self._timeline.add(worker, name, f"heartbeat: lease extended by {lease:g} s")
+        time.sleep(_WORK_SECONDS)
+        if error is None:
+            self._log(step, f"{name} done")
+            outputs = {"worker": worker, "attempt": step.attempt}
+            self._db.steps.complete(
+                step_id=step.id, worker_id=worker, attempt=step.attempt, outputs=outputs
+            )
+            self._timeline.add(worker, name, "completed")
+            return
+        self._log(step, f"{name} failed: {error}", level="error")
+        after = self._db.steps.fail(
+            step_id=step.id, worker_id=worker, attempt=step.attempt, error=error
+        )
+        self._timeline.add(worker, name, f"FAILED attempt {step.attempt}: {error}")
+        if after.status == "queued":
+            backoff = (after.available_at - after.updated_at).total_seconds()
+            self._timeline.add(
+                worker,
+                name,
+                f"back to queued: retry after a {backoff:.2f} s backoff"
+                f" (attempt {after.attempt + 1} of {after.max_attempts})",
+            )
+
+    def _call_tool(self, worker: str, step: ClaimedStep) -> str | None:
+        """Record the step's tool call; the error when this attempt is meant to fail."""
+        tool_name, tool_input = _TOOLS.get(step.task_name, ("noop", {}))
+        call = self._db.tool_executions.start(
+            tool_name=tool_name, input=tool_input, step_id=step.id
+        )
+        time.sleep(_WORK_SECONDS)
+        error = _FLAKY_ERROR if step.task_name == _FLAKY_TASK and step.attempt == 1 else None
+        output = None if error else {"ok": True, "worker": worker}
+        done = self._db.tool_executions.finish(id=call.id, output=output, error=error)
+        with self._lock:
+            self.tool_executions += 1
+        outcome = "failed" if error else "succeeded"
+        self._timeline.add(
+            worker, step.task_name, f"tool {tool_name} {outcome} ({done.duration_ms} ms)"
+        )
+        return error
+
+    def _log(self, step: ClaimedStep, message: str, *, level: LogLevel = "info") -> None:
+        line = NewLogLine(
+            step_id=step.id,
+            execution_id=step.execution_id,
+            message=message,
+            level=level,
+            fields={"attempt": step.attempt, "worker": step.lease_owner},
+        )
+        written = self._db.step_logs.append(lines=[line])
+        with self._lock:
+            self.log_lines += written
+
+
+def _claim(db: Database, worker: str, execution_id: uuid.UUID | None) -> ClaimedStep | None:
+    """A step of `execution_id` leased to `worker`, or None when none is due. A claimed
+    step of another execution is given back untouched (rolled back) and Conflict raised."""
+    foreign: ClaimedStep | None = None
+    with db.transaction() as tx:
+        claimed = tx.steps.claim(worker_id=worker, limit=1, lease=_LEASE)
+        if claimed and claimed[0].execution_id != execution_id:
+            foreign = claimed[0]
+            raise psycopg.Rollback()
+    if foreign is not None:
+        raise Conflict(
+            f"step {foreign.task_name} of execution {foreign.execution_id} is due: the demo's"
+            " workers would take other executions' work; run the demo on a database of its own"
+        )
+    return claimed[0] if claimed else None
+
+
+def _cancel_leftovers(db: Database, workflow_id: uuid.UUID, timeline: _Timeline) -> list[uuid.UUID]:
+    """Cancel demo executions an interrupted run left running: their queued steps would
+    otherwise be claimed first."""
+    cancelled = []
+    for execution in db.executions.list(workflow_id=workflow_id, status="running", limit=100).items:
+        db.executions.cancel(id=execution.id)
+        timeline.add("main", None, f"cancelled execution {execution.id}, left by an earlier run")
+        cancelled.append(execution.id)
+    return cancelled
+
+
+class _NotSampleEvent(Exception):
+    """Raised by the relay handler: the event is not the demo's to deliver."""
+
+
+def _relay(db: Database, ours: set[str]) -> tuple[list[OutboxEvent], int]:
+    """The pending events of sample executions, delivered one per relay pass (so that an
+    event of another aggregate is put back alone); and how many others were put back."""
+    delivered: list[OutboxEvent] = []
+    left = 0
+
+    def deliver(events: list[OutboxEvent]) -> None:
+        for event in events:
+            if event.aggregate_type != "execution" or event.payload.get("workflow_id") not in ours:
+                raise _NotSampleEvent("not an event of the sample data: left for its own relay")
+        delivered.extend(events)
+
+    for _ in range(_MAX_RELAY_PASSES):
+        result = db.outbox.relay(handler=deliver, batch=1)
+        left += result.failed
+        if not result.published and not result.failed:
+            break
+    return delivered, left
+
+
+def _sample_workflows(db: Database, owner_id: uuid.UUID) -> list[Workflow]:
+    return [db.workflows.get_by_name(owner_id=owner_id, name=name) for name in SAMPLE_WORKFLOWS]
+
+
+def _report(
+    db: Database,
+    final: Execution,
+    run: _Run,
+    timeline: _Timeline,
+    delivered: list[OutboxEvent],
+    left: int,
+    leftovers: list[uuid.UUID],
+    seeded: SeedReport,
+) -> DemoReport:
+    steps = [
+        StepSummary(
+            task_name=step.task_name,
+            status=step.status,
+            attempts=[
+                AttemptSummary(
+                    attempt=a.attempt, worker=a.worker_id, outcome=a.outcome, error=a.error
+                )
+                for a in db.steps.list_attempts(step_id=step.id)
+            ],
+        )
+        for step in db.steps.list_by_execution(execution_id=final.id)
+    ]
+    attempts = sum(len(s.attempts) for s in steps)
+    assert final.started_at is not None and final.finished_at is not None
+    return DemoReport(
+        execution_id=final.id,
+        workflow=DEMO_WORKFLOW,
+        status=final.status,
+        duration_seconds=round((final.finished_at - final.started_at).total_seconds(), 3),
+        steps=steps,
+        attempts=attempts,
+        retries=attempts - len(steps),
+        log_lines=run.log_lines,
+        tool_executions=run.tool_executions,
+        timeline=timeline.entries,
+        events=[
+            DeliveredEvent(
+                event_type=e.event_type,
+                aggregate_type=e.aggregate_type,
+                aggregate_id=e.aggregate_id,
+                payload=e.payload,
+            )
+            for e in delivered
+        ],
+        events_left=left,
+        cancelled_leftovers=leftovers,
+        seeded=seeded,
+    )
+
+
+def _seed_line(seeded: SeedReport) -> str:
+    if not seeded.total:
+        return "sample data: already in place"
+    counts = msgspec.structs.asdict(seeded)
+    created = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v)
+    return f"sample data: created {seeded.total} rows ({created})"
+
+
+def _closing_lines(report: DemoReport) -> list[str]:
+    own = [e for e in report.events if e.aggregate_id == report.execution_id]
+    others = Counter(e.event_type for e in report.events if e.aggregate_id != report.execution_id)
+    lines = ["", f"outbox: the relay delivered {len(report.events)} events"]
+    lines += [
+        f"  {e.event_type:<20}  execution {e.aggregate_id}  status={e.payload.get('status')}"
+        for e in own
+    ]
+    if others:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(others.items()))
+        lines.append(f"  and {sum(others.values())} events of other sample executions ({kinds})")
+    if report.events_left:
+        lines.append(f"  ({report.events_left} events of other aggregates left for their relay)")
+    per_worker = Counter(a.worker for s in report.steps for a in s.attempts)
+    lines += [
+        "",
+        "summary",
+        f"  execution  {report.execution_id}: {report.status} in {report.duration_seconds:.2f} s",
+        "  steps      " + ", ".join(f"{s.task_name} {s.status}" for s in report.steps),
+        f"  attempts   {report.attempts} ({report.retries} retry)"
+        if report.retries == 1
+        else f"  attempts   {report.attempts} ({report.retries} retries)",
+    ]
+    lines += [
+        f"  retried    {s.task_name}: "
+        + ", then ".join(f"attempt {a.attempt} {a.outcome} on {a.worker}" for a in s.attempts)
+        for s in report.steps
+        if len(s.attempts) > 1
+    ]
+    lines += [
+        "  workers    " + ", ".join(f"{w}: {n} attempts" for w, n in sorted(per_worker.items())),
+        f"  written    {report.log_lines} log lines, {report.tool_executions} tool calls",
+    ]
+    return lines
