@@ -50,6 +50,7 @@ import msgspec
 import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
+from psycopg_pool import ConnectionPool
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
@@ -121,7 +122,6 @@ class LogRow(Base):
 
 
 EXECUTIONS = ExecutionRow.__table__
-LOGS = LogRow.__table__
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -278,6 +278,21 @@ class Bench:
                 cur.fetchone()
             return len(ids)
 
+        pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=1,
+            kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
+            configure=lambda c: set_json_loads(msgspec.json.decode, c),
+        )
+        pool.wait()
+
+        def psycopg_pool() -> int:
+            for i in ids:
+                with pool.connection() as c:
+                    c.cursor().execute(LOOKUP_SQL, (i,)).fetchone()
+            return len(ids)
+
         async def apg_loop() -> int:
             stmt = await self.apg.prepare(LOOKUP_SQL.replace("%s", "$1"))
             for i in ids:
@@ -303,11 +318,13 @@ class Bench:
             {
                 "flowledger": flowledger_get,
                 "psycopg (tuned)": psycopg_tuned,
+                "psycopg + psycopg_pool": psycopg_pool,
                 "asyncpg + msgspec": lambda: self.loop.run_until_complete(apg_loop()),
                 "SQLAlchemy ORM Session.get": sa_orm,
                 "SQLAlchemy Core": sa_core,
             },
         )
+        pool.close()
         script = LOOKUP_SQL.replace("%s", ":id::uuid") + ";\n"
         self.results["point lookup by id"]["pgbench -M prepared (C)"] = statistics.median(
             pgbench(self.url, script, 3, defines={"id": str(ids[0])}) for _ in range(3)
@@ -435,8 +452,10 @@ class Bench:
         def flowledger_append() -> int:
             truncate()
             lines = [
-                NewLogLine(step_id=s, execution_id=e, message=m, level=lv, fields=f, logged_at=t)
-                for s, e, lv, m, f, t in raw
+                NewLogLine(
+                    step_id=s, execution_id=e, message=m, level="info", fields=f, logged_at=t
+                )
+                for s, e, _, m, f, t in raw
             ]
             return self.db.step_logs.append(lines=lines)
 
@@ -481,7 +500,7 @@ class Bench:
         def sa_core() -> int:
             truncate()
             with self.engine.begin() as c:
-                c.execute(sa.insert(LOGS), [dict(zip(LOG_COLUMNS, r, strict=True)) for r in raw])
+                c.execute(sa.insert(LogRow), [dict(zip(LOG_COLUMNS, r, strict=True)) for r in raw])
             return total
 
         peers: dict[str, Callable[[], int]] = {
