@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowledger.database import Database, Settings, Transaction, connect
+from flowledger.database import Database, Pinned, Settings, Transaction, connect
 from flowledger.errors import (
     Conflict,
     FlowledgerError,
@@ -27,6 +27,7 @@ __all__ = [
     "LeaseLost",
     "NotFound",
     "Page",
+    "Pinned",
     "Retryable",
     "Settings",
     "StaleWrite",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flowledger.errors import FlowledgerError, MigrationError
-from flowledger.migrate import EditedMigrations
+from flowledger.migrate import EditedMigrations, Migrator, RunResult
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -68,38 +68,34 @@ def _migrator(args: argparse.Namespace) -> Any:
     return Migrator(resolve_database(args.database), directory=directory, settings=settings)
 
 
+def _report_run(mig: Migrator, result: RunResult, out: _Output) -> int:
+    """Print what apply/rollback did, or on a dry run the SQL it would run."""
+    action, dry = result.action, result.dry_run
+    done = {"apply": "applied", "rollback": "rolled back"}[action]
+    lines: list[str] = []
+    sql = {mid: mig.sql_of(mid, action) for mid in result.migrations} if dry else {}
+    for mid, text in sql.items():
+        lines += [f"-- {mid} ({action})", text, ""]
+    verb = f"would {action.replace('rollback', 'roll back')}" if dry else done
+    nothing = f"nothing to {action.replace('rollback', 'roll back')}"
+    lines += [f"{verb} {mid}" for mid in result.migrations] or [nothing]
+    payload: dict[str, Any] = {"action": action, "dry_run": dry, "migrations": result.migrations}
+    if dry:
+        payload["sql"] = sql
+    out.emit(payload, lines)
+    return EXIT_OK
+
+
 def _cmd_migrate_apply(args: argparse.Namespace, out: _Output) -> int:
     with _migrator(args) as mig:
         result = mig.apply(to=args.to, dry_run=args.dry_run, allow_edited=args.allow_edited)
-        lines: list[str] = []
-        if args.dry_run:
-            for mid in result.migrations:
-                lines += [f"-- {mid} (apply)", mig.sql_of(mid, "apply"), ""]
-        verb = "would apply" if args.dry_run else "applied"
-        lines += [f"{verb} {mid}" for mid in result.migrations] or ["nothing to apply"]
-        payload: dict[str, Any] = {"action": "apply", "dry_run": args.dry_run}
-        payload["migrations"] = result.migrations
-        if args.dry_run:
-            payload["sql"] = {mid: mig.sql_of(mid, "apply") for mid in result.migrations}
-        out.emit(payload, lines)
-    return EXIT_OK
+        return _report_run(mig, result, out)
 
 
 def _cmd_migrate_rollback(args: argparse.Namespace, out: _Output) -> int:
     with _migrator(args) as mig:
         result = mig.rollback(steps=args.steps, to=args.to, all_=args.all, dry_run=args.dry_run)
-        lines: list[str] = []
-        if args.dry_run:
-            for mid in result.migrations:
-                lines += [f"-- {mid} (rollback)", mig.sql_of(mid, "rollback"), ""]
-        verb = "would roll back" if args.dry_run else "rolled back"
-        lines += [f"{verb} {mid}" for mid in result.migrations] or ["nothing to roll back"]
-        payload: dict[str, Any] = {"action": "rollback", "dry_run": args.dry_run}
-        payload["migrations"] = result.migrations
-        if args.dry_run:
-            payload["sql"] = {mid: mig.sql_of(mid, "rollback") for mid in result.migrations}
-        out.emit(payload, lines)
-    return EXIT_OK
+        return _report_run(mig, result, out)
 
 
 def _cmd_migrate_status(args: argparse.Namespace, out: _Output) -> int:

@@ -128,3 +128,20 @@ def test_no_raw_psycopg_error_escapes(db: Database) -> None:
     with pytest.raises(InvalidInput):
         with db.transaction() as tx:
             tx.connection.execute("SELECT 1/0")
+
+
+def test_pinned_block_runs_every_call_on_one_connection_without_a_transaction(
+    db: Database,
+) -> None:
+    with db.pinned() as pinned:
+        pid = pinned.connection.info.backend_pid
+        pinned.users.create(user=NewUser(email="p@example.com", display_name="P"))
+        # Committed at once: visible from another connection while the block is open.
+        assert db.users.get_by_email(email="p@example.com").display_name == "P"
+        with pytest.raises(Conflict):
+            with pinned.transaction() as tx:
+                tx.users.create(user=NewUser(email="q@example.com", display_name="Q"))
+                tx.users.create(user=NewUser(email="P@example.com", display_name="dup"))
+        assert pinned.connection.info.backend_pid == pid
+    emails = {u.email for u in db.users.list(limit=50).items}
+    assert emails == {"p@example.com"}

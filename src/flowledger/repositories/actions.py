@@ -10,7 +10,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput, NotFound
 from flowledger.records.catalog import Action, ActionPatch, NewAction
-from flowledger.repositories.base import Repository
+from flowledger.repositories.base import Repository, as_uuid
 
 __all__ = ["ActionsRepository"]
 
@@ -24,7 +24,7 @@ class ActionsRepository(Repository):
     def create(self, *, action: NewAction) -> Action:
         """The new action; raises Conflict when the ref is taken, InvalidInput (bad fields,
         unknown pack)."""
-        pack_id = _uuid(action.pack_id, "pack id")
+        pack_id = as_uuid(action.pack_id, "pack id")
         _check_ref(action.ref)
         _check_entrypoint(action.entrypoint)
         params = {
@@ -41,7 +41,7 @@ class ActionsRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> Action:
         """The action with this id; raises NotFound, InvalidInput on a malformed id."""
-        action_id = _uuid(id, "action id")
+        action_id = as_uuid(id, "action id")
         return self._one_or_raise(
             "get_action_by_id", {"id": action_id}, Action, f"action {action_id} not found"
         )
@@ -55,7 +55,7 @@ class ActionsRepository(Repository):
 
     def list_by_pack(self, *, pack_id: uuid.UUID | str) -> list[Action]:
         """Every action of the pack in ref order (empty for an unknown pack); InvalidInput."""
-        pack = _uuid(pack_id, "pack id")
+        pack = as_uuid(pack_id, "pack id")
         return self._many("list_actions_by_pack", {"pack_id": pack}, Action)
 
     def list_workflow_actions(self) -> list[Action]:
@@ -64,7 +64,7 @@ class ActionsRepository(Repository):
 
     def update(self, *, id: uuid.UUID | str, patch: ActionPatch) -> Action:
         """The action after applying the patch's non-None fields; raises NotFound, InvalidInput."""
-        action_id = _uuid(id, "action id")
+        action_id = as_uuid(id, "action id")
         if patch.entrypoint is not None:
             _check_entrypoint(patch.entrypoint)
         params = {
@@ -78,19 +78,19 @@ class ActionsRepository(Repository):
 
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the action; raises NotFound, InvalidInput on a malformed id."""
-        action_id = _uuid(id, "action id")
+        action_id = as_uuid(id, "action id")
         if self._execute("delete_action", {"id": action_id}) == 0:
             raise NotFound(f"action {action_id} not found")
 
     def link_workflow(self, *, action_id: uuid.UUID | str, workflow_id: uuid.UUID | str) -> Action:
         """The action, now implemented by the workflow; raises NotFound, InvalidInput (unknown
         workflow)."""
-        workflow = _uuid(workflow_id, "workflow id")
-        return self._set_workflow(_uuid(action_id, "action id"), workflow)
+        workflow = as_uuid(workflow_id, "workflow id")
+        return self._set_workflow(as_uuid(action_id, "action id"), workflow)
 
     def unlink_workflow(self, *, action_id: uuid.UUID | str) -> Action:
         """The action, no longer implemented by a workflow; raises NotFound, InvalidInput."""
-        return self._set_workflow(_uuid(action_id, "action id"), None)
+        return self._set_workflow(as_uuid(action_id, "action id"), None)
 
     def _set_workflow(self, action_id: uuid.UUID, workflow_id: uuid.UUID | None) -> Action:
         params = {"id": action_id, "workflow_id": workflow_id}
@@ -126,12 +126,3 @@ def _schema(field: str, value: dict[str, Any]) -> Jsonb:
 def _optional_schema(field: str, value: dict[str, Any] | None) -> Jsonb | None:
     # None means "keep", not JSON null.
     return None if value is None else _schema(field, value)
-
-
-def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from flowledger.errors import InvalidInput
 from flowledger.records.identity import ApiKey, ApiKeyCredential, IssuedApiKey, VerifiedKey
-from flowledger.repositories.base import Repository
+from flowledger.repositories.base import Repository, as_uuid
 
 __all__ = ["ApiKeysRepository"]
 
@@ -45,7 +45,7 @@ class ApiKeysRepository(Repository):
     ) -> IssuedApiKey:
         """A new key and its plaintext secret (never retrievable again); raises InvalidInput
         (bad arguments, unknown user), Conflict when the user has a key of that name."""
-        owner = _uuid(user_id, "user id")
+        owner = as_uuid(user_id, "user id")
         _check_key_args(name, scopes, expires_at)
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LENGTH))
         secret = f"fl_{prefix}_{secrets.token_urlsafe(_TOKEN_BYTES)}"
@@ -79,21 +79,21 @@ class ApiKeysRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> ApiKey:
         """The key with this id (no secret, no hash); raises NotFound, InvalidInput."""
-        key_id = _uuid(id, "API key id")
+        key_id = as_uuid(id, "API key id")
         return self._one_or_raise(
             "get_api_key_by_id", {"id": key_id}, ApiKey, f"API key {key_id} not found"
         )
 
     def revoke(self, *, id: uuid.UUID | str) -> ApiKey:
         """The revoked key; revoking again keeps the first revoked_at. Raises NotFound."""
-        key_id = _uuid(id, "API key id")
+        key_id = as_uuid(id, "API key id")
         return self._one_or_raise(
             "revoke_api_key", {"id": key_id}, ApiKey, f"API key {key_id} not found"
         )
 
     def list_by_user(self, *, user_id: uuid.UUID | str) -> list[ApiKey]:
         """Every key of the user, oldest first, revoked ones included; raises InvalidInput."""
-        owner = _uuid(user_id, "user id")
+        owner = as_uuid(user_id, "user id")
         return self._many("list_api_keys_by_user", {"user_id": owner}, ApiKey)
 
 
@@ -109,12 +109,3 @@ def _check_key_args(name: str, scopes: Sequence[str], expires_at: datetime.datet
         raise InvalidInput(f"scopes must be a sequence of non-blank strings, got {scopes!r}")
     if expires_at is not None and expires_at.utcoffset() is None:
         raise InvalidInput("expires_at must be timezone-aware")
-
-
-def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

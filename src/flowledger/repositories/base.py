@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from itertools import starmap
@@ -10,7 +11,7 @@ from weakref import WeakKeyDictionary
 
 import psycopg
 
-from flowledger.errors import NotFound, translate_error, translating
+from flowledger.errors import InvalidInput, NotFound, translate_error, translating
 from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.queries import Query, get_queries, lookup_query
 
@@ -207,6 +208,16 @@ class Repository:
     ) -> int:
         """Run query `name`; the number of rows it affected."""
         return self._run(name, params, _rowcount, context, conn)
+
+
+def as_uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    """`value` as a UUID; InvalidInput naming `what` when it is malformed."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc
 
 
 def _first_value(cur: psycopg.Cursor[Any]) -> Any:

@@ -18,8 +18,8 @@ from psycopg.types.json import Jsonb
 from flowledger.errors import InvalidInput, NotFound
 from flowledger.records.events import NewEvent
 from flowledger.records.runs import EXECUTION_STATUSES, Execution, ExecutionStatus
-from flowledger.repositories.base import Connection, Repository
-from flowledger.repositories.outbox import OutboxRepository, as_uuid, check_batch, cutoff_of
+from flowledger.repositories.base import Connection, Repository, as_uuid
+from flowledger.repositories.outbox import OutboxRepository, check_batch, cutoff_of
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
 
 __all__ = ["ExecutionsRepository"]

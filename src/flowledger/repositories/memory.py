@@ -33,7 +33,7 @@ from flowledger.records.memory import (
     NewMemoryModule,
     PackedItem,
 )
-from flowledger.repositories.base import Connection, Repository
+from flowledger.repositories.base import Connection, Repository, as_uuid
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
 
 __all__ = [
@@ -103,7 +103,7 @@ class MemoryItemsRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> MemoryItem:
         """The item with this id; raises NotFound, InvalidInput on a malformed id."""
-        item_id = _uuid(id, "memory item id")
+        item_id = as_uuid(id, "memory item id")
         return self._one_or_raise(
             "get_memory_item", {"id": item_id}, MemoryItem, f"memory item {item_id} not found"
         )
@@ -160,7 +160,7 @@ class MemoryItemsRepository(Repository):
     def set_status(self, *, id: uuid.UUID | str, status: MemoryStatus) -> MemoryItem:
         """The item in its new status (setting the current one changes nothing); raises
         NotFound, InvalidInput (unknown status, or a move the lifecycle forbids)."""
-        item_id = _uuid(id, "memory item id")
+        item_id = as_uuid(id, "memory item id")
         _check_status(status, MEMORY_STATUSES)
         return self._one_or_raise(
             "set_memory_item_status",
@@ -172,7 +172,7 @@ class MemoryItemsRepository(Repository):
     def touch(self, *, ids: Iterable[uuid.UUID | str]) -> int:
         """How many of the items exist and were counted as read once more (access_count + 1,
         last_accessed_at = now), in one statement; raises InvalidInput on a malformed id."""
-        item_ids = [_uuid(i, "memory item id") for i in ids]
+        item_ids = [as_uuid(i, "memory item id") for i in ids]
         if not item_ids:
             return 0
         return self._execute("touch_memory_items", {"ids": item_ids})
@@ -224,7 +224,7 @@ class MemoryModulesRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> MemoryModule:
         """The module with this id; raises NotFound, InvalidInput on a malformed id."""
-        module_id = _uuid(id, "context module id")
+        module_id = as_uuid(id, "context module id")
         return self._one_or_raise(
             "get_memory_module", {"id": module_id}, MemoryModule, _missing_module(module_id)
         )
@@ -245,7 +245,7 @@ class MemoryModulesRepository(Repository):
     ) -> MemoryModule:
         """The module with the given (non-None) fields changed; raises NotFound, Conflict
         (name taken in the project), InvalidInput."""
-        module_id = _uuid(id, "context module id")
+        module_id = as_uuid(id, "context module id")
         if name is not None:
             _check_name(name)
         if selectors is not None:
@@ -269,7 +269,7 @@ class MemoryModulesRepository(Repository):
 
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the module and its membership (the items stay); raises NotFound."""
-        module_id = _uuid(id, "context module id")
+        module_id = as_uuid(id, "context module id")
         if self._execute("delete_memory_module", {"id": module_id}) == 0:
             raise NotFound(_missing_module(module_id))
 
@@ -279,7 +279,7 @@ class MemoryModulesRepository(Repository):
         """The position the item now holds: `position` (later items move down one) or the
         end; raises NotFound, Conflict (already a member), InvalidInput (position out of
         0..size, item of another project)."""
-        module, item = _uuid(module_id, "context module id"), _uuid(item_id, "memory item id")
+        module, item = as_uuid(module_id, "context module id"), as_uuid(item_id, "memory item id")
         if position is not None and (isinstance(position, bool) or position < 0):
             raise InvalidInput(f"position must be an integer >= 0, got {position!r}")
         context = {"module_id": module, "item_id": item, "position": position}
@@ -309,7 +309,7 @@ class MemoryModulesRepository(Repository):
     def remove_item(self, *, module_id: uuid.UUID | str, item_id: uuid.UUID | str) -> None:
         """Take the item out of the module, closing the gap; raises NotFound (module, or
         item not a member), InvalidInput."""
-        module, item = _uuid(module_id, "context module id"), _uuid(item_id, "memory item id")
+        module, item = as_uuid(module_id, "context module id"), as_uuid(item_id, "memory item id")
         with self._atomic() as conn:
             self._lock(module, conn)
             params = {"module_id": module, "item_id": item}
@@ -321,8 +321,8 @@ class MemoryModulesRepository(Repository):
     def reorder(self, *, module_id: uuid.UUID | str, item_ids: Sequence[uuid.UUID | str]) -> None:
         """Give the module's items the order of `item_ids` (one statement); raises NotFound,
         InvalidInput unless `item_ids` lists every member exactly once."""
-        module = _uuid(module_id, "context module id")
-        ordered = [_uuid(i, "memory item id") for i in item_ids]
+        module = as_uuid(module_id, "context module id")
+        ordered = [as_uuid(i, "memory item id") for i in item_ids]
         if len(set(ordered)) != len(ordered):
             raise InvalidInput("item_ids lists an item more than once")
         with self._atomic() as conn:
@@ -338,7 +338,7 @@ class MemoryModulesRepository(Repository):
 
     def items(self, *, module_id: uuid.UUID | str) -> builtins.list[MemoryItem]:
         """The module's items in membership order; raises NotFound, InvalidInput."""
-        module = _uuid(module_id, "context module id")
+        module = as_uuid(module_id, "context module id")
         found = self._many("list_memory_module_items", {"module_id": module}, MemoryItem)
         if not found:
             self.get(id=module)  # raises NotFound for an unknown module; else it is empty
@@ -370,7 +370,7 @@ class MemoryPacksRepository(Repository):
         """The new pack, written in one transaction; raises NotFound (unknown module),
         InvalidInput (no modules, a module of another project, budget not in 1..2^31-1)."""
         _check_project(project)
-        modules = builtins.list(dict.fromkeys(_uuid(m, "context module id") for m in module_ids))
+        modules = builtins.list(dict.fromkeys(as_uuid(m, "context module id") for m in module_ids))
         if not modules:
             raise InvalidInput("a pack needs at least one module")
         if isinstance(token_budget, bool) or not 1 <= token_budget <= _INT32_MAX:
@@ -396,7 +396,7 @@ class MemoryPacksRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> MemoryPack:
         """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
-        pack_id = _uuid(id, "context pack id")
+        pack_id = as_uuid(id, "context pack id")
         return self._one_or_raise(
             "get_memory_pack", {"id": pack_id}, _pack_row, f"context pack {pack_id} not found"
         )
@@ -524,12 +524,3 @@ def _check_aware(value: datetime.datetime | None, what: str) -> None:
 
 def _missing_module(module_id: uuid.UUID) -> str:
     return f"context module {module_id} not found"
-
-
-def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput
 from flowledger.records.events import NewEvent, OutboxEvent, RelayResult
-from flowledger.repositories.base import Connection, Repository
+from flowledger.repositories.base import Connection, Repository, as_uuid
 
 __all__ = ["OutboxRepository", "RelayHandler", "as_uuid", "check_batch", "cutoff_of"]
 
@@ -105,13 +105,3 @@ def check_batch(batch: int) -> None:
     """Refuse a batch size outside 1..10,000 with InvalidInput."""
     if not 1 <= batch <= _MAX_BATCH:
         raise InvalidInput(f"batch must be between 1 and {_MAX_BATCH}, got {batch}")
-
-
-def as_uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    """`value` as a UUID; InvalidInput naming `what` when it is malformed."""
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

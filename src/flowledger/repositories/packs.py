@@ -7,7 +7,7 @@ import uuid
 
 from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 from flowledger.records.catalog import NewPack, Pack, PackPatch
-from flowledger.repositories.base import Repository
+from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
 
 __all__ = ["PacksRepository"]
@@ -37,7 +37,7 @@ class PacksRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> Pack:
         """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
-        pack_id = _uuid(id, "pack id")
+        pack_id = as_uuid(id, "pack id")
         return self._one_or_raise(
             "get_pack_by_id", {"id": pack_id}, Pack, f"pack {pack_id} not found"
         )
@@ -64,7 +64,7 @@ class PacksRepository(Repository):
 
     def update(self, *, id: uuid.UUID | str, patch: PackPatch) -> Pack:
         """The pack after applying the patch's non-None fields; raises NotFound, InvalidInput."""
-        pack_id = _uuid(id, "pack id")
+        pack_id = as_uuid(id, "pack id")
         if patch.label is not None:
             _check_text("label", patch.label)
         if patch.version is not None:
@@ -79,7 +79,7 @@ class PacksRepository(Repository):
 
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the pack and its actions (its workflows stay, without a pack); raises NotFound."""
-        pack_id = _uuid(id, "pack id")
+        pack_id = as_uuid(id, "pack id")
         if self._execute("delete_pack", {"id": pack_id}) == 0:
             raise NotFound(f"pack {pack_id} not found")
 
@@ -95,12 +95,3 @@ def _check_ref(ref: str) -> None:
 def _check_text(field: str, value: str) -> None:
     if not value.strip():
         raise InvalidInput(f"{field} must not be blank")
-
-
-def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import CONSTRAINT_MESSAGES, Conflict, InvalidInput
 from flowledger.records.agents import Session
-from flowledger.repositories.base import Repository
+from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
 
 __all__ = ["SessionsRepository"]
@@ -40,7 +40,7 @@ class SessionsRepository(Repository):
         _check_client_id(client_id)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInput("session metadata must be a JSON object (a mapping)")
-        user = None if user_id is None else _uuid(user_id, "user id")
+        user = None if user_id is None else as_uuid(user_id, "user id")
         params = {
             "client_id": client_id,
             "user_id": user,
@@ -54,7 +54,7 @@ class SessionsRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> Session:
         """The session with this id; raises NotFound, InvalidInput on a malformed id."""
-        session_id = _uuid(id, "session id")
+        session_id = as_uuid(id, "session id")
         return self._one_or_raise(
             "get_session", {"id": session_id}, Session, f"session {session_id} not found"
         )
@@ -72,7 +72,7 @@ class SessionsRepository(Repository):
     def heartbeat(self, *, id: uuid.UUID | str) -> Session:
         """The session with its heartbeat set to now; raises NotFound, Conflict when the
         session is inactive (closed, or deactivated as stale)."""
-        session_id = _uuid(id, "session id")
+        session_id = as_uuid(id, "session id")
         session = self._one("heartbeat_session", {"id": session_id}, Session)
         if session is not None:
             return session
@@ -81,7 +81,7 @@ class SessionsRepository(Repository):
 
     def close(self, *, id: uuid.UUID | str) -> Session:
         """The session, now inactive (closing twice is harmless); raises NotFound."""
-        session_id = _uuid(id, "session id")
+        session_id = as_uuid(id, "session id")
         return self._one_or_raise(
             "close_session", {"id": session_id}, Session, f"session {session_id} not found"
         )
@@ -123,12 +123,3 @@ class SessionsRepository(Repository):
 def _check_client_id(client_id: str) -> None:
     if not isinstance(client_id, str) or not client_id.strip():
         raise InvalidInput("client_id must be a non-blank string")
-
-
-def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import FlowledgerError, InvalidInput, NotFound
 from flowledger.records.workflows import NewStage, RetryPolicy, Stage, StagePatch
-from flowledger.repositories.base import Connection, Repository
+from flowledger.repositories.base import Connection, Repository, as_uuid
 
 __all__ = ["StagesRepository"]
 
@@ -45,12 +45,12 @@ class StagesRepository(Repository):
     def list(self, *, workflow_id: uuid.UUID | str) -> builtins.list[Stage]:
         """The workflow's stages in position order (empty for an unknown workflow);
         raises InvalidInput on a malformed id."""
-        params = {"workflow_id": _uuid(workflow_id, "workflow id")}
+        params = {"workflow_id": as_uuid(workflow_id, "workflow id")}
         return self._many("list_workflow_stages", params, _stage)
 
     def get(self, *, id: uuid.UUID | str) -> Stage:
         """The stage with this id; raises NotFound, InvalidInput on a malformed id."""
-        stage_id = _uuid(id, "stage id")
+        stage_id = as_uuid(id, "stage id")
         return self._one_or_raise("get_stage_by_id", {"id": stage_id}, _stage, _missing(stage_id))
 
     def add(
@@ -58,7 +58,7 @@ class StagesRepository(Repository):
     ) -> Stage:
         """The new stage, at the end or at `position` (later stages move up by one); raises
         NotFound (workflow), Conflict (name taken), InvalidInput (bad fields or position)."""
-        wid = _uuid(workflow_id, "workflow id")
+        wid = as_uuid(workflow_id, "workflow id")
         params = {
             "workflow_id": wid,
             "name": _check_name(stage.name),
@@ -87,8 +87,8 @@ class StagesRepository(Repository):
     ) -> builtins.list[Stage]:
         """The workflow's stages in the new order, stage_ids[i] now at position i; raises
         NotFound (workflow), InvalidInput unless stage_ids are exactly its stages."""
-        wid = _uuid(workflow_id, "workflow id")
-        ids = [_uuid(s, "stage id") for s in stage_ids]
+        wid = as_uuid(workflow_id, "workflow id")
+        ids = [as_uuid(s, "stage id") for s in stage_ids]
         if len(set(ids)) != len(ids):
             raise InvalidInput("stage_ids must not repeat a stage")
         mismatch = f"stage_ids must be exactly the {{}} stages of workflow {wid}"
@@ -106,7 +106,7 @@ class StagesRepository(Repository):
     def remove(self, *, id: uuid.UUID | str) -> None:
         """Delete the stage and close the gap (later stages move down by one); raises
         NotFound, InvalidInput on a malformed id."""
-        stage_id = _uuid(id, "stage id")
+        stage_id = as_uuid(id, "stage id")
         with self._atomic() as conn:
             wid = self._scalar("lock_stage_workflow", {"id": stage_id}, conn=conn)
             # None twice: no such stage, or a concurrent remove deleted it while we waited.
@@ -121,7 +121,7 @@ class StagesRepository(Repository):
 
     def update(self, *, id: uuid.UUID | str, patch: StagePatch) -> Stage:
         """The stage after applying the patch's set fields; raises NotFound, InvalidInput."""
-        stage_id = _uuid(id, "stage id")
+        stage_id = as_uuid(id, "stage id")
         params = {"id": stage_id, **_patch_params(patch)}
         return self._one_or_raise(
             "update_stage", params, _stage, _missing(stage_id), context=params
@@ -218,12 +218,3 @@ def _timeout(seconds: int) -> int:
 
 def _missing(stage_id: uuid.UUID) -> str:
     return f"stage {stage_id} not found"
-
-
-def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc

@@ -11,8 +11,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import LOG_LEVELS, LogLine, NewLogLine
-from flowledger.repositories.base import Repository
-from flowledger.repositories.outbox import as_uuid
+from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
 
 __all__ = ["StepLogsRepository"]

@@ -19,9 +19,9 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput, LeaseLost
 from flowledger.records.runs import STEP_STATUSES, ClaimedStep, ReapResult, Step, StepAttempt
-from flowledger.repositories.base import Connection, Repository
+from flowledger.repositories.base import Connection, Repository, as_uuid
 from flowledger.repositories.executions import ExecutionsRepository
-from flowledger.repositories.outbox import as_uuid, check_batch
+from flowledger.repositories.outbox import check_batch
 
 __all__ = ["StepsRepository"]
 

@@ -10,8 +10,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import Conflict, InvalidInput
 from flowledger.records.runs import ToolExecution, ToolStats
-from flowledger.repositories.base import Repository
-from flowledger.repositories.outbox import as_uuid
+from flowledger.repositories.base import Repository, as_uuid
 
 __all__ = ["ToolExecutionsRepository"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 from flowledger.records.identity import ROLES, NewUser, Role, User, UserPatch
-from flowledger.repositories.base import Repository
+from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
 
 __all__ = ["UsersRepository"]
@@ -38,7 +38,7 @@ class UsersRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> User:
         """The user with this id; raises NotFound, InvalidInput on a malformed id."""
-        user_id = _uuid(id, "user id")
+        user_id = as_uuid(id, "user id")
         return self._one_or_raise(
             "get_user_by_id", {"id": user_id}, User, f"user {user_id} not found"
         )
@@ -81,7 +81,7 @@ class UsersRepository(Repository):
 
     def update(self, *, id: uuid.UUID | str, patch: UserPatch) -> User:
         """The user after applying the patch's non-None fields; raises NotFound, InvalidInput."""
-        user_id = _uuid(id, "user id")
+        user_id = as_uuid(id, "user id")
         if patch.display_name is not None:
             _check_display_name(patch.display_name)
         if patch.role is not None:
@@ -97,7 +97,7 @@ class UsersRepository(Repository):
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the user and their API keys; raises NotFound, Conflict while they own
         workflows (deactivate such a user instead)."""
-        user_id = _uuid(id, "user id")
+        user_id = as_uuid(id, "user id")
         if self._execute("delete_user", {"id": user_id}) == 0:
             raise NotFound(f"user {user_id} not found")
 
@@ -109,15 +109,6 @@ class UsersRepository(Repository):
             # Signed by us, so this is a bug rather than tampering; still refuse it.
             raise InvalidCursor("cursor does not hold a (created_at, id) position")
         return created_at, user_id
-
-
-def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc
 
 
 def _check_email(email: str) -> None:

@@ -30,7 +30,7 @@ from flowledger.records.workflows import (
     WorkflowStatus,
     WorkflowVersion,
 )
-from flowledger.repositories.base import Repository
+from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
     CursorValue,
@@ -89,7 +89,7 @@ class WorkflowsRepository(Repository):
         _check_status(workflow.status)
         _check_trigger(workflow.trigger_type, workflow.schedule)
         params = {
-            "owner_id": _uuid(workflow.owner_id, "owner id"),
+            "owner_id": as_uuid(workflow.owner_id, "owner id"),
             "pack_id": _optional_uuid(workflow.pack_id, "pack id"),
             "name": workflow.name,
             "description": workflow.description,
@@ -109,7 +109,7 @@ class WorkflowsRepository(Repository):
 
     def get(self, *, id: uuid.UUID | str) -> Workflow:
         """The workflow with this id; raises NotFound, InvalidInput on a malformed id."""
-        workflow_id = _uuid(id, "workflow id")
+        workflow_id = as_uuid(id, "workflow id")
         return self._one_or_raise(
             "get_workflow_by_id", {"id": workflow_id}, Workflow, _missing(workflow_id)
         )
@@ -117,7 +117,7 @@ class WorkflowsRepository(Repository):
     def get_by_name(self, *, owner_id: uuid.UUID | str, name: str) -> Workflow:
         """The owner's workflow of that name; raises NotFound, InvalidInput."""
         _check_name(name)
-        params = {"owner_id": _uuid(owner_id, "owner id"), "name": name}
+        params = {"owner_id": as_uuid(owner_id, "owner id"), "name": name}
         missing = f"owner {params['owner_id']} has no workflow named {name!r}"
         return self._one_or_raise("get_workflow_by_name", params, Workflow, missing)
 
@@ -135,7 +135,7 @@ class WorkflowsRepository(Repository):
     ) -> Workflow:
         """The workflow after applying the patch's set fields, if its row_version still is
         `expected_version`; raises StaleWrite, NotFound, Conflict (name taken), InvalidInput."""
-        workflow_id = _uuid(id, "workflow id")
+        workflow_id = as_uuid(id, "workflow id")
         params = {
             "id": workflow_id,
             "expected_version": _version(expected_version),
@@ -154,7 +154,7 @@ class WorkflowsRepository(Repository):
         """The workflow with a new definition (a changed one becomes a new version), if its
         row_version still is `expected_version`; raises StaleWrite, NotFound, InvalidInput."""
         params = {
-            "id": _uuid(id, "workflow id"),
+            "id": as_uuid(id, "workflow id"),
             "expected_version": _version(expected_version),
             "definition_yaml": definition_yaml,
             "definition": _object("definition", definition),
@@ -164,13 +164,13 @@ class WorkflowsRepository(Repository):
     def archive(self, *, id: uuid.UUID | str, expected_version: int) -> Workflow:
         """The workflow, archived and disabled, if its row_version still is
         `expected_version`; raises StaleWrite, NotFound, InvalidInput."""
-        params = {"id": _uuid(id, "workflow id"), "expected_version": _version(expected_version)}
+        params = {"id": as_uuid(id, "workflow id"), "expected_version": _version(expected_version)}
         return self._compare_and_set("update_workflow_archived", params)
 
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the workflow with its versions, stages and executions; raises NotFound,
         Conflict while an action is implemented by it, InvalidInput on a malformed id."""
-        workflow_id = _uuid(id, "workflow id")
+        workflow_id = as_uuid(id, "workflow id")
         if self._execute("delete_workflow", {"id": workflow_id}) == 0:
             raise NotFound(_missing(workflow_id))
 
@@ -247,7 +247,7 @@ class WorkflowsRepository(Repository):
     def versions(self, *, workflow_id: uuid.UUID | str) -> builtins.list[WorkflowVersion]:
         """Every definition version of the workflow, oldest first; raises NotFound,
         InvalidInput on a malformed id."""
-        wid = _uuid(workflow_id, "workflow id")
+        wid = as_uuid(workflow_id, "workflow id")
         found = self._many("list_workflow_versions", {"workflow_id": wid}, WorkflowVersion)
         # Every workflow has at least version 1 (the insert trigger writes it).
         if not found:
@@ -256,7 +256,7 @@ class WorkflowsRepository(Repository):
 
     def version(self, *, workflow_id: uuid.UUID | str, version: int) -> WorkflowVersion:
         """One definition version of the workflow; raises NotFound, InvalidInput."""
-        wid = _uuid(workflow_id, "workflow id")
+        wid = as_uuid(workflow_id, "workflow id")
         params = {"workflow_id": wid, "version": _version(version)}
         missing = f"workflow {wid} has no version {version}"
         return self._one_or_raise("get_workflow_version", params, WorkflowVersion, missing)
@@ -433,14 +433,5 @@ def _missing(workflow_id: uuid.UUID) -> str:
     return f"workflow {workflow_id} not found"
 
 
-def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc
-
-
 def _optional_uuid(value: uuid.UUID | str | None, what: str) -> uuid.UUID | None:
-    return None if value is None else _uuid(value, what)
+    return None if value is None else as_uuid(value, what)
