@@ -57,6 +57,7 @@ from sqlalchemy.dialects import postgresql as pg
 import flowledger
 from flowledger.migrate import Migrator, to_libpq_url
 from flowledger.records.runs import Execution, NewLogLine
+from flowledger.repositories.queries import get_queries
 from flowledger.volume import generate
 
 HERE = Path(__file__).resolve().parent
@@ -152,8 +153,19 @@ def asyncpg_dsn(url: str) -> dict[str, Any]:
     }
 
 
-async def asyncpg_connect(url: str) -> asyncpg.Connection:
+async def asyncpg_connect(url: str, *, binary_json: bool = False) -> asyncpg.Connection:
+    """asyncpg with jsonb through msgspec: text codec (fastest reads: the builtin decoder
+    is called directly) or binary codec (COPY requires binary)."""
     conn = await asyncpg.connect(**asyncpg_dsn(url))
+    if binary_json:
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=lambda v: b"\x01" + msgspec.json.encode(v),
+            decoder=lambda b: msgspec.json.decode(b[1:]),
+            schema="pg_catalog",
+            format="binary",
+        )
+        return conn
     await conn.set_type_codec(
         "jsonb",
         encoder=lambda v: msgspec.json.encode(v).decode(),
@@ -222,6 +234,26 @@ def pgbench(
     return float(match.group(1))
 
 
+def _claim_complete_script() -> str:
+    """flowledger's own claim and complete statements as a pgbench script (batch 1)."""
+    queries = get_queries()
+
+    def pgbench_sql(name: str) -> str:
+        return re.sub(r"%\((\w+)\)s", r":\1", queries[name].sql).replace("%%", "%")
+
+    return "\n".join(
+        [
+            pgbench_sql("claim_steps") + " \\gset",
+            "BEGIN;",
+            pgbench_sql("complete_step") + ";",
+            pgbench_sql("lock_execution").replace(":id", ":execution_id") + ";",
+            pgbench_sql("complete_execution_if_done").replace(":id", ":execution_id") + ";",
+            "COMMIT;",
+            "",
+        ]
+    )
+
+
 # -- workloads -----------------------------------------------------------------------------
 
 
@@ -233,6 +265,7 @@ class Bench:
         self.psy = tuned_psycopg(url)
         self.loop = asyncio.new_event_loop()
         self.apg = self.loop.run_until_complete(asyncpg_connect(url))
+        self.apg_copy = self.loop.run_until_complete(asyncpg_connect(url, binary_json=True))
         self.engine = sa_engine(url)
         rows = self.psy.execute(
             "SELECT id FROM workflow_executions TABLESAMPLE SYSTEM (5) LIMIT 2000"
@@ -243,6 +276,7 @@ class Bench:
 
     def close(self) -> None:
         self.loop.run_until_complete(self.apg.close())
+        self.loop.run_until_complete(self.apg_copy.close())
         self.loop.close()
         self.psy.close()
         self.engine.dispose()
@@ -270,6 +304,13 @@ class Bench:
             get = self.db.executions.get
             for i in ids:
                 get(id=i)
+            return len(ids)
+
+        def flowledger_pinned() -> int:
+            with self.db.pinned() as pinned:
+                get = pinned.executions.get
+                for i in ids:
+                    get(id=i)
             return len(ids)
 
         def psycopg_tuned() -> int:
@@ -317,6 +358,7 @@ class Bench:
             "point lookup by id",
             {
                 "flowledger": flowledger_get,
+                "flowledger, db.pinned()": flowledger_pinned,
                 "psycopg (tuned)": psycopg_tuned,
                 "psycopg + psycopg_pool": psycopg_pool,
                 "asyncpg + msgspec": lambda: self.loop.run_until_complete(apg_loop()),
@@ -338,6 +380,12 @@ class Bench:
         def flowledger_page() -> int:
             for _ in range(n):
                 self.db.executions.list(limit=50)
+            return n
+
+        def flowledger_pinned() -> int:
+            with self.db.pinned() as pinned:
+                for _ in range(n):
+                    pinned.executions.list(limit=50)
             return n
 
         def psycopg_tuned() -> int:
@@ -380,6 +428,7 @@ class Bench:
             "keyset page of 50 records",
             {
                 "flowledger": flowledger_page,
+                "flowledger, db.pinned()": flowledger_pinned,
                 "psycopg (tuned)": psycopg_tuned,
                 "asyncpg + msgspec": lambda: self.loop.run_until_complete(apg_loop()),
                 "SQLAlchemy ORM": sa_orm,
@@ -481,8 +530,8 @@ class Bench:
             return total
 
         async def apg_copy() -> int:
-            await self.apg.execute("TRUNCATE step_logs")
-            await self.apg.copy_records_to_table(
+            await self.apg_copy.execute("TRUNCATE step_logs")
+            await self.apg_copy.copy_records_to_table(
                 "step_logs", records=raw, columns=list(LOG_COLUMNS)
             )
             return total
@@ -535,11 +584,20 @@ class Bench:
                 for _ in range(max(1, self.repeats // 2)):
                     self._queue_steps(wf[0], 4_000)
                     samples.append(self._claim_run(workers, batch, seconds=3.0))
-                rates[f"{workers} worker(s), batch {batch}"] = statistics.median(samples)
-                print(
-                    f"claims {workers}w b{batch}: {samples[-1]:,.0f} steps/s",
-                    flush=True,
+                rates[f"flowledger, {workers} worker(s), batch {batch}"] = statistics.median(
+                    samples
                 )
+                print(f"claims {workers}w b{batch}: {samples[-1]:,.0f} steps/s", flush=True)
+        script = _claim_complete_script()
+        for workers in (1, 2, 4):
+            self._queue_steps(wf[0], 20_000)
+            rates[f"pgbench, same SQL, {workers} client(s), batch 1"] = pgbench(
+                self.url,
+                script,
+                3,
+                clients=workers,
+                defines={"limit": "1", "lease": "30s", "outputs": "null", "worker_id": "pgbench"},
+            )
         self.results["claim + complete (steps/s)"] = rates
 
     def _queue_steps(self, workflow_id: uuid.UUID, n: int) -> None:
@@ -608,6 +666,8 @@ class Bench:
 # -- report ----------------------------------------------------------------------------------
 
 
+WORKLOADS = ("lookups", "pages", "depth", "log_append", "claims", "starts")
+
 TARGETS = [
     ("point lookup by id", "flowledger", "psycopg (tuned)", 0.95),
     ("point lookup by id", "flowledger", "SQLAlchemy ORM Session.get", 3.5),
@@ -628,6 +688,22 @@ TARGETS = [
 ]
 
 
+def _claim_summary(peers: dict[str, float]) -> str:
+    def fl(workers: int, batch: int) -> float:
+        return peers[f"flowledger, {workers} worker(s), batch {batch}"]
+
+    vs_pgbench = [
+        f"{w} worker(s) {fl(w, 1) / peers[key]:.2f}×"
+        for w in (1, 2, 4)
+        if (key := f"pgbench, same SQL, {w} client(s), batch 1") in peers
+    ]
+    batching = [f"{w} worker(s) {fl(w, 10) / fl(w, 1):.1f}×" for w in (1, 2, 4)]
+    return (
+        f"flowledger ÷ pgbench running the same SQL: {', '.join(vs_pgbench)};"
+        f" batch 10 ÷ batch 1: {', '.join(batching)}"
+    )
+
+
 def write_results(
     bench: Bench, args: argparse.Namespace, server: str, elapsed: float, command: str
 ) -> str:
@@ -645,19 +721,29 @@ def write_results(
         f"- data: `flowledger seed --scale {args.scale}`"
         " (executions; 3 steps, 2 log lines each), ANALYZEd",
         f"- each figure: median of {args.repeats} interleaved repeats (fewer for the heavy ones); "
-        "higher is better; ratios are flowledger ÷ peer",
+        "higher is better except for memory",
         "",
     ]
     for name, peers in bench.results.items():
-        unit = "MiB" if "MiB" in name else "per second"
-        lines += [f"## {name}", "", f"| peer | {unit} | flowledger ÷ peer |", "|---|---:|---:|"]
-        base = next(iter(peers.values()))
+        first = next(iter(peers))
+        if "MiB" in name:
+            head, unit, ratio_of = f"÷ {first} (lower is better)", "MiB", lambda v, b: v / b
+        elif name.startswith("claim"):
+            head, unit, ratio_of = f"÷ {first}", "steps/s", lambda v, b: v / b
+        else:
+            head, unit, ratio_of = "flowledger ÷ peer", "per second", lambda v, b: b / v
+        lines += [f"## {name}", "", f"| peer | {unit} | {head} |", "|---|---:|---:|"]
+        base = peers[first]
         for peer, value in peers.items():
-            ratio = base / value if value else float("nan")
+            ratio = ratio_of(value, base) if value and base else float("nan")
             lines.append(f"| {peer} | {value:,.1f} | {ratio:.2f}× |")
         lines.append("")
+        if name.startswith("claim"):
+            lines += [_claim_summary(peers), ""]
     lines += ["## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
     for workload, ours, peer, wanted in TARGETS:
+        if workload not in bench.results:
+            continue
         got = bench.results[workload][ours] / bench.results[workload][peer]
         label = (
             f"{ours} ≥ {wanted:g}× {peer} ({workload})"
@@ -680,6 +766,10 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the existing flowledger_bench database"
+    )
+    parser.add_argument("--only", nargs="+", choices=WORKLOADS, help="run only these workloads")
     args = parser.parse_args()
     if args.scale < 100_050:
         parser.error("--scale must be at least 100,050 for the depth benchmark")
@@ -690,23 +780,22 @@ def main() -> int:
 
         base = EmbeddedServer().ensure_running()
     with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {BENCH_DB}")
-        server = str(admin.execute("SELECT version()").fetchone()[0]).split(" on ")[0]  # type: ignore[index]
+        version = admin.execute("SELECT version()").fetchone()
+        server = str(version[0] if version else "?").split(" on ")[0]
+        if not args.reuse:
+            admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+            admin.execute(f"CREATE DATABASE {BENCH_DB}")
     url = with_db(base, BENCH_DB)
-    with Migrator(url) as mig:
-        mig.apply()
-    with psycopg.connect(url, autocommit=True) as conn:
-        report = generate(conn, scale=args.scale)
-    print(f"volume written in {report.seconds:.0f}s: {report.rows}", flush=True)
+    if not args.reuse:
+        with Migrator(url) as mig:
+            mig.apply()
+        with psycopg.connect(url, autocommit=True) as conn:
+            report = generate(conn, scale=args.scale)
+        print(f"volume written in {report.seconds:.0f}s: {report.rows}", flush=True)
     bench = Bench(url, args.repeats)
     try:
-        bench.lookups()
-        bench.pages()
-        bench.depth()
-        bench.log_append()
-        bench.claims()
-        bench.starts()
+        for workload in args.only or WORKLOADS:
+            getattr(bench, workload)()
     finally:
         bench.close()
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
