@@ -726,16 +726,16 @@ def write_results(
     ]
     for name, peers in bench.results.items():
         first = next(iter(peers))
-        if "MiB" in name:
-            head, unit, ratio_of = f"÷ {first} (lower is better)", "MiB", lambda v, b: v / b
-        elif name.startswith("claim"):
-            head, unit, ratio_of = f"÷ {first}", "steps/s", lambda v, b: v / b
-        else:
-            head, unit, ratio_of = "flowledger ÷ peer", "per second", lambda v, b: b / v
+        # Throughput: flowledger ÷ peer. Memory and the claim grid: each row ÷ the first.
+        per_first = "MiB" in name or name.startswith("claim")
+        head = f"÷ {first}" if per_first else "flowledger ÷ peer"
+        unit = "MiB (lower is better)" if "MiB" in name else "per second"
         lines += [f"## {name}", "", f"| peer | {unit} | {head} |", "|---|---:|---:|"]
         base = peers[first]
         for peer, value in peers.items():
-            ratio = ratio_of(value, base) if value and base else float("nan")
+            ratio = (
+                (value / base if per_first else base / value) if value and base else float("nan")
+            )
             lines.append(f"| {peer} | {value:,.1f} | {ratio:.2f}× |")
         lines.append("")
         if name.startswith("claim"):
