@@ -56,12 +56,12 @@ def _in_threads(n: int, work: Callable[[int], T]) -> list[T]:
 
 
 def test_four_workers_claim_every_step_exactly_once(db: Database, conn: Conn) -> None:
-    total = 5000
+    total = 20_000
     _execution_with_steps(conn, total)
 
     def drain(worker: int) -> list[uuid.UUID]:
         mine: list[uuid.UUID] = []
-        while batch := db.steps.claim(worker_id=f"w{worker}", limit=25, lease=LEASE):
+        while batch := db.steps.claim(worker_id=f"w{worker}", limit=50, lease=LEASE):
             mine += [s.id for s in batch]
         return mine
 

@@ -13,7 +13,7 @@ from flowledger.errors import InvalidInput
 from flowledger.records.events import NewEvent, OutboxEvent, RelayResult
 from flowledger.repositories.base import Connection, Repository, as_uuid
 
-__all__ = ["OutboxRepository", "RelayHandler", "as_uuid", "check_batch", "cutoff_of"]
+__all__ = ["OutboxRepository", "RelayHandler", "check_batch", "cutoff_of"]
 
 RelayHandler = Callable[[list[OutboxEvent]], object]
 
