@@ -546,8 +546,8 @@ class Bench:
                     f"COPY step_logs ({', '.join(LOG_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
                 ) as cp:
                     cp.set_types(["uuid", "uuid", "text", "text", "jsonb", "timestamptz"])
-                    for s, e, lv, m, f, t in raw:
-                        cp.write_row((s, e, lv, m, Jsonb(f), t))
+                    for row in raw:  # set_types fixes the jsonb dumper: dicts go in as they are
+                        cp.write_row(row)
             return total
 
         def psycopg_executemany() -> int:

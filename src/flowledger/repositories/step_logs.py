@@ -7,8 +7,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import LOG_LEVELS, LogLine, NewLogLine
 from flowledger.repositories.base import Repository, as_uuid
@@ -36,6 +34,8 @@ class StepLogsRepository(Repository):
         now = datetime.datetime.now(datetime.UTC)
         with self._atomic() as conn, conn.cursor() as cur:
             with cur.copy(self._query("append_step_logs").sql) as copy:
+                # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
+                # the dict goes in as it is: no Jsonb wrapper to build per row.
                 copy.set_types(_COPY_TYPES)
                 for line in lines:
                     copy.write_row(
@@ -44,7 +44,7 @@ class StepLogsRepository(Repository):
                             line.execution_id,
                             line.level,
                             line.message,
-                            Jsonb(line.fields),
+                            line.fields,
                             line.logged_at or now,
                         )
                     )
