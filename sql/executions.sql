@@ -78,22 +78,6 @@ SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, sta
  ORDER BY created_at DESC, id DESC
  LIMIT %(limit)s::int + 1;
 
--- name: list_executions_unfiltered
--- Executions, newest first, with no filter: the dashboard's default listing. Same rows as
--- list_executions with every filter NULL, but its plan needs no per-call planning (the
--- optional filters of list_executions make PostgreSQL plan each call: measured -24 %).
--- plan: index workflow_executions_created_idx
--- returns: many
--- record: runs.Execution
-SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
-       idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-       started_at, finished_at, row_version, created_at, updated_at
-  FROM workflow_executions
- WHERE (created_at, id) < (coalesce(%(after_created_at)s::timestamptz, 'infinity'),
-                           coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
- ORDER BY created_at DESC, id DESC
- LIMIT %(limit)s::int + 1;
-
 -- name: find_paused_executions
 -- Paused executions, longest paused first, optionally only those paused before a time.
 -- plan: index workflow_executions_paused_idx

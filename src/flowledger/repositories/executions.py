@@ -25,7 +25,6 @@ from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_li
 __all__ = ["ExecutionsRepository"]
 
 _LIST_SCOPE = "executions.list:created_at:desc"
-_FILTERS = ("workflow_id", "status", "parent_execution_id", "created_from", "created_to")
 _CANCELLED = "execution cancelled"
 
 
@@ -98,10 +97,7 @@ class ExecutionsRepository(Repository):
             "after_id": after_id,
             "limit": limit,
         }
-        unfiltered = all(params[k] is None for k in _FILTERS)
-        rows = self._many(
-            "list_executions_unfiltered" if unfiltered else "list_executions", params, Execution
-        )
+        rows = self._many("list_executions", params, Execution)
         return make_page(
             rows,
             limit=limit,
