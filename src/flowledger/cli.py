@@ -249,6 +249,7 @@ def _cmd_check_plans(args: argparse.Namespace, out: _Output) -> int:
 
     url = resolve_database(args.database)
     check_connection(url)
+    _require_migrated(url)
     with translating(), psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
         report = check_plans(conn, strict=not args.realistic)
     payload = {"ok": report.ok, "results": [r.as_json() for r in report.results]}

@@ -76,3 +76,19 @@ def test_check_plans_command(db_url: str, capsys: pytest.CaptureFixture[str]) ->
     assert code == (EXIT_OK if doc["ok"] else EXIT_ERROR)
     assert {r["query"] for r in doc["results"]} == {q.name for q in annotated()}
     assert all("plan" in r and r["location"].startswith("sql/") for r in doc["results"])
+
+
+def test_realistic_mode_accepts_scans_of_small_tables_only(conn: psycopg.Connection[Any]) -> None:
+    queries = parse_queries(BAD, file="bad.sql")
+    report = check_plans(conn, strict=False, queries=queries)
+    # On empty tables the planner's own choice is a scan, and that is fine.
+    assert report.ok, "\n".join(format_report(report, verbose=False))
+    conn.execute(
+        "INSERT INTO users (email, display_name)"
+        " SELECT 'u' || g || '@example.com', repeat('x', 200) FROM generate_series(1, 20000) g"
+    )
+    conn.execute("ANALYZE users")
+    report = check_plans(conn, strict=False, queries=queries)
+    verdicts = {(r.query, r.variant): r for r in report.results}
+    assert not verdicts[("get_user_by_display_name", "all set")].ok  # no index, a large table
+    assert verdicts[("get_user_by_id", "all set")].ok
