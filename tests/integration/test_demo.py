@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from _runs_factories import add_stage, make_workflow
 
+from _runs_factories import add_stage, make_workflow
 from flowledger.cli import EXIT_ERROR, EXIT_OK, main
 from flowledger.database import Database, connect
 from flowledger.demo import WORKERS, run_demo

@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from _runs_factories import add_stage, bump_definition, make_user, make_workflow
 
+from _runs_factories import add_stage, bump_definition, make_user, make_workflow
 from flowledger.database import Database
 from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 

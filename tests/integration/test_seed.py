@@ -7,9 +7,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from _runs_factories import add_stage, make_workflow
 from psycopg import sql
 
+from _runs_factories import add_stage, make_workflow
 from flowledger.cli import EXIT_OK, main
 from flowledger.database import Database
 from flowledger.errors import Conflict

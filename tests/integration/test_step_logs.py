@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from _runs_factories import add_stage, make_workflow
 
+from _runs_factories import add_stage, make_workflow
 from flowledger.database import Database
 from flowledger.errors import InvalidCursor, InvalidInput
 from flowledger.records.runs import NewLogLine
