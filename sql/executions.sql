@@ -144,12 +144,12 @@ RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, 
 
 -- name: cancel_execution_steps
 -- Cancel every unfinished step of an execution, waiting for rows other transactions hold
--- (a completion in flight either commits first or finds its step cancelled); the open
--- attempt of a running step is closed as 'cancelled'.
+-- (a completion in flight either commits first or finds its step cancelled). Their open
+-- attempts are closed by close_cancelled_attempts, in a statement of its own.
 -- plan: index execution_steps_execution_task_key
 -- returns: scalar
 WITH target AS (
-    SELECT id, status, attempt
+    SELECT id
       FROM execution_steps
      WHERE execution_id = %(execution_id)s::uuid
        AND status IN ('pending', 'queued', 'running')
@@ -161,13 +161,6 @@ WITH target AS (
       FROM target t
      WHERE s.id = t.id
     RETURNING s.id
-), closed AS (
-    UPDATE step_attempts a
-       SET finished_at = greatest(now(), a.started_at), outcome = 'cancelled',
-           error = %(reason)s::text
-      FROM target t
-     WHERE t.status = 'running' AND a.step_id = t.id AND a.attempt = t.attempt
-       AND a.finished_at IS NULL
 )
 SELECT count(*) FROM cancelled;
 
@@ -177,7 +170,7 @@ SELECT count(*) FROM cancelled;
 -- plan: index execution_steps_execution_task_key
 -- returns: scalar
 WITH target AS (
-    SELECT id, status, attempt
+    SELECT id
       FROM execution_steps
      WHERE execution_id = %(execution_id)s::uuid
        AND status IN ('pending', 'queued', 'running')
@@ -189,15 +182,21 @@ WITH target AS (
       FROM target t
      WHERE s.id = t.id
     RETURNING s.id
-), closed AS (
-    UPDATE step_attempts a
-       SET finished_at = greatest(now(), a.started_at), outcome = 'cancelled',
-           error = %(reason)s::text
-      FROM target t
-     WHERE t.status = 'running' AND a.step_id = t.id AND a.attempt = t.attempt
-       AND a.finished_at IS NULL
 )
 SELECT count(*) FROM cancelled;
+
+-- name: close_cancelled_attempts
+-- Close the still-open attempts of an execution's cancelled steps, after the statement that
+-- cancelled them: a claim that committed while that statement waited for the step's row
+-- lock inserted an attempt row its snapshot cannot see; this statement's snapshot can.
+-- plan: index execution_steps_execution_task_key, step_attempts_step_id_attempt_key
+-- returns: rowcount
+UPDATE step_attempts a
+   SET finished_at = greatest(now(), a.started_at), outcome = 'cancelled',
+       error = %(reason)s::text
+  FROM execution_steps s
+ WHERE s.execution_id = %(execution_id)s::uuid AND s.status = 'cancelled'
+   AND a.step_id = s.id AND a.finished_at IS NULL;
 
 -- name: complete_execution_if_done
 -- Complete a running execution whose every step is completed or skipped; no row otherwise.

@@ -272,3 +272,14 @@ UPDATE execution_steps
            ELSE coalesce(completed_at, now())
        END
  WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: close_attempts_of_steps
+-- Close the open attempts of steps that are no longer running (after a bulk status change),
+-- in a statement of its own so that its snapshot sees every committed claim's attempt row.
+-- plan: index execution_steps_pkey
+-- returns: rowcount
+UPDATE step_attempts a
+   SET finished_at = greatest(now(), a.started_at), outcome = %(outcome)s::text
+  FROM execution_steps s
+ WHERE s.id = ANY(%(ids)s::uuid[]) AND s.status <> 'running'
+   AND a.step_id = s.id AND a.finished_at IS NULL;

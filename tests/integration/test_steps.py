@@ -205,3 +205,18 @@ def test_bulk_update_status(db: Database, conn: Conn) -> None:
             db.steps.bulk_update_status(ids=ids, status=bad)
     with pytest.raises(InvalidInput):
         db.steps.bulk_update_status(ids=["nope"], status="skipped")
+
+
+def test_bulk_update_of_running_steps_closes_their_attempts(db: Database, conn: Conn) -> None:
+    ex = _start(db, conn, with_items=[1, 2])
+    claimed = db.steps.claim(worker_id="w", limit=2)
+    assert len(claimed) == 2
+    assert db.steps.bulk_update_status(ids=[claimed[0].id], status="cancelled") == 1
+    assert db.steps.bulk_update_status(ids=[claimed[1].id], status="queued") == 1
+    attempts = {
+        a.step_id: (a.outcome, a.finished_at is not None)
+        for s in claimed
+        for a in db.steps.list_attempts(step_id=s.id)
+    }
+    assert attempts == {claimed[0].id: ("cancelled", True), claimed[1].id: ("lease_lost", True)}
+    assert db.executions.get(id=ex.id).status == "running"

@@ -147,6 +147,7 @@ class ExecutionsRepository(Repository):
             # Steps before the execution row: the lock order of step completions.
             params = {"execution_id": execution_id, "reason": _CANCELLED}
             self._scalar("cancel_execution_steps", params, conn=conn)
+            self._execute("close_cancelled_attempts", params, conn=conn)
             cancelled = self._one("cancel_execution", {"id": execution_id}, Execution, conn=conn)
             if cancelled is None:
                 return self._get(execution_id, conn)
@@ -166,6 +167,7 @@ class ExecutionsRepository(Repository):
                 return None
             leftovers = {"execution_id": execution_id, "reason": "execution failed"}
             self._scalar("cancel_leftover_steps", leftovers, conn=c)
+            self._execute("close_cancelled_attempts", leftovers, conn=c)
             self._announce(failed, "execution.failed", c)
         return failed
 

@@ -137,13 +137,18 @@ class StepsRepository(Repository):
         return self._many("find_timed_out_steps", params, Step)
 
     def bulk_update_status(self, *, ids: Sequence[uuid.UUID | str], status: str) -> int:
-        """Set the status of many steps in one statement (clearing leases); the number
-        changed. Raises InvalidInput on an unknown status, 'running' (only a claim leases)
-        or an illegal transition."""
+        """Set the status of many steps in one statement, clearing leases and closing the
+        open attempts of steps that were running; the number changed. Raises InvalidInput
+        on an unknown status, 'running' (only a claim leases) or an illegal transition."""
         if status not in STEP_STATUSES or status == "running":
             raise InvalidInput(f"cannot set step status {status!r} in bulk")
         params = {"ids": [as_uuid(i, "step id") for i in ids], "status": status}
-        return self._execute("update_steps_status", params)
+        with self._atomic() as conn:
+            changed = self._execute("update_steps_status", params, conn=conn)
+            outcome = {"pending": "lease_lost", "queued": "lease_lost", "skipped": "cancelled"}
+            closing = {"ids": params["ids"], "outcome": outcome.get(status, status)}
+            self._execute("close_attempts_of_steps", closing, conn=conn)
+        return changed
 
     @property
     def _executions(self) -> ExecutionsRepository:
