@@ -102,12 +102,16 @@ class _Bound(Repositories):
         self._codec = codec
 
 
-class Transaction(_Bound):
-    """The same repositories, every call on one connection inside one transaction."""
+class _OnConnection(_Bound):
+    """The repositories bound to one connection, which `connection` exposes."""
 
     def __init__(self, conn: psycopg.Connection[Any], codec: CursorCodec) -> None:
         super().__init__(ConnectionExecutor(conn), codec)
         self.connection = conn
+
+
+class Transaction(_OnConnection):
+    """The same repositories, every call on one connection inside one transaction."""
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -116,13 +120,9 @@ class Transaction(_Bound):
             yield self
 
 
-class Pinned(_Bound):
+class Pinned(_OnConnection):
     """The same repositories, every call on one borrowed connection and no transaction:
     each statement commits on its own, as with the pool, minus the borrow per call."""
-
-    def __init__(self, conn: psycopg.Connection[Any], codec: CursorCodec) -> None:
-        super().__init__(ConnectionExecutor(conn), codec)
-        self.connection = conn
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

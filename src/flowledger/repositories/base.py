@@ -198,6 +198,16 @@ class Repository:
         """The first column of the first row (None when there is no row)."""
         return self._run(name, params, _first_value, context, conn)
 
+    def _delete_in_batches(self, name: str, params: Params) -> int:
+        """Run the batched delete `name` (LIMIT `params["batch"]`) until a batch comes back
+        short, each batch its own short transaction; the number of rows deleted."""
+        total = 0
+        while True:
+            deleted = self._execute(name, params)
+            total += deleted
+            if deleted < params["batch"]:
+                return total
+
     def _execute(
         self,
         name: str,

@@ -194,12 +194,7 @@ class ExecutionsRepository(Repository):
         number of executions deleted. Raises InvalidInput."""
         check_batch(batch)
         params = {"cutoff": cutoff_of(older_than), "batch": batch}
-        total = 0
-        while True:
-            deleted = self._execute("prune_finished_executions", params)
-            total += deleted
-            if deleted < batch:
-                return total
+        return self._delete_in_batches("prune_finished_executions", params)
 
     def _existing(self, params: dict[str, Any], conn: Connection) -> Execution:
         if params["idempotency_key"] is not None:

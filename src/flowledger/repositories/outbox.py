@@ -84,12 +84,7 @@ class OutboxRepository(Repository):
         transaction per batch; the number deleted. Raises InvalidInput on a bad batch."""
         check_batch(batch)
         params = {"cutoff": cutoff_of(older_than), "batch": batch}
-        total = 0
-        while True:
-            deleted = self._execute("prune_outbox_events", params)
-            total += deleted
-            if deleted < batch:
-                return total
+        return self._delete_in_batches("prune_outbox_events", params)
 
 
 def cutoff_of(older_than: datetime.datetime | datetime.timedelta) -> datetime.datetime:
