@@ -199,13 +199,15 @@ def test_mixed_engine_load_stays_consistent(db: Database, conn: Conn) -> None:
         )
         == 0
     )
-    # No step of a cancelled execution completed after the cancellation.
+    # A cancelled execution has no step left to run. (Completions racing the cancel are
+    # proven by test_claims; timestamps here are transaction start times, so a completion
+    # that committed first may still carry a later completed_at than the cancel.)
     assert (
         _one(
             conn,
             """SELECT count(*) FROM execution_steps s JOIN workflow_executions e
-        ON e.id = s.execution_id WHERE e.status = 'cancelled' AND s.status = 'completed'
-        AND s.completed_at > e.finished_at""",
+        ON e.id = s.execution_id WHERE e.status = 'cancelled'
+        AND s.status IN ('pending', 'queued', 'running')""",
         )
         == 0
     )
