@@ -56,8 +56,8 @@ def resolve_database(explicit: str | None) -> str:
 # -- migrate ------------------------------------------------------------------------------
 
 
-def _migrator(args: argparse.Namespace) -> Any:
-    from flowledger.migrate import Migrator, Settings
+def _migrator(args: argparse.Namespace) -> Migrator:
+    from flowledger.migrate import Settings
 
     settings = Settings(
         wait_timeout=args.lock_wait,

@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from flowledger.errors import InvalidInput, Unavailable, translating
 from flowledger.migrate import redact, to_libpq_url
-from flowledger.repositories.base import ConnectionExecutor, Executor, PoolExecutor
+from flowledger.repositories.base import ConnectionExecutor, PoolExecutor
 from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.registry import Repositories
 
@@ -94,15 +94,7 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("json", _JsonTextLoader)
 
 
-class _Bound(Repositories):
-    """The repositories plus `transaction()`, bound to one way of getting connections."""
-
-    def __init__(self, executor: Executor, codec: CursorCodec) -> None:
-        super().__init__(executor, codec)
-        self._codec = codec
-
-
-class _OnConnection(_Bound):
+class _OnConnection(Repositories):
     """The repositories bound to one connection, which `connection` exposes."""
 
     def __init__(self, conn: psycopg.Connection[Any], codec: CursorCodec) -> None:
@@ -131,7 +123,7 @@ class Pinned(_OnConnection):
             yield Transaction(self.connection, self._codec)
 
 
-class Database(_Bound):
+class Database(Repositories):
     """A pool of connections and the repositories that use it. Thread-safe."""
 
     def __init__(self, settings: Settings) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from flowledger.cli import EXIT_ERROR, EXIT_OK, main
+from flowledger.cli import EXIT_OK, main
 from flowledger.plans import annotated, check_plans, format_report
 from flowledger.repositories.queries import get_queries, parse_queries
 
@@ -73,7 +73,7 @@ def test_checker_verdicts(conn: psycopg.Connection[Any]) -> None:
 def test_check_plans_command(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["check-plans", "--database", db_url, "--json"])
     doc = json.loads(capsys.readouterr().out)
-    assert code == (EXIT_OK if doc["ok"] else EXIT_ERROR)
+    assert code == EXIT_OK and doc["ok"] is True  # every shipped query passes
     assert {r["query"] for r in doc["results"]} == {q.name for q in annotated()}
     assert all("plan" in r and r["location"].startswith("sql/") for r in doc["results"])
 

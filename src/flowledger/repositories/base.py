@@ -133,10 +133,17 @@ class Repository:
             raise translate_error(exc, context=context) from exc
 
     @contextmanager
-    def _atomic(self, context: Params | None = None) -> Iterator[Connection]:
-        """One connection in a transaction (a savepoint inside `db.transaction()`)."""
-        with translating(context), self._executor.connection() as conn, conn.transaction():
+    def _atomic(
+        self, context: Params | None = None, *, conn: Connection | None = None
+    ) -> Iterator[Connection]:
+        """One connection in a transaction (a savepoint inside `db.transaction()`); with
+        `conn`, the caller's own transaction, whose commit or rollback decides."""
+        if conn is not None:
             yield conn
+            return
+        with translating(context), self._executor.connection() as borrowed:
+            with borrowed.transaction():
+                yield borrowed
 
     def _one(
         self,
@@ -228,6 +235,11 @@ def as_uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
         return uuid.UUID(value)
     except (ValueError, TypeError, AttributeError) as exc:
         raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc
+
+
+def as_optional_uuid(value: uuid.UUID | str | None, what: str) -> uuid.UUID | None:
+    """Like `as_uuid`, letting None through (an unset optional filter)."""
+    return None if value is None else as_uuid(value, what)
 
 
 def _first_value(cur: psycopg.Cursor[Any]) -> Any:

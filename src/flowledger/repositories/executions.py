@@ -9,8 +9,6 @@ from __future__ import annotations
 import builtins
 import datetime
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -18,7 +16,7 @@ from psycopg.types.json import Jsonb
 from flowledger.errors import InvalidInput, NotFound
 from flowledger.records.events import NewEvent
 from flowledger.records.runs import EXECUTION_STATUSES, Execution, ExecutionStatus
-from flowledger.repositories.base import Connection, Repository, as_uuid
+from flowledger.repositories.base import Connection, Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.outbox import OutboxRepository, check_batch, cutoff_of
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
 
@@ -50,8 +48,8 @@ class ExecutionsRepository(Repository):
             "workflow_id": as_uuid(workflow_id, "workflow id"),
             "parameters": Jsonb(parameters if parameters is not None else {}),
             "idempotency_key": idempotency_key,
-            "triggered_by": _opt_uuid(triggered_by, "triggered_by"),
-            "parent_execution_id": _opt_uuid(parent_execution_id, "parent execution id"),
+            "triggered_by": as_optional_uuid(triggered_by, "triggered_by"),
+            "parent_execution_id": as_optional_uuid(parent_execution_id, "parent execution id"),
         }
         with self._atomic(params) as conn:
             created = self._one("insert_execution", params, Execution, context=params, conn=conn)
@@ -88,9 +86,9 @@ class ExecutionsRepository(Repository):
             raise InvalidInput(f"unknown execution status {status!r}")
         after_created_at, after_id = self._after(cursor)
         params = {
-            "workflow_id": _opt_uuid(workflow_id, "workflow id"),
+            "workflow_id": as_optional_uuid(workflow_id, "workflow id"),
             "status": status,
-            "parent_execution_id": _opt_uuid(parent_execution_id, "parent execution id"),
+            "parent_execution_id": as_optional_uuid(parent_execution_id, "parent execution id"),
             "created_from": created_from,
             "created_to": created_to,
             "after_created_at": after_created_at,
@@ -160,7 +158,7 @@ class ExecutionsRepository(Repository):
         """The failed execution, its unclaimed leftover steps cancelled and
         `execution.failed` written; None when it already was finished. Raises InvalidInput."""
         execution_id = as_uuid(id, "execution id")
-        with self._atomic() if conn is None else _given(conn) as c:
+        with self._atomic(conn=conn) as c:
             params = {"id": execution_id, "error": error}
             failed = self._one("fail_execution", params, Execution, conn=c)
             if failed is None:
@@ -177,7 +175,7 @@ class ExecutionsRepository(Repository):
         """The execution, completed (and `execution.completed` written) when it is running and
         every step is completed or skipped; None otherwise. Raises InvalidInput."""
         execution_id = as_uuid(id, "execution id")
-        with self._atomic() if conn is None else _given(conn) as c:
+        with self._atomic(conn=conn) as c:
             # The lock makes concurrent "last step done" checks run one after the other; each
             # statement after it sees the steps the others committed.
             self._scalar("lock_execution", {"id": execution_id}, conn=c)
@@ -235,16 +233,6 @@ class ExecutionsRepository(Repository):
         if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
             raise InvalidInput("cursor does not hold a (created_at, id) position")
         return created_at, execution_id
-
-
-def _opt_uuid(value: uuid.UUID | str | None, what: str) -> uuid.UUID | None:
-    return None if value is None else as_uuid(value, what)
-
-
-@contextmanager
-def _given(conn: Connection) -> Iterator[Connection]:
-    # The caller's transaction: its commit or rollback decides for these statements too.
-    yield conn
 
 
 def _missing(execution_id: uuid.UUID) -> str:

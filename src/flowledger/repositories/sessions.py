@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import CONSTRAINT_MESSAGES, Conflict, InvalidInput
 from flowledger.records.agents import Session
-from flowledger.repositories.base import Repository, as_uuid
+from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
 
 __all__ = ["SessionsRepository"]
@@ -40,7 +40,7 @@ class SessionsRepository(Repository):
         _check_client_id(client_id)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInput("session metadata must be a JSON object (a mapping)")
-        user = None if user_id is None else as_uuid(user_id, "user id")
+        user = as_optional_uuid(user_id, "user id")
         params = {
             "client_id": client_id,
             "user_id": user,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -150,7 +151,7 @@ class StepsRepository(Repository):
             self._execute("close_attempts_of_steps", closing, conn=conn)
         return changed
 
-    @property
+    @cached_property
     def _executions(self) -> ExecutionsRepository:
         return ExecutionsRepository(self._executor, self._codec)
 

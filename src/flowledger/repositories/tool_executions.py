@@ -10,7 +10,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import Conflict, InvalidInput
 from flowledger.records.runs import ToolExecution, ToolStats
-from flowledger.repositories.base import Repository, as_uuid
+from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 
 __all__ = ["ToolExecutionsRepository"]
 
@@ -32,8 +32,8 @@ class ToolExecutionsRepository(Repository):
         params = {
             "tool_name": tool_name,
             "input": Jsonb(input),
-            "step_id": None if step_id is None else as_uuid(step_id, "step id"),
-            "session_id": None if session_id is None else as_uuid(session_id, "session id"),
+            "step_id": as_optional_uuid(step_id, "step id"),
+            "session_id": as_optional_uuid(session_id, "session id"),
         }
         started = self._one("insert_tool_execution", params, ToolExecution, context=params)
         assert started is not None  # INSERT ... RETURNING yields its row

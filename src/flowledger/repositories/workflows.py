@@ -30,7 +30,7 @@ from flowledger.records.workflows import (
     WorkflowStatus,
     WorkflowVersion,
 )
-from flowledger.repositories.base import Repository, as_uuid
+from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
     CursorValue,
@@ -90,7 +90,7 @@ class WorkflowsRepository(Repository):
         _check_trigger(workflow.trigger_type, workflow.schedule)
         params = {
             "owner_id": as_uuid(workflow.owner_id, "owner id"),
-            "pack_id": _optional_uuid(workflow.pack_id, "pack id"),
+            "pack_id": as_optional_uuid(workflow.pack_id, "pack id"),
             "name": workflow.name,
             "description": workflow.description,
             "status": workflow.status,
@@ -206,8 +206,8 @@ class WorkflowsRepository(Repository):
         check_limit(limit)
         params = {
             **_filter_params(status, trigger_type, tags_all, tags_any, search),
-            "owner_id": _optional_uuid(owner_id, "owner id"),
-            "pack_id": _optional_uuid(pack_id, "pack id"),
+            "owner_id": as_optional_uuid(owner_id, "owner id"),
+            "pack_id": as_optional_uuid(pack_id, "pack id"),
             "enabled": enabled,
             **_range("created", created_from, created_to),
             **_range("updated", updated_from, updated_to),
@@ -299,7 +299,7 @@ def _patch_params(patch: WorkflowPatch) -> dict[str, Any]:
         "set_schedule": schedule is not UNSET,
         "schedule": _given(schedule),
         "set_pack_id": patch.pack_id is not UNSET,
-        "pack_id": _optional_uuid(_given(patch.pack_id), "pack id"),
+        "pack_id": as_optional_uuid(_given(patch.pack_id), "pack id"),
         "param_schema": _maybe(_object, "param_schema", patch.param_schema),
         "out_schema": _maybe(_object, "out_schema", patch.out_schema),
         "tags": _maybe(_tags, "tags", patch.tags),
@@ -431,7 +431,3 @@ def _not_one_of(field: str, allowed: frozenset[str], value: object) -> str:
 
 def _missing(workflow_id: uuid.UUID) -> str:
     return f"workflow {workflow_id} not found"
-
-
-def _optional_uuid(value: uuid.UUID | str | None, what: str) -> uuid.UUID | None:
-    return None if value is None else as_uuid(value, what)
