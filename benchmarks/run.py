@@ -244,9 +244,9 @@ def _claim_complete_script() -> str:
         [
             pgbench_sql("claim_steps") + " \\gset",
             "BEGIN;",
-            pgbench_sql("complete_step") + ";",
-            pgbench_sql("lock_execution").replace(":id", ":execution_id") + ";",
-            pgbench_sql("complete_execution_if_done").replace(":id", ":execution_id") + ";",
+            pgbench_sql("lock_step_execution") + ";",
+            pgbench_sql("complete_step").replace(":promote", "true") + ";",
+            pgbench_sql("finish_execution_if_settled").replace(":id", ":execution_id") + ";",
             "COMMIT;",
             "",
         ]

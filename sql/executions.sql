@@ -2,21 +2,40 @@
 -- Legal status changes are enforced by the workflow_executions_status_transition trigger.
 
 -- name: insert_execution
--- Start an execution of the workflow's current version, directly 'running'. Returns no row
--- when the workflow does not exist or when the idempotency key is already used
+-- Start an execution of the workflow's current version, directly 'running', with the
+-- workflow's failure mode and the version's dependency graph (stage -> the stages it waits
+-- for). FOR SHARE: stage edits of the workflow (which lock its row) wait for the start to
+-- commit, so the steps it fans out name live stages. Returns no row when the workflow does
+-- not exist, is archived or disabled, or when the idempotency key is already used
 -- (ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to settle).
 -- returns: one
 -- record: runs.Execution
 INSERT INTO workflow_executions (workflow_id, workflow_version, parent_execution_id,
-                                 triggered_by, status, idempotency_key, parameters, started_at)
-SELECT w.id, w.version, %(parent_execution_id)s::uuid, %(triggered_by)s::uuid, 'running',
-       %(idempotency_key)s::text, %(parameters)s::jsonb, now()
-  FROM workflows w
- WHERE w.id = %(workflow_id)s::uuid
+                                 parent_step_id, triggered_by, status, idempotency_key,
+                                 parameters, started_at, failure_mode, task_graph)
+SELECT w.id, w.version, %(parent_execution_id)s::uuid, %(parent_step_id)s::uuid,
+       %(triggered_by)s::uuid, 'running', %(idempotency_key)s::text, %(parameters)s::jsonb,
+       now(), w.failure_mode,
+       coalesce((SELECT jsonb_object_agg(v.name, to_jsonb(v.depends_on))
+                   FROM workflow_version_stages AS v
+                  WHERE v.workflow_id = w.id AND v.version = w.version), '{}'::jsonb)
+  FROM workflows AS w
+ WHERE w.id = %(workflow_id)s::uuid AND w.status <> 'archived' AND w.enabled
+   FOR SHARE OF w
     ON CONFLICT ON CONSTRAINT workflow_executions_idempotency_key DO NOTHING
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
           idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-          started_at, finished_at, row_version, created_at, updated_at;
+          started_at, finished_at, row_version, created_at, updated_at, failure_mode,
+          parent_step_id;
+
+-- name: get_workflow_startable
+-- Why a workflow cannot be started: its status and enabled flag (no row when it is gone).
+-- plan: index workflows_pkey
+-- returns: one
+-- record: runs.WorkflowState
+SELECT status, enabled
+  FROM workflows
+ WHERE id = %(workflow_id)s::uuid;
 
 -- name: get_execution_by_idempotency_key
 -- The execution a workflow already started under this idempotency key.
@@ -25,26 +44,37 @@ RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, 
 -- record: runs.Execution
 SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
        idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-       started_at, finished_at, row_version, created_at, updated_at
+       started_at, finished_at, row_version, created_at, updated_at, failure_mode, parent_step_id
   FROM workflow_executions
  WHERE workflow_id = %(workflow_id)s::uuid AND idempotency_key = %(idempotency_key)s::text;
 
 -- name: insert_execution_steps
--- Create the steps of a new execution in one statement: one per stage, or one per
--- with_items element (task_index 0..n-1; an empty array yields none), all queued, with the
--- stage's retry budget and timeout.
+-- Create the steps of a new execution in one statement from the stage snapshot of the
+-- version it pinned, one per stage, or one per with_items element (task_index 0..n-1; an empty array
+-- yields none), with the stage's retry budget and timeout. deps_remaining counts the steps
+-- of the stages it depends on (each with_items element counts: fan-in); a step with none
+-- is queued at once, the others wait as 'pending' until completions count them down.
+-- plan: index workflow_version_stages_name_key
 -- returns: rowcount
-INSERT INTO execution_steps (execution_id, stage_id, task_name, task_index, status,
-                             max_attempts, timeout_seconds)
-SELECT %(execution_id)s::uuid, st.id, st.name, items.task_index, 'queued',
-       (st.retry_policy ->> 'max_attempts')::numeric::int, st.timeout_seconds
-  FROM workflow_stages st
+INSERT INTO execution_steps (execution_id, stage_id, version_stage_id, task_name, task_index,
+                             status, deps_remaining, max_attempts, timeout_seconds)
+SELECT %(execution_id)s::uuid, v.stage_id, v.id, v.name, items.task_index,
+       CASE WHEN deps.n = 0 THEN 'queued' ELSE 'pending' END, deps.n,
+       (v.retry_policy ->> 'max_attempts')::numeric::int, v.timeout_seconds
+  FROM workflow_version_stages AS v
+ CROSS JOIN LATERAL (
+       SELECT coalesce(sum(CASE WHEN d.with_items IS NULL THEN 1
+                                ELSE jsonb_array_length(d.with_items) END), 0)::int AS n
+         FROM workflow_version_stages AS d
+        WHERE d.workflow_id = v.workflow_id AND d.version = v.version
+          AND d.name = ANY (v.depends_on)
+       ) AS deps
  CROSS JOIN LATERAL generate_series(
            0,
-           CASE WHEN st.with_items IS NULL THEN 0 ELSE jsonb_array_length(st.with_items) - 1 END
+           CASE WHEN v.with_items IS NULL THEN 0 ELSE jsonb_array_length(v.with_items) - 1 END
        ) AS items (task_index)
- WHERE st.workflow_id = %(workflow_id)s::uuid
- ORDER BY st.position, items.task_index;
+ WHERE v.workflow_id = %(workflow_id)s::uuid AND v.version = %(version)s::int
+ ORDER BY v.position, items.task_index;
 
 -- name: get_execution_by_id
 -- One execution by id.
@@ -53,7 +83,7 @@ SELECT %(execution_id)s::uuid, st.id, st.name, items.task_index, 'queued',
 -- record: runs.Execution
 SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
        idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-       started_at, finished_at, row_version, created_at, updated_at
+       started_at, finished_at, row_version, created_at, updated_at, failure_mode, parent_step_id
   FROM workflow_executions
  WHERE id = %(id)s::uuid;
 
@@ -65,7 +95,7 @@ SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, sta
 -- record: runs.Execution
 SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
        idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-       started_at, finished_at, row_version, created_at, updated_at
+       started_at, finished_at, row_version, created_at, updated_at, failure_mode, parent_step_id
   FROM workflow_executions
  WHERE (%(workflow_id)s::uuid IS NULL OR workflow_id = %(workflow_id)s::uuid)
    AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -85,22 +115,12 @@ SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, sta
 -- record: runs.Execution
 SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
        idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-       started_at, finished_at, row_version, created_at, updated_at
+       started_at, finished_at, row_version, created_at, updated_at, failure_mode, parent_step_id
   FROM workflow_executions
  WHERE status = 'paused'
    AND (%(paused_before)s::timestamptz IS NULL OR updated_at < %(paused_before)s::timestamptz)
  ORDER BY updated_at, id
  LIMIT %(limit)s::int;
-
--- name: lock_execution
--- Lock an execution row for the rest of the transaction. Step completions take it so
--- that the "every step done" check of concurrent completions runs one after the other.
--- plan: index workflow_executions_pkey
--- returns: scalar
-SELECT status
-  FROM workflow_executions
- WHERE id = %(id)s::uuid
-   FOR NO KEY UPDATE;
 
 -- name: set_execution_paused
 -- Pause an execution (its queued steps are no longer claimed); no row when it does not
@@ -113,7 +133,8 @@ UPDATE workflow_executions
  WHERE id = %(id)s::uuid AND status <> 'paused'
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
           idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-          started_at, finished_at, row_version, created_at, updated_at;
+          started_at, finished_at, row_version, created_at, updated_at, failure_mode,
+          parent_step_id;
 
 -- name: set_execution_running
 -- Resume a paused (or start a pending) execution; no row when it does not exist or
@@ -127,7 +148,8 @@ UPDATE workflow_executions
  WHERE id = %(id)s::uuid AND status <> 'running'
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
           idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-          started_at, finished_at, row_version, created_at, updated_at;
+          started_at, finished_at, row_version, created_at, updated_at, failure_mode,
+          parent_step_id;
 
 -- name: cancel_execution
 -- Mark an execution cancelled; no row when it does not exist or already is cancelled.
@@ -140,41 +162,22 @@ UPDATE workflow_executions
  WHERE id = %(id)s::uuid AND status <> 'cancelled'
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
           idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-          started_at, finished_at, row_version, created_at, updated_at;
+          started_at, finished_at, row_version, created_at, updated_at, failure_mode,
+          parent_step_id;
 
 -- name: cancel_execution_steps
--- Cancel every unfinished step of an execution, waiting for rows other transactions hold
--- (a completion in flight either commits first or finds its step cancelled). Their open
--- attempts are closed by close_cancelled_attempts, in a statement of its own.
+-- Cancel every unfinished step of an execution (cancelled or failed), waiting for rows
+-- other transactions hold: the caller holds the execution's row, so only a claim can be in
+-- flight, and it either commits first or finds its step cancelled. Their open attempts are
+-- closed by close_cancelled_attempts, in a statement of its own.
 -- plan: index execution_steps_execution_task_key
 -- returns: scalar
 WITH target AS (
     SELECT id
       FROM execution_steps
      WHERE execution_id = %(execution_id)s::uuid
-       AND status IN ('pending', 'queued', 'running')
+       AND status IN ('pending', 'queued', 'running', 'waiting')
        FOR NO KEY UPDATE
-), cancelled AS (
-    UPDATE execution_steps s
-       SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
-           completed_at = now(), error = %(reason)s::text
-      FROM target t
-     WHERE s.id = t.id
-    RETURNING s.id
-)
-SELECT count(*) FROM cancelled;
-
--- name: cancel_leftover_steps
--- After an execution failed: cancel its unfinished steps that no other transaction holds
--- (SKIP LOCKED: a failing step must never wait for a sibling, which could deadlock).
--- plan: index execution_steps_execution_task_key
--- returns: scalar
-WITH target AS (
-    SELECT id
-      FROM execution_steps
-     WHERE execution_id = %(execution_id)s::uuid
-       AND status IN ('pending', 'queued', 'running')
-       FOR NO KEY UPDATE SKIP LOCKED
 ), cancelled AS (
     UPDATE execution_steps s
        SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
@@ -198,23 +201,33 @@ UPDATE step_attempts a
  WHERE s.execution_id = %(execution_id)s::uuid AND s.status = 'cancelled'
    AND a.step_id = s.id AND a.finished_at IS NULL;
 
--- name: complete_execution_if_done
--- Complete a running execution whose every step is completed or skipped; no row otherwise.
--- Run it with the execution locked (lock_execution) so concurrent last steps serialise.
--- plan: index workflow_executions_pkey, workflow_executions_status_updated_idx, workflow_executions_workflow_status_idx
+-- name: finish_execution_if_settled
+-- Finish a running execution none of whose steps can run any more (none pending, queued,
+-- running or waiting): 'failed' naming the first step that failed or timed out (what the
+-- 'continue' failure mode ends with), else 'completed'. No row otherwise. Run it with the
+-- execution locked, so that concurrent last steps settle one after the other.
+-- plan: index workflow_executions_pkey, execution_steps_execution_task_key
 -- returns: one
 -- record: runs.Execution
-UPDATE workflow_executions x
-   SET status = 'completed', finished_at = now(), row_version = x.row_version + 1
+UPDATE workflow_executions AS x
+   SET status = CASE WHEN f.reason IS NULL THEN 'completed' ELSE 'failed' END,
+       error_message = f.reason, finished_at = now(), row_version = x.row_version + 1
+  FROM (SELECT (SELECT 'step ' || s.task_name || '[' || s.task_index || '] ' || s.status
+                       || coalesce(': ' || s.error, '')
+                  FROM execution_steps AS s
+                 WHERE s.execution_id = %(id)s::uuid AND s.status IN ('failed', 'timed_out')
+                 ORDER BY s.completed_at, s.id
+                 LIMIT 1) AS reason) AS f
  WHERE x.id = %(id)s::uuid AND x.status = 'running'
    AND NOT EXISTS (
        SELECT 1
-         FROM execution_steps s
-        WHERE s.execution_id = x.id AND s.status NOT IN ('completed', 'skipped')
+         FROM execution_steps AS s
+        WHERE s.execution_id = x.id AND s.status IN ('pending', 'queued', 'running', 'waiting')
    )
-RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
-          idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-          started_at, finished_at, row_version, created_at, updated_at;
+RETURNING x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,
+          x.status, x.attempt, x.idempotency_key, x.parameters, x.variables, x.task_graph,
+          x.error_message, x.pause_reason, x.started_at, x.finished_at, x.row_version,
+          x.created_at, x.updated_at, x.failure_mode, x.parent_step_id;
 
 -- name: fail_execution
 -- Fail an unfinished execution; no row when it already is finished.
@@ -228,7 +241,8 @@ UPDATE workflow_executions
  WHERE id = %(id)s::uuid AND status IN ('pending', 'running', 'paused')
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
           idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-          started_at, finished_at, row_version, created_at, updated_at;
+          started_at, finished_at, row_version, created_at, updated_at, failure_mode,
+          parent_step_id;
 
 -- name: prune_finished_executions
 -- Delete up to one batch of executions finished before the cutoff, oldest first; their
@@ -244,3 +258,130 @@ DELETE FROM workflow_executions
       LIMIT %(batch)s::int
         FOR UPDATE SKIP LOCKED
  );
+
+-- name: retry_execution
+-- Put a failed execution back to running as its next attempt; no row unless it is failed.
+-- plan: index workflow_executions_pkey
+-- returns: one
+-- record: runs.Execution
+UPDATE workflow_executions
+   SET status = 'running', attempt = attempt + 1, error_message = NULL, finished_at = NULL,
+       row_version = row_version + 1
+ WHERE id = %(id)s::uuid AND status = 'failed'
+RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
+          idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
+          started_at, finished_at, row_version, created_at, updated_at, failure_mode,
+          parent_step_id;
+
+-- name: requeue_execution_steps
+-- Retry: every failed, timed-out, skipped or cancelled step of an execution runs again with
+-- a fresh attempt budget (its stage's max_attempts more; attempt numbers go on, so the
+-- attempt history stays), queued when every step it depends on is completed, else pending
+-- with the count of those that are not. Completed steps keep their outputs.
+-- plan: index execution_steps_execution_task_key
+-- returns: rowcount
+WITH again AS (
+    SELECT s.id, coalesce((v.retry_policy ->> 'max_attempts')::numeric::int, s.max_attempts)
+               AS budget,
+           (SELECT count(*)
+              FROM execution_steps AS d
+             WHERE d.execution_id = s.execution_id AND d.task_name = ANY (v.depends_on)
+               AND d.status <> 'completed')::int AS waiting_for
+      FROM execution_steps AS s
+      LEFT JOIN workflow_version_stages AS v ON v.id = s.version_stage_id
+     WHERE s.execution_id = %(id)s::uuid
+       AND s.status IN ('failed', 'timed_out', 'skipped', 'cancelled')
+)
+UPDATE execution_steps AS s
+   SET status = CASE WHEN a.waiting_for = 0 THEN 'queued' ELSE 'pending' END,
+       deps_remaining = a.waiting_for, max_attempts = s.attempt + a.budget,
+       available_at = now(), completed_at = NULL, duration_ms = NULL, error = NULL,
+       lease_owner = NULL, lease_expires_at = NULL
+  FROM again AS a
+ WHERE s.id = a.id;
+
+-- name: queue_ready_steps
+-- On resume: queue the pending steps of an execution whose dependencies all completed
+-- while it was paused (a paused execution promotes nothing).
+-- plan: index execution_steps_execution_task_key
+-- returns: rowcount
+UPDATE execution_steps
+   SET status = 'queued', available_at = now()
+ WHERE execution_id = %(id)s::uuid AND status = 'pending' AND deps_remaining = 0;
+
+-- name: update_execution_variables
+-- Replace an execution's variables if its row_version still is the expected one; no row
+-- otherwise (NotFound or StaleWrite, told apart by get_execution_by_id).
+-- plan: index workflow_executions_pkey
+-- returns: one
+-- record: runs.Execution
+UPDATE workflow_executions
+   SET variables = %(variables)s::jsonb, row_version = row_version + 1
+ WHERE id = %(id)s::uuid AND row_version = %(expected_version)s::int
+RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
+          idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
+          started_at, finished_at, row_version, created_at, updated_at, failure_mode,
+          parent_step_id;
+
+-- name: get_execution_progress
+-- Where an execution stands, derived from its steps in one pass over their index range:
+-- step counts per status, and each task name in exactly one list by its steps' states
+-- (failed > current > pending > cancelled > skipped > completed; a with_items task is
+-- completed when all its items are).
+-- plan: index workflow_executions_pkey, execution_steps_execution_task_key
+-- returns: one
+-- record: runs.ExecutionProgress
+WITH per_task AS (
+    SELECT s.task_name, s.status, count(*)::int AS n
+      FROM execution_steps AS s
+     WHERE s.execution_id = %(id)s::uuid
+     GROUP BY s.task_name, s.status
+), tasks AS (
+    SELECT t.task_name,
+           CASE WHEN bool_or(t.status IN ('failed', 'timed_out')) THEN 'failed'
+                WHEN bool_or(t.status IN ('queued', 'running', 'waiting')) THEN 'current'
+                WHEN bool_or(t.status = 'pending') THEN 'pending'
+                WHEN bool_or(t.status = 'cancelled') THEN 'cancelled'
+                WHEN bool_or(t.status = 'skipped') THEN 'skipped'
+                ELSE 'completed'
+           END AS state
+      FROM per_task AS t
+     GROUP BY t.task_name
+)
+SELECT e.id AS execution_id, e.status, e.attempt,
+       coalesce((SELECT jsonb_object_agg(c.status, c.n)
+                   FROM (SELECT p.status, sum(p.n)::int AS n
+                           FROM per_task AS p
+                          GROUP BY p.status) AS c), '{}'::jsonb) AS counts,
+       ARRAY(SELECT t.task_name FROM tasks AS t WHERE t.state = 'current'
+              ORDER BY t.task_name) AS current,
+       ARRAY(SELECT t.task_name FROM tasks AS t WHERE t.state = 'pending'
+              ORDER BY t.task_name) AS pending,
+       ARRAY(SELECT t.task_name FROM tasks AS t WHERE t.state = 'completed'
+              ORDER BY t.task_name) AS completed,
+       ARRAY(SELECT t.task_name FROM tasks AS t WHERE t.state = 'failed'
+              ORDER BY t.task_name) AS failed,
+       ARRAY(SELECT t.task_name FROM tasks AS t WHERE t.state = 'skipped'
+              ORDER BY t.task_name) AS skipped,
+       ARRAY(SELECT t.task_name FROM tasks AS t WHERE t.state = 'cancelled'
+              ORDER BY t.task_name) AS cancelled
+  FROM workflow_executions AS e
+ WHERE e.id = %(id)s::uuid;
+
+-- name: get_execution_result
+-- What a finished child execution hands its parent step: the outputs of its completed
+-- final tasks (those no other stage depends on), by task name; a with_items task's as a
+-- list in item order.
+-- plan: index execution_steps_execution_task_key
+-- returns: scalar
+SELECT coalesce(jsonb_object_agg(r.task_name, r.outputs), '{}'::jsonb)
+  FROM (SELECT s.task_name,
+               CASE WHEN bool_or(v.with_items IS NOT NULL)
+                    THEN jsonb_agg(s.outputs ORDER BY s.task_index)
+                    ELSE (array_agg(s.outputs))[1]
+               END AS outputs
+          FROM execution_steps AS s
+          JOIN workflow_version_stages AS v ON v.id = s.version_stage_id
+         WHERE s.execution_id = %(id)s::uuid AND s.status = 'completed'
+           AND v.dependents = '{}'
+         GROUP BY s.task_name) AS r;

@@ -102,13 +102,15 @@ RETURNING position;
 
 -- name: update_stage
 -- Change a stage's action, dependencies, config, fan-out, retry policy or timeout; a NULL
--- parameter keeps the column, set_with_items tells "clear" from "keep" for with_items.
+-- parameter keeps the column, set_with_items and set_depends_on tell "clear" from "keep"
+-- for the nullable with_items and depends_on.
 -- plan: index workflow_stages_pkey
 -- returns: one
 -- record: workflows.Stage
 UPDATE workflow_stages
    SET action_ref = coalesce(%(action_ref)s::text, action_ref),
-       depends_on = coalesce(%(depends_on)s::text[], depends_on),
+       depends_on = CASE WHEN %(set_depends_on)s::boolean
+                         THEN %(depends_on)s::text[] ELSE depends_on END,
        config = coalesce(%(config)s::jsonb, config),
        with_items = CASE WHEN %(set_with_items)s::boolean
                          THEN %(with_items)s::jsonb ELSE with_items END,
@@ -117,3 +119,11 @@ UPDATE workflow_stages
  WHERE id = %(id)s::uuid
 RETURNING id, workflow_id, position, name, action_ref, depends_on, config, with_items,
           retry_policy, timeout_seconds, created_at, updated_at;
+
+-- name: snapshot_workflow_stages
+-- After a stage edit: check the workflow's dependency graph (unknown names, cycles, a
+-- removed stage others depend on raise) and make the live stages its current version,
+-- bumping the version when they changed (see migration 0012). The current version.
+-- plan: index workflows_pkey
+-- returns: scalar
+SELECT snapshot_workflow_stages(%(workflow_id)s::uuid);

@@ -40,8 +40,11 @@ SELECT id, step_id, execution_id, attempt, worker_id, started_at, finished_at, o
 -- name: claim_steps
 -- Claim up to `limit` due queued steps of running executions in (priority, available_at, id)
 -- order, skipping rows other workers hold; lease them to the worker, count the attempt and
--- open its step_attempts row, all in one statement. The attempt < max_attempts guard keeps
--- one over-budget row (e.g. requeued by hand) from failing every claim on its CHECK.
+-- open its step_attempts row, all in one statement. What to run comes from the stage
+-- snapshot the execution pinned (never the live stage), with `inputs`: the outputs of the
+-- steps it depends on by task name (a with_items task's as a list in item order). The
+-- attempt < max_attempts guard keeps one over-budget row (e.g. requeued by hand) from
+-- failing every claim on its CHECK.
 -- plan: index execution_steps_claim_idx
 -- returns: many
 -- record: runs.ClaimedStep
@@ -61,8 +64,8 @@ WITH candidates AS MATERIALIZED (
            started_at = now(), attempt = s.attempt + 1, error = NULL
       FROM candidates c
      WHERE s.id = c.id
-    RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.attempt,
-              s.max_attempts, s.timeout_seconds, s.lease_owner, s.lease_expires_at,
+    RETURNING s.id, s.execution_id, s.stage_id, s.version_stage_id, s.task_name, s.task_index,
+              s.attempt, s.max_attempts, s.timeout_seconds, s.lease_owner, s.lease_expires_at,
               s.priority, s.available_at
 ), opened AS (
     INSERT INTO step_attempts (step_id, execution_id, attempt, worker_id)
@@ -71,10 +74,51 @@ WITH candidates AS MATERIALIZED (
 )
 SELECT c.id, c.execution_id, c.stage_id, c.task_name, c.task_index, c.attempt,
        c.max_attempts, c.timeout_seconds, c.lease_owner, c.lease_expires_at,
-       st.action_ref, st.config, st.with_items -> c.task_index AS item
+       v.action_ref, v.config, v.with_items -> c.task_index AS item,
+       coalesce(v.depends_on, '{}') AS depends_on,
+       coalesce(i.inputs, '{}'::jsonb) AS inputs
   FROM claimed c
-  LEFT JOIN workflow_stages st ON st.id = c.stage_id
+  LEFT JOIN workflow_version_stages v ON v.id = c.version_stage_id
+  LEFT JOIN LATERAL (
+      SELECT jsonb_object_agg(
+                 dv.name,
+                 CASE WHEN dv.with_items IS NULL THEN o.outputs -> 0
+                      ELSE coalesce(o.outputs, '[]'::jsonb) END) AS inputs
+        FROM workflow_version_stages dv
+        LEFT JOIN LATERAL (
+            SELECT jsonb_agg(d.outputs ORDER BY d.task_index) AS outputs
+              FROM execution_steps d
+             WHERE d.execution_id = c.execution_id AND d.task_name = dv.name
+        ) o ON true
+       WHERE dv.workflow_id = v.workflow_id AND dv.version = v.version
+         AND dv.name = ANY (v.depends_on)
+  ) i ON true
  ORDER BY c.priority, c.available_at, c.id;
+
+-- name: lock_step_execution
+-- Lock the execution of a step for the rest of the transaction: the first lock of every
+-- write that finishes, promotes, skips or cancels steps (an execution's row before its
+-- steps' rows; a child execution's before its parent's). What the engine needs of it; no
+-- row when the step does not exist.
+-- plan: index execution_steps_pkey, workflow_executions_pkey
+-- returns: one
+-- record: runs.ExecutionLock
+SELECT e.id, e.status, e.failure_mode, e.parent_step_id
+  FROM workflow_executions e
+ WHERE e.id = (SELECT s.execution_id FROM execution_steps s WHERE s.id = %(id)s::uuid)
+   FOR NO KEY UPDATE OF e;
+
+-- name: lock_step_executions
+-- Lock the executions of many steps, in id order (two callers never wait for each other in
+-- opposite orders).
+-- plan: index execution_steps_pkey, workflow_executions_pkey
+-- returns: many
+-- record: runs.ExecutionLock
+SELECT e.id, e.status, e.failure_mode, e.parent_step_id
+  FROM workflow_executions e
+ WHERE e.id IN (SELECT s.execution_id FROM execution_steps s WHERE s.id = ANY (%(ids)s::uuid[]))
+ ORDER BY e.id
+   FOR NO KEY UPDATE OF e;
 
 -- name: heartbeat_step
 -- Extend the lease of a step the worker still holds; its new expiry, or no row.
@@ -87,8 +131,17 @@ UPDATE execution_steps
 RETURNING lease_expires_at;
 
 -- name: complete_step
--- Complete a step the worker still holds (outputs, duration) and close its attempt; the
+-- Complete a step the worker still holds (outputs, duration) and close its attempt — or,
+-- with worker_id NULL, a step waiting for its child execution — and count its completion
+-- down on the pending steps that depend on it; those it brings to zero are queued when
+-- `promote` (the execution is running; a paused or cancelled one promotes nothing). The
 -- step's execution id, or no row when the lease was lost.
+--
+-- Exactly once: the caller holds the execution's row lock (lock_step_execution), which
+-- every write that completes, fails, skips or cancels a step of that execution takes first,
+-- so those transactions run one after the other; this statement's snapshot, taken after the
+-- lock was granted, sees every count they committed. Two dependencies completing at once
+-- thus decrement in turn, and only the one that reaches zero queues the dependent.
 -- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
 -- returns: scalar
 WITH done AS (
@@ -96,45 +149,62 @@ WITH done AS (
        SET status = 'completed', outputs = %(outputs)s::jsonb, lease_owner = NULL,
            lease_expires_at = NULL, completed_at = now(),
            duration_ms = greatest(0, (extract(epoch FROM now() - started_at) * 1000)::bigint)
-     WHERE id = %(id)s::uuid AND status = 'running' AND lease_owner = %(worker_id)s::text
-       AND attempt = %(attempt)s::int
-    RETURNING id, execution_id, attempt
+     WHERE id = %(id)s::uuid
+       AND CASE WHEN %(worker_id)s::text IS NULL THEN status = 'waiting'
+                ELSE status = 'running' AND lease_owner = %(worker_id)s::text
+                     AND attempt = %(attempt)s::int END
+    RETURNING id, execution_id, attempt, version_stage_id
 ), closed AS (
     UPDATE step_attempts a
        SET finished_at = greatest(now(), a.started_at), outcome = 'completed'
       FROM done d
      WHERE a.step_id = d.id AND a.attempt = d.attempt AND a.finished_at IS NULL
+), promoted AS (
+    UPDATE execution_steps t
+       SET deps_remaining = t.deps_remaining - 1,
+           status = CASE WHEN t.deps_remaining = 1 AND %(promote)s::boolean
+                         THEN 'queued' ELSE t.status END,
+           available_at = CASE WHEN t.deps_remaining = 1 AND %(promote)s::boolean
+                               THEN now() ELSE t.available_at END
+      FROM done d
+      JOIN workflow_version_stages v ON v.id = d.version_stage_id
+     WHERE t.execution_id = d.execution_id AND t.task_name = ANY (v.dependents)
+       AND t.status = 'pending'
 )
 SELECT execution_id FROM done;
 
 -- name: fail_step
--- Record a failed attempt of a step the worker still holds: back to 'queued' after a
--- capped exponential backoff with +-20 %% jitter (base * 2^(attempt-1), at most max, from
--- the stage's retry_policy) while attempts remain, else 'failed'. No row when the lease
--- was lost.
+-- Record a failed attempt of a step the worker still holds (or, with worker_id NULL, of a
+-- step whose child execution failed, which fails for good): back to 'queued' after a capped
+-- exponential backoff with +-20 %% jitter (base * 2^(attempt-1), at most max, from the
+-- retry_policy of the pinned stage snapshot) while attempts remain, else 'failed'. No row
+-- when the lease was lost.
 -- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
 -- returns: one
 -- record: runs.Step
 WITH policy AS (
-    SELECT coalesce((st.retry_policy ->> 'backoff_base_seconds')::float8, 1) AS base,
-           coalesce((st.retry_policy ->> 'backoff_max_seconds')::float8, 300) AS cap
+    SELECT coalesce((v.retry_policy ->> 'backoff_base_seconds')::float8, 1) AS base,
+           coalesce((v.retry_policy ->> 'backoff_max_seconds')::float8, 300) AS cap,
+           %(worker_id)s::text IS NOT NULL AND s.attempt < s.max_attempts AS again
       FROM execution_steps s
-      LEFT JOIN workflow_stages st ON st.id = s.stage_id
+      LEFT JOIN workflow_version_stages v ON v.id = s.version_stage_id
      WHERE s.id = %(id)s::uuid
 ), failed AS (
     UPDATE execution_steps s
-       SET status = CASE WHEN s.attempt < s.max_attempts THEN 'queued' ELSE 'failed' END,
+       SET status = CASE WHEN p.again THEN 'queued' ELSE 'failed' END,
            available_at = CASE
-               WHEN s.attempt < s.max_attempts THEN now() + make_interval(
+               WHEN p.again THEN now() + make_interval(
                    secs => least(p.cap, p.base * power(2, s.attempt - 1))
                            * (0.8 + 0.4 * random()))
                ELSE s.available_at
            END,
-           completed_at = CASE WHEN s.attempt < s.max_attempts THEN NULL ELSE now() END,
+           completed_at = CASE WHEN p.again THEN NULL ELSE now() END,
            error = %(error)s::text, lease_owner = NULL, lease_expires_at = NULL
       FROM policy p
-     WHERE s.id = %(id)s::uuid AND s.status = 'running'
-       AND s.lease_owner = %(worker_id)s::text AND s.attempt = %(attempt)s::int
+     WHERE s.id = %(id)s::uuid
+       AND CASE WHEN %(worker_id)s::text IS NULL THEN s.status = 'waiting'
+                ELSE s.status = 'running' AND s.lease_owner = %(worker_id)s::text
+                     AND s.attempt = %(attempt)s::int END
     RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
@@ -153,18 +223,32 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
   FROM failed;
 
 -- name: requeue_expired_steps
--- Reaper, leases: running steps whose lease expired (a batch, SKIP LOCKED) go back to
--- 'queued' while attempts remain, else to 'failed'; their attempt is closed as 'lease_lost'.
+-- Reaper, leases: running steps whose lease expired (a batch) go back to 'queued' while
+-- attempts remain, else to 'failed'; their attempt is closed as 'lease_lost'. Their
+-- executions are locked first (the engine's lock order), skipping those another transaction
+-- holds, and then the steps, skipping those another transaction holds: what is skipped is
+-- left for the next pass.
 -- plan: index execution_steps_lease_expiry_idx
 -- returns: many
 -- record: runs.Step
-WITH expired AS MATERIALIZED (
-    SELECT id, attempt
+WITH due AS MATERIALIZED (
+    SELECT id, execution_id
       FROM execution_steps
      WHERE status = 'running' AND lease_expires_at < now()
      ORDER BY lease_expires_at
      LIMIT %(batch)s::int
-       FOR UPDATE SKIP LOCKED
+), held AS MATERIALIZED (
+    SELECT e.id
+      FROM workflow_executions e
+     WHERE e.id IN (SELECT execution_id FROM due)
+     ORDER BY e.id
+       FOR NO KEY UPDATE OF e SKIP LOCKED
+), expired AS MATERIALIZED (
+    SELECT s.id, s.attempt
+      FROM execution_steps s
+     WHERE s.id IN (SELECT d.id FROM due d JOIN held h ON h.id = d.execution_id)
+       AND s.status = 'running' AND s.lease_expires_at < now()
+       FOR NO KEY UPDATE OF s SKIP LOCKED
 ), reaped AS (
     UPDATE execution_steps s
        SET status = CASE WHEN s.attempt < s.max_attempts THEN 'queued' ELSE 'failed' END,
@@ -192,23 +276,38 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
   FROM reaped;
 
 -- name: expire_timed_out_steps
--- Reaper, timeouts: running steps past started_at + timeout_seconds (a batch, SKIP LOCKED)
--- become 'timed_out'; their attempt is closed as 'timed_out'. timeout_seconds >= 1, so
+-- Reaper, timeouts: running steps past started_at + timeout_seconds (a batch) go back to
+-- 'queued' while attempts remain, else become 'timed_out'; their attempt is closed as
+-- 'timed_out'. Locks as requeue_expired_steps. timeout_seconds >= 1, so
 -- started_at < now() - 1 s bounds the index scan.
 -- plan: index execution_steps_running_started_idx
 -- returns: many
 -- record: runs.Step
-WITH overdue AS MATERIALIZED (
-    SELECT id, attempt
+WITH due AS MATERIALIZED (
+    SELECT id, execution_id
       FROM execution_steps
      WHERE status = 'running' AND started_at < now() - interval '1 second'
        AND started_at + make_interval(secs => timeout_seconds) < now()
      ORDER BY started_at
      LIMIT %(batch)s::int
-       FOR UPDATE SKIP LOCKED
+), held AS MATERIALIZED (
+    SELECT e.id
+      FROM workflow_executions e
+     WHERE e.id IN (SELECT execution_id FROM due)
+     ORDER BY e.id
+       FOR NO KEY UPDATE OF e SKIP LOCKED
+), overdue AS MATERIALIZED (
+    SELECT s.id, s.attempt
+      FROM execution_steps s
+     WHERE s.id IN (SELECT d.id FROM due d JOIN held h ON h.id = d.execution_id)
+       AND s.status = 'running'
+       AND s.started_at + make_interval(secs => s.timeout_seconds) < now()
+       FOR NO KEY UPDATE OF s SKIP LOCKED
 ), expired AS (
     UPDATE execution_steps s
-       SET status = 'timed_out', completed_at = now(),
+       SET status = CASE WHEN s.attempt < s.max_attempts THEN 'queued' ELSE 'timed_out' END,
+           available_at = now(),
+           completed_at = CASE WHEN s.attempt < s.max_attempts THEN NULL ELSE now() END,
            error = 'timed out after ' || s.timeout_seconds || ' s',
            lease_owner = NULL, lease_expires_at = NULL
       FROM overdue o
@@ -283,3 +382,52 @@ UPDATE step_attempts a
   FROM execution_steps s
  WHERE s.id = ANY(%(ids)s::uuid[]) AND s.status <> 'running'
    AND a.step_id = s.id AND a.finished_at IS NULL;
+
+-- name: skip_downstream_steps
+-- A step failed for good: every pending step that depends on it, directly or through
+-- others (the snapshot's downstream), is skipped with the reason. The caller holds the
+-- executions' rows.
+-- plan: index execution_steps_pkey, execution_steps_execution_task_key
+-- returns: rowcount
+UPDATE execution_steps AS t
+   SET status = 'skipped', completed_at = now(), error = 'upstream failed: ' || f.task_name
+  FROM execution_steps AS f
+  JOIN workflow_version_stages AS v ON v.id = f.version_stage_id
+ WHERE f.id = ANY (%(ids)s::uuid[])
+   AND t.execution_id = f.execution_id AND t.task_name = ANY (v.downstream)
+   AND t.status = 'pending';
+
+-- name: wait_for_child
+-- A running step that started a child execution waits for it: no lease (nothing to
+-- expire), not claimable, its attempt still open. Its id, or no row unless it was running.
+-- plan: index execution_steps_pkey
+-- returns: scalar
+UPDATE execution_steps
+   SET status = 'waiting', lease_owner = NULL, lease_expires_at = NULL
+ WHERE id = %(id)s::uuid AND status = 'running'
+RETURNING id;
+
+-- name: list_steps_by_task_name
+-- The steps of one task of an execution (one per with_items element), by index.
+-- plan: index execution_steps_execution_task_key
+-- returns: many
+-- record: runs.Step
+SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
+       max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
+       heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
+       updated_at
+  FROM execution_steps
+ WHERE execution_id = %(execution_id)s::uuid AND task_name = %(task_name)s::text
+ ORDER BY task_index;
+
+-- name: get_step_by_child_execution
+-- The step that started a child execution and waits (or waited) for it.
+-- plan: index workflow_executions_pkey, execution_steps_pkey
+-- returns: one
+-- record: runs.Step
+SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
+       max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
+       heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
+       updated_at
+  FROM execution_steps
+ WHERE id = (SELECT parent_step_id FROM workflow_executions WHERE id = %(id)s::uuid);

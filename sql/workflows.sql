@@ -8,13 +8,14 @@
 -- returns: one
 -- record: workflows.Workflow
 INSERT INTO workflows (owner_id, pack_id, name, description, status, enabled, trigger_type,
-                       schedule, definition_yaml, definition, param_schema, out_schema, tags)
+                       schedule, definition_yaml, definition, param_schema, out_schema, tags,
+                       failure_mode)
 VALUES (%(owner_id)s::uuid, %(pack_id)s::uuid, %(name)s::text, %(description)s::text,
         %(status)s::text, %(enabled)s::boolean, %(trigger_type)s::text, %(schedule)s::text,
         %(definition_yaml)s::text, %(definition)s::jsonb, %(param_schema)s::jsonb,
-        %(out_schema)s::jsonb, %(tags)s::text[])
+        %(out_schema)s::jsonb, %(tags)s::text[], %(failure_mode)s::text)
 RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-          definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+          definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
           created_at, updated_at;
 
 -- name: get_workflow_by_id
@@ -23,7 +24,7 @@ RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_typ
 -- returns: one
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
        created_at, updated_at
   FROM workflows
  WHERE id = %(id)s::uuid;
@@ -34,7 +35,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- returns: one
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
        created_at, updated_at
   FROM workflows
  WHERE owner_id = %(owner_id)s::uuid AND name = %(name)s::text;
@@ -46,7 +47,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- record: workflows.Workflow
 SELECT w.id, w.owner_id, w.pack_id, w.name, w.description, w.status, w.enabled,
        w.trigger_type, w.schedule, w.definition_yaml, w.definition, w.param_schema,
-       w.out_schema, w.tags, w.version, w.row_version, w.created_at, w.updated_at
+       w.out_schema, w.tags, w.failure_mode, w.version, w.row_version, w.created_at, w.updated_at
   FROM users AS u
   JOIN workflows AS w ON w.owner_id = u.id
  WHERE lower(u.email) = lower(%(email)s::text) AND w.name = %(name)s::text;
@@ -77,10 +78,11 @@ UPDATE workflows
        param_schema = coalesce(%(param_schema)s::jsonb, param_schema),
        out_schema = coalesce(%(out_schema)s::jsonb, out_schema),
        tags = coalesce(%(tags)s::text[], tags),
+       failure_mode = coalesce(%(failure_mode)s::text, failure_mode),
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND row_version = %(expected_version)s::int
 RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-          definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+          definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
           created_at, updated_at;
 
 -- name: update_workflow_definition
@@ -95,7 +97,7 @@ UPDATE workflows
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND row_version = %(expected_version)s::int
 RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-          definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+          definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
           created_at, updated_at;
 
 -- name: update_workflow_archived
@@ -109,7 +111,7 @@ UPDATE workflows
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND row_version = %(expected_version)s::int
 RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-          definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+          definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
           created_at, updated_at;
 
 -- name: delete_workflow
@@ -127,7 +129,7 @@ DELETE FROM workflows
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
        created_at, updated_at
   FROM workflows
  WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -157,7 +159,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
        created_at, updated_at
   FROM workflows
  WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -187,7 +189,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, version, row_version,
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
        created_at, updated_at
   FROM workflows
  WHERE (%(status)s::text IS NULL OR status = %(status)s::text)

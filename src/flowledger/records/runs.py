@@ -14,7 +14,10 @@ __all__ = [
     "STEP_STATUSES",
     "ClaimedStep",
     "Execution",
+    "ExecutionLock",
+    "ExecutionProgress",
     "ExecutionStatus",
+    "FailureMode",
     "LogLevel",
     "LogLine",
     "NewLogLine",
@@ -24,6 +27,7 @@ __all__ = [
     "StepStatus",
     "ToolExecution",
     "ToolStats",
+    "WorkflowState",
 ]
 
 ExecutionStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
@@ -31,11 +35,30 @@ EXECUTION_STATUSES: frozenset[str] = frozenset(
     {"pending", "running", "paused", "completed", "failed", "cancelled"}
 )
 StepStatus = Literal[
-    "pending", "queued", "running", "completed", "failed", "skipped", "cancelled", "timed_out"
+    "pending",
+    "queued",
+    "running",
+    "waiting",
+    "completed",
+    "failed",
+    "skipped",
+    "cancelled",
+    "timed_out",
 ]
 STEP_STATUSES: frozenset[str] = frozenset(
-    {"pending", "queued", "running", "completed", "failed", "skipped", "cancelled", "timed_out"}
+    {
+        "pending",
+        "queued",
+        "running",
+        "waiting",
+        "completed",
+        "failed",
+        "skipped",
+        "cancelled",
+        "timed_out",
+    }
 )
+FailureMode = Literal["fail_fast", "continue"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LOG_LEVELS: frozenset[str] = frozenset({"debug", "info", "warning", "error"})
 
@@ -61,6 +84,47 @@ class Execution(msgspec.Struct, frozen=True, gc=False):
     row_version: int
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    # Pinned from the workflow at start.
+    failure_mode: FailureMode
+    # The step of the parent execution that started this one and waits for it.
+    parent_step_id: uuid.UUID | None
+
+
+class ExecutionLock(msgspec.Struct, frozen=True, gc=False):
+    """What the engine reads of an execution while it holds the execution's row lock."""
+
+    id: uuid.UUID
+    status: ExecutionStatus
+    failure_mode: FailureMode
+    parent_step_id: uuid.UUID | None
+
+
+class WorkflowState(msgspec.Struct, frozen=True, gc=False):
+    """Whether a workflow can be started: its status and enabled flag."""
+
+    status: str
+    enabled: bool
+
+
+class ExecutionProgress(msgspec.Struct, frozen=True, gc=False):
+    """Where an execution stands, derived from its steps.
+
+    `counts` is the number of steps per status; each task name appears in exactly one of
+    the lists (a with_items task by the state of its items: any failed, else any queued,
+    running or waiting (current), else any pending, else any cancelled, else any skipped,
+    else completed).
+    """
+
+    execution_id: uuid.UUID
+    status: ExecutionStatus
+    attempt: int
+    counts: dict[str, int]
+    current: list[str]
+    pending: list[str]
+    completed: list[str]
+    failed: list[str]
+    skipped: list[str]
+    cancelled: list[str]
 
 
 class Step(msgspec.Struct, frozen=True, gc=False):
@@ -93,7 +157,10 @@ class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
     """A step a worker now holds the lease of, with what it needs to run it.
 
     `attempt` and `lease_owner` are the compare-and-set key of every later write;
-    `item` is the with_items element of this task_index (None without fan-out).
+    `action_ref`, `config`, `item` (the with_items element of this task_index, None without
+    fan-out) and `depends_on` come from the stage snapshot the execution pinned at start;
+    `inputs` holds the outputs of the steps it depends on, by task name (a with_items task's
+    as a list in item order).
     """
 
     id: uuid.UUID
@@ -109,6 +176,8 @@ class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
     action_ref: str | None
     config: dict[str, Any] | None
     item: Any
+    depends_on: list[str]
+    inputs: dict[str, Any]
 
 
 class StepAttempt(msgspec.Struct, frozen=True, gc=False):

@@ -10,12 +10,14 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 __all__ = [
+    "FAILURE_MODES",
     "STATUSES",
     "TRIGGER_TYPES",
     "NewStage",
     "NewWorkflow",
     "RetryPolicy",
     "Stage",
+    "FailureMode",
     "StagePatch",
     "TriggerType",
     "Workflow",
@@ -28,6 +30,9 @@ __all__ = [
 WorkflowStatus = Literal["draft", "active", "archived"]
 TriggerType = Literal["manual", "schedule", "event", "webhook"]
 WorkflowSort = Literal["updated_at", "created_at", "name"]
+# What a step failed for good does to its execution (see README, "Failure modes").
+FailureMode = Literal["fail_fast", "continue"]
+FAILURE_MODES: Final[frozenset[str]] = frozenset(get_args(FailureMode))
 STATUSES: Final[frozenset[str]] = frozenset(get_args(WorkflowStatus))
 TRIGGER_TYPES: Final[frozenset[str]] = frozenset(get_args(TriggerType))
 
@@ -49,7 +54,8 @@ class Workflow(msgspec.Struct, frozen=True, gc=False):
     param_schema: dict[str, Any]
     out_schema: dict[str, Any]
     tags: list[str]
-    # The definition version; the database bumps it when the definition changes.
+    failure_mode: FailureMode
+    # The definition version; the database bumps it when the definition or a stage changes.
     version: int
     # The optimistic-locking counter: pass it back as `expected_version`.
     row_version: int
@@ -86,6 +92,7 @@ class NewWorkflow(msgspec.Struct, frozen=True, kw_only=True):
     param_schema: dict[str, Any] = {}
     out_schema: dict[str, Any] = {}
     tags: list[str] = []
+    failure_mode: FailureMode = "fail_fast"
 
 
 class WorkflowPatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,6 +113,7 @@ class WorkflowPatch(msgspec.Struct, frozen=True, kw_only=True):
     param_schema: dict[str, Any] | UnsetType = UNSET
     out_schema: dict[str, Any] | UnsetType = UNSET
     tags: list[str] | UnsetType = UNSET
+    failure_mode: FailureMode | UnsetType = UNSET
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,7 +137,8 @@ class Stage(msgspec.Struct, frozen=True, gc=False):
     position: int
     name: str
     action_ref: str
-    depends_on: list[str]
+    # None: after the stage before it by position; []: a root; names: a DAG.
+    depends_on: list[str] | None
     config: dict[str, Any]
     # Fan-out items: one execution step per element; None for a single step.
     with_items: list[Any] | None
@@ -144,7 +153,9 @@ class NewStage(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     action_ref: str
-    depends_on: list[str] = []
+    # None (the default): runs after the stage before it by position (the first stage is a
+    # root); []: a root that starts at once; a list of stage names: runs when all completed.
+    depends_on: list[str] | None = None
     config: dict[str, Any] = {}
     with_items: list[Any] | None = None
     retry_policy: RetryPolicy = RetryPolicy()
@@ -159,7 +170,8 @@ class StagePatch(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     action_ref: str | UnsetType = UNSET
-    depends_on: list[str] | UnsetType = UNSET
+    # None: back to "after the stage before it by position".
+    depends_on: list[str] | UnsetType | None = UNSET
     config: dict[str, Any] | UnsetType = UNSET
     # None turns a fan-out stage back into a single step.
     with_items: list[Any] | UnsetType | None = UNSET

@@ -1,7 +1,13 @@
 """Executions: start a run (version pinned, steps fanned out, event written) and steer it.
 
-An execution is inserted directly as 'running' (started_at = now()): its steps are queued
+An execution is inserted directly as 'running' (started_at = now()): its steps are created
 in the same transaction, so there is no moment at which it exists without them.
+
+The engine's lock order: an execution's row before its steps' rows, a child execution's
+before its parent's. Every transaction that finishes, promotes, skips or cancels steps of
+an execution takes the execution's row first (claims and heartbeats touch only their own
+steps and never wait), so such transactions of one execution run one after the other and
+none waits for another in the opposite order.
 """
 
 from __future__ import annotations
@@ -9,13 +15,22 @@ from __future__ import annotations
 import builtins
 import datetime
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from flowledger.errors import InvalidInput, NotFound
+from flowledger.errors import InvalidInput, NotFound, StaleWrite
 from flowledger.records.events import NewEvent
-from flowledger.records.runs import EXECUTION_STATUSES, Execution, ExecutionStatus
+from flowledger.records.runs import (
+    EXECUTION_STATUSES,
+    Execution,
+    ExecutionLock,
+    ExecutionProgress,
+    ExecutionStatus,
+    Step,
+    WorkflowState,
+)
 from flowledger.repositories.base import Connection, Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.outbox import OutboxRepository, check_batch, cutoff_of
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
@@ -27,7 +42,7 @@ _CANCELLED = "execution cancelled"
 
 
 class ExecutionsRepository(Repository):
-    """Workflow executions: start, read, pause/resume/cancel/fail, prune."""
+    """Workflow executions: start, read, pause/resume/cancel/fail/retry, progress, prune."""
 
     def start(
         self,
@@ -37,11 +52,16 @@ class ExecutionsRepository(Repository):
         idempotency_key: str | None = None,
         triggered_by: uuid.UUID | str | None = None,
         parent_execution_id: uuid.UUID | str | None = None,
+        parent_step_id: uuid.UUID | str | None = None,
     ) -> Execution:
-        """The running execution of the workflow's current version, its steps queued and
+        """The running execution of the workflow's current version, its steps created from
+        the version's stage snapshot (those with no dependency queued) and
         `execution.started` written, all in one transaction; with an idempotency key already
-        used, the existing execution (nothing is created). Raises NotFound (workflow),
-        InvalidInput (malformed ids, blank key, unknown parent or user)."""
+        used, the existing execution (nothing is created). With `parent_step_id`, a child
+        execution: that running step waits for it (no lease, not claimable) and completes
+        or fails with it. Raises NotFound (workflow, parent step), InvalidInput (archived or
+        disabled workflow, malformed ids, blank key, unknown parent or user, a parent step
+        that is not running)."""
         if idempotency_key is not None and not idempotency_key.strip():
             raise InvalidInput("idempotency_key must not be blank")
         params = {
@@ -50,16 +70,25 @@ class ExecutionsRepository(Repository):
             "idempotency_key": idempotency_key,
             "triggered_by": as_optional_uuid(triggered_by, "triggered_by"),
             "parent_execution_id": as_optional_uuid(parent_execution_id, "parent execution id"),
+            "parent_step_id": as_optional_uuid(parent_step_id, "parent step id"),
         }
         with self._atomic(params) as conn:
+            if params["parent_step_id"] is not None:
+                self._adopt(params, conn)
             created = self._one("insert_execution", params, Execution, context=params, conn=conn)
             if created is None:
                 return self._existing(params, conn)
-            steps = {"execution_id": created.id, "workflow_id": created.workflow_id}
+            steps = {
+                "execution_id": created.id,
+                "workflow_id": created.workflow_id,
+                "version": created.workflow_version,
+            }
             self._execute("insert_execution_steps", steps, conn=conn)
+            if created.parent_step_id is not None:
+                self._wait_for(created.parent_step_id, conn)
             self._announce(created, "execution.started", conn)
             # A workflow without stages (or with only empty fan-outs) is done at once.
-            return self.complete_if_done(id=created.id, conn=conn) or created
+            return self._finish_if_settled(created.id, conn) or created
 
     def get(self, *, id: uuid.UUID | str) -> Execution:
         """The execution with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -126,63 +155,95 @@ class ExecutionsRepository(Repository):
         return paused
 
     def resume(self, *, id: uuid.UUID | str) -> Execution:
-        """The running execution again (completed at once when its steps all finished while
-        paused; already running: returned as is); raises NotFound, InvalidInput when it is
-        finished."""
+        """The running execution again: steps whose dependencies completed while it was
+        paused are queued, and it finishes at once when nothing is left to run (already
+        running: returned as is). Raises NotFound, InvalidInput when it is finished."""
         execution_id = as_uuid(id, "execution id")
         with self._atomic() as conn:
             resumed = self._one("set_execution_running", {"id": execution_id}, Execution, conn=conn)
             if resumed is None:
                 return self._get(execution_id, conn)
+            self._execute("queue_ready_steps", {"id": execution_id}, conn=conn)
             self._announce(resumed, "execution.resumed", conn)
-            return self.complete_if_done(id=execution_id, conn=conn) or resumed
+            return self._finish_if_settled(execution_id, conn) or resumed
 
     def cancel(self, *, id: uuid.UUID | str) -> Execution:
         """The cancelled execution, all its unfinished steps cancelled in the same transaction
-        (already cancelled: returned as is). Raises NotFound, InvalidInput when finished."""
+        (already cancelled: returned as is); a child execution fails the step that waits for
+        it. Raises NotFound, InvalidInput when finished."""
         execution_id = as_uuid(id, "execution id")
         with self._atomic() as conn:
-            # Steps before the execution row: the lock order of step completions.
-            params = {"execution_id": execution_id, "reason": _CANCELLED}
-            self._scalar("cancel_execution_steps", params, conn=conn)
-            self._execute("close_cancelled_attempts", params, conn=conn)
+            # The execution's row first: the engine's lock order.
             cancelled = self._one("cancel_execution", {"id": execution_id}, Execution, conn=conn)
             if cancelled is None:
                 return self._get(execution_id, conn)
+            self._cancel_steps(execution_id, _CANCELLED, conn)
             self._announce(cancelled, "execution.cancelled", conn)
+            self._report_to_parent(cancelled, conn)
         return cancelled
 
-    def fail(
-        self, *, id: uuid.UUID | str, error: str, conn: Connection | None = None
-    ) -> Execution | None:
-        """The failed execution, its unclaimed leftover steps cancelled and
-        `execution.failed` written; None when it already was finished. Raises InvalidInput."""
+    def fail(self, *, id: uuid.UUID | str, error: str) -> Execution | None:
+        """The failed execution, its unfinished steps cancelled and `execution.failed`
+        written; None when it already was finished. Raises InvalidInput."""
         execution_id = as_uuid(id, "execution id")
-        with self._atomic(conn=conn) as c:
-            params = {"id": execution_id, "error": error}
-            failed = self._one("fail_execution", params, Execution, conn=c)
-            if failed is None:
-                return None
-            leftovers = {"execution_id": execution_id, "reason": "execution failed"}
-            self._scalar("cancel_leftover_steps", leftovers, conn=c)
-            self._execute("close_cancelled_attempts", leftovers, conn=c)
-            self._announce(failed, "execution.failed", c)
-        return failed
+        with self._atomic() as conn:
+            return self._fail(execution_id, error, conn)
 
-    def complete_if_done(
-        self, *, id: uuid.UUID | str, conn: Connection | None = None
-    ) -> Execution | None:
-        """The execution, completed (and `execution.completed` written) when it is running and
-        every step is completed or skipped; None otherwise. Raises InvalidInput."""
+    def retry(self, *, id: uuid.UUID | str) -> Execution:
+        """The failed execution running again as its next attempt, in one transaction: its
+        failed, timed-out, skipped and cancelled steps requeued with a fresh attempt budget
+        (pending until what they depend on completes), completed steps kept with their
+        outputs, `execution.retried` written. Raises NotFound, InvalidInput unless it is
+        failed."""
         execution_id = as_uuid(id, "execution id")
-        with self._atomic(conn=conn) as c:
-            # The lock makes concurrent "last step done" checks run one after the other; each
-            # statement after it sees the steps the others committed.
-            self._scalar("lock_execution", {"id": execution_id}, conn=c)
-            done = self._one("complete_execution_if_done", {"id": execution_id}, Execution, conn=c)
-            if done is not None:
-                self._announce(done, "execution.completed", c)
-        return done
+        with self._atomic() as conn:
+            retried = self._one("retry_execution", {"id": execution_id}, Execution, conn=conn)
+            if retried is None:
+                current = self._get(execution_id, conn)
+                raise InvalidInput(
+                    f"execution {execution_id} is {current.status}: only a failed execution "
+                    "can be retried"
+                )
+            self._execute("requeue_execution_steps", {"id": execution_id}, conn=conn)
+            self._announce(retried, "execution.retried", conn)
+            return self._finish_if_settled(execution_id, conn) or retried
+
+    def progress(self, *, id: uuid.UUID | str) -> ExecutionProgress:
+        """Where the execution stands, derived from its steps in one indexed query: step
+        counts per status and the task names that are current (queued, running or
+        waiting), pending, completed, failed, skipped and cancelled. Raises NotFound,
+        InvalidInput."""
+        execution_id = as_uuid(id, "execution id")
+        params = {"id": execution_id}
+        missing = _missing(execution_id)
+        return self._one_or_raise("get_execution_progress", params, ExecutionProgress, missing)
+
+    def set_variables(
+        self, *, id: uuid.UUID | str, variables: dict[str, Any], expected_version: int
+    ) -> Execution:
+        """The execution with its variables replaced if its row_version still is
+        `expected_version` (compare-and-set; row_version + 1). Raises StaleWrite, NotFound,
+        InvalidInput."""
+        execution_id = as_uuid(id, "execution id")
+        if not isinstance(variables, dict):
+            kind = type(variables).__name__
+            raise InvalidInput(f"variables must be a JSON object (dict), got {kind}")
+        if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+            raise InvalidInput(f"expected_version must be an integer, got {expected_version!r}")
+        params = {
+            "id": execution_id,
+            "variables": Jsonb(variables),
+            "expected_version": expected_version,
+        }
+        with self._atomic(params) as conn:
+            updated = self._one("update_execution_variables", params, Execution, conn=conn)
+            if updated is not None:
+                return updated
+            current = self._get(execution_id, conn)
+        raise StaleWrite(
+            f"execution {execution_id} changed: expected row_version {expected_version}, "
+            f"now {current.row_version}"
+        )
 
     def prune_finished(
         self, *, older_than: datetime.datetime | datetime.timedelta, batch: int = 500
@@ -199,7 +260,102 @@ class ExecutionsRepository(Repository):
             found = self._one("get_execution_by_idempotency_key", params, Execution, conn=conn)
             if found is not None:
                 return found
-        raise NotFound(f"workflow {params['workflow_id']} not found")
+        wid = params["workflow_id"]
+        state = self._one("get_workflow_startable", params, WorkflowState, conn=conn)
+        if state is None:
+            raise NotFound(f"workflow {wid} not found")
+        if state.status == "archived":
+            raise InvalidInput(f"workflow {wid} is archived: it cannot be started")
+        raise InvalidInput(f"workflow {wid} is disabled: enable it to start it")
+
+    def _adopt(self, params: dict[str, Any], conn: Connection) -> None:
+        # A child execution: its parent is the execution of the parent step (locked here:
+        # the parent's row, then the step's row in _wait_for).
+        parent = self._lock_of_step(params["parent_step_id"], conn)
+        if params["parent_execution_id"] not in (None, parent.id):
+            raise InvalidInput(
+                f"parent step {params['parent_step_id']} belongs to execution {parent.id}, "
+                f"not {params['parent_execution_id']}"
+            )
+        params["parent_execution_id"] = parent.id
+
+    def _wait_for(self, step_id: uuid.UUID, conn: Connection) -> None:
+        if self._scalar("wait_for_child", {"id": step_id}, conn=conn) is None:
+            raise InvalidInput(
+                f"step {step_id} is not running: only a claimed step can start a child execution"
+            )
+
+    def _lock_of_step(self, step_id: uuid.UUID, conn: Connection) -> ExecutionLock:
+        lock = self._one("lock_step_execution", {"id": step_id}, ExecutionLock, conn=conn)
+        if lock is None:
+            raise NotFound(f"step {step_id} not found")
+        return lock
+
+    def _cancel_steps(self, execution_id: uuid.UUID, reason: str, conn: Connection) -> None:
+        params = {"execution_id": execution_id, "reason": reason}
+        self._scalar("cancel_execution_steps", params, conn=conn)
+        self._execute("close_cancelled_attempts", params, conn=conn)
+
+    def _fail(self, execution_id: uuid.UUID, error: str, conn: Connection) -> Execution | None:
+        params = {"id": execution_id, "error": error}
+        failed = self._one("fail_execution", params, Execution, conn=conn)
+        if failed is None:
+            return None
+        self._cancel_steps(execution_id, "execution failed", conn)
+        self._announce(failed, "execution.failed", conn)
+        self._report_to_parent(failed, conn)
+        return failed
+
+    def _finish_if_settled(self, execution_id: uuid.UUID, conn: Connection) -> Execution | None:
+        """Finish the running execution when none of its steps can run any more (the caller
+        holds its row): completed, or failed when a step failed for good."""
+        params = {"id": execution_id}
+        done = self._one("finish_execution_if_settled", params, Execution, conn=conn)
+        if done is not None:
+            self._announce(done, f"execution.{done.status}", conn)
+            self._report_to_parent(done, conn)
+        return done
+
+    def _after_failures(
+        self,
+        steps: builtins.list[Step],
+        locks: Mapping[uuid.UUID, ExecutionLock],
+        conn: Connection,
+    ) -> None:
+        """Steps failed for good (the caller holds their executions' rows): skip what
+        depends on them, then fail each execution at once (fail_fast) or let its other
+        branches run on and finish it once nothing more can run (continue)."""
+        self._execute("skip_downstream_steps", {"ids": [s.id for s in steps]}, conn=conn)
+        first: dict[uuid.UUID, Step] = {}
+        for step in sorted(steps, key=lambda s: s.execution_id):
+            first.setdefault(step.execution_id, step)
+        for execution_id, step in first.items():
+            if locks[execution_id].failure_mode == "continue":
+                self._finish_if_settled(execution_id, conn)
+            else:
+                reason = f"step {step.task_name}[{step.task_index}] {step.status}: {step.error}"
+                self._fail(execution_id, reason, conn)
+
+    def _report_to_parent(self, child: Execution, conn: Connection) -> None:
+        """A finished child execution completes (or fails) the parent step waiting for it,
+        in the same transaction; that may promote, skip or finish in the parent in turn."""
+        if child.parent_step_id is None:
+            return
+        parent = self._lock_of_step(child.parent_step_id, conn)
+        params: dict[str, Any] = {"id": child.parent_step_id, "worker_id": None, "attempt": None}
+        if child.status == "completed":
+            result = self._scalar("get_execution_result", {"id": child.id}, conn=conn)
+            outputs = {"execution_id": str(child.id), "outputs": result}
+            running = parent.status == "running"
+            params |= {"outputs": Jsonb(outputs), "promote": running}
+            if self._scalar("complete_step", params, conn=conn) is not None and running:
+                self._finish_if_settled(parent.id, conn)
+            return
+        why = f": {child.error_message}" if child.error_message else ""
+        params["error"] = f"child execution {child.id} {child.status}{why}"
+        step = self._one("fail_step", params, Step, conn=conn)
+        if step is not None:
+            self._after_failures([step], {parent.id: parent}, conn)
 
     def _get(self, execution_id: uuid.UUID, conn: Connection) -> Execution:
         return self._one_or_raise(

@@ -53,11 +53,11 @@ __all__ = [
 # The first word of every query name; add a verb here when a new kind of query needs one.
 # fmt: off
 QUERY_VERBS: Final[tuple[str, ...]] = (
-    "add", "append", "build", "cancel", "claim", "close", "complete", "count",
-    "deactivate", "delete", "exists", "expire", "fail", "find", "get", "heartbeat",
-    "insert", "list", "lock", "mark", "open", "prune", "publish", "record", "refresh",
-    "release", "remove", "renumber", "reorder", "requeue", "revoke", "select", "set",
-    "shift", "start", "stats", "touch", "update", "upsert", "verify",
+    "add", "append", "build", "cancel", "claim", "close", "complete", "count", "deactivate",
+    "delete", "exists", "expire", "fail", "find", "finish", "get", "heartbeat", "insert",
+    "list", "lock", "mark", "open", "prune", "publish", "queue", "record", "refresh", "release",
+    "remove", "renumber", "reorder", "requeue", "retry", "revoke", "select", "set", "shift",
+    "skip", "snapshot", "start", "stats", "touch", "update", "upsert", "verify", "wait",
 )
 # fmt: on
 

@@ -1,7 +1,10 @@
 """Workflow stages: the ordered steps of a workflow, kept at positions 0..n-1.
 
-Writes that move positions (add, reorder, remove) lock the workflow row first, so stage
-edits of one workflow run one after the other and positions stay contiguous.
+Every write locks the workflow row first, so stage edits of one workflow run one after the
+other and positions stay contiguous; it ends by snapshotting the stages as the workflow's
+new version (snapshot_workflow_stages), in the same transaction: that checks the dependency
+graph (unknown names, cycles, removing a stage others depend on) and is what executions
+pin. A trigger does the same at commit for writes that bypass this module.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class StagesRepository(Repository):
             self._execute("shift_stages_up", {"workflow_id": wid, "position": at}, conn=conn)
             values = {**params, "position": at}
             created = self._one("insert_stage", values, _stage, context=values, conn=conn)
+            self._snapshot(wid, conn)
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
 
@@ -101,6 +105,7 @@ class StagesRepository(Repository):
             if len(moved) != count:
                 # Some ids belong elsewhere: raising rolls the partial renumbering back.
                 raise InvalidInput(mismatch.format(count))
+            self._snapshot(wid, conn)
         return moved
 
     def remove(self, *, id: uuid.UUID | str) -> None:
@@ -118,14 +123,27 @@ class StagesRepository(Repository):
             self._execute(
                 "shift_stages_down", {"workflow_id": wid, "position": position}, conn=conn
             )
+            self._snapshot(wid, conn)
 
     def update(self, *, id: uuid.UUID | str, patch: StagePatch) -> Stage:
-        """The stage after applying the patch's set fields; raises NotFound, InvalidInput."""
+        """The stage after applying the patch's set fields; raises NotFound, InvalidInput
+        (bad fields, unknown dependency, a cycle)."""
         stage_id = as_uuid(id, "stage id")
         params = {"id": stage_id, **_patch_params(patch)}
-        return self._one_or_raise(
-            "update_stage", params, _stage, _missing(stage_id), context=params
-        )
+        with self._atomic(params) as conn:
+            wid = self._scalar("lock_stage_workflow", {"id": stage_id}, conn=conn)
+            updated = (
+                None
+                if wid is None
+                else self._one("update_stage", params, _stage, context=params, conn=conn)
+            )
+            if updated is None:
+                raise NotFound(_missing(stage_id))
+            self._snapshot(wid, conn)
+        return updated
+
+    def _snapshot(self, workflow_id: uuid.UUID, conn: Connection) -> None:
+        self._scalar("snapshot_workflow_stages", {"workflow_id": workflow_id}, conn=conn)
 
     def _lock_workflow(self, workflow_id: uuid.UUID, conn: Connection) -> int:
         count = self._scalar("lock_workflow_stage_count", {"workflow_id": workflow_id}, conn=conn)
@@ -138,6 +156,7 @@ def _patch_params(patch: StagePatch) -> dict[str, Any]:
     return {
         "action_ref": _maybe(_check_action_ref, patch.action_ref),
         # A stage's own name is checked by workflow_stages_depends_on_check.
+        "set_depends_on": patch.depends_on is not UNSET,
         "depends_on": _maybe(lambda d: _depends_on(d, None), patch.depends_on),
         "config": _maybe(lambda c: _object("config", c), patch.config),
         "set_with_items": patch.with_items is not UNSET,
@@ -167,11 +186,19 @@ def _check_action_ref(ref: str) -> str:
     return ref
 
 
-def _depends_on(names: Sequence[str], own_name: str | None) -> builtins.list[str]:
-    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+def _depends_on(names: Sequence[str] | None, own_name: str | None) -> builtins.list[str] | None:
+    if names is None:
+        return None
+    if (
+        isinstance(names, str)
+        or not isinstance(names, Sequence)
+        or not all(isinstance(n, str) and n for n in names)
+    ):
         raise InvalidInput(f"depends_on must be a list of stage names, got {names!r}")
     if own_name is not None and own_name in names:
         raise InvalidInput(f"stage {own_name!r} cannot depend on itself")
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"depends_on must not repeat a stage, got {builtins.list(names)!r}")
     return builtins.list(names)
 
 

@@ -10,6 +10,7 @@ policy says).
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import uuid
 from collections.abc import Sequence
@@ -19,7 +20,14 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput, LeaseLost
-from flowledger.records.runs import STEP_STATUSES, ClaimedStep, ReapResult, Step, StepAttempt
+from flowledger.records.runs import (
+    STEP_STATUSES,
+    ClaimedStep,
+    ExecutionLock,
+    ReapResult,
+    Step,
+    StepAttempt,
+)
 from flowledger.repositories.base import Connection, Repository, as_uuid
 from flowledger.repositories.executions import ExecutionsRepository
 from flowledger.repositories.outbox import check_batch
@@ -38,7 +46,7 @@ class StepsRepository(Repository):
         step_id = as_uuid(id, "step id")
         return self._one_or_raise("get_step_by_id", {"id": step_id}, Step, _missing(step_id))
 
-    def list_by_execution(self, *, execution_id: uuid.UUID | str) -> list[Step]:
+    def list_by_execution(self, *, execution_id: uuid.UUID | str) -> builtins.list[Step]:
         """Every step of an execution by task name and index; raises InvalidInput."""
         params = {"execution_id": as_uuid(execution_id, "execution id")}
         return self._many("list_steps_by_execution", params, Step)
@@ -80,44 +88,74 @@ class StepsRepository(Repository):
     def complete(
         self, *, step_id: uuid.UUID | str, worker_id: str, attempt: int, outputs: Any = None
     ) -> None:
-        """Store the outputs and close the attempt; the execution completes in the same
-        transaction when every step is completed or skipped. Raises LeaseLost, InvalidInput."""
+        """Store the outputs and close the attempt; in the same transaction the pending steps
+        whose last dependency this was are queued (unless the execution is paused or
+        cancelled) and the execution completes when nothing is left to run. Raises
+        LeaseLost, InvalidInput."""
         params = _cas(step_id, worker_id, attempt) | {"outputs": Jsonb(outputs)}
         with self._atomic() as conn:
-            execution_id = self._scalar("complete_step", params, conn=conn)
-            if execution_id is None:
+            lock = self._lock_execution_of(params, conn)
+            running = lock.status == "running"
+            params["promote"] = running
+            if self._scalar("complete_step", params, conn=conn) is None:
                 raise _lost(params)
-            self._executions.complete_if_done(id=execution_id, conn=conn)
+            if running:
+                self._executions._finish_if_settled(lock.id, conn)
 
     def fail(self, *, step_id: uuid.UUID | str, worker_id: str, attempt: int, error: str) -> Step:
         """The step after a failed attempt: queued again after a backoff while attempts
-        remain, else failed together with its execution (same transaction). Raises LeaseLost,
-        InvalidInput."""
+        remain; else failed for good, which skips every step depending on it and fails the
+        execution (fail_fast) or lets its independent branches finish (continue), in the
+        same transaction. Raises LeaseLost, InvalidInput."""
         params = _cas(step_id, worker_id, attempt) | {"error": error}
         with self._atomic() as conn:
+            lock = self._lock_execution_of(params, conn)
             step = self._one("fail_step", params, Step, conn=conn)
             if step is None:
                 raise _lost(params)
             if step.status == "failed":
-                self._fail_executions([step], conn)
+                self._executions._after_failures([step], {lock.id: lock}, conn)
         return step
 
     def reap(self, *, batch: int = 100) -> ReapResult:
         """One reaper pass over up to `batch` steps of each kind, skipping rows others hold:
-        running steps past their timeout become timed_out, steps whose lease expired are
-        requeued (or failed when out of attempts); an execution with a timed-out or failed
-        step fails. Step ids per outcome. Raises InvalidInput on a bad batch."""
+        running steps past their timeout, and steps whose lease expired, are requeued while
+        attempts remain, else become timed_out / failed, which skips their dependents and
+        fails the execution (or, in continue mode, lets its other branches finish). Step ids
+        per resulting status. Raises InvalidInput on a bad batch."""
         check_batch(batch)
         with self._atomic() as conn:
             timed_out = self._many("expire_timed_out_steps", {"batch": batch}, Step, conn=conn)
             expired = self._many("requeue_expired_steps", {"batch": batch}, Step, conn=conn)
-            failed = [s for s in expired if s.status == "failed"]
-            self._fail_executions([*timed_out, *failed], conn)
+            reaped = [*timed_out, *expired]
+            final = [s for s in reaped if s.status != "queued"]
+            if final:
+                # Already held by this transaction (the reaper queries lock them first).
+                ids = {"ids": [s.id for s in final]}
+                locks = self._many("lock_step_executions", ids, ExecutionLock, conn=conn)
+                self._executions._after_failures(final, {x.id: x for x in locks}, conn)
         return ReapResult(
-            requeued=[s.id for s in expired if s.status == "queued"],
-            failed=[s.id for s in failed],
-            timed_out=[s.id for s in timed_out],
+            requeued=[s.id for s in reaped if s.status == "queued"],
+            failed=[s.id for s in final if s.status == "failed"],
+            timed_out=[s.id for s in final if s.status == "timed_out"],
         )
+
+    def find_by_task_name(
+        self, *, execution_id: uuid.UUID | str, task_name: str
+    ) -> builtins.list[Step]:
+        """The steps of one task of an execution (one per with_items element), by index;
+        empty when there is none. Raises InvalidInput."""
+        if not isinstance(task_name, str):
+            raise InvalidInput(f"task_name must be a string, got {type(task_name).__name__}")
+        params = {"execution_id": as_uuid(execution_id, "execution id"), "task_name": task_name}
+        return self._many("list_steps_by_task_name", params, Step)
+
+    def find_by_child_execution(self, *, execution_id: uuid.UUID | str) -> Step:
+        """The step that started the child execution `execution_id` and waits (or waited)
+        for it. Raises NotFound (no such execution, or not a child of a step), InvalidInput."""
+        child = as_uuid(execution_id, "execution id")
+        missing = f"execution {child} was not started by a step"
+        return self._one_or_raise("get_step_by_child_execution", {"id": child}, Step, missing)
 
     def find_pending_retries(
         self, *, now: datetime.datetime | None = None, limit: int = 100
@@ -145,6 +183,8 @@ class StepsRepository(Repository):
             raise InvalidInput(f"cannot set step status {status!r} in bulk")
         params = {"ids": [as_uuid(i, "step id") for i in ids], "status": status}
         with self._atomic() as conn:
+            # The executions' rows first: the engine's lock order.
+            self._many("lock_step_executions", {"ids": params["ids"]}, ExecutionLock, conn=conn)
             changed = self._execute("update_steps_status", params, conn=conn)
             outcome = {"pending": "lease_lost", "queued": "lease_lost", "skipped": "cancelled"}
             closing = {"ids": params["ids"], "outcome": outcome.get(status, status)}
@@ -155,14 +195,11 @@ class StepsRepository(Repository):
     def _executions(self) -> ExecutionsRepository:
         return ExecutionsRepository(self._executor, self._codec)
 
-    def _fail_executions(self, steps: list[Step], conn: Connection) -> None:
-        # Sorted, so that two reapers failing the same executions lock them in one order.
-        first: dict[uuid.UUID, Step] = {}
-        for step in sorted(steps, key=lambda s: s.execution_id):
-            first.setdefault(step.execution_id, step)
-        for execution_id, step in first.items():
-            reason = f"step {step.task_name}[{step.task_index}] {step.status}: {step.error}"
-            self._executions.fail(id=execution_id, error=reason, conn=conn)
+    def _lock_execution_of(self, params: dict[str, Any], conn: Connection) -> ExecutionLock:
+        lock = self._one("lock_step_execution", {"id": params["id"]}, ExecutionLock, conn=conn)
+        if lock is None:
+            raise _lost(params)
+        return lock
 
 
 def _cas(step_id: uuid.UUID | str, worker_id: str, attempt: int) -> dict[str, Any]:

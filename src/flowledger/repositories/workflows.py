@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput, NotFound, StaleWrite
 from flowledger.records.workflows import (
+    FAILURE_MODES,
     STATUSES,
     TRIGGER_TYPES,
     NewWorkflow,
@@ -102,6 +103,7 @@ class WorkflowsRepository(Repository):
             "param_schema": _object("param_schema", workflow.param_schema),
             "out_schema": _object("out_schema", workflow.out_schema),
             "tags": _tags("tags", workflow.tags),
+            "failure_mode": _check_failure_mode(workflow.failure_mode),
         }
         created = self._one("insert_workflow", params, Workflow, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
@@ -303,6 +305,9 @@ def _patch_params(patch: WorkflowPatch) -> dict[str, Any]:
         "param_schema": _maybe(_object, "param_schema", patch.param_schema),
         "out_schema": _maybe(_object, "out_schema", patch.out_schema),
         "tags": _maybe(_tags, "tags", patch.tags),
+        "failure_mode": None
+        if isinstance(patch.failure_mode, UnsetType)
+        else _check_failure_mode(patch.failure_mode),
     }
 
 
@@ -384,6 +389,12 @@ def _check_name(name: str) -> None:
 def _check_status(status: str) -> None:
     if status not in STATUSES:
         raise InvalidInput(_not_one_of("status", STATUSES, status))
+
+
+def _check_failure_mode(mode: str) -> str:
+    if not isinstance(mode, str) or mode not in FAILURE_MODES:
+        raise InvalidInput(_not_one_of("failure_mode", FAILURE_MODES, mode))
+    return mode
 
 
 def _check_trigger(trigger_type: str, schedule: str | None) -> None:
