@@ -1,6 +1,6 @@
 -- Undo 0012: stages run unordered on live stages again; runs lose their pinned stages,
 -- failure modes and child links. A step waiting for a child execution is cancelled.
--- squawk-ignore-file ban-drop-table, ban-drop-column, ban-drop-function -- undoing 0012 means dropping what it created
+-- squawk-ignore-file ban-drop-table, ban-drop-column, ban-drop-function, ban-drop-constraint, constraint-missing-not-valid, adding-not-nullable-field -- undoing 0012 restores what it changed, as 0007 and 0004 had it
 
 UPDATE execution_steps
    SET status = 'cancelled', completed_at = now(), error = 'cancelled by a schema rollback'

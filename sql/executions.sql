@@ -261,7 +261,7 @@ DELETE FROM workflow_executions
 
 -- name: retry_execution
 -- Put a failed execution back to running as its next attempt; no row unless it is failed.
--- plan: index workflow_executions_pkey
+-- plan: index workflow_executions_pkey, workflow_executions_status_updated_idx
 -- returns: one
 -- record: runs.Execution
 UPDATE workflow_executions

@@ -194,6 +194,9 @@ CREATE TABLE workflows (
     row_version integer NOT NULL DEFAULT 1,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    -- fail_fast: a step failed for good fails its execution at once and cancels
+    -- the rest; continue: independent branches run to the end, then it fails.
+    failure_mode text NOT NULL DEFAULT 'fail_fast',
     CONSTRAINT workflows_owner_id_fkey FOREIGN KEY (owner_id)
         REFERENCES users (id) ON DELETE RESTRICT,
     CONSTRAINT workflows_pack_id_fkey FOREIGN KEY (pack_id)
@@ -210,6 +213,7 @@ CREATE TABLE workflows (
     CONSTRAINT workflows_tags_check CHECK (array_position(tags, NULL) IS NULL),
     CONSTRAINT workflows_version_check CHECK (version >= 1),
     CONSTRAINT workflows_row_version_check CHECK (row_version >= 1),
+    CONSTRAINT workflows_failure_mode_check CHECK (failure_mode IN ('fail_fast', 'continue')),
     -- Also the index of workflows_owner_id_fkey (leading column).
     CONSTRAINT workflows_owner_id_name_key UNIQUE (owner_id, name)
 );
@@ -269,8 +273,9 @@ CREATE TRIGGER workflows_version_on_insert
     AFTER INSERT ON workflows
     FOR EACH ROW EXECUTE FUNCTION record_workflow_version();
 
--- version belongs to the database: a definition change bumps it and snapshots
--- the new definition; any other attempt to change it is undone, so that
+-- version belongs to the database: a definition change, or a stage change
+-- announced by snapshot_workflow_stages, bumps it and snapshots the definition
+-- and the stages; any other attempt to change it is undone, so that
 -- workflows.version always names an existing workflow_versions row. The
 -- workflow row already exists on UPDATE, so the snapshot can be written here.
 CREATE FUNCTION bump_workflow_version() RETURNS trigger
@@ -278,10 +283,12 @@ CREATE FUNCTION bump_workflow_version() RETURNS trigger
 AS $$
 BEGIN
     IF NEW.definition IS DISTINCT FROM OLD.definition
-       OR NEW.definition_yaml IS DISTINCT FROM OLD.definition_yaml THEN
+       OR NEW.definition_yaml IS DISTINCT FROM OLD.definition_yaml
+       OR current_setting('flowledger.restage', true) = NEW.id::text THEN
         NEW.version := OLD.version + 1;
         INSERT INTO workflow_versions (workflow_id, version, definition_yaml, definition)
         VALUES (NEW.id, NEW.version, NEW.definition_yaml, NEW.definition);
+        PERFORM copy_stage_snapshot(NEW.id, NEW.version);
     ELSE
         NEW.version := OLD.version;
     END IF;
@@ -305,8 +312,9 @@ CREATE TABLE workflow_stages (
     -- Resolved against actions.ref at run time; no FK, so a workflow can be
     -- drafted before its pack is installed.
     action_ref text NOT NULL,
-    -- Names of stages of the same workflow that must complete first.
-    depends_on text[] NOT NULL DEFAULT '{}',
+    -- Names of stages of the same workflow that must complete first: NULL runs
+    -- the stage after the one before it by position, '{}' makes it a root.
+    depends_on text[],
     config jsonb NOT NULL DEFAULT '{}',
     -- Fan-out items: one execution step per element (task_index).
     with_items jsonb,
@@ -347,6 +355,224 @@ CREATE TABLE workflow_stages (
 CREATE TRIGGER workflow_stages_set_updated_at
     BEFORE UPDATE ON workflow_stages
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- The stages of one workflow version, frozen: what its executions claim. Dependencies are
+-- stored resolved (a NULL depends_on made explicit), with the direct dependents (promoted
+-- when a step completes) and every transitive dependent (skipped when a step fails).
+CREATE TABLE workflow_version_stages (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    workflow_id uuid NOT NULL,
+    -- squawk-ignore prefer-bigint-over-int -- bounded: mirrors workflow_versions.version
+    version integer NOT NULL,
+    -- The live stage this was copied from; no FK: live stages are edited and removed.
+    stage_id uuid,
+    -- squawk-ignore prefer-bigint-over-int -- bounded: stages of one workflow
+    position integer NOT NULL,
+    name text NOT NULL,
+    action_ref text NOT NULL,
+    depends_on text[] NOT NULL,
+    dependents text[] NOT NULL,
+    downstream text[] NOT NULL,
+    config jsonb NOT NULL,
+    with_items jsonb,
+    retry_policy jsonb NOT NULL,
+    -- squawk-ignore prefer-bigint-over-int -- bounded: seconds, int4 spans 68 years
+    timeout_seconds integer NOT NULL,
+    CONSTRAINT workflow_version_stages_version_fkey FOREIGN KEY (workflow_id, version)
+        REFERENCES workflow_versions (workflow_id, version) ON DELETE CASCADE,
+    -- Also the index of workflow_version_stages_version_fkey (leading columns).
+    CONSTRAINT workflow_version_stages_name_key UNIQUE (workflow_id, version, name)
+);
+
+CREATE TRIGGER workflow_version_stages_immutable
+    BEFORE UPDATE ON workflow_version_stages
+    FOR EACH ROW EXECUTE FUNCTION reject_update();
+
+-- The live stages of a workflow with their dependencies resolved: a NULL depends_on
+-- becomes the previous stage by position (none for the first); with every direct and
+-- transitive dependent. The walk is a UNION over a finite set of pairs, so it ends on a
+-- cycle too (check_workflow_stages refuses those).
+CREATE FUNCTION workflow_stage_graph(wid uuid)
+    RETURNS TABLE (stage_id uuid, "position" integer, name text, action_ref text,
+                   depends_on text[], dependents text[], downstream text[], config jsonb,
+                   with_items jsonb, retry_policy jsonb, timeout_seconds integer)
+    LANGUAGE sql STABLE
+AS $$
+    WITH RECURSIVE live AS (
+        SELECT s.id, s.position, s.name, s.action_ref, s.config, s.with_items,
+               s.retry_policy, s.timeout_seconds,
+               coalesce(s.depends_on,
+                        CASE WHEN lag(s.name) OVER w IS NULL THEN '{}'::text[]
+                             ELSE ARRAY[lag(s.name) OVER w] END) AS deps
+          FROM workflow_stages AS s
+         WHERE s.workflow_id = wid
+        WINDOW w AS (ORDER BY s.position)
+    ), edges AS (
+        SELECT l.name, d.dep FROM live AS l CROSS JOIN LATERAL unnest(l.deps) AS d (dep)
+    ), walk (origin, node) AS (
+        SELECT e.name, e.dep FROM edges AS e
+        UNION
+        SELECT w.origin, e.dep FROM walk AS w JOIN edges AS e ON e.name = w.node
+    )
+    SELECT l.id, l.position, l.name, l.action_ref, l.deps,
+           ARRAY(SELECT e.name FROM edges AS e WHERE e.dep = l.name ORDER BY e.name),
+           ARRAY(SELECT w.origin FROM walk AS w WHERE w.node = l.name ORDER BY w.origin),
+           l.config, l.with_items, l.retry_policy, l.timeout_seconds
+      FROM live AS l
+     ORDER BY l.position
+$$;
+
+-- Refuse a dependency graph no execution could run: a name that is no stage (Conflict
+-- when the stage existed in the workflow's current version, i.e. it was removed or
+-- renamed while others depend on it) or a cycle.
+CREATE FUNCTION check_workflow_stages(wid uuid) RETURNS void
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    dangling record;
+    cyclic text;
+BEGIN
+    SELECT g.name, d.dep INTO dangling
+      FROM workflow_stage_graph(wid) AS g
+     CROSS JOIN LATERAL unnest(g.depends_on) AS d (dep)
+     WHERE NOT EXISTS (SELECT 1 FROM workflow_stages AS s
+                        WHERE s.workflow_id = wid AND s.name = d.dep)
+     ORDER BY g.position, d.dep
+     LIMIT 1;
+    IF FOUND THEN
+        IF EXISTS (SELECT 1
+                     FROM workflows AS w
+                     JOIN workflow_version_stages AS v
+                       ON v.workflow_id = w.id AND v.version = w.version
+                    WHERE w.id = wid AND v.name = dangling.dep) THEN
+            RAISE EXCEPTION 'stage "%" cannot be removed or renamed: stage "%" depends on it',
+                            dangling.dep, dangling.name
+                USING ERRCODE = 'restrict_violation',
+                      CONSTRAINT = 'workflow_stages_depends_on_known',
+                      TABLE = 'workflow_stages';
+        END IF;
+        RAISE EXCEPTION 'stage "%" depends on unknown stage "%"', dangling.name, dangling.dep
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = 'workflow_stages_depends_on_known',
+                  TABLE = 'workflow_stages';
+    END IF;
+    WITH RECURSIVE edges AS (
+        SELECT g.name, d.dep
+          FROM workflow_stage_graph(wid) AS g
+         CROSS JOIN LATERAL unnest(g.depends_on) AS d (dep)
+    ), walk (origin, node) AS (
+        SELECT e.name, e.dep FROM edges AS e
+        UNION
+        SELECT w.origin, e.dep FROM walk AS w JOIN edges AS e ON e.name = w.node
+    )
+    SELECT string_agg(format('"%s"', w.origin), ', ' ORDER BY w.origin) INTO cyclic
+      FROM walk AS w
+     WHERE w.origin = w.node;
+    IF cyclic IS NOT NULL THEN
+        RAISE EXCEPTION 'stages % form a dependency cycle', cyclic
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = 'workflow_stages_acyclic',
+                  TABLE = 'workflow_stages';
+    END IF;
+END;
+$$;
+
+-- Freeze the live stages (checked) as the stage snapshot of one workflow version.
+CREATE FUNCTION copy_stage_snapshot(wid uuid, ver integer) RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM check_workflow_stages(wid);
+    INSERT INTO workflow_version_stages (workflow_id, version, stage_id, position, name,
+                                         action_ref, depends_on, dependents, downstream,
+                                         config, with_items, retry_policy, timeout_seconds)
+    SELECT wid, ver, g.stage_id, g.position, g.name, g.action_ref, g.depends_on, g.dependents,
+           g.downstream, g.config, g.with_items, g.retry_policy, g.timeout_seconds
+      FROM workflow_stage_graph(wid) AS g;
+END;
+$$;
+
+-- Make the live stages the workflow's current version: unchanged stages keep the version,
+-- changed ones make a new version (definition unchanged) with its own snapshot. Locks the
+-- workflow row first, so concurrent stage edits of one workflow snapshot one at a time.
+-- The current version, or NULL when the workflow is gone.
+CREATE FUNCTION snapshot_workflow_stages(wid uuid) RETURNS integer
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    current_version integer;
+BEGIN
+    SELECT w.version INTO current_version
+      FROM workflows AS w
+     WHERE w.id = wid
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM check_workflow_stages(wid);
+    IF (SELECT jsonb_agg(jsonb_build_array(g.stage_id, g.name, g.action_ref, g.depends_on,
+                                           g.config, g.with_items, g.retry_policy,
+                                           g.timeout_seconds)
+                         ORDER BY g.position)
+          FROM workflow_stage_graph(wid) AS g)
+       IS DISTINCT FROM
+       (SELECT jsonb_agg(jsonb_build_array(v.stage_id, v.name, v.action_ref, v.depends_on,
+                                           v.config, v.with_items, v.retry_policy,
+                                           v.timeout_seconds)
+                         ORDER BY v.position)
+          FROM workflow_version_stages AS v
+         WHERE v.workflow_id = wid AND v.version = current_version) THEN
+        -- bump_workflow_version allows this one bump (see there).
+        PERFORM set_config('flowledger.restage', wid::text, true);
+        UPDATE workflows SET version = version + 1 WHERE id = wid
+        RETURNING version INTO current_version;
+        PERFORM set_config('flowledger.restage', '', true);
+    END IF;
+    RETURN current_version;
+END;
+$$;
+
+-- version belongs to the database: a definition change, or a stage change announced by
+-- snapshot_workflow_stages, bumps it and snapshots the definition and the stages; any
+-- other attempt to change it is undone.
+CREATE OR REPLACE FUNCTION bump_workflow_version() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NEW.definition IS DISTINCT FROM OLD.definition
+       OR NEW.definition_yaml IS DISTINCT FROM OLD.definition_yaml
+       OR current_setting('flowledger.restage', true) = NEW.id::text THEN
+        NEW.version := OLD.version + 1;
+        INSERT INTO workflow_versions (workflow_id, version, definition_yaml, definition)
+        VALUES (NEW.id, NEW.version, NEW.definition_yaml, NEW.definition);
+        PERFORM copy_stage_snapshot(NEW.id, NEW.version);
+    ELSE
+        NEW.version := OLD.version;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- Any stage write, by any client, is snapshotted before its transaction commits (the
+-- repositories call snapshot_workflow_stages right away; this catches every other path).
+CREATE FUNCTION snapshot_stages_on_change() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM snapshot_workflow_stages(OLD.workflow_id);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM snapshot_workflow_stages(NEW.workflow_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE CONSTRAINT TRIGGER workflow_stages_snapshot
+    AFTER INSERT OR UPDATE OR DELETE ON workflow_stages
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION snapshot_stages_on_change();
 
 -- ============================================================================
 -- Catalog: actions
@@ -467,6 +693,11 @@ CREATE TABLE workflow_executions (
     row_version integer NOT NULL DEFAULT 1,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Pinned from the workflow at start.
+    failure_mode text NOT NULL DEFAULT 'fail_fast',
+    -- The step of the parent execution that started this one and waits for it
+    -- (its FK is added after execution_steps, below).
+    parent_step_id uuid,
     CONSTRAINT workflow_executions_workflow_id_fkey FOREIGN KEY (workflow_id)
         REFERENCES workflows (id) ON DELETE CASCADE,
     -- NO ACTION (checked at the end of the statement): versions are deleted
@@ -498,6 +729,11 @@ CREATE TABLE workflow_executions (
     ),
     CONSTRAINT workflow_executions_timing_check CHECK (finished_at >= started_at),
     CONSTRAINT workflow_executions_row_version_check CHECK (row_version >= 1),
+    CONSTRAINT workflow_executions_failure_mode_check
+        CHECK (failure_mode IN ('fail_fast', 'continue')),
+    -- A step of the parent execution waits for this one (see parent_step_id).
+    CONSTRAINT workflow_executions_parent_step_check
+        CHECK (parent_step_id IS NULL OR parent_execution_id IS NOT NULL),
     CONSTRAINT workflow_executions_idempotency_key UNIQUE (workflow_id, idempotency_key)
 );
 
@@ -516,6 +752,10 @@ CREATE INDEX workflow_executions_created_idx ON workflow_executions (created_at,
 -- implies IS NOT NULL, so the partial index serves it.
 CREATE INDEX workflow_executions_parent_idx ON workflow_executions (parent_execution_id)
     WHERE parent_execution_id IS NOT NULL;
+-- Children by the parent step waiting for them (added by 0014, built
+-- CONCURRENTLY there); also the index of workflow_executions_parent_step_id_fkey.
+CREATE INDEX workflow_executions_parent_step_idx ON workflow_executions (parent_step_id)
+    WHERE parent_step_id IS NOT NULL;
 CREATE INDEX workflow_executions_triggered_by_idx ON workflow_executions (triggered_by);
 CREATE INDEX workflow_executions_paused_idx ON workflow_executions (updated_at)
     WHERE status = 'paused';
@@ -528,7 +768,8 @@ CREATE TRIGGER workflow_executions_set_updated_at
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 
 -- Legal status changes of an execution; anything else is refused like a CHECK.
--- Terminal states (completed, failed, cancelled) never change.
+-- Terminal states never change, except that a failed execution runs again
+-- when it is retried, which counts a new attempt.
 CREATE FUNCTION check_execution_transition() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -538,6 +779,7 @@ BEGIN
             WHEN 'pending' THEN NEW.status IN ('running', 'cancelled', 'failed')
             WHEN 'running' THEN NEW.status IN ('paused', 'completed', 'failed', 'cancelled')
             WHEN 'paused' THEN NEW.status IN ('running', 'cancelled', 'failed')
+            WHEN 'failed' THEN NEW.status = 'running' AND NEW.attempt = OLD.attempt + 1
             ELSE false
         END) THEN
         RETURN NEW;
@@ -586,16 +828,24 @@ CREATE TABLE execution_steps (
     error text,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    -- The stage snapshot (of the version its execution pinned) it runs.
+    version_stage_id uuid,
+    -- Steps it depends on not yet completed; a pending step is queued at 0.
+    deps_remaining integer NOT NULL DEFAULT 0,
     CONSTRAINT execution_steps_execution_id_fkey FOREIGN KEY (execution_id)
         REFERENCES workflow_executions (id) ON DELETE CASCADE,
     CONSTRAINT execution_steps_stage_id_fkey FOREIGN KEY (stage_id)
         REFERENCES workflow_stages (id) ON DELETE SET NULL,
     CONSTRAINT execution_steps_task_name_check CHECK (length(btrim(task_name)) > 0),
     CONSTRAINT execution_steps_task_index_check CHECK (task_index >= 0),
+    CONSTRAINT execution_steps_version_stage_id_fkey FOREIGN KEY (version_stage_id)
+        REFERENCES workflow_version_stages (id),
+    -- waiting: a step that started a child execution waits for it.
     CONSTRAINT execution_steps_status_check CHECK (
-        status IN ('pending', 'queued', 'running', 'completed', 'failed', 'skipped',
+        status IN ('pending', 'queued', 'running', 'waiting', 'completed', 'failed', 'skipped',
                    'cancelled', 'timed_out')
     ),
+    CONSTRAINT execution_steps_deps_remaining_check CHECK (deps_remaining >= 0),
     CONSTRAINT execution_steps_priority_check CHECK (priority BETWEEN -1000 AND 1000),
     CONSTRAINT execution_steps_attempt_check CHECK (attempt >= 0),
     CONSTRAINT execution_steps_max_attempts_check CHECK (max_attempts >= 1),
@@ -620,6 +870,9 @@ CREATE INDEX execution_steps_lease_expiry_idx ON execution_steps (lease_expires_
 CREATE INDEX execution_steps_retry_idx ON execution_steps (available_at)
     WHERE status = 'queued' AND attempt > 0;
 CREATE INDEX execution_steps_stage_id_idx ON execution_steps (stage_id);
+-- The index of execution_steps_version_stage_id_fkey (added by 0013, built
+-- CONCURRENTLY there).
+CREATE INDEX execution_steps_version_stage_id_idx ON execution_steps (version_stage_id);
 -- Timeouts: running steps by start time (started_at + timeout_seconds).
 CREATE INDEX execution_steps_running_started_idx ON execution_steps (started_at)
     WHERE status = 'running';
@@ -628,9 +881,11 @@ CREATE TRIGGER execution_steps_set_updated_at
     BEFORE UPDATE ON execution_steps
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 
--- Legal status changes of a step. running -> queued is a retry or a lost
--- lease being requeued; failed/timed_out -> queued is a manual or automatic
--- retry. completed, skipped and cancelled are terminal.
+-- Legal status changes of a step. running -> queued is a retry or a lost lease
+-- being requeued; running -> waiting starts a child execution; a pending step
+-- is skipped when something it depends on failed. completed is final; failed,
+-- timed_out, skipped and cancelled go back to pending or queued only when
+-- their execution is retried.
 CREATE FUNCTION check_step_transition() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -640,9 +895,12 @@ BEGIN
             WHEN 'pending' THEN NEW.status IN ('queued', 'skipped', 'cancelled')
             WHEN 'queued' THEN NEW.status IN ('running', 'cancelled', 'skipped')
             WHEN 'running' THEN NEW.status IN ('completed', 'failed', 'queued', 'timed_out',
-                                               'cancelled')
-            WHEN 'failed' THEN NEW.status = 'queued'
-            WHEN 'timed_out' THEN NEW.status = 'queued'
+                                               'cancelled', 'waiting')
+            WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled')
+            WHEN 'failed' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'timed_out' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'skipped' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'cancelled' THEN NEW.status IN ('queued', 'pending')
             ELSE false
         END) THEN
         RETURN NEW;
@@ -662,6 +920,10 @@ CREATE TRIGGER execution_steps_status_transition
     FOR EACH ROW
     WHEN (NEW.status IS DISTINCT FROM OLD.status)
     EXECUTE FUNCTION check_step_transition();
+
+-- Executions and steps reference each other: this key waits for both tables.
+ALTER TABLE workflow_executions ADD CONSTRAINT workflow_executions_parent_step_id_fkey
+    FOREIGN KEY (parent_step_id) REFERENCES execution_steps (id) ON DELETE CASCADE;
 
 -- One row per attempt, written when the attempt starts and finished once.
 -- execution_id is denormalised so an execution's history reads without a join.

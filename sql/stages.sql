@@ -124,6 +124,5 @@ RETURNING id, workflow_id, position, name, action_ref, depends_on, config, with_
 -- After a stage edit: check the workflow's dependency graph (unknown names, cycles, a
 -- removed stage others depend on raise) and make the live stages its current version,
 -- bumping the version when they changed (see migration 0012). The current version.
--- plan: index workflows_pkey
 -- returns: scalar
 SELECT snapshot_workflow_stages(%(workflow_id)s::uuid);

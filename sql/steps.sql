@@ -400,7 +400,7 @@ UPDATE execution_steps AS t
 -- name: wait_for_child
 -- A running step that started a child execution waits for it: no lease (nothing to
 -- expire), not claimable, its attempt still open. Its id, or no row unless it was running.
--- plan: index execution_steps_pkey
+-- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
 -- returns: scalar
 UPDATE execution_steps
    SET status = 'waiting', lease_owner = NULL, lease_expires_at = NULL

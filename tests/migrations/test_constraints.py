@@ -378,6 +378,14 @@ CHECK_CASES: list[tuple[str, str, Row]] = [
         lease_expires_at=T1,
     ),
     _case("execution_steps_duration_ms_check", "execution_steps", duration_ms=-1),
+    _case("execution_steps_deps_remaining_check", "execution_steps", deps_remaining=-1),
+    _case("workflows_failure_mode_check", "workflows", failure_mode="ignore"),
+    _case("workflow_executions_failure_mode_check", "workflow_executions", failure_mode="x"),
+    _case(
+        "workflow_executions_parent_step_check",
+        "workflow_executions",
+        parent_step_id=uuid.UUID(int=7),
+    ),
     _case("step_attempts_attempt_check", "step_attempts", attempt=0),
     _case("step_attempts_worker_id_check", "step_attempts", worker_id=" "),
     _case(
@@ -949,12 +957,13 @@ EXECUTION_LEGAL = {
 STEP_LEGAL = {
     "pending": {"queued", "skipped", "cancelled"},
     "queued": {"running", "cancelled", "skipped"},
-    "running": {"completed", "failed", "queued", "timed_out", "cancelled"},
-    "failed": {"queued"},
-    "timed_out": {"queued"},
+    "running": {"completed", "failed", "queued", "timed_out", "cancelled", "waiting"},
+    "waiting": {"completed", "failed", "cancelled"},
+    "failed": {"queued", "pending"},
+    "timed_out": {"queued", "pending"},
     "completed": set(),
-    "skipped": set(),
-    "cancelled": set(),
+    "skipped": {"queued", "pending"},
+    "cancelled": {"queued", "pending"},
 }
 MEMORY_LEGAL = {
     "candidate": {"active", "deprecated"},
@@ -1035,6 +1044,17 @@ def test_status_transitions(conn: Conn, table: str) -> None:
                 assert scalar(conn, status_query, row_id) == new
                 outcomes[old, new] = None
     assert outcomes == expected
+
+
+def test_a_failed_execution_runs_again_only_as_its_next_attempt(conn: Conn) -> None:
+    row_id = make(conn, "workflow_executions", **_execution_columns("failed"))
+    with pytest.raises(psycopg.errors.CheckViolation, match="failed -> running"):
+        with conn.transaction():
+            move(conn, "workflow_executions", row_id, {"status": "running", "finished_at": None})
+    retried = {"status": "running", "finished_at": None, "attempt": 2}
+    move(conn, "workflow_executions", row_id, retried)
+    query = "SELECT status, attempt FROM workflow_executions WHERE id = %s"
+    assert conn.execute(query, (row_id,)).fetchone() == ("running", 2)
 
 
 def test_a_step_is_retried_after_failing(conn: Conn) -> None:
