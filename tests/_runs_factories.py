@@ -46,8 +46,10 @@ def add_stage(
     backoff_max_seconds: float = 300,
     timeout_seconds: int = 3600,
     config: dict[str, Any] | None = None,
+    depends_on: list[str] | None = None,
 ) -> uuid.UUID:
-    """A new stage's id; position defaults to the next free one."""
+    """A new stage's id; position defaults to the next free one; depends_on None runs it
+    after the stage before it (the default), [] makes it a root."""
     policy = {
         "max_attempts": max_attempts,
         "backoff_base_seconds": backoff_base_seconds,
@@ -56,12 +58,12 @@ def add_stage(
     row = conn.execute(
         """
         INSERT INTO workflow_stages (workflow_id, position, name, action_ref, with_items,
-                                     retry_policy, timeout_seconds, config)
+                                     retry_policy, timeout_seconds, config, depends_on)
         VALUES (%(wf)s,
                 coalesce(%(pos)s::int, (SELECT count(*) FROM workflow_stages
                                          WHERE workflow_id = %(wf)s)::int),
                 %(name)s, 'core.noop', %(items)s::jsonb, %(policy)s::jsonb, %(timeout)s,
-                %(config)s::jsonb)
+                %(config)s::jsonb, %(depends_on)s::text[])
         RETURNING id
         """,
         {
@@ -72,6 +74,7 @@ def add_stage(
             "policy": json.dumps(policy),
             "timeout": timeout_seconds,
             "config": json.dumps(config or {}),
+            "depends_on": depends_on,
         },
     ).fetchone()
     assert row is not None

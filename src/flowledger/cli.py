@@ -234,7 +234,8 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     with connect(url, min_size=1, max_size=len(WORKERS) + 1) as db:
         report = run_demo(db, live)
     out.emit({"migrations_applied": applied, **report.as_json()}, [])
-    return EXIT_OK if report.status == "completed" else EXIT_ERROR
+    ordered = report.status == "completed" and report.in_dependency_order
+    return EXIT_OK if ordered else EXIT_ERROR
 
 
 # -- check-plans --------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """`flowledger demo`: one execution run end to end by two in-process workers.
 
 `run_demo(db, out)` seeds the sample data, starts an execution of the `demo-pipeline`
-sample workflow and runs it with two worker threads sharing the Database pool: each
-claims a step (with a lease), logs, calls a tool, heartbeats and completes it. The
-`transform` step fails its first attempt, goes back to the queue with the stage's short
-backoff and is claimed again. The relay then delivers the outbox events, and `out`
-receives a timeline (relative times, worker, step, what happened) and a summary.
+sample workflow (fetch; then transform, a fan-out of three steps, beside audit; load once
+every transform step is done; notify after load and audit) and runs it with two worker
+threads sharing the Database pool: each claims a step (with a lease), logs, calls a tool,
+heartbeats and completes it. One transform step fails its first attempt, goes back to the
+queue with the stage's short backoff and is claimed again. The relay then delivers the
+outbox events, and `out` receives a timeline (relative times, worker, step, what
+happened), a check that every attempt started only after the steps it depends on had
+completed, and a summary.
 
 The demo works on the database it is given like real workers would, so it keeps its
 hands off other work: a claim that returns a step of another execution is rolled back
@@ -54,11 +57,13 @@ _LEASE: Final = datetime.timedelta(seconds=5)
 _WORK_SECONDS: Final = 0.05
 _POLL_SECONDS: Final = 0.02
 _DEADLINE_SECONDS: Final = 30.0
-_FLAKY_TASK: Final = "transform"
+# The step that fails its first attempt: the second element of the transform fan-out.
+_FLAKY_STEP: Final = ("transform", 1)
 _FLAKY_ERROR: Final = "ConnectionResetError: warehouse closed the connection"
 _TOOLS: Final = {
     "fetch": ("http.get", {"url": "https://api.example.com/orders?since=yesterday"}),
-    "transform": ("sql.query", {"sql": "SELECT normalise_orders(batch) FROM staging"}),
+    "transform": ("sql.query", {"sql": "SELECT normalise(batch) FROM staging"}),
+    "audit": ("sql.query", {"sql": "SELECT count(*) FROM staging WHERE suspicious"}),
     "load": ("s3.put", {"bucket": "warehouse", "key": "orders/batch.parquet"}),
     "notify": ("smtp.send", {"to": "team@example.com", "subject": "orders loaded"}),
 }
@@ -89,6 +94,7 @@ class StepSummary(msgspec.Struct, frozen=True, kw_only=True):
     """A step of the demo execution at the end: its status and every attempt."""
 
     task_name: str
+    task_index: int
     status: str
     attempts: list[AttemptSummary]
 
@@ -115,6 +121,10 @@ class DemoReport(msgspec.Struct, frozen=True, kw_only=True):
     log_lines: int
     tool_executions: int
     timeline: list[TimelineEntry]
+    # The dependency graph the execution pinned, and whether every attempt started after
+    # every step it depends on had completed (read back from the database).
+    task_graph: dict[str, list[str]]
+    in_dependency_order: bool
     events: list[DeliveredEvent]
     # Pending events of other aggregates, left for the application's own relay.
     events_left: int
@@ -146,7 +156,13 @@ def run_demo(db: Database, out: Out) -> DemoReport:
         workflow_id=workflow.id, parameters={"source": "flowledger demo"}, triggered_by=owner.id
     )
     steps = db.steps.list_by_execution(execution_id=execution.id)
-    timeline.add("main", None, f"started execution {execution.id} ({len(steps)} steps queued)")
+    queued = sum(s.status == "queued" for s in steps)
+    timeline.add(
+        "main",
+        None,
+        f"started execution {execution.id} ({len(steps)} steps: {queued} queued,"
+        f" {len(steps) - queued} waiting for what they depend on)",
+    )
     run = _Run(db, execution, timeline)
     final = run.execute()
     timeline.add("main", None, f"execution {final.status}")
@@ -173,7 +189,7 @@ class _Timeline:
             entry = TimelineEntry(at=at, worker=worker, step=step, event=event)
             self.entries.append(entry)
             when = f"+{at:.3f}s"
-            self._out(f"  {when:>8}  {worker:<13}  {step or '':<9}  {event}")
+            self._out(f"  {when:>8}  {worker:<13}  {step or '':<12}  {event}")
 
 
 class _Run:
@@ -229,7 +245,7 @@ class _Run:
                 self._stop.set()
 
     def _run_step(self, worker: str, step: ClaimedStep) -> None:
-        name = step.task_name
+        name = _label(step.task_name, step.task_index, step.item is not None)
         lease = _LEASE.total_seconds()
         self._timeline.add(
             worker, name, f"claimed attempt {step.attempt}/{step.max_attempts} (lease {lease:g} s)"
@@ -243,7 +259,7 @@ class _Run:
         time.sleep(_WORK_SECONDS)
         if error is None:
             self._log(step, f"{name} done")
-            outputs = {"worker": worker, "attempt": step.attempt}
+            outputs = {"worker": worker, "attempt": step.attempt, "item": step.item}
             self._db.steps.complete(
                 step_id=step.id, worker_id=worker, attempt=step.attempt, outputs=outputs
             )
@@ -270,15 +286,15 @@ class _Run:
             tool_name=tool_name, input=tool_input, step_id=step.id
         )
         time.sleep(_WORK_SECONDS)
-        error = _FLAKY_ERROR if step.task_name == _FLAKY_TASK and step.attempt == 1 else None
+        flaky = (step.task_name, step.task_index) == _FLAKY_STEP and step.attempt == 1
+        error = _FLAKY_ERROR if flaky else None
         output = None if error else {"ok": True, "worker": worker}
         done = self._db.tool_executions.finish(id=call.id, output=output, error=error)
         with self._lock:
             self.tool_executions += 1
         outcome = "failed" if error else "succeeded"
-        self._timeline.add(
-            worker, step.task_name, f"tool {tool_name} {outcome} ({done.duration_ms} ms)"
-        )
+        label = _label(step.task_name, step.task_index, step.item is not None)
+        self._timeline.add(worker, label, f"tool {tool_name} {outcome} ({done.duration_ms} ms)")
         return error
 
     def _log(self, step: ClaimedStep, message: str, *, level: LogLevel = "info") -> None:
@@ -363,6 +379,7 @@ def _report(
     steps = [
         StepSummary(
             task_name=step.task_name,
+            task_index=step.task_index,
             status=step.status,
             attempts=[
                 AttemptSummary(
@@ -386,6 +403,8 @@ def _report(
         log_lines=run.log_lines,
         tool_executions=run.tool_executions,
         timeline=timeline.entries,
+        task_graph=final.task_graph,
+        in_dependency_order=_in_dependency_order(db, final),
         events=[
             DeliveredEvent(
                 event_type=e.event_type,
@@ -399,6 +418,25 @@ def _report(
         cancelled_leftovers=leftovers,
         seeded=seeded,
     )
+
+
+def _in_dependency_order(db: Database, execution: Execution) -> bool:
+    """Whether every attempt of the execution started after every step of the stages it
+    depends on (its pinned task graph) had completed, as the database recorded them."""
+    steps = db.steps.list_by_execution(execution_id=execution.id)
+    done: dict[str, list[datetime.datetime | None]] = {}
+    for step in steps:
+        done.setdefault(step.task_name, []).append(step.completed_at)
+    for step in steps:
+        needed = [t for dep in execution.task_graph.get(step.task_name, []) for t in done[dep]]
+        for attempt in db.steps.list_attempts(step_id=step.id):
+            if any(t is None or t > attempt.started_at for t in needed):
+                return False
+    return True
+
+
+def _label(task_name: str, task_index: int, fan_out: bool) -> str:
+    return f"{task_name}[{task_index}]" if fan_out else task_name
 
 
 def _seed_line(seeded: SeedReport) -> str:
@@ -427,13 +465,17 @@ def _closing_lines(report: DemoReport) -> list[str]:
         "",
         "summary",
         f"  execution  {report.execution_id}: {report.status} in {report.duration_seconds:.2f} s",
-        "  steps      " + ", ".join(f"{s.task_name} {s.status}" for s in report.steps),
+        "  steps      "
+        + ", ".join(f"{_summary_label(report, s)} {s.status}" for s in report.steps),
+        "  order      every attempt started after the steps it depends on completed"
+        if report.in_dependency_order
+        else "  order      AN ATTEMPT STARTED BEFORE A STEP IT DEPENDS ON HAD COMPLETED",
         f"  attempts   {report.attempts} ({report.retries} retry)"
         if report.retries == 1
         else f"  attempts   {report.attempts} ({report.retries} retries)",
     ]
     lines += [
-        f"  retried    {s.task_name}: "
+        f"  retried    {_summary_label(report, s)}: "
         + ", then ".join(f"attempt {a.attempt} {a.outcome} on {a.worker}" for a in s.attempts)
         for s in report.steps
         if len(s.attempts) > 1
@@ -443,3 +485,8 @@ def _closing_lines(report: DemoReport) -> list[str]:
         f"  written    {report.log_lines} log lines, {report.tool_executions} tool calls",
     ]
     return lines
+
+
+def _summary_label(report: DemoReport, step: StepSummary) -> str:
+    fan_out = sum(s.task_name == step.task_name for s in report.steps) > 1
+    return _label(step.task_name, step.task_index, fan_out)

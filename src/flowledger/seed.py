@@ -73,7 +73,8 @@ _USERS: Final[tuple[tuple[str, str, Role], ...]] = (
 SAMPLE_OWNER: Final = "dev@example.com"
 """Email of the user owning every sample workflow."""
 DEMO_WORKFLOW: Final = "demo-pipeline"
-"""The sample workflow `flowledger demo` runs: four stages, retries after ~0.2 s."""
+"""The sample workflow `flowledger demo` runs: a fan-out, a fan-in and a parallel branch;
+retries after ~0.2 s."""
 
 _PACK: Final = NewPack(ref="core", label="Core", description="Built-in actions.", version="1.0.0")
 _ACTIONS: Final[tuple[tuple[str, str, str], ...]] = (
@@ -86,7 +87,11 @@ _ACTIONS: Final[tuple[tuple[str, str, str], ...]] = (
 
 
 class _Sample(msgspec.Struct, frozen=True, kw_only=True):
-    """One sample workflow: its fields, its stages (name, action) and its tags."""
+    """One sample workflow: its fields, its stages (name, action) and its tags.
+
+    Stages run in order unless `graph` names a stage's dependencies (a list, [] for a root)
+    or `items` gives it with_items elements (a fan-out).
+    """
 
     name: str
     description: str
@@ -95,6 +100,8 @@ class _Sample(msgspec.Struct, frozen=True, kw_only=True):
     schedule: str | None
     tags: list[str]
     stages: list[tuple[str, str]]
+    graph: dict[str, list[str]] = {}
+    items: dict[str, list[Any]] = {}
     in_pack: bool = False
     enabled: bool = True
     retry_policy: RetryPolicy = RetryPolicy(
@@ -163,12 +170,17 @@ _WORKFLOWS: Final[tuple[_Sample, ...]] = (
         trigger_type="manual",
         schedule=None,
         tags=["demo"],
+        # fetch, then transform (one step per source) and audit side by side; load waits for
+        # every transform step (fan-in), notify for load and audit.
         stages=[
             ("fetch", "core.http"),
             ("transform", "core.python"),
+            ("audit", "core.shell"),
             ("load", "core.shell"),
             ("notify", "core.email"),
         ],
+        graph={"audit": ["fetch"], "load": ["transform"], "notify": ["load", "audit"]},
+        items={"transform": ["orders", "invoices", "refunds"]},
         # Short backoffs, so that a failed attempt is retried within the demo's second.
         retry_policy=RetryPolicy(max_attempts=3, backoff_base_seconds=0.2, backoff_max_seconds=1),
     ),
@@ -298,7 +310,8 @@ def _stage(sample: _Sample, name: str, action_ref: str) -> NewStage:
     return NewStage(
         name=name,
         action_ref=action_ref,
-        depends_on=before[-1:],
+        depends_on=sample.graph.get(name, before[-1:]),
+        with_items=sample.items.get(name),
         config={"description": f"{name} step of {sample.name}"},
         retry_policy=sample.retry_policy,
         timeout_seconds=600,
@@ -309,7 +322,10 @@ def _definition(sample: _Sample, *, revision: int) -> dict[str, Any]:
     definition: dict[str, Any] = {
         "version": "1.0",
         "description": sample.description,
-        "tasks": [{"name": name, "action": action} for name, action in sample.stages],
+        "tasks": [
+            {"name": name, "action": action, "depends_on": sample.graph.get(name)}
+            for name, action in sample.stages
+        ],
     }
     if revision > 1:
         # The sample edit: a timeout for the whole run.

@@ -35,15 +35,20 @@ def test_demo_migrates_an_empty_database_and_prints_the_timeline(
     assert out.startswith("migrations: applied ")
     assert "sample data: created " in out
     # The failure, the requeue with its backoff, then the retry that completes.
-    assert "transform  FAILED attempt 1: ConnectionResetError" in out
-    assert "transform  back to queued: retry after a " in out
-    assert "transform  claimed attempt 2/3" in out
+    assert "transform[1]  FAILED attempt 1: ConnectionResetError" in out
+    assert "transform[1]  back to queued: retry after a " in out
+    assert "transform[1]  claimed attempt 2/3" in out
     assert out.index("FAILED attempt 1") < out.index("claimed attempt 2/3")
     assert "heartbeat: lease extended" in out and "tool http.get succeeded" in out
-    assert "main                      execution completed" in out
+    assert "main                         execution completed" in out
+    # fetch first; load only after the last transform step; notify last.
+    assert out.index("fetch         completed") < out.index("transform[0]  claimed")
+    assert out.index("transform[1]  completed") < out.index("load          claimed")
+    assert out.index("audit         completed") < out.index("notify        claimed")
+    assert "order      every attempt started after the steps it depends on completed" in out
     assert set(WORKERS) <= {line.split()[1] for line in out.splitlines() if "claimed" in line}
     assert "execution.started" in out and "execution.completed" in out
-    assert "attempts   5 (1 retry)" in out
+    assert "attempts   8 (1 retry)" in out
     with Migrator(empty_db_url) as mig:
         assert {s.state for s in mig.status()} == {"applied"}
     with connect(empty_db_url, min_size=1, max_size=2) as db:
@@ -58,12 +63,17 @@ def test_demo_json_report_and_rerun(db_url: str, capsys: pytest.CaptureFixture[s
     second = json.loads(capsys.readouterr().out)
 
     assert first["migrations_applied"] == [] and first["status"] == "completed"
-    steps = {s["task_name"]: s for s in first["steps"]}
-    assert {s["status"] for s in steps.values()} == {"completed"} and len(steps) == 4
-    outcomes = [(a["attempt"], a["outcome"]) for a in steps["transform"]["attempts"]]
+    steps = {(s["task_name"], s["task_index"]): s for s in first["steps"]}
+    assert {s["status"] for s in steps.values()} == {"completed"} and len(steps) == 7
+    outcomes = [(a["attempt"], a["outcome"]) for a in steps["transform", 1]["attempts"]]
     assert outcomes == [(1, "failed"), (2, "completed")]
-    assert (first["attempts"], first["retries"]) == (5, 1)
-    assert (first["log_lines"], first["tool_executions"]) == (10, 5)
+    assert (first["attempts"], first["retries"]) == (8, 1)
+    assert (first["log_lines"], first["tool_executions"]) == (16, 8)
+    assert first["task_graph"] == {
+        "fetch": [], "transform": ["fetch"], "audit": ["fetch"], "load": ["transform"],
+        "notify": ["load", "audit"],
+    }  # fmt: skip
+    assert first["in_dependency_order"] is True
     assert {a["worker"] for s in first["steps"] for a in s["attempts"]} <= set(WORKERS)
     events = [e for e in first["events"] if e["aggregate_id"] == first["execution_id"]]
     assert [e["event_type"] for e in events] == ["execution.started", "execution.completed"]
@@ -78,7 +88,7 @@ def test_demo_json_report_and_rerun(db_url: str, capsys: pytest.CaptureFixture[s
         runs = db.executions.list(workflow_id=_demo_workflow_id(db)).items
         logs = db.step_logs.list_by_execution(execution_id=second["execution_id"]).items
     assert [r.status for r in runs] == ["completed", "completed"]
-    assert len(logs) == 10 and any(line.level == "error" for line in logs)
+    assert len(logs) == 16 and any(line.level == "error" for line in logs)
 
 
 def test_demo_leaves_other_executions_steps_alone(

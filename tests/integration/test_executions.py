@@ -36,13 +36,15 @@ def test_start_pins_version_fans_out_and_announces(db: Database, conn: Conn) -> 
     ex = db.executions.start(workflow_id=wf, parameters={"x": 1}, triggered_by=user)
 
     assert ex.status == "running" and ex.started_at is not None
-    assert ex.workflow_version == 2
+    # Version 2 from the definition, then one more per stage added.
+    assert ex.workflow_version == 5
     assert ex.parameters == {"x": 1} and ex.triggered_by == user
+    assert ex.task_graph == {"fetch": [], "each": ["fetch"], "none": ["each"]}
     steps = db.steps.list_by_execution(execution_id=ex.id)
-    assert [(s.task_name, s.task_index) for s in steps] == [
-        ("each", 0), ("each", 1), ("each", 2), ("fetch", 0)
+    assert [(s.task_name, s.task_index, s.status) for s in steps] == [
+        ("each", 0, "pending"), ("each", 1, "pending"), ("each", 2, "pending"),
+        ("fetch", 0, "queued"),
     ]  # fmt: skip
-    assert {s.status for s in steps} == {"queued"}
     fetch = steps[-1]
     assert (fetch.max_attempts, fetch.timeout_seconds, fetch.attempt) == (5, 60, 0)
     assert _events(conn, ex.id) == ["execution.started"]
@@ -186,8 +188,8 @@ def test_resume_completes_an_execution_whose_steps_finished_while_paused(
 
 def test_cancel_cancels_unfinished_steps_atomically(db: Database, conn: Conn) -> None:
     wf = make_workflow(conn)
-    add_stage(conn, wf, "a")
-    add_stage(conn, wf, "b")
+    add_stage(conn, wf, "a", depends_on=[])
+    add_stage(conn, wf, "b", depends_on=[])
     add_stage(conn, wf, "c")
     ex = db.executions.start(workflow_id=wf)
     first, second = db.steps.claim(worker_id="w", limit=2)

@@ -60,7 +60,7 @@ def test_add_appends_with_defaults(db: Database, workflow_id: uuid.UUID) -> None
         "extract",
         "core.shell",
     )
-    assert (first.depends_on, first.config, first.with_items) == ([], {}, None)
+    assert (first.depends_on, first.config, first.with_items) == (None, {}, None)
     assert first.retry_policy == RetryPolicy(
         max_attempts=3, backoff_base_seconds=1, backoff_max_seconds=300
     )

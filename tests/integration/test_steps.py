@@ -173,7 +173,7 @@ def test_reap_requeues_expired_leases_and_fails_exhausted_ones(db: Database, con
 
 
 def test_reap_times_out_overdue_steps(db: Database, conn: Conn) -> None:
-    ex = _start(db, conn, timeout_seconds=60)
+    ex = _start(db, conn, timeout_seconds=60, max_attempts=1)
     [step] = db.steps.claim(worker_id="w")
     assert db.steps.find_timed_out() == []
     age_start(conn, step.id, 120)
@@ -191,6 +191,25 @@ def test_reap_times_out_overdue_steps(db: Database, conn: Conn) -> None:
         db.steps.reap(batch=0)
 
 
+def test_reap_requeues_a_timed_out_step_while_attempts_remain(db: Database, conn: Conn) -> None:
+    ex = _start(db, conn, timeout_seconds=60, max_attempts=2)
+    [step] = db.steps.claim(worker_id="w")
+    age_start(conn, step.id, 120)
+
+    result = db.steps.reap()
+
+    assert (result.timed_out, result.requeued, result.failed) == ([], [step.id], [])
+    assert db.steps.get(id=step.id).status == "queued"
+    assert db.executions.get(id=ex.id).status == "running"
+    [again] = db.steps.claim(worker_id="w2")
+    assert (again.id, again.attempt) == (step.id, 2)
+    age_start(conn, step.id, 120)
+    assert db.steps.reap().timed_out == [step.id]  # out of attempts now
+    outcomes = [x.outcome for x in db.steps.list_attempts(step_id=step.id)]
+    assert outcomes == ["timed_out", "timed_out"]
+    assert db.executions.get(id=ex.id).status == "failed"
+
+
 def test_bulk_update_status(db: Database, conn: Conn) -> None:
     ex = _start(db, conn, with_items=[1, 2, 3])
     ids = [s.id for s in db.steps.list_by_execution(execution_id=ex.id)]
@@ -198,8 +217,8 @@ def test_bulk_update_status(db: Database, conn: Conn) -> None:
     assert [s.status for s in db.steps.list_by_execution(execution_id=ex.id)] == [
         "skipped", "skipped", "queued"
     ]  # fmt: skip
-    with pytest.raises(InvalidInput, match="skipped -> queued"):
-        db.steps.bulk_update_status(ids=ids[:1], status="queued")
+    with pytest.raises(InvalidInput, match="queued -> pending"):
+        db.steps.bulk_update_status(ids=ids[2:], status="pending")
     for bad in ("running", "bogus"):
         with pytest.raises(InvalidInput):
             db.steps.bulk_update_status(ids=ids, status=bad)
