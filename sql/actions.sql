@@ -55,6 +55,18 @@ SELECT id, pack_id, ref, entrypoint, description, param_schema, out_schema,
    AND is_workflow
  ORDER BY ref;
 
+-- name: get_action_by_workflow
+-- The action a workflow implements (the first by ref when several link it).
+-- plan: index actions_workflow_id_idx
+-- returns: one
+-- record: catalog.Action
+SELECT id, pack_id, ref, entrypoint, description, param_schema, out_schema,
+       is_workflow, workflow_id, created_at, updated_at
+  FROM actions
+ WHERE workflow_id = %(workflow_id)s::uuid
+ ORDER BY ref
+ LIMIT 1;
+
 -- name: update_action
 -- Change an action's entrypoint, description and/or schemas; NULL keeps the stored value.
 -- plan: index actions_pkey

@@ -290,7 +290,7 @@ def _workflow(
             tx.stages.add(workflow_id=workflow.id, stage=stage, position=position)
             existing.add(name)
             counts["stages"] += 1
-    if workflow.version == 1:
+    if workflow.definition != _definition(sample, revision=2):
         _revise(tx, workflow, sample)
         counts["definition_changes"] += 1
 

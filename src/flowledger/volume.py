@@ -44,10 +44,12 @@ _STEP_PLAN = {
     "completed": ("completed", "completed", "completed"),
     "failed": ("completed", "completed", "failed"),
     "cancelled": ("completed", "cancelled", "cancelled"),
-    "running": ("completed", "running", "queued"),
-    "paused": ("completed", "queued", "queued"),
-    "pending": ("queued", "queued", "queued"),
+    "running": ("completed", "running", "pending"),
+    "paused": ("completed", "queued", "pending"),
+    "pending": ("queued", "pending", "pending"),
 }
+# The dependency graph of every generated workflow: extract -> transform -> load.
+_TASK_GRAPH = Jsonb({"extract": [], "transform": ["extract"], "load": ["transform"]})
 _TOOLS = ("http.get", "sql.query", "shell.run", "llm.complete", "s3.put", "slack.post")
 _MEMORY_KINDS = ("decision", "constraint", "gotcha", "style_rule", "learning")
 
@@ -218,6 +220,15 @@ def generate(
         )
     report.rows["workflows"] = n_workflows
     report.rows["workflow_stages"] = len(stage_rows)
+    # Committing the stages made each workflow's version 2, whose stage snapshot the
+    # executions pin (the snapshot ids come from the database, so they are read back).
+    pinned = {
+        (wid, name): vsid
+        for wid, name, vsid in conn.execute(
+            "SELECT v.workflow_id, v.name, v.id FROM workflow_version_stages AS v"
+            " JOIN workflows AS w ON w.id = v.workflow_id AND w.version = v.version"
+        )
+    }
 
     weights = [w for _, w in _STATUSES]
     names = [s for s, _ in _STATUSES]
@@ -252,12 +263,13 @@ def generate(
                 (
                     eid,
                     wid,
-                    1,
+                    2,
                     users[k % len(users)],
                     status,
                     Jsonb({"date": created.date().isoformat(), "rows": rng.randrange(10_000)}),
                     "step load failed" if status == "failed" else None,
                     "waiting for approval" if status == "paused" else None,
+                    _TASK_GRAPH,
                     started_at,
                     finished_at,
                     created,
@@ -276,12 +288,15 @@ def generate(
                     else None
                 )
                 leased = step_status == "running"
+                task = ("extract", "transform", "load")[idx]
                 st_rows.append(
                     (
                         step_id,
                         eid,
                         sid,
-                        ("extract", "transform", "load")[idx],
+                        pinned[wid, task],
+                        1 if step_status == "pending" else 0,
+                        task,
                         step_status,
                         rng.randrange(-5, 6),
                         1 if ran else 0,
@@ -365,6 +380,7 @@ def generate(
                     "parameters",
                     "error_message",
                     "pause_reason",
+                    "task_graph",
                     "started_at",
                     "finished_at",
                     "created_at",
@@ -379,6 +395,7 @@ def generate(
                     "jsonb",
                     "text",
                     "text",
+                    "jsonb",
                     "timestamptz",
                     "timestamptz",
                     "timestamptz",
@@ -393,6 +410,8 @@ def generate(
                     "id",
                     "execution_id",
                     "stage_id",
+                    "version_stage_id",
+                    "deps_remaining",
                     "task_name",
                     "status",
                     "priority",
@@ -412,6 +431,8 @@ def generate(
                     "uuid",
                     "uuid",
                     "uuid",
+                    "uuid",
+                    "int4",
                     "text",
                     "text",
                     "int2",

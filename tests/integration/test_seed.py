@@ -62,24 +62,24 @@ def test_seed_creates_the_sample_data(db: Database) -> None:
         packs=1,
         actions=5,
         workflows=6,
-        stages=18,
+        stages=19,
         definition_changes=6,
         executions=10,
         steps=31,
-        log_lines=28,
+        log_lines=25,
     )
-    assert report.total == 108
+    assert report.total == 106
     assert report.as_json() == {
         "users": 3,
         "packs": 1,
         "actions": 5,
         "workflows": 6,
-        "stages": 18,
+        "stages": 19,
         "definition_changes": 6,
         "executions": 10,
         "steps": 31,
-        "log_lines": 28,
-        "total": 108,
+        "log_lines": 25,
+        "total": 106,
     }
     roles = {u.email: u.role for u in db.users.list().items}
     assert roles == {
@@ -96,18 +96,27 @@ def test_seed_creates_the_sample_data(db: Database) -> None:
     for wf in workflows:
         assert wf.tags, wf.name
         stages = db.stages.list(workflow_id=wf.id)
-        assert 2 <= len(stages) <= 4, wf.name
+        assert 2 <= len(stages) <= 5, wf.name
         assert [s.position for s in stages] == list(range(len(stages)))
         assert {s.action_ref for s in stages} <= actions
+        # Version 1 at creation, one more per stage added, one for the revised definition.
         versions = db.workflows.versions(workflow_id=wf.id)
-        assert [v.version for v in versions] == [1, 2] and wf.version == 2
-        assert versions[0].definition != versions[1].definition
+        assert [v.version for v in versions] == list(range(1, len(stages) + 3))
+        assert wf.version == versions[-1].version
+        assert versions[0].definition != versions[-1].definition
     assert len(db.workflows.list_by_pack(pack_id=pack.id).items) == 2
     assert db.workflows.get_by_ref(ref="dev@example.com/nightly-etl").schedule == "0 2 * * *"
     demo = db.stages.list(
         workflow_id=db.workflows.get_by_ref(ref="dev@example.com/demo-pipeline").id
     )
-    assert [s.retry_policy.backoff_base_seconds for s in demo] == [0.2] * 4
+    assert [s.retry_policy.backoff_base_seconds for s in demo] == [0.2] * 5
+    assert [(s.name, s.depends_on, s.with_items) for s in demo] == [
+        ("fetch", [], None),
+        ("transform", ["fetch"], ["orders", "invoices", "refunds"]),
+        ("audit", ["fetch"], None),
+        ("load", ["transform"], None),
+        ("notify", ["load", "audit"], None),
+    ]
 
 
 def test_seed_executions_show_every_state(db: Database, conn: Conn) -> None:
@@ -130,7 +139,9 @@ def test_seed_executions_show_every_state(db: Database, conn: Conn) -> None:
         else:  # part-way: the first step ran, the others did not all finish
             assert 1 <= len(done) < len(steps)
         if execution.status == "running":
-            assert {s.lease_owner for s in steps if s not in done} == {"seed-worker"}
+            # The step after the completed one runs; the ones after it wait for it.
+            assert {s.lease_owner for s in steps if s.status == "running"} == {"seed-worker"}
+            assert {s.status for s in steps if s not in done} == {"running", "pending"}
     failed = next(e for e in executions if e.status == "failed")
     assert failed.error_message and "gave up" in failed.error_message
     failed_logs = db.step_logs.list_by_execution(execution_id=failed.id).items
@@ -166,7 +177,7 @@ def test_seed_completes_partial_data_without_duplicates(db: Database, conn: Conn
     db.users.create(user=NewUser(email="DEV@example.com", display_name="Someone", role="viewer"))
     seed(db)
     deploy = db.workflows.get_by_ref(ref="dev@example.com/deploy-service")
-    db.stages.remove(id=db.stages.list(workflow_id=deploy.id)[1].id)
+    db.stages.remove(id=db.stages.list(workflow_id=deploy.id)[-1].id)
     conn.execute("DELETE FROM workflows WHERE name = 'weekly-report'")
 
     report = seed(db)
@@ -188,7 +199,7 @@ def test_seed_command_prints_the_report(db_url: str, capsys: pytest.CaptureFixtu
     assert main(["seed", "--database", db_url, "--json"]) == EXIT_OK
     second = json.loads(capsys.readouterr().out)
 
-    assert (first["workflows"], first["executions"], first["total"]) == (6, 10, 108)
+    assert (first["workflows"], first["executions"], first["total"]) == (6, 10, 106)
     assert second == dict.fromkeys(first, 0)
 
 

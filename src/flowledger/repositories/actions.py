@@ -62,6 +62,13 @@ class ActionsRepository(Repository):
         """Every action implemented by a workflow, in ref order."""
         return self._many("list_workflow_actions", {}, Action)
 
+    def get_by_workflow(self, *, workflow_id: uuid.UUID | str) -> Action:
+        """The action that runs the workflow as a step (the first by ref when several link
+        it); raises NotFound when none does, InvalidInput on a malformed id."""
+        wid = as_uuid(workflow_id, "workflow id")
+        missing = f"no action is implemented by workflow {wid}"
+        return self._one_or_raise("get_action_by_workflow", {"workflow_id": wid}, Action, missing)
+
     def update(self, *, id: uuid.UUID | str, patch: ActionPatch) -> Action:
         """The action after applying the patch's non-None fields; raises NotFound, InvalidInput."""
         action_id = as_uuid(id, "action id")
