@@ -1,0 +1,216 @@
+"""Orchestration throughput: claim + complete of flat steps, of a 3-stage chain and of a
+100-item fan-out/fan-in, side by side in one run; optionally the flat workload of another
+checkout (e.g. the previous release) interleaved with this one's, to see what pinned stage
+snapshots, dependency counters and inputs cost the claim path.
+
+Each run starts its executions first (not timed), then `workers` threads claim up to
+`batch` steps at a time and complete each one (claims carry the dependencies' outputs)
+until none is left; the figure is steps completed per second. Every configuration is run
+`--repeats` times, the checkouts and workloads interleaved, each run in a fresh Python
+process; the median is reported. Compare ratios within one run: this kind of machine
+drifts by ±25 % from minute to minute.
+
+Usage (without --database it uses the embedded server):
+
+    .venv/bin/python benchmarks/orchestration.py [--database URL] [--repeats 3]
+        [--baseline CHECKOUT]
+
+Workloads: `flat` (three independent stages per execution: what every step was before
+dependencies were enforced), `chain` (three stages in order: each completion queues the
+next step), `fan` (one step, a with_items stage of 100, then one step that waits for all
+of them and receives their 100 outputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS = ("flat", "chain", "fan")
+CONFIGS = ((1, 1), (4, 10))  # (workers, batch)
+_EXECUTIONS = {"flat": 300, "chain": 300, "fan": 9}
+
+
+def _stages(workload: str) -> list[dict[str, Any]]:
+    if workload == "flat":
+        return [{"name": n, "depends_on": []} for n in ("extract", "transform", "load")]
+    if workload == "chain":
+        return [{"name": n} for n in ("extract", "transform", "load")]
+    return [
+        {"name": "split"},
+        {"name": "each", "with_items": list(range(100))},
+        {"name": "join"},
+    ]
+
+
+def run_once(url: str, workload: str, workers: int, batch: int) -> dict[str, Any]:
+    """One measured run in this process (whichever flowledger is on sys.path)."""
+    import psycopg
+
+    import flowledger
+    from flowledger.migrate import to_libpq_url
+    from flowledger.records.identity import NewUser
+    from flowledger.records.workflows import NewStage, NewWorkflow
+
+    db = flowledger.connect(url, min_size=workers + 1, max_size=workers + 1)
+    try:
+        tag = uuid.uuid4().hex[:10]
+        user = db.users.create(user=NewUser(email=f"b-{tag}@example.com", display_name="B"))
+        wf = db.workflows.create(workflow=NewWorkflow(owner_id=user.id, name=f"b-{tag}"))
+        for stage in _stages(workload):
+            db.stages.add(workflow_id=wf.id, stage=NewStage(action_ref="core.noop", **stage))
+        for _ in range(_EXECUTIONS[workload]):
+            db.executions.start(workflow_id=wf.id)
+        # As autovacuum would have by now on a live database: without statistics the
+        # planner joins every running execution with every queued step on each claim.
+        with psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
+            conn.execute("ANALYZE workflow_executions, execution_steps")
+        done = [0] * workers
+        idle = [0] * workers
+
+        def work(w: int) -> None:
+            name = f"bench-{w}"
+            while idle[w] < 50:  # the other workers may still promote steps for a while
+                claimed = db.steps.claim(worker_id=name, limit=batch)
+                if not claimed:
+                    idle[w] += 1
+                    time.sleep(0.002)
+                    continue
+                idle[w] = 0
+                for step in claimed:
+                    db.steps.complete(
+                        step_id=step.id, worker_id=name, attempt=step.attempt, outputs={"rows": 10}
+                    )
+                done[w] += len(claimed)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # The idle polls at the end are not work: leave them out of the time.
+        elapsed = time.perf_counter() - start - 50 * 0.002
+        steps = sum(done)
+        expected = (
+            sum(len(s.get("with_items", [None])) for s in _stages(workload)) * _EXECUTIONS[workload]
+        )
+        assert steps == expected, f"{workload}: completed {steps} steps, expected {expected}"
+        return {"steps": steps, "rate": steps / elapsed}
+    finally:
+        db.close()
+
+
+def _subprocess(checkout: Path, url: str, workload: str, workers: int, batch: int) -> float:
+    env = dict(os.environ, PYTHONPATH=str(checkout / "src"))
+    args = [sys.executable, __file__, "--run", workload, str(workers), str(batch), url]
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["rate"])
+
+
+def _with_db(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def _migrate(checkout: Path, url: str) -> None:
+    code = "import sys; from flowledger.migrate import Migrator; Migrator(sys.argv[1]).apply()"
+    env = dict(os.environ, PYTHONPATH=str(checkout / "src"))
+    subprocess.run([sys.executable, "-c", code, url], env=env, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", help="server URL (any database on it)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another checkout to compare flat with")
+    parser.add_argument(
+        "--run", nargs=4, metavar=("WORKLOAD", "W", "B", "URL"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.run:
+        workload, workers, batch, url = args.run
+        print(json.dumps(run_once(url, workload, int(workers), int(batch))))
+        return 0
+
+    import psycopg
+
+    from flowledger.migrate import to_libpq_url
+
+    base = args.database or os.environ.get("DATABASE_URL")
+    if not base:
+        from flowledger.devserver import EmbeddedServer
+
+        base = EmbeddedServer().ensure_running()
+    this = HERE.parent
+    checkouts = {"this": this} | ({"baseline": args.baseline} if args.baseline else {})
+    urls = {}
+    with psycopg.connect(to_libpq_url(_with_db(base, "postgres")), autocommit=True) as admin:
+        server = str(admin.execute("SELECT version()").fetchone()[0]).split(" on ")[0]  # type: ignore[index]
+        for label in checkouts:
+            name = f"flowledger_orch_{label}"
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"CREATE DATABASE {name}")
+            urls[label] = _with_db(base, name)
+    for label, checkout in checkouts.items():
+        _migrate(checkout, urls[label])
+    runs = [("this", w) for w in WORKLOADS] + ([("baseline", "flat")] if args.baseline else [])
+    samples: dict[tuple[str, str, int, int], list[float]] = {}
+    started = time.perf_counter()
+    for repeat in range(args.repeats):
+        for workers, batch in CONFIGS:
+            for label, workload in runs:
+                rate = _subprocess(checkouts[label], urls[label], workload, workers, batch)
+                samples.setdefault((label, workload, workers, batch), []).append(rate)
+                print(
+                    f"[{repeat + 1}] {label} {workload} W={workers} B={batch}: {rate:,.0f} steps/s",
+                    flush=True,
+                )
+    print(_report(samples, server, args, time.perf_counter() - started))
+    return 0
+
+
+def _report(
+    samples: dict[tuple[str, str, int, int], list[float]],
+    server: str,
+    args: argparse.Namespace,
+    seconds: float,
+) -> str:
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    lines = [
+        f"Command: `python benchmarks/orchestration.py --repeats {args.repeats}"
+        + (" --baseline CHECKOUT`" if args.baseline else "`"),
+        f"- server: {server}; run took {seconds / 60:.1f} min; medians of {args.repeats}"
+        " interleaved runs, each in a fresh process",
+        "",
+        "| workload | workers, batch | steps/s | ÷ flat (same run) |"
+        + (" ÷ baseline flat |" if args.baseline else ""),
+        "|---|---|---:|---:|" + ("---:|" if args.baseline else ""),
+    ]
+    for workers, batch in CONFIGS:
+        flat = median["this", "flat", workers, batch]
+        for label, workload in [("this", w) for w in WORKLOADS] + (
+            [("baseline", "flat")] if args.baseline else []
+        ):
+            rate = median[label, workload, workers, batch]
+            name = f"{workload} ({'previous release' if label == 'baseline' else 'this'})"
+            row = f"| {name} | {workers}, {batch} | {rate:,.0f} | {rate / flat:.2f}× |"
+            if args.baseline:
+                row += f" {rate / median['baseline', 'flat', workers, batch]:.2f}× |"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
