@@ -136,6 +136,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another checkout to compare flat with")
     parser.add_argument(
+        "--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS), help="default: all"
+    )
+    parser.add_argument(
         "--run", nargs=4, metavar=("WORKLOAD", "W", "B", "URL"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -165,7 +168,8 @@ def main() -> int:
             urls[label] = _with_db(base, name)
     for label, checkout in checkouts.items():
         _migrate(checkout, urls[label])
-    runs = [("this", w) for w in WORKLOADS] + ([("baseline", "flat")] if args.baseline else [])
+    runs = [("this", w) for w in args.workloads]
+    runs += [("baseline", "flat")] if args.baseline and "flat" in args.workloads else []
     samples: dict[tuple[str, str, int, int], list[float]] = {}
     started = time.perf_counter()
     for repeat in range(args.repeats):
@@ -190,7 +194,12 @@ def _report(
     median = {k: statistics.median(v) for k, v in samples.items()}
     lines = [
         f"Command: `python benchmarks/orchestration.py --repeats {args.repeats}"
-        + (" --baseline CHECKOUT`" if args.baseline else "`"),
+        + (" --baseline CHECKOUT" if args.baseline else "")
+        + (
+            f" --workloads {' '.join(args.workloads)}`"
+            if args.workloads != list(WORKLOADS)
+            else "`"
+        ),
         f"- server: {server}; run took {seconds / 60:.1f} min; medians of {args.repeats}"
         " interleaved runs, each in a fresh process",
         "",
@@ -198,11 +207,10 @@ def _report(
         + (" ÷ baseline flat |" if args.baseline else ""),
         "|---|---|---:|---:|" + ("---:|" if args.baseline else ""),
     ]
+    labels = sorted({(label, workload) for label, workload, _, _ in median}, reverse=True)
     for workers, batch in CONFIGS:
         flat = median["this", "flat", workers, batch]
-        for label, workload in [("this", w) for w in WORKLOADS] + (
-            [("baseline", "flat")] if args.baseline else []
-        ):
+        for label, workload in labels:
             rate = median[label, workload, workers, batch]
             name = f"{workload} ({'previous release' if label == 'baseline' else 'this'})"
             row = f"| {name} | {workers}, {batch} | {rate:,.0f} | {rate / flat:.2f}× |"

@@ -244,9 +244,14 @@ def _claim_complete_script() -> str:
         [
             pgbench_sql("claim_steps") + " \\gset",
             "BEGIN;",
-            pgbench_sql("lock_step_execution") + ";",
-            pgbench_sql("complete_step").replace(":promote", "true") + ";",
-            pgbench_sql("finish_execution_if_settled").replace(":id", ":execution_id") + ";",
+            pgbench_sql("lock_step_executions").replace(":ids", "ARRAY[:id]") + ";",
+            pgbench_sql("complete_steps")
+            .replace(":ids", "ARRAY[:id]")
+            .replace(":attempts", "ARRAY[:attempt]")
+            .replace(":outputs", "ARRAY[:outputs]")
+            + ";",
+            pgbench_sql("finish_executions_if_settled").replace(":ids", "ARRAY[:execution_id]")
+            + ";",
             "COMMIT;",
             "",
         ]

@@ -201,24 +201,29 @@ UPDATE step_attempts a
  WHERE s.execution_id = %(execution_id)s::uuid AND s.status = 'cancelled'
    AND a.step_id = s.id AND a.finished_at IS NULL;
 
--- name: finish_execution_if_settled
--- Finish a running execution none of whose steps can run any more (none pending, queued,
--- running or waiting): 'failed' naming the first step that failed or timed out (what the
--- 'continue' failure mode ends with), else 'completed'. No row otherwise. Run it with the
--- execution locked, so that concurrent last steps settle one after the other.
+-- name: finish_executions_if_settled
+-- Finish the running executions (of ids) none of whose steps can run any more (none
+-- pending, queued, running or waiting): 'failed' naming the first step that failed or
+-- timed out (what the 'continue' failure mode ends with), else 'completed'. The executions
+-- finished. Run it with the executions locked, so that concurrent last steps settle one
+-- after the other.
 -- plan: index workflow_executions_pkey, execution_steps_execution_task_key
--- returns: one
+-- returns: many
 -- record: runs.Execution
 UPDATE workflow_executions AS x
-   SET status = CASE WHEN f.reason IS NULL THEN 'completed' ELSE 'failed' END,
-       error_message = f.reason, finished_at = now(), row_version = x.row_version + 1
-  FROM (SELECT (SELECT 'step ' || s.task_name || '[' || s.task_index || '] ' || s.status
-                       || coalesce(': ' || s.error, '')
-                  FROM execution_steps AS s
-                 WHERE s.execution_id = %(id)s::uuid AND s.status IN ('failed', 'timed_out')
-                 ORDER BY s.completed_at, s.id
-                 LIMIT 1) AS reason) AS f
- WHERE x.id = %(id)s::uuid AND x.status = 'running'
+   SET status = CASE WHEN EXISTS (SELECT 1
+                                    FROM execution_steps AS s
+                                   WHERE s.execution_id = x.id
+                                     AND s.status IN ('failed', 'timed_out'))
+                     THEN 'failed' ELSE 'completed' END,
+       error_message = (SELECT 'step ' || s.task_name || '[' || s.task_index || '] '
+                               || s.status || coalesce(': ' || s.error, '')
+                          FROM execution_steps AS s
+                         WHERE s.execution_id = x.id AND s.status IN ('failed', 'timed_out')
+                         ORDER BY s.completed_at, s.id
+                         LIMIT 1),
+       finished_at = now(), row_version = x.row_version + 1
+ WHERE x.id = ANY (%(ids)s::uuid[]) AND x.status = 'running'
    AND NOT EXISTS (
        SELECT 1
          FROM execution_steps AS s

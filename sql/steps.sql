@@ -120,77 +120,109 @@ SELECT e.id, e.status, e.failure_mode, e.parent_step_id
  ORDER BY e.id
    FOR NO KEY UPDATE OF e;
 
--- name: heartbeat_step
--- Extend the lease of a step the worker still holds; its new expiry, or no row.
+-- name: heartbeat_steps
+-- Extend the leases of the steps (ids[i] at attempts[i]) the worker still holds, in one
+-- statement; the new expiry of each, no row for a step whose lease was lost.
 -- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
--- returns: scalar
-UPDATE execution_steps
+-- returns: many
+-- record: runs.LeaseExpiry
+UPDATE execution_steps AS s
    SET lease_expires_at = now() + %(lease)s::interval, heartbeat_at = now()
- WHERE id = %(id)s::uuid AND status = 'running' AND lease_owner = %(worker_id)s::text
-   AND attempt = %(attempt)s::int
-RETURNING lease_expires_at;
+  FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS i (id, attempt)
+ WHERE s.id = i.id AND s.status = 'running' AND s.lease_owner = %(worker_id)s::text
+   AND s.attempt = i.attempt
+RETURNING s.id, s.lease_expires_at;
 
--- name: complete_step
--- Complete a step the worker still holds (outputs, duration) and close its attempt — or,
--- with worker_id NULL, a step waiting for its child execution — and count its completion
--- down on the pending steps that depend on it; those it brings to zero are queued when
--- `promote` (the execution is running; a paused or cancelled one promotes nothing). The
--- step's execution id, or no row when the lease was lost.
+-- name: complete_steps
+-- Complete, in one statement, the steps (ids[i] at attempts[i], with outputs[i]) the worker
+-- still holds — or, with worker_id NULL, steps waiting for their child execution — and
+-- close their attempts; count each completion down on the pending steps that depend on it,
+-- queueing those brought to zero when their execution is running (a paused or cancelled
+-- one promotes nothing), and send the workers' wake-up when any was queued. The steps
+-- completed; one whose lease was lost has no row.
 --
--- Exactly once: the caller holds the execution's row lock (lock_step_execution), which
--- every write that completes, fails, skips or cancels a step of that execution takes first,
--- so those transactions run one after the other; this statement's snapshot, taken after the
--- lock was granted, sees every count they committed. Two dependencies completing at once
--- thus decrement in turn, and only the one that reaches zero queues the dependent.
+-- Exactly once: the caller holds the rows of the steps' executions (lock_step_executions),
+-- which every write that completes, fails, skips or cancels a step of an execution takes
+-- first, so those transactions run one after the other; this statement's snapshot, taken
+-- after the locks were granted, sees every count they committed. Two dependencies
+-- completing at once thus count down in turn, and only the one reaching zero queues the
+-- dependent; two in one batch count down together (count(*) per dependent).
 -- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
--- returns: scalar
-WITH done AS (
-    UPDATE execution_steps
-       SET status = 'completed', outputs = %(outputs)s::jsonb, lease_owner = NULL,
+-- returns: many
+-- record: runs.CompletedStep
+WITH input AS (
+    SELECT i.id, i.attempt, i.outputs
+      FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(outputs)s::jsonb[])
+           AS i (id, attempt, outputs)
+), done AS (
+    UPDATE execution_steps AS s
+       SET status = 'completed', outputs = i.outputs, lease_owner = NULL,
            lease_expires_at = NULL, completed_at = now(),
-           duration_ms = greatest(0, (extract(epoch FROM now() - started_at) * 1000)::bigint)
-     WHERE id = %(id)s::uuid
-       AND CASE WHEN %(worker_id)s::text IS NULL THEN status = 'waiting'
-                ELSE status = 'running' AND lease_owner = %(worker_id)s::text
-                     AND attempt = %(attempt)s::int END
-    RETURNING id, execution_id, attempt, version_stage_id
+           duration_ms = greatest(0, (extract(epoch FROM now() - s.started_at) * 1000)::bigint)
+      FROM input AS i
+     WHERE s.id = i.id
+       AND CASE WHEN %(worker_id)s::text IS NULL THEN s.status = 'waiting'
+                ELSE s.status = 'running' AND s.lease_owner = %(worker_id)s::text
+                     AND s.attempt = i.attempt END
+    RETURNING s.id, s.execution_id, s.attempt, s.version_stage_id
 ), closed AS (
-    UPDATE step_attempts a
+    UPDATE step_attempts AS a
        SET finished_at = greatest(now(), a.started_at), outcome = 'completed'
-      FROM done d
+      FROM done AS d
      WHERE a.step_id = d.id AND a.attempt = d.attempt AND a.finished_at IS NULL
+), counted AS (
+    SELECT t.id, count(*)::int AS n, bool_and(e.status = 'running') AS promote
+      FROM done AS d
+      JOIN workflow_version_stages AS v ON v.id = d.version_stage_id
+      JOIN execution_steps AS t
+        ON t.execution_id = d.execution_id AND t.task_name = ANY (v.dependents)
+      JOIN workflow_executions AS e ON e.id = d.execution_id
+     WHERE t.status = 'pending'
+     GROUP BY t.id
 ), promoted AS (
-    UPDATE execution_steps t
-       SET deps_remaining = t.deps_remaining - 1,
-           status = CASE WHEN t.deps_remaining = 1 AND %(promote)s::boolean
+    UPDATE execution_steps AS t
+       SET deps_remaining = t.deps_remaining - c.n,
+           status = CASE WHEN t.deps_remaining = c.n AND c.promote
                          THEN 'queued' ELSE t.status END,
-           available_at = CASE WHEN t.deps_remaining = 1 AND %(promote)s::boolean
+           available_at = CASE WHEN t.deps_remaining = c.n AND c.promote
                                THEN now() ELSE t.available_at END
-      FROM done d
-      JOIN workflow_version_stages v ON v.id = d.version_stage_id
-     WHERE t.execution_id = d.execution_id AND t.task_name = ANY (v.dependents)
-       AND t.status = 'pending'
+      FROM counted AS c
+     WHERE t.id = c.id
+    RETURNING t.status
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM promoted AS p
+     WHERE p.status = 'queued'
+     LIMIT 1
 )
-SELECT execution_id FROM done;
+SELECT d.id, d.execution_id
+  FROM done AS d
+  LEFT JOIN hint ON true;
 
--- name: fail_step
--- Record a failed attempt of a step the worker still holds (or, with worker_id NULL, of a
--- step whose child execution failed, which fails for good): back to 'queued' after a capped
--- exponential backoff with +-20 %% jitter (base * 2^(attempt-1), at most max, from the
--- retry_policy of the pinned stage snapshot) while attempts remain, else 'failed'. No row
--- when the lease was lost.
+-- name: fail_steps
+-- Record, in one statement, failed attempts (ids[i] at attempts[i], with errors[i]) of steps
+-- the worker still holds (or, with worker_id NULL, of steps whose child execution failed,
+-- which fail for good): back to 'queued' after a capped exponential backoff with +-20 %%
+-- jitter (base * 2^(attempt-1), at most max, from the retry_policy of the pinned stage
+-- snapshot) while attempts remain, else 'failed'. One row per step written; none for a
+-- step whose lease was lost.
 -- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
--- returns: one
+-- returns: many
 -- record: runs.Step
-WITH policy AS (
-    SELECT coalesce((v.retry_policy ->> 'backoff_base_seconds')::float8, 1) AS base,
+WITH input AS (
+    SELECT i.id, i.attempt, i.error
+      FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(errors)s::text[])
+           AS i (id, attempt, error)
+), policy AS (
+    SELECT i.id, i.attempt, i.error,
+           coalesce((v.retry_policy ->> 'backoff_base_seconds')::float8, 1) AS base,
            coalesce((v.retry_policy ->> 'backoff_max_seconds')::float8, 300) AS cap,
            %(worker_id)s::text IS NOT NULL AND s.attempt < s.max_attempts AS again
-      FROM execution_steps s
-      LEFT JOIN workflow_version_stages v ON v.id = s.version_stage_id
-     WHERE s.id = %(id)s::uuid
+      FROM input AS i
+      JOIN execution_steps AS s ON s.id = i.id
+      LEFT JOIN workflow_version_stages AS v ON v.id = s.version_stage_id
 ), failed AS (
-    UPDATE execution_steps s
+    UPDATE execution_steps AS s
        SET status = CASE WHEN p.again THEN 'queued' ELSE 'failed' END,
            available_at = CASE
                WHEN p.again THEN now() + make_interval(
@@ -199,21 +231,20 @@ WITH policy AS (
                ELSE s.available_at
            END,
            completed_at = CASE WHEN p.again THEN NULL ELSE now() END,
-           error = %(error)s::text, lease_owner = NULL, lease_expires_at = NULL
-      FROM policy p
-     WHERE s.id = %(id)s::uuid
+           error = p.error, lease_owner = NULL, lease_expires_at = NULL
+      FROM policy AS p
+     WHERE s.id = p.id
        AND CASE WHEN %(worker_id)s::text IS NULL THEN s.status = 'waiting'
                 ELSE s.status = 'running' AND s.lease_owner = %(worker_id)s::text
-                     AND s.attempt = %(attempt)s::int END
+                     AND s.attempt = p.attempt END
     RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
               s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at
 ), closed AS (
-    UPDATE step_attempts a
-       SET finished_at = greatest(now(), a.started_at), outcome = 'failed',
-           error = %(error)s::text
-      FROM failed f
+    UPDATE step_attempts AS a
+       SET finished_at = greatest(now(), a.started_at), outcome = 'failed', error = f.error
+      FROM failed AS f
      WHERE a.step_id = f.id AND a.attempt = f.attempt AND a.finished_at IS NULL
 )
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,

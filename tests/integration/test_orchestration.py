@@ -13,7 +13,7 @@ from _runs_factories import add_stage, age_start, make_workflow
 from flowledger.database import Database
 from flowledger.errors import Conflict, InvalidInput, LeaseLost, NotFound, StaleWrite
 from flowledger.records.catalog import NewAction, NewPack
-from flowledger.records.runs import ClaimedStep, Execution
+from flowledger.records.runs import ClaimedStep, Execution, StepCompletion, StepFailure
 from flowledger.records.workflows import NewStage, RetryPolicy, StagePatch, WorkflowPatch
 
 Conn = psycopg.Connection[Any]
@@ -27,14 +27,35 @@ def _names(claimed: list[ClaimedStep]) -> list[tuple[str, int]]:
     return sorted((c.task_name, c.task_index) for c in claimed)
 
 
+_BATCHED = {"on": False}
+
+
+@pytest.fixture(autouse=True, params=["single", "batched"])
+def _calls(request: pytest.FixtureRequest) -> None:
+    """Every rule holds for the single-step calls and for their batched forms alike."""
+    _BATCHED["on"] = request.param == "batched"
+
+
 def _complete(db: Database, step: ClaimedStep, outputs: Any = None) -> None:
-    db.steps.complete(
-        step_id=step.id, worker_id=step.lease_owner, attempt=step.attempt, outputs=outputs
-    )
+    if not _BATCHED["on"]:
+        db.steps.complete(
+            step_id=step.id, worker_id=step.lease_owner, attempt=step.attempt, outputs=outputs
+        )
+        return
+    one = StepCompletion(step_id=step.id, attempt=step.attempt, outputs=outputs)
+    if db.steps.complete_many(worker_id=step.lease_owner, completions=[one]).lost:
+        raise LeaseLost(f"step {step.id}")
 
 
 def _fail(db: Database, step: ClaimedStep, error: str = "boom") -> None:
-    db.steps.fail(step_id=step.id, worker_id=step.lease_owner, attempt=step.attempt, error=error)
+    if not _BATCHED["on"]:
+        db.steps.fail(
+            step_id=step.id, worker_id=step.lease_owner, attempt=step.attempt, error=error
+        )
+        return
+    one = StepFailure(step_id=step.id, attempt=step.attempt, error=error)
+    if db.steps.fail_many(worker_id=step.lease_owner, failures=[one]).lost:
+        raise LeaseLost(f"step {step.id}")
 
 
 def _statuses(db: Database, execution: Execution) -> dict[tuple[str, int], str]:

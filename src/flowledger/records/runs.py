@@ -13,17 +13,25 @@ __all__ = [
     "LOG_LEVELS",
     "STEP_STATUSES",
     "ClaimedStep",
+    "CompleteResult",
+    "CompletedStep",
     "Execution",
     "ExecutionLock",
     "ExecutionProgress",
     "ExecutionStatus",
+    "FailResult",
     "FailureMode",
+    "HeartbeatResult",
+    "LeaseExpiry",
     "LogLevel",
     "LogLine",
     "NewLogLine",
     "ReapResult",
     "Step",
     "StepAttempt",
+    "StepCompletion",
+    "StepFailure",
+    "StepLease",
     "StepStatus",
     "ToolExecution",
     "ToolStats",
@@ -200,6 +208,68 @@ class ReapResult(msgspec.Struct, frozen=True, kw_only=True):
     requeued: list[uuid.UUID]
     failed: list[uuid.UUID]
     timed_out: list[uuid.UUID]
+
+
+class StepCompletion(msgspec.Struct, frozen=True, kw_only=True):
+    """One completion for `steps.complete_many`: the step, the attempt the worker holds, its
+    outputs."""
+
+    step_id: uuid.UUID | str
+    attempt: int
+    outputs: Any = None
+
+
+class StepFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """One failed attempt for `steps.fail_many`."""
+
+    step_id: uuid.UUID | str
+    attempt: int
+    error: str
+
+
+class StepLease(msgspec.Struct, frozen=True, kw_only=True):
+    """A step a worker holds, for `steps.heartbeat_many`."""
+
+    step_id: uuid.UUID | str
+    attempt: int
+
+
+class CompletedStep(msgspec.Struct, frozen=True, gc=False):
+    """A step a batched completion completed, and its execution."""
+
+    id: uuid.UUID
+    execution_id: uuid.UUID
+
+
+class CompleteResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What `steps.complete_many` did: the steps completed, and those whose lease was lost
+    (nothing was written for them)."""
+
+    completed: list[uuid.UUID]
+    lost: list[uuid.UUID]
+
+
+class FailResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What `steps.fail_many` did: each step after its failed attempt (queued again or
+    failed for good), and those whose lease was lost (nothing was written for them)."""
+
+    steps: list[Step]
+    lost: list[uuid.UUID]
+
+
+class LeaseExpiry(msgspec.Struct, frozen=True, gc=False):
+    """A step whose lease a heartbeat extended, and the new expiry."""
+
+    id: uuid.UUID
+    lease_expires_at: datetime.datetime
+
+
+class HeartbeatResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What `steps.heartbeat_many` did: the new lease expiry per step still held, and the
+    steps whose lease was lost."""
+
+    leases: dict[uuid.UUID, datetime.datetime]
+    lost: list[uuid.UUID]
 
 
 class NewLogLine(msgspec.Struct, frozen=True, kw_only=True):

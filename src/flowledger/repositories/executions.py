@@ -24,6 +24,7 @@ from flowledger.errors import InvalidInput, NotFound, StaleWrite
 from flowledger.records.events import NewEvent
 from flowledger.records.runs import (
     EXECUTION_STATUSES,
+    CompletedStep,
     Execution,
     ExecutionLock,
     ExecutionProgress,
@@ -309,11 +310,21 @@ class ExecutionsRepository(Repository):
     def _finish_if_settled(self, execution_id: uuid.UUID, conn: Connection) -> Execution | None:
         """Finish the running execution when none of its steps can run any more (the caller
         holds its row): completed, or failed when a step failed for good."""
-        params = {"id": execution_id}
-        done = self._one("finish_execution_if_settled", params, Execution, conn=conn)
-        if done is not None:
-            self._announce(done, f"execution.{done.status}", conn)
-            self._report_to_parent(done, conn)
+        done = self._finish_settled([execution_id], conn)
+        return done[0] if done else None
+
+    def _finish_settled(
+        self, execution_ids: builtins.list[uuid.UUID], conn: Connection
+    ) -> builtins.list[Execution]:
+        """Finish, in one statement, those of the running executions (whose rows the caller
+        holds) none of whose steps can run any more, announce each, and report finished
+        children to their parent steps."""
+        params = {"ids": execution_ids}
+        done = self._many("finish_executions_if_settled", params, Execution, conn=conn)
+        if done:
+            self._announce_many(done, conn)
+            for execution in done:
+                self._report_to_parent(execution, conn)
         return done
 
     def _after_failures(
@@ -342,20 +353,60 @@ class ExecutionsRepository(Repository):
         if child.parent_step_id is None:
             return
         parent = self._lock_of_step(child.parent_step_id, conn)
-        params: dict[str, Any] = {"id": child.parent_step_id, "worker_id": None, "attempt": None}
+        step_id = child.parent_step_id
         if child.status == "completed":
             result = self._scalar("get_execution_result", {"id": child.id}, conn=conn)
             outputs = {"execution_id": str(child.id), "outputs": result}
-            running = parent.status == "running"
-            params |= {"outputs": Jsonb(outputs), "promote": running}
-            if self._scalar("complete_step", params, conn=conn) is not None and running:
-                self._finish_if_settled(parent.id, conn)
+            self.complete_steps(None, [step_id], [1], [outputs], {parent.id: parent}, conn)
             return
         why = f": {child.error_message}" if child.error_message else ""
-        params["error"] = f"child execution {child.id} {child.status}{why}"
-        step = self._one("fail_step", params, Step, conn=conn)
-        if step is not None:
-            self._after_failures([step], {parent.id: parent}, conn)
+        error = f"child execution {child.id} {child.status}{why}"
+        self.fail_steps(None, [step_id], [1], [error], {parent.id: parent}, conn)
+
+    def complete_steps(
+        self,
+        worker_id: str | None,
+        ids: builtins.list[uuid.UUID],
+        attempts: builtins.list[int],
+        outputs: builtins.list[Any],
+        locks: Mapping[uuid.UUID, ExecutionLock],
+        conn: Connection,
+    ) -> builtins.list[CompletedStep]:
+        """The engine's one completion path (single, batched, or a waiting step whose child
+        completed, with worker_id None): complete the steps, promote their dependents, finish
+        the executions left with nothing to run. The caller holds the executions' rows
+        (`locks`); the steps completed, those missing lost their lease."""
+        params = {
+            "worker_id": worker_id,
+            "ids": ids,
+            "attempts": attempts,
+            "outputs": [Jsonb(o) for o in outputs],
+        }
+        done = self._many("complete_steps", params, CompletedStep, conn=conn)
+        running = {d.execution_id for d in done if locks[d.execution_id].status == "running"}
+        if running:
+            self._finish_settled(sorted(running), conn)
+        return done
+
+    def fail_steps(
+        self,
+        worker_id: str | None,
+        ids: builtins.list[uuid.UUID],
+        attempts: builtins.list[int],
+        errors: builtins.list[str],
+        locks: Mapping[uuid.UUID, ExecutionLock],
+        conn: Connection,
+    ) -> builtins.list[Step]:
+        """The engine's one failure path (single, batched, or a waiting step whose child
+        failed, with worker_id None): record the failed attempts, then propagate the steps
+        that failed for good. The caller holds the executions' rows (`locks`); the steps
+        written, those missing lost their lease."""
+        params = {"worker_id": worker_id, "ids": ids, "attempts": attempts, "errors": errors}
+        steps = self._many("fail_steps", params, Step, conn=conn)
+        final = [s for s in steps if s.status == "failed"]
+        if final:
+            self._after_failures(final, locks, conn)
+        return steps
 
     def _get(self, execution_id: uuid.UUID, conn: Connection) -> Execution:
         return self._one_or_raise(
@@ -367,20 +418,23 @@ class ExecutionsRepository(Repository):
         )
 
     def _announce(self, execution: Execution, event_type: str, conn: Connection) -> None:
-        payload = {
-            "workflow_id": str(execution.workflow_id),
-            "workflow_version": execution.workflow_version,
-            "status": execution.status,
-        }
-        if execution.error_message is not None:
-            payload["error"] = execution.error_message
         event = NewEvent(
             aggregate_type="execution",
             aggregate_id=execution.id,
             event_type=event_type,
-            payload=payload,
+            payload=_payload(execution),
         )
         OutboxRepository(self._executor, self._codec).append(event=event, conn=conn)
+
+    def _announce_many(self, executions: builtins.list[Execution], conn: Connection) -> None:
+        """`execution.<status>` for each execution, in one statement."""
+        params = {
+            "aggregate_types": ["execution"] * len(executions),
+            "aggregate_ids": [e.id for e in executions],
+            "event_types": [f"execution.{e.status}" for e in executions],
+            "payloads": [Jsonb(_payload(e)) for e in executions],
+        }
+        self._scalar("insert_outbox_events", params, conn=conn)
 
     def _after(self, cursor: str | None) -> tuple[Any, Any]:
         if cursor is None:
@@ -389,6 +443,17 @@ class ExecutionsRepository(Repository):
         if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
             raise InvalidInput("cursor does not hold a (created_at, id) position")
         return created_at, execution_id
+
+
+def _payload(execution: Execution) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "workflow_id": str(execution.workflow_id),
+        "workflow_version": execution.workflow_version,
+        "status": execution.status,
+    }
+    if execution.error_message is not None:
+        payload["error"] = execution.error_message
+    return payload
 
 
 def _missing(execution_id: uuid.UUID) -> str:

@@ -17,16 +17,21 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from flowledger.errors import InvalidInput, LeaseLost
 from flowledger.records.runs import (
     STEP_STATUSES,
     ClaimedStep,
+    CompleteResult,
     ExecutionLock,
+    FailResult,
+    HeartbeatResult,
+    LeaseExpiry,
     ReapResult,
     Step,
     StepAttempt,
+    StepCompletion,
+    StepFailure,
+    StepLease,
 )
 from flowledger.repositories.base import Connection, Repository, as_uuid
 from flowledger.repositories.executions import ExecutionsRepository
@@ -77,13 +82,32 @@ class StepsRepository(Repository):
         lease: datetime.timedelta = _DEFAULT_LEASE,
     ) -> datetime.datetime:
         """The new lease expiry of a step the worker still holds; raises LeaseLost, InvalidInput."""
-        _check_lease(lease)
-        params = _cas(step_id, worker_id, attempt) | {"lease": lease}
-        expires = self._scalar("heartbeat_step", params)
-        if expires is None:
+        params = _cas(step_id, worker_id, attempt)
+        result = self.heartbeat_many(
+            worker_id=worker_id,
+            steps=[StepLease(step_id=params["id"], attempt=attempt)],
+            lease=lease,
+        )
+        if result.lost:
             raise _lost(params)
-        assert isinstance(expires, datetime.datetime)
-        return expires
+        return result.leases[params["id"]]
+
+    def heartbeat_many(
+        self,
+        *,
+        worker_id: str,
+        steps: Sequence[StepLease],
+        lease: datetime.timedelta = _DEFAULT_LEASE,
+    ) -> HeartbeatResult:
+        """Extend, in one statement, the leases of the steps the worker still holds: the new
+        expiry per step, and the steps whose lease was lost (not an error: a worker drops
+        those). Raises InvalidInput."""
+        _check_lease(lease)
+        ids, attempts = _held(worker_id, steps, StepLease, "steps")
+        params = {"worker_id": worker_id, "ids": ids, "attempts": attempts, "lease": lease}
+        extended = self._many("heartbeat_steps", params, LeaseExpiry) if ids else []
+        leases = {x.id: x.lease_expires_at for x in extended}
+        return HeartbeatResult(leases=leases, lost=[i for i in ids if i not in leases])
 
     def complete(
         self, *, step_id: uuid.UUID | str, worker_id: str, attempt: int, outputs: Any = None
@@ -92,30 +116,60 @@ class StepsRepository(Repository):
         whose last dependency this was are queued (unless the execution is paused or
         cancelled) and the execution completes when nothing is left to run. Raises
         LeaseLost, InvalidInput."""
-        params = _cas(step_id, worker_id, attempt) | {"outputs": Jsonb(outputs)}
+        params = _cas(step_id, worker_id, attempt)
+        one = StepCompletion(step_id=params["id"], attempt=attempt, outputs=outputs)
+        if self.complete_many(worker_id=worker_id, completions=[one]).lost:
+            raise _lost(params)
+
+    def complete_many(
+        self, *, worker_id: str, completions: Sequence[StepCompletion]
+    ) -> CompleteResult:
+        """Complete many steps of one worker in one transaction, exactly as `complete` does
+        each (one statement for the steps, their attempts and their dependents, one to finish
+        the executions left with nothing to run): compare-and-set per step, so a lost lease
+        is reported in `lost` and nothing is written for that step, while the others
+        complete. Raises InvalidInput."""
+        ids, attempts = _held(worker_id, completions, StepCompletion, "completions")
+        if not ids:
+            return CompleteResult(completed=[], lost=[])
+        outputs = [c.outputs for c in completions]
         with self._atomic() as conn:
-            lock = self._lock_execution_of(params, conn)
-            running = lock.status == "running"
-            params["promote"] = running
-            if self._scalar("complete_step", params, conn=conn) is None:
-                raise _lost(params)
-            if running:
-                self._executions._finish_if_settled(lock.id, conn)
+            locks = self._lock_executions_of(ids, conn)
+            done = self._executions.complete_steps(worker_id, ids, attempts, outputs, locks, conn)
+        completed = {d.id for d in done}
+        return CompleteResult(
+            completed=[i for i in ids if i in completed],
+            lost=[i for i in ids if i not in completed],
+        )
 
     def fail(self, *, step_id: uuid.UUID | str, worker_id: str, attempt: int, error: str) -> Step:
         """The step after a failed attempt: queued again after a backoff while attempts
         remain; else failed for good, which skips every step depending on it and fails the
         execution (fail_fast) or lets its independent branches finish (continue), in the
         same transaction. Raises LeaseLost, InvalidInput."""
-        params = _cas(step_id, worker_id, attempt) | {"error": error}
+        params = _cas(step_id, worker_id, attempt)
+        one = StepFailure(step_id=params["id"], attempt=attempt, error=error)
+        result = self.fail_many(worker_id=worker_id, failures=[one])
+        if result.lost:
+            raise _lost(params)
+        return result.steps[0]
+
+    def fail_many(self, *, worker_id: str, failures: Sequence[StepFailure]) -> FailResult:
+        """Record many failed attempts of one worker in one transaction, exactly as `fail`
+        does each: each step after its attempt (queued again, or failed for good and
+        propagated), and the steps whose lease was lost (nothing written for them). Raises
+        InvalidInput."""
+        ids, attempts = _held(worker_id, failures, StepFailure, "failures")
+        if not ids:
+            return FailResult(steps=[], lost=[])
+        errors = [_error(f.error) for f in failures]
         with self._atomic() as conn:
-            lock = self._lock_execution_of(params, conn)
-            step = self._one("fail_step", params, Step, conn=conn)
-            if step is None:
-                raise _lost(params)
-            if step.status == "failed":
-                self._executions._after_failures([step], {lock.id: lock}, conn)
-        return step
+            locks = self._lock_executions_of(ids, conn)
+            steps = self._executions.fail_steps(worker_id, ids, attempts, errors, locks, conn)
+        by_id = {s.id: s for s in steps}
+        return FailResult(
+            steps=[by_id[i] for i in ids if i in by_id], lost=[i for i in ids if i not in by_id]
+        )
 
     def reap(self, *, batch: int = 100) -> ReapResult:
         """One reaper pass over up to `batch` steps of each kind, skipping rows others hold:
@@ -195,11 +249,11 @@ class StepsRepository(Repository):
     def _executions(self) -> ExecutionsRepository:
         return ExecutionsRepository(self._executor, self._codec)
 
-    def _lock_execution_of(self, params: dict[str, Any], conn: Connection) -> ExecutionLock:
-        lock = self._one("lock_step_execution", {"id": params["id"]}, ExecutionLock, conn=conn)
-        if lock is None:
-            raise _lost(params)
-        return lock
+    def _lock_executions_of(
+        self, ids: builtins.list[uuid.UUID], conn: Connection
+    ) -> dict[uuid.UUID, ExecutionLock]:
+        locks = self._many("lock_step_executions", {"ids": ids}, ExecutionLock, conn=conn)
+        return {lock.id: lock for lock in locks}
 
 
 def _cas(step_id: uuid.UUID | str, worker_id: str, attempt: int) -> dict[str, Any]:
@@ -207,6 +261,37 @@ def _cas(step_id: uuid.UUID | str, worker_id: str, attempt: int) -> dict[str, An
     if attempt < 1:
         raise InvalidInput(f"attempt must be >= 1, got {attempt}")
     return {"id": as_uuid(step_id, "step id"), "worker_id": worker_id, "attempt": attempt}
+
+
+def _held(
+    worker_id: str,
+    items: Sequence[StepLease | StepCompletion | StepFailure],
+    kind: type[StepLease | StepCompletion | StepFailure],
+    argument: str,
+) -> tuple[builtins.list[uuid.UUID], builtins.list[int]]:
+    """The step ids and attempts of a batch, checked: every item a `kind`, no step twice."""
+    _check_worker(worker_id)
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise InvalidInput(f"{argument} must be a list of {kind.__name__}")
+    if len(items) > _MAX_CLAIM:
+        raise InvalidInput(f"{argument} holds {len(items)} items; at most {_MAX_CLAIM}")
+    ids: builtins.list[uuid.UUID] = []
+    attempts: builtins.list[int] = []
+    for item in items:
+        if not isinstance(item, kind):
+            raise InvalidInput(f"{argument} must hold {kind.__name__} items, got {item!r}")
+        checked = _cas(item.step_id, worker_id, item.attempt)
+        ids.append(checked["id"])
+        attempts.append(item.attempt)
+    if len(set(ids)) != len(ids):
+        raise InvalidInput(f"{argument} names a step more than once")
+    return ids, attempts
+
+
+def _error(error: object) -> str:
+    if not isinstance(error, str):
+        raise InvalidInput(f"error must be a string, got {type(error).__name__}")
+    return error
 
 
 def _lost(params: dict[str, Any]) -> LeaseLost:
