@@ -1,32 +1,107 @@
 -- Executions: runs of a workflow, pinned to a version, and their lifecycle.
 -- Legal status changes are enforced by the workflow_executions_status_transition trigger.
 
--- name: insert_execution
--- Start an execution of the workflow's current version, directly 'running', with the
--- workflow's failure mode and the version's dependency graph (stage -> the stages it waits
--- for). FOR SHARE: stage edits of the workflow (which lock its row) wait for the start to
--- commit, so the steps it fans out name live stages. Returns no row when the workflow does
--- not exist, is archived or disabled, or when the idempotency key is already used
--- (ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to settle).
--- returns: one
+-- name: start_executions
+-- Start executions in one statement, one per request (the i-th element of every array):
+-- for a workflow that exists, is not archived and is enabled, the execution of its current
+-- version (running, or completed at once when the version has no step), with the workflow's
+-- failure mode and the version's dependency graph; its steps from the version's stage
+-- snapshot (one per with_items element; queued when they depend on nothing, else pending
+-- with the number of steps they wait for); `execution.started` (and `execution.completed`)
+-- in the outbox; and the wake-ups of the relay and of the workers. A request whose
+-- idempotency key is already used (or used earlier in the batch) inserts nothing. The
+-- executions created, in request order. FOR SHARE: stage edits of the workflows (which
+-- lock their rows) wait for the start to commit, so the steps name live stages.
+-- plan: index workflows_pkey, workflow_version_stages_name_key
+-- returns: many
 -- record: runs.Execution
-INSERT INTO workflow_executions (workflow_id, workflow_version, parent_execution_id,
-                                 parent_step_id, triggered_by, status, idempotency_key,
-                                 parameters, started_at, failure_mode, task_graph)
-SELECT w.id, w.version, %(parent_execution_id)s::uuid, %(parent_step_id)s::uuid,
-       %(triggered_by)s::uuid, 'running', %(idempotency_key)s::text, %(parameters)s::jsonb,
-       now(), w.failure_mode,
-       coalesce((SELECT jsonb_object_agg(v.name, to_jsonb(v.depends_on))
-                   FROM workflow_version_stages AS v
-                  WHERE v.workflow_id = w.id AND v.version = w.version), '{}'::jsonb)
-  FROM workflows AS w
- WHERE w.id = %(workflow_id)s::uuid AND w.status <> 'archived' AND w.enabled
-   FOR SHARE OF w
-    ON CONFLICT ON CONSTRAINT workflow_executions_idempotency_key DO NOTHING
-RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
+WITH request AS MATERIALIZED (
+    SELECT uuid_generate_v7() AS id, r.n, r.workflow_id, r.parameters, r.idempotency_key,
+           r.triggered_by, r.parent_execution_id, r.parent_step_id
+      FROM unnest(%(workflow_ids)s::uuid[], %(parameters)s::jsonb[],
+                  %(idempotency_keys)s::text[], %(triggered_by)s::uuid[],
+                  %(parent_execution_ids)s::uuid[], %(parent_step_ids)s::uuid[])
+           WITH ORDINALITY AS r (workflow_id, parameters, idempotency_key, triggered_by,
+                                 parent_execution_id, parent_step_id, n)
+), startable AS MATERIALIZED (
+    SELECT w.id, w.version, w.failure_mode
+      FROM workflows AS w
+     WHERE w.id IN (SELECT r.workflow_id FROM request AS r)
+       AND w.status <> 'archived' AND w.enabled
+       FOR SHARE OF w
+), stage AS MATERIALIZED (
+    SELECT v.workflow_id, v.id, v.stage_id, v.name, v.position, v.depends_on, v.retry_policy,
+           v.timeout_seconds,
+           CASE WHEN v.with_items IS NULL THEN 1 ELSE jsonb_array_length(v.with_items) END
+               AS width,
+           (SELECT coalesce(sum(CASE WHEN d.with_items IS NULL THEN 1
+                                     ELSE jsonb_array_length(d.with_items) END), 0)::int
+              FROM workflow_version_stages AS d
+             WHERE d.workflow_id = v.workflow_id AND d.version = v.version
+               AND d.name = ANY (v.depends_on)) AS waits_for
+      FROM startable AS w
+      JOIN workflow_version_stages AS v ON v.workflow_id = w.id AND v.version = w.version
+), execution AS (
+    INSERT INTO workflow_executions (id, workflow_id, workflow_version, parent_execution_id,
+                                     parent_step_id, triggered_by, status, idempotency_key,
+                                     parameters, started_at, finished_at, failure_mode,
+                                     task_graph)
+    SELECT r.id, w.id, w.version, r.parent_execution_id, r.parent_step_id, r.triggered_by,
+           CASE WHEN g.steps > 0 THEN 'running' ELSE 'completed' END, r.idempotency_key,
+           r.parameters, now(), CASE WHEN g.steps > 0 THEN NULL ELSE now() END,
+           w.failure_mode, g.graph
+      FROM request AS r
+      JOIN startable AS w ON w.id = r.workflow_id
+     CROSS JOIN LATERAL (
+           SELECT coalesce(sum(s.width), 0) AS steps,
+                  coalesce(jsonb_object_agg(s.name, to_jsonb(s.depends_on))
+                               FILTER (WHERE s.name IS NOT NULL), '{}'::jsonb) AS graph
+             FROM stage AS s
+            WHERE s.workflow_id = w.id
+           ) AS g
+     ORDER BY r.n
+        ON CONFLICT ON CONSTRAINT workflow_executions_idempotency_key DO NOTHING
+    RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
           idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
           started_at, finished_at, row_version, created_at, updated_at, failure_mode,
-          parent_step_id;
+          parent_step_id
+), created_steps AS (
+    INSERT INTO execution_steps (execution_id, stage_id, version_stage_id, task_name,
+                                 task_index, status, deps_remaining, max_attempts,
+                                 timeout_seconds)
+    SELECT x.id, s.stage_id, s.id, s.name, i.task_index,
+           CASE WHEN s.waits_for = 0 THEN 'queued' ELSE 'pending' END, s.waits_for,
+           (s.retry_policy ->> 'max_attempts')::numeric::int, s.timeout_seconds
+      FROM execution AS x
+      JOIN stage AS s ON s.workflow_id = x.workflow_id
+     CROSS JOIN LATERAL generate_series(0, s.width - 1) AS i (task_index)
+     ORDER BY x.id, s.position, i.task_index
+    RETURNING status
+), events AS (
+    INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
+    SELECT 'execution', x.id, e.event_type,
+           jsonb_build_object('workflow_id', x.workflow_id::text,
+                              'workflow_version', x.workflow_version, 'status', e.status)
+      FROM execution AS x
+     CROSS JOIN (VALUES (1, 'execution.started', 'running'),
+                        (2, 'execution.completed', 'completed')) AS e (n, event_type, status)
+     WHERE e.n = 1 OR x.status = 'completed'
+     ORDER BY x.id, e.n
+), hint AS (
+    SELECT pg_notify('flowledger_outbox', '') AS sent
+      FROM (SELECT 1 FROM execution LIMIT 1) AS any_started
+    UNION ALL
+    SELECT pg_notify('flowledger_steps', '')
+      FROM (SELECT 1 FROM created_steps AS c WHERE c.status = 'queued' LIMIT 1) AS any_queued
+)
+SELECT x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,
+       x.status, x.attempt, x.idempotency_key, x.parameters, x.variables, x.task_graph,
+       x.error_message, x.pause_reason, x.started_at, x.finished_at, x.row_version,
+       x.created_at, x.updated_at, x.failure_mode, x.parent_step_id
+  FROM execution AS x
+  JOIN request AS r ON r.id = x.id
+ CROSS JOIN (SELECT count(*) FROM hint) AS sent
+ ORDER BY r.n;
 
 -- name: get_workflow_startable
 -- Why a workflow cannot be started: its status and enabled flag (no row when it is gone).
@@ -37,44 +112,19 @@ SELECT status, enabled
   FROM workflows
  WHERE id = %(workflow_id)s::uuid;
 
--- name: get_execution_by_idempotency_key
--- The execution a workflow already started under this idempotency key.
+-- name: get_executions_by_idempotency_keys
+-- The executions workflows already started under these idempotency keys (the i-th key of
+-- the i-th workflow).
 -- plan: index workflow_executions_idempotency_key, workflow_executions_workflow_created_idx, workflow_executions_workflow_status_idx, workflow_executions_workflow_version_idx
--- returns: one
+-- returns: many
 -- record: runs.Execution
-SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
-       idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-       started_at, finished_at, row_version, created_at, updated_at, failure_mode, parent_step_id
-  FROM workflow_executions
- WHERE workflow_id = %(workflow_id)s::uuid AND idempotency_key = %(idempotency_key)s::text;
-
--- name: insert_execution_steps
--- Create the steps of a new execution in one statement from the stage snapshot of the
--- version it pinned, one per stage, or one per with_items element (task_index 0..n-1; an empty array
--- yields none), with the stage's retry budget and timeout. deps_remaining counts the steps
--- of the stages it depends on (each with_items element counts: fan-in); a step with none
--- is queued at once, the others wait as 'pending' until completions count them down.
--- plan: index workflow_version_stages_name_key
--- returns: rowcount
-INSERT INTO execution_steps (execution_id, stage_id, version_stage_id, task_name, task_index,
-                             status, deps_remaining, max_attempts, timeout_seconds)
-SELECT %(execution_id)s::uuid, v.stage_id, v.id, v.name, items.task_index,
-       CASE WHEN deps.n = 0 THEN 'queued' ELSE 'pending' END, deps.n,
-       (v.retry_policy ->> 'max_attempts')::numeric::int, v.timeout_seconds
-  FROM workflow_version_stages AS v
- CROSS JOIN LATERAL (
-       SELECT coalesce(sum(CASE WHEN d.with_items IS NULL THEN 1
-                                ELSE jsonb_array_length(d.with_items) END), 0)::int AS n
-         FROM workflow_version_stages AS d
-        WHERE d.workflow_id = v.workflow_id AND d.version = v.version
-          AND d.name = ANY (v.depends_on)
-       ) AS deps
- CROSS JOIN LATERAL generate_series(
-           0,
-           CASE WHEN v.with_items IS NULL THEN 0 ELSE jsonb_array_length(v.with_items) - 1 END
-       ) AS items (task_index)
- WHERE v.workflow_id = %(workflow_id)s::uuid AND v.version = %(version)s::int
- ORDER BY v.position, items.task_index;
+SELECT x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,
+       x.status, x.attempt, x.idempotency_key, x.parameters, x.variables, x.task_graph,
+       x.error_message, x.pause_reason, x.started_at, x.finished_at, x.row_version,
+       x.created_at, x.updated_at, x.failure_mode, x.parent_step_id
+  FROM unnest(%(workflow_ids)s::uuid[], %(idempotency_keys)s::text[]) AS k (workflow_id, key)
+  JOIN workflow_executions AS x
+    ON x.workflow_id = k.workflow_id AND x.idempotency_key = k.key;
 
 -- name: get_execution_by_id
 -- One execution by id.

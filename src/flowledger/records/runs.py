@@ -27,6 +27,7 @@ __all__ = [
     "LogLine",
     "NewLogLine",
     "ReapResult",
+    "StartRequest",
     "Step",
     "StepAttempt",
     "StepCompletion",
@@ -208,6 +209,15 @@ class ReapResult(msgspec.Struct, frozen=True, kw_only=True):
     requeued: list[uuid.UUID]
     failed: list[uuid.UUID]
     timed_out: list[uuid.UUID]
+
+
+class StartRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One execution to start with `executions.start_many`."""
+
+    workflow_id: uuid.UUID | str
+    parameters: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    triggered_by: uuid.UUID | str | None = None
 
 
 class StepCompletion(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,12 +15,12 @@ from __future__ import annotations
 import builtins
 import datetime
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from flowledger.errors import InvalidInput, NotFound, StaleWrite
+from flowledger.errors import FlowledgerError, InvalidInput, NotFound, StaleWrite
 from flowledger.records.events import NewEvent
 from flowledger.records.runs import (
     EXECUTION_STATUSES,
@@ -29,6 +29,7 @@ from flowledger.records.runs import (
     ExecutionLock,
     ExecutionProgress,
     ExecutionStatus,
+    StartRequest,
     Step,
     WorkflowState,
 )
@@ -40,6 +41,7 @@ __all__ = ["ExecutionsRepository"]
 
 _LIST_SCOPE = "executions.list:created_at:desc"
 _CANCELLED = "execution cancelled"
+_MAX_STARTS = 1000
 
 
 class ExecutionsRepository(Repository):
@@ -57,39 +59,46 @@ class ExecutionsRepository(Repository):
     ) -> Execution:
         """The running execution of the workflow's current version, its steps created from
         the version's stage snapshot (those with no dependency queued) and
-        `execution.started` written, all in one transaction; with an idempotency key already
+        `execution.started` written, in one statement; with an idempotency key already
         used, the existing execution (nothing is created). With `parent_step_id`, a child
         execution: that running step waits for it (no lease, not claimable) and completes
         or fails with it. Raises NotFound (workflow, parent step), InvalidInput (archived or
         disabled workflow, malformed ids, blank key, unknown parent or user, a parent step
         that is not running)."""
-        if idempotency_key is not None and not idempotency_key.strip():
-            raise InvalidInput("idempotency_key must not be blank")
-        params = {
-            "workflow_id": as_uuid(workflow_id, "workflow id"),
-            "parameters": Jsonb(parameters if parameters is not None else {}),
-            "idempotency_key": idempotency_key,
-            "triggered_by": as_optional_uuid(triggered_by, "triggered_by"),
-            "parent_execution_id": as_optional_uuid(parent_execution_id, "parent execution id"),
-            "parent_step_id": as_optional_uuid(parent_step_id, "parent step id"),
-        }
-        with self._atomic(params) as conn:
-            if params["parent_step_id"] is not None:
-                self._adopt(params, conn)
-            created = self._one("insert_execution", params, Execution, context=params, conn=conn)
-            if created is None:
-                return self._existing(params, conn)
-            steps = {
-                "execution_id": created.id,
-                "workflow_id": created.workflow_id,
-                "version": created.workflow_version,
-            }
-            self._execute("insert_execution_steps", steps, conn=conn)
-            if created.parent_step_id is not None:
-                self._wait_for(created.parent_step_id, conn)
-            self._announce(created, "execution.started", conn)
-            # A workflow without stages (or with only empty fan-outs) is done at once.
-            return self._finish_if_settled(created.id, conn) or created
+        request = _request(workflow_id, parameters, idempotency_key, triggered_by)
+        request["parent_execution_id"] = as_optional_uuid(
+            parent_execution_id, "parent execution id"
+        )
+        request["parent_step_id"] = as_optional_uuid(parent_step_id, "parent step id")
+        if request["parent_step_id"] is None:
+            return self._start([request], None)[0][0]
+        with self._atomic(request) as conn:
+            self._adopt(request, conn)
+            [(execution, created)] = self._start([request], conn)
+            if created:
+                self._wait_for(request["parent_step_id"], conn)
+                if execution.status == "completed":  # nothing to run: done at once
+                    self._report_to_parent(execution, conn)
+        return execution
+
+    def start_many(self, *, requests: Sequence[StartRequest]) -> builtins.list[Execution]:
+        """Start many executions (each with its own workflow, parameters and idempotency
+        key) in one statement and one transaction, exactly as `start` starts each; the
+        executions in request order (an already used key gives the existing one). Raises
+        NotFound, InvalidInput (for any request: then none is started)."""
+        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+            raise InvalidInput("requests must be a list of StartRequest")
+        if len(requests) > _MAX_STARTS:
+            raise InvalidInput(f"requests holds {len(requests)} items; at most {_MAX_STARTS}")
+        checked = []
+        for r in requests:
+            if not isinstance(r, StartRequest):
+                raise InvalidInput(f"requests must hold StartRequest items, got {r!r}")
+            checked.append(_request(r.workflow_id, r.parameters, r.idempotency_key, r.triggered_by))
+        if not checked:
+            return []
+        with self._atomic() as conn:
+            return [execution for execution, _ in self._start(checked, conn)]
 
     def get(self, *, id: uuid.UUID | str) -> Execution:
         """The execution with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -256,18 +265,69 @@ class ExecutionsRepository(Repository):
         params = {"cutoff": cutoff_of(older_than), "batch": batch}
         return self._delete_in_batches("prune_finished_executions", params)
 
-    def _existing(self, params: dict[str, Any], conn: Connection) -> Execution:
-        if params["idempotency_key"] is not None:
-            found = self._one("get_execution_by_idempotency_key", params, Execution, conn=conn)
-            if found is not None:
-                return found
-        wid = params["workflow_id"]
+    def _start(
+        self, requests: builtins.list[dict[str, Any]], conn: Connection | None
+    ) -> builtins.list[tuple[Execution, bool]]:
+        """Run start_executions for checked requests: each request's execution, and whether
+        this call created it (False: its idempotency key was used already). Raises when a
+        request's workflow cannot be started (nothing was created for it)."""
+        params = {
+            "workflow_ids": [r["workflow_id"] for r in requests],
+            "parameters": [r["parameters"] for r in requests],
+            "idempotency_keys": [r["idempotency_key"] for r in requests],
+            "triggered_by": [r["triggered_by"] for r in requests],
+            "parent_execution_ids": [r.get("parent_execution_id") for r in requests],
+            "parent_step_ids": [r.get("parent_step_id") for r in requests],
+        }
+        context = requests[0] if len(requests) == 1 else None
+        created = self._many("start_executions", params, Execution, context=context, conn=conn)
+        # Rows come in request order; a request without one reused a key or cannot start.
+        rows = iter(created)
+        row = next(rows, None)
+        results: builtins.list[tuple[Execution, bool] | None] = []
+        for r in requests:
+            if row is not None and (row.workflow_id, row.idempotency_key) == (
+                r["workflow_id"],
+                r["idempotency_key"],
+            ):
+                results.append((row, True))
+                row = next(rows, None)
+            else:
+                results.append(None)
+        missing = [r for r, result in zip(requests, results, strict=True) if result is None]
+        existing = self._existing(missing, conn) if missing else {}
+        return [
+            result or (existing[r["workflow_id"], r["idempotency_key"]], False)
+            for r, result in zip(requests, results, strict=True)
+        ]
+
+    def _existing(
+        self, requests: builtins.list[dict[str, Any]], conn: Connection | None
+    ) -> dict[tuple[uuid.UUID, str | None], Execution]:
+        keyed = [r for r in requests if r["idempotency_key"] is not None]
+        params = {
+            "workflow_ids": [r["workflow_id"] for r in keyed],
+            "idempotency_keys": [r["idempotency_key"] for r in keyed],
+        }
+        found = (
+            self._many("get_executions_by_idempotency_keys", params, Execution, conn=conn)
+            if keyed
+            else []
+        )
+        existing = {(e.workflow_id, e.idempotency_key): e for e in found}
+        for r in requests:
+            if (r["workflow_id"], r["idempotency_key"]) not in existing:
+                raise self._unstartable(r["workflow_id"], conn)
+        return existing
+
+    def _unstartable(self, workflow_id: uuid.UUID, conn: Connection | None) -> FlowledgerError:
+        params = {"workflow_id": workflow_id}
         state = self._one("get_workflow_startable", params, WorkflowState, conn=conn)
         if state is None:
-            raise NotFound(f"workflow {wid} not found")
+            return NotFound(f"workflow {workflow_id} not found")
         if state.status == "archived":
-            raise InvalidInput(f"workflow {wid} is archived: it cannot be started")
-        raise InvalidInput(f"workflow {wid} is disabled: enable it to start it")
+            return InvalidInput(f"workflow {workflow_id} is archived: it cannot be started")
+        return InvalidInput(f"workflow {workflow_id} is disabled: enable it to start it")
 
     def _adopt(self, params: dict[str, Any], conn: Connection) -> None:
         # A child execution: its parent is the execution of the parent step (locked here:
@@ -443,6 +503,24 @@ class ExecutionsRepository(Repository):
         if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
             raise InvalidInput("cursor does not hold a (created_at, id) position")
         return created_at, execution_id
+
+
+def _request(
+    workflow_id: uuid.UUID | str,
+    parameters: dict[str, Any] | None,
+    idempotency_key: str | None,
+    triggered_by: uuid.UUID | str | None,
+) -> dict[str, Any]:
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not idempotency_key.strip()
+    ):
+        raise InvalidInput("idempotency_key must be a non-blank string or None")
+    return {
+        "workflow_id": as_uuid(workflow_id, "workflow id"),
+        "parameters": Jsonb(parameters if parameters is not None else {}),
+        "idempotency_key": idempotency_key,
+        "triggered_by": as_optional_uuid(triggered_by, "triggered_by"),
+    }
 
 
 def _payload(execution: Execution) -> dict[str, Any]:
