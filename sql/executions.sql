@@ -332,9 +332,10 @@ RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, 
 -- Retry: every failed, timed-out, skipped or cancelled step of an execution runs again with
 -- a fresh attempt budget (its stage's max_attempts more; attempt numbers go on, so the
 -- attempt history stays), queued when every step it depends on is completed, else pending
--- with the count of those that are not. Completed steps keep their outputs.
+-- with the count of those that are not. Completed steps keep their outputs. Wakes the
+-- workers; the number of steps requeued.
 -- plan: index execution_steps_execution_task_key
--- returns: rowcount
+-- returns: scalar
 WITH again AS (
     SELECT s.id, coalesce((v.retry_policy ->> 'max_attempts')::numeric::int, s.max_attempts)
                AS budget,
@@ -346,23 +347,36 @@ WITH again AS (
       LEFT JOIN workflow_version_stages AS v ON v.id = s.version_stage_id
      WHERE s.execution_id = %(id)s::uuid
        AND s.status IN ('failed', 'timed_out', 'skipped', 'cancelled')
+), requeued AS (
+    UPDATE execution_steps AS s
+       SET status = CASE WHEN a.waiting_for = 0 THEN 'queued' ELSE 'pending' END,
+           deps_remaining = a.waiting_for, max_attempts = s.attempt + a.budget,
+           available_at = now(), completed_at = NULL, duration_ms = NULL, error = NULL,
+           lease_owner = NULL, lease_expires_at = NULL
+      FROM again AS a
+     WHERE s.id = a.id
+    RETURNING s.status
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM (SELECT 1 FROM requeued AS r WHERE r.status = 'queued' LIMIT 1) AS any_queued
 )
-UPDATE execution_steps AS s
-   SET status = CASE WHEN a.waiting_for = 0 THEN 'queued' ELSE 'pending' END,
-       deps_remaining = a.waiting_for, max_attempts = s.attempt + a.budget,
-       available_at = now(), completed_at = NULL, duration_ms = NULL, error = NULL,
-       lease_owner = NULL, lease_expires_at = NULL
-  FROM again AS a
- WHERE s.id = a.id;
+SELECT count(*) FROM requeued LEFT JOIN hint ON true;
 
 -- name: queue_ready_steps
 -- On resume: queue the pending steps of an execution whose dependencies all completed
--- while it was paused (a paused execution promotes nothing).
+-- while it was paused (a paused execution promotes nothing), and wake the workers.
 -- plan: index execution_steps_execution_task_key
--- returns: rowcount
-UPDATE execution_steps
-   SET status = 'queued', available_at = now()
- WHERE execution_id = %(id)s::uuid AND status = 'pending' AND deps_remaining = 0;
+-- returns: scalar
+WITH queued AS (
+    UPDATE execution_steps
+       SET status = 'queued', available_at = now()
+     WHERE execution_id = %(id)s::uuid AND status = 'pending' AND deps_remaining = 0
+    RETURNING id
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
+)
+SELECT count(*) FROM queued LEFT JOIN hint ON true;
 
 -- name: update_execution_variables
 -- Replace an execution's variables if its row_version still is the expected one; no row

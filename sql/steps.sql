@@ -299,12 +299,16 @@ WITH due AS MATERIALIZED (
            error = 'lease expired'
       FROM expired x
      WHERE a.step_id = x.id AND a.attempt = x.attempt AND a.finished_at IS NULL
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM (SELECT 1 FROM reaped AS r WHERE r.status = 'queued' LIMIT 1) AS any_queued
 )
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
        updated_at
-  FROM reaped;
+  FROM reaped
+  LEFT JOIN hint ON true;
 
 -- name: expire_timed_out_steps
 -- Reaper, timeouts: running steps past started_at + timeout_seconds (a batch) go back to
@@ -353,12 +357,16 @@ WITH due AS MATERIALIZED (
            error = 'timed out'
       FROM overdue o
      WHERE a.step_id = o.id AND a.attempt = o.attempt AND a.finished_at IS NULL
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM (SELECT 1 FROM expired AS r WHERE r.status = 'queued' LIMIT 1) AS any_queued
 )
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
        updated_at
-  FROM expired;
+  FROM expired
+  LEFT JOIN hint ON true;
 
 -- name: find_pending_retries
 -- Steps waiting out a retry backoff at the given time, soonest due first.
@@ -391,17 +399,25 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 
 -- name: update_steps_status
 -- Set the status of many steps in one statement (not 'running': only a claim leases);
--- illegal transitions are refused by execution_steps_status_transition.
+-- illegal transitions are refused by execution_steps_status_transition. Steps queued wake
+-- the workers. The number changed.
 -- plan: index execution_steps_pkey
--- returns: rowcount
-UPDATE execution_steps
-   SET status = %(status)s::text, lease_owner = NULL, lease_expires_at = NULL,
-       available_at = CASE WHEN %(status)s::text = 'queued' THEN now() ELSE available_at END,
-       completed_at = CASE
-           WHEN %(status)s::text IN ('pending', 'queued') THEN NULL
-           ELSE coalesce(completed_at, now())
-       END
- WHERE id = ANY(%(ids)s::uuid[]);
+-- returns: scalar
+WITH changed AS (
+    UPDATE execution_steps
+       SET status = %(status)s::text, lease_owner = NULL, lease_expires_at = NULL,
+           available_at = CASE WHEN %(status)s::text = 'queued' THEN now() ELSE available_at END,
+           completed_at = CASE
+               WHEN %(status)s::text IN ('pending', 'queued') THEN NULL
+               ELSE coalesce(completed_at, now())
+           END
+     WHERE id = ANY(%(ids)s::uuid[])
+    RETURNING status
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM (SELECT 1 FROM changed AS c WHERE c.status = 'queued' LIMIT 1) AS any_queued
+)
+SELECT count(*) FROM changed LEFT JOIN hint ON true;
 
 -- name: close_attempts_of_steps
 -- Close the open attempts of steps that are no longer running (after a bulk status change),

@@ -20,6 +20,7 @@ from flowledger.migrate import redact, to_libpq_url
 from flowledger.repositories.base import ConnectionExecutor, PoolExecutor
 from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.registry import Repositories
+from flowledger.wakeups import WakeUps
 
 _ENV_PREFIX = "FLOWLEDGER_"
 
@@ -195,6 +196,12 @@ class Database(Repositories):
         transaction: for loops of many small calls (a request handler, a worker batch)."""
         with translating(), self._pool.connection() as conn:
             yield Pinned(conn, self._codec)
+
+    def wake_ups(self) -> WakeUps:
+        """A connection of its own LISTENing for claimable steps: `wait(timeout)` returns
+        when a start, completion, resume, retry or reaper pass made steps claimable, or
+        after the timeout. Close it when done. Raises Unavailable."""
+        return WakeUps.open(self.url, self._conn_kwargs)
 
     def health(self, timeout: float = 2.0) -> dict[str, str]:
         """`{"postgres": "ok"}` or `{"postgres": "error: <message>"}`; never raises."""

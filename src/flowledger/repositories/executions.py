@@ -173,7 +173,7 @@ class ExecutionsRepository(Repository):
             resumed = self._one("set_execution_running", {"id": execution_id}, Execution, conn=conn)
             if resumed is None:
                 return self._get(execution_id, conn)
-            self._execute("queue_ready_steps", {"id": execution_id}, conn=conn)
+            self._scalar("queue_ready_steps", {"id": execution_id}, conn=conn)
             self._announce(resumed, "execution.resumed", conn)
             return self._finish_if_settled(execution_id, conn) or resumed
 
@@ -214,7 +214,7 @@ class ExecutionsRepository(Repository):
                     f"execution {execution_id} is {current.status}: only a failed execution "
                     "can be retried"
                 )
-            self._execute("requeue_execution_steps", {"id": execution_id}, conn=conn)
+            self._scalar("requeue_execution_steps", {"id": execution_id}, conn=conn)
             self._announce(retried, "execution.retried", conn)
             return self._finish_if_settled(execution_id, conn) or retried
 

@@ -239,7 +239,7 @@ class StepsRepository(Repository):
         with self._atomic() as conn:
             # The executions' rows first: the engine's lock order.
             self._many("lock_step_executions", {"ids": params["ids"]}, ExecutionLock, conn=conn)
-            changed = self._execute("update_steps_status", params, conn=conn)
+            changed = int(self._scalar("update_steps_status", params, conn=conn))
             outcome = {"pending": "lease_lost", "queued": "lease_lost", "skipped": "cancelled"}
             closing = {"ids": params["ids"], "outcome": outcome.get(status, status)}
             self._execute("close_attempts_of_steps", closing, conn=conn)
