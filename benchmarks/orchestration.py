@@ -112,6 +112,60 @@ def run_once(url: str, workload: str, workers: int, batch: int) -> dict[str, Any
         db.close()
 
 
+def latency(url: str, starts: int) -> dict[str, float]:
+    """Start -> claim latency with one worker waiting on wake-ups: the time from the
+    `executions.start` call to the worker holding the execution's first step, in ms."""
+    import flowledger
+    from flowledger.records.identity import NewUser
+    from flowledger.records.workflows import NewStage, NewWorkflow
+
+    db = flowledger.connect(url, min_size=2, max_size=2)
+    tag = uuid.uuid4().hex[:10]
+    user = db.users.create(user=NewUser(email=f"l-{tag}@example.com", display_name="L"))
+    wf = db.workflows.create(workflow=NewWorkflow(owner_id=user.id, name=f"l-{tag}"))
+    db.stages.add(workflow_id=wf.id, stage=NewStage(name="only", action_ref="core.noop"))
+    claimed_at: dict[uuid.UUID, float] = {}
+    stop = threading.Event()
+
+    def worker() -> None:
+        with db.wake_ups() as wake:
+            while not stop.is_set():
+                steps = db.steps.claim(worker_id="latency", limit=10)
+                now = time.perf_counter()
+                for step in steps:
+                    claimed_at[step.execution_id] = now
+                    db.steps.complete(step_id=step.id, worker_id="latency", attempt=step.attempt)
+                if not steps:
+                    wake.wait(1.0)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    started_at: dict[uuid.UUID, tuple[float, float]] = {}
+    try:
+        for _ in range(starts):
+            before = time.perf_counter()
+            execution = db.executions.start(workflow_id=wf.id)
+            started_at[execution.id] = (before, time.perf_counter())
+            time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while len(claimed_at) < starts and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join()
+        db.close()
+    assert len(claimed_at) == starts, f"{starts - len(claimed_at)} starts were not claimed"
+    calls = sorted((claimed_at[e] - t[0]) * 1000 for e, t in started_at.items())
+    commits = sorted((claimed_at[e] - t[1]) * 1000 for e, t in started_at.items())
+    p99 = min(starts - 1, int(starts * 0.99))
+    return {
+        "p50_ms": statistics.median(calls),
+        "p99_ms": calls[p99],
+        "committed_p50_ms": statistics.median(commits),
+        "committed_p99_ms": commits[p99],
+    }
+
+
 def _subprocess(checkout: Path, url: str, workload: str, workers: int, batch: int) -> float:
     env = dict(os.environ, PYTHONPATH=str(checkout / "src"))
     args = [sys.executable, __file__, "--run", workload, str(workers), str(batch), url]
@@ -135,6 +189,9 @@ def main() -> int:
     parser.add_argument("--database", help="server URL (any database on it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another checkout to compare flat with")
+    parser.add_argument(
+        "--latency", type=int, metavar="STARTS", help="measure start -> claim latency instead"
+    )
     parser.add_argument(
         "--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS), help="default: all"
     )
@@ -168,6 +225,15 @@ def main() -> int:
             urls[label] = _with_db(base, name)
     for label, checkout in checkouts.items():
         _migrate(checkout, urls[label])
+    if args.latency:
+        result = latency(urls["this"], args.latency)
+        print(
+            f"start -> claim latency over {args.latency} starts, one worker waiting on"
+            f" wake-ups: from the start call p50 {result['p50_ms']:.2f} ms, p99"
+            f" {result['p99_ms']:.2f} ms; from the start's commit p50"
+            f" {result['committed_p50_ms']:.2f} ms, p99 {result['committed_p99_ms']:.2f} ms"
+        )
+        return 0
     runs = [("this", w) for w in args.workloads]
     runs += [("baseline", "flat")] if args.baseline and "flat" in args.workloads else []
     samples: dict[tuple[str, str, int, int], list[float]] = {}
