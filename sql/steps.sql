@@ -478,3 +478,29 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
        updated_at
   FROM execution_steps
  WHERE id = (SELECT parent_step_id FROM workflow_executions WHERE id = %(id)s::uuid);
+
+-- name: release_steps
+-- Give back claimed steps (ids[i] at attempts[i]) the worker never started: queued again
+-- with the attempt count they had before the claim, the claim's attempt row deleted (that
+-- attempt never ran), the workers woken. The steps released; none for a step whose lease
+-- was lost.
+-- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
+-- returns: many
+-- record: runs.ReleasedStep
+WITH released AS (
+    UPDATE execution_steps AS s
+       SET status = 'queued', attempt = s.attempt - 1, lease_owner = NULL,
+           lease_expires_at = NULL, available_at = now()
+      FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS i (id, attempt)
+     WHERE s.id = i.id AND s.status = 'running' AND s.lease_owner = %(worker_id)s::text
+       AND s.attempt = i.attempt
+    RETURNING s.id, s.attempt + 1 AS claimed_attempt
+), dropped AS (
+    DELETE FROM step_attempts AS a
+     USING released AS r
+     WHERE a.step_id = r.id AND a.attempt = r.claimed_attempt AND a.finished_at IS NULL
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM (SELECT 1 FROM released LIMIT 1) AS any_released
+)
+SELECT r.id FROM released AS r LEFT JOIN hint ON true;

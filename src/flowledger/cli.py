@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from flowledger.errors import FlowledgerError, MigrationError
 from flowledger.migrate import EditedMigrations, Migrator, RunResult
 
@@ -238,6 +240,35 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK if ordered else EXIT_ERROR
 
 
+# -- worker -------------------------------------------------------------------------------
+
+
+def _cmd_worker(args: argparse.Namespace, out: _Output) -> int:
+    import signal
+
+    from flowledger.database import connect
+    from flowledger.worker import Worker, load_handlers
+
+    handlers = load_handlers(args.handlers)
+    url = resolve_database(args.database)
+    with connect(url, min_size=1, max_size=args.concurrency + 2) as db:
+        worker = Worker(db, handlers, worker_id=args.worker_id, concurrency=args.concurrency)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: worker.stop())
+        if not out.as_json:
+            print(f"worker {worker.worker_id}: {len(handlers)} handlers, stop with Ctrl-C")
+        stats = worker.run()
+    summary = msgspec.structs.asdict(stats)
+    out.emit(
+        {"worker_id": worker.worker_id, **summary},
+        [
+            f"worker {worker.worker_id} stopped: "
+            + ", ".join(f"{k} {v}" for k, v in summary.items())
+        ],
+    )
+    return EXIT_OK
+
+
 # -- check-plans --------------------------------------------------------------------------
 
 
@@ -358,6 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(demo)
     demo.set_defaults(handler=_cmd_demo)
+
+    work = sub.add_parser(
+        "worker", help="run steps through handlers (MODULE:ATTRIBUTE, a dict action -> callable)"
+    )
+    _add_common(work)
+    work.add_argument("handlers", help="e.g. myapp.handlers:HANDLERS")
+    work.add_argument("--concurrency", type=int, default=4, help="handler threads (default 4)")
+    work.add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
+    work.set_defaults(handler=_cmd_worker)
 
     plans = sub.add_parser("check-plans", help="EXPLAIN every annotated query and check its plan")
     _add_common(plans)

@@ -27,6 +27,7 @@ __all__ = [
     "LogLine",
     "NewLogLine",
     "ReapResult",
+    "ReleasedStep",
     "StartRequest",
     "Step",
     "StepAttempt",
@@ -265,6 +266,12 @@ class FailResult(msgspec.Struct, frozen=True, kw_only=True):
 
     steps: list[Step]
     lost: list[uuid.UUID]
+
+
+class ReleasedStep(msgspec.Struct, frozen=True, gc=False):
+    """A claimed step given back unstarted."""
+
+    id: uuid.UUID
 
 
 class LeaseExpiry(msgspec.Struct, frozen=True, gc=False):

@@ -27,6 +27,7 @@ from flowledger.records.runs import (
     HeartbeatResult,
     LeaseExpiry,
     ReapResult,
+    ReleasedStep,
     Step,
     StepAttempt,
     StepCompletion,
@@ -170,6 +171,22 @@ class StepsRepository(Repository):
         return FailResult(
             steps=[by_id[i] for i in ids if i in by_id], lost=[i for i in ids if i not in by_id]
         )
+
+    def release_many(
+        self, *, worker_id: str, steps: Sequence[StepLease]
+    ) -> builtins.list[uuid.UUID]:
+        """Give back claimed steps the worker never started (a worker shutting down with a
+        buffer): queued again without using up an attempt, their claim's attempt row
+        deleted. The steps released; one whose lease was lost is left alone. Raises
+        InvalidInput."""
+        ids, attempts = _held(worker_id, steps, StepLease, "steps")
+        if not ids:
+            return []
+        params = {"worker_id": worker_id, "ids": ids, "attempts": attempts}
+        with self._atomic() as conn:
+            self._lock_executions_of(ids, conn)  # the engine's lock order
+            released = self._many("release_steps", params, ReleasedStep, conn=conn)
+        return [r.id for r in released]
 
     def reap(self, *, batch: int = 100) -> ReapResult:
         """One reaper pass over up to `batch` steps of each kind, skipping rows others hold:

@@ -1,0 +1,248 @@
+"""A reference worker: claims ahead into a bounded buffer, runs handlers on a thread pool,
+writes completions and failures in batches, heartbeats its leases in one statement, wakes
+on notifications, and on shutdown finishes or gives back what it holds.
+
+    worker = Worker(db, {"core.http": fetch, "core.noop": lambda step: None})
+    worker.run()            # until worker.stop() (or SIGINT/SIGTERM in `flowledger worker`)
+
+A handler receives the `ClaimedStep` (its `config`, `item` and `inputs`) and returns the
+step's outputs; an exception fails the attempt (retried as the stage's policy says). A step
+whose action has no handler fails with a message saying so.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import logging
+import math
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from flowledger.database import Database
+from flowledger.errors import InvalidInput
+from flowledger.records.runs import ClaimedStep, StepCompletion, StepFailure, StepLease
+
+__all__ = ["Handler", "Worker", "WorkerStats", "load_handlers"]
+
+Handler = Callable[[ClaimedStep], Any]
+
+log = logging.getLogger("flowledger.worker")
+
+
+class WorkerStats(msgspec.Struct, kw_only=True):
+    """What a worker did: steps claimed, completed, failed, given back at shutdown, and
+    results dropped because the lease was lost meanwhile."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    released: int = 0
+    lost: int = 0
+
+
+class Worker:
+    """Runs the steps of the actions it has handlers for; see the module docstring."""
+
+    def __init__(
+        self,
+        db: Database,
+        handlers: Mapping[str, Handler],
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 4,
+        prefetch: int | None = None,
+        lease: datetime.timedelta = datetime.timedelta(seconds=60),
+        flush_size: int = 100,
+        flush_interval: float = 0.005,
+        idle_wait: float = 1.0,
+    ) -> None:
+        if not isinstance(handlers, Mapping) or not all(callable(h) for h in handlers.values()):
+            raise InvalidInput("handlers must map action refs to callables")
+        for name, value in (("concurrency", concurrency), ("flush_size", flush_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+                raise InvalidInput(f"{name} must be an integer between 1 and 1000, got {value!r}")
+        if prefetch is not None and (
+            isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 1000
+        ):
+            raise InvalidInput(f"prefetch must be an integer between 0 and 1000, got {prefetch!r}")
+        for name, seconds in (("flush_interval", flush_interval), ("idle_wait", idle_wait)):
+            if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
+                raise InvalidInput(f"{name} must be a positive number of seconds, got {seconds!r}")
+        self._db = db
+        self._handlers = dict(handlers)
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._concurrency = concurrency
+        # Held steps = running + buffered; the heartbeat renews every lease, so a buffer the
+        # handlers drain within a lease is covered.
+        self._capacity = concurrency + (concurrency if prefetch is None else prefetch)
+        self._lease = lease
+        self._flush_size = flush_size
+        self._flush_interval = flush_interval
+        self._idle_wait = idle_wait
+        self._stop = threading.Event()
+        self._results: queue.SimpleQueue[tuple[ClaimedStep, Any, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        self._held: dict[uuid.UUID, ClaimedStep] = {}
+        self._futures: dict[uuid.UUID, Future[None]] = {}
+        self.stats = WorkerStats()
+
+    def stop(self) -> None:
+        """Ask `run` to finish: no more claims, unstarted steps given back, running ones
+        finished and written."""
+        self._stop.set()
+
+    def run(self, *, until_idle: bool = False) -> WorkerStats:
+        """Work until `stop()` (or, with `until_idle`, until nothing is left to claim and
+        nothing is held); the statistics."""
+        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="flowledger-worker")
+        pending: list[tuple[ClaimedStep, Any, BaseException | None]] = []
+        oldest = 0.0
+        next_beat = time.monotonic() + self._lease.total_seconds() / 3
+        try:
+            with self._db.wake_ups() as wake:
+                while not self._stop.is_set():
+                    claimed = self._claim(pool)
+                    pending, oldest = self._collect(pending, oldest, wait=not claimed)
+                    flushed = bool(pending) and (
+                        len(pending) >= self._flush_size
+                        or time.monotonic() - oldest >= self._flush_interval
+                        or not self._held.keys() - {s.id for s, _, _ in pending}
+                    )
+                    if flushed:
+                        # Completions may have queued dependents: claim before waiting.
+                        self._flush(pending)
+                        pending = []
+                    if time.monotonic() >= next_beat:
+                        self._heartbeat()
+                        next_beat = time.monotonic() + self._lease.total_seconds() / 3
+                    if not claimed and not flushed and not self._held and not pending:
+                        if until_idle:
+                            break
+                        wake.wait(self._idle_wait)
+        finally:
+            self._shutdown(pool, pending)
+        return self.stats
+
+    def _claim(self, pool: ThreadPoolExecutor) -> int:
+        room = self._capacity - len(self._held)
+        if room <= 0:
+            return 0
+        steps = self._db.steps.claim(worker_id=self.worker_id, limit=room, lease=self._lease)
+        for step in steps:
+            self._held[step.id] = step
+            self._futures[step.id] = pool.submit(self._execute, step)
+        self.stats.claimed += len(steps)
+        return len(steps)
+
+    def _execute(self, step: ClaimedStep) -> None:
+        handler = self._handlers.get(step.action_ref or "")
+        try:
+            if handler is None:
+                raise LookupError(f"worker {self.worker_id} has no handler for {step.action_ref!r}")
+            outputs = handler(step)
+        # A handler is the application's code: whatever it raises fails this attempt.
+        except Exception as exc:
+            self._results.put((step, None, exc))
+        else:
+            self._results.put((step, outputs, None))
+
+    def _collect(
+        self,
+        pending: list[tuple[ClaimedStep, Any, BaseException | None]],
+        oldest: float,
+        *,
+        wait: bool,
+    ) -> tuple[list[tuple[ClaimedStep, Any, BaseException | None]], float]:
+        # Block briefly only when there is nothing else to do but wait for handlers.
+        timeout = self._flush_interval if wait and self._held else 0.0
+        while True:
+            try:
+                result = (
+                    self._results.get(timeout=timeout) if timeout else self._results.get_nowait()
+                )
+            except queue.Empty:
+                return pending, oldest
+            if not pending:
+                oldest = time.monotonic()
+            pending.append(result)
+            timeout = 0.0
+
+    def _flush(self, results: list[tuple[ClaimedStep, Any, BaseException | None]]) -> None:
+        done = [
+            StepCompletion(step_id=s.id, attempt=s.attempt, outputs=o)
+            for s, o, e in results
+            if e is None
+        ]
+        failed = [
+            StepFailure(step_id=s.id, attempt=s.attempt, error=f"{type(e).__name__}: {e}")
+            for s, _, e in results
+            if e is not None
+        ]
+        if done:
+            result = self._db.steps.complete_many(worker_id=self.worker_id, completions=done)
+            self.stats.completed += len(result.completed)
+            self.stats.lost += len(result.lost)
+        if failed:
+            outcome = self._db.steps.fail_many(worker_id=self.worker_id, failures=failed)
+            self.stats.failed += len(outcome.steps)
+            self.stats.lost += len(outcome.lost)
+        for step, _, _ in results:
+            self._held.pop(step.id, None)
+            self._futures.pop(step.id, None)
+
+    def _heartbeat(self) -> None:
+        if not self._held:
+            return
+        leases = [StepLease(step_id=s.id, attempt=s.attempt) for s in self._held.values()]
+        result = self._db.steps.heartbeat_many(
+            worker_id=self.worker_id, steps=leases, lease=self._lease
+        )
+        if result.lost:
+            log.warning("worker %s lost the lease of %d steps", self.worker_id, len(result.lost))
+
+    def _shutdown(
+        self, pool: ThreadPoolExecutor, pending: list[tuple[ClaimedStep, Any, BaseException | None]]
+    ) -> None:
+        # Steps whose handler has not started go back unspent; running ones finish.
+        unstarted = [s for i, s in self._held.items() if self._futures[i].cancel()]
+        pool.shutdown(wait=True)
+        if unstarted:
+            leases = [StepLease(step_id=s.id, attempt=s.attempt) for s in unstarted]
+            released = self._db.steps.release_many(worker_id=self.worker_id, steps=leases)
+            self.stats.released += len(released)
+            for step in unstarted:
+                self._held.pop(step.id, None)
+        pending, _ = self._collect(pending, 0.0, wait=False)
+        if pending:
+            self._flush(pending)
+
+
+def load_handlers(spec: str) -> Mapping[str, Handler]:
+    """The handlers named by "MODULE:ATTRIBUTE" (a mapping of action refs to callables),
+    importing MODULE from the current directory or the installed packages; raises
+    InvalidInput saying what is wrong."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise InvalidInput(f"handlers must be given as MODULE:ATTRIBUTE, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidInput(f"cannot import {module_name!r}: {exc}") from exc
+    handlers = getattr(module, attribute, None)
+    if not isinstance(handlers, Mapping) or not all(callable(h) for h in handlers.values()):
+        raise InvalidInput(f"{spec} must be a mapping of action refs to callables")
+    return handlers

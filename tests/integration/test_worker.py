@@ -1,0 +1,207 @@
+"""The reference worker: runs steps through handlers with batched writes, retries failures,
+gives back unstarted steps on shutdown, survives a crash through the reaper, and never runs
+a step twice when several workers share the queue."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from _runs_factories import add_stage, make_workflow
+from flowledger.database import Database
+from flowledger.errors import InvalidInput
+from flowledger.records.runs import ClaimedStep
+from flowledger.worker import Worker
+
+Conn = psycopg.Connection[Any]
+
+
+def _pipeline(conn: Conn, *, items: int = 3, action: str = "core.noop") -> Any:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "fetch", backoff_base_seconds=0)
+    add_stage(conn, wf, "each", with_items=list(range(items)), backoff_base_seconds=0)
+    add_stage(conn, wf, "join", backoff_base_seconds=0)
+    conn.execute("UPDATE workflow_stages SET action_ref = %s WHERE workflow_id = %s", (action, wf))
+    return wf
+
+
+def test_the_worker_runs_a_dag_to_completion_in_batches(db: Database, conn: Conn) -> None:
+    wf = _pipeline(conn)
+    runs = [db.executions.start(workflow_id=wf) for _ in range(5)]
+    seen: list[tuple[str, int, Any]] = []
+    lock = threading.Lock()
+
+    def handler(step: ClaimedStep) -> dict[str, Any]:
+        with lock:
+            seen.append((step.task_name, step.task_index, step.inputs))
+        return {"task": step.task_name, "item": step.item}
+
+    stats = Worker(db, {"core.noop": handler}, concurrency=4, worker_id="w").run(until_idle=True)
+
+    assert (stats.claimed, stats.completed, stats.failed, stats.lost) == (25, 25, 0, 0)
+    assert {db.executions.get(id=r.id).status for r in runs} == {"completed"}
+    joins = [inputs for name, _, inputs in seen if name == "join"]
+    assert joins == [{"each": [{"task": "each", "item": i} for i in range(3)]}] * 5
+
+
+def test_a_failing_handler_is_retried_and_a_missing_one_fails(db: Database, conn: Conn) -> None:
+    wf = _pipeline(conn, items=1)
+    run = db.executions.start(workflow_id=wf)
+    calls: collections.Counter[str] = collections.Counter()
+
+    def flaky(step: ClaimedStep) -> None:
+        calls[step.task_name] += 1
+        if step.task_name == "each" and step.attempt == 1:
+            raise RuntimeError("first time fails")
+
+    stats = Worker(db, {"core.noop": flaky}, worker_id="w").run(until_idle=True)
+    assert db.executions.get(id=run.id).status == "completed"
+    assert (calls["each"], stats.failed) == (2, 1)
+    [first, _] = db.steps.list_attempts(step_id=db.steps.find_by_task_name(
+        execution_id=run.id, task_name="each")[0].id)  # fmt: skip
+    assert first.error == "RuntimeError: first time fails"
+
+    other = db.executions.start(workflow_id=_pipeline(conn, action="core.unknown"))
+    Worker(db, {"core.noop": flaky}, worker_id="w").run(until_idle=True)
+    failed = db.executions.get(id=other.id)
+    assert failed.status == "failed" and "no handler for 'core.unknown'" in (
+        failed.error_message or ""
+    )
+
+
+def test_shutdown_gives_back_unstarted_steps_and_finishes_running_ones(
+    db: Database, conn: Conn
+) -> None:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "each", with_items=list(range(8)))
+    run = db.executions.start(workflow_id=wf)
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(step: ClaimedStep) -> str:
+        started.set()
+        release.wait(10)
+        return "done"
+
+    worker = Worker(db, {"core.noop": slow}, concurrency=2, prefetch=4, worker_id="w")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(10)
+    worker.stop()
+    time.sleep(0.1)
+    release.set()
+    thread.join(10)
+
+    stats = worker.stats
+    assert (stats.claimed, stats.completed, stats.released) == (6, 2, 4)
+    steps = db.steps.list_by_execution(execution_id=run.id)
+    assert sorted(s.status for s in steps) == ["completed"] * 2 + ["queued"] * 6
+    for step in steps:
+        attempts = db.steps.list_attempts(step_id=step.id)
+        # A released step used up no attempt and left no attempt row.
+        assert (step.attempt, len(attempts)) == ((1, 1) if step.status == "completed" else (0, 0))
+
+
+def test_a_crashed_workers_steps_are_reaped_and_run_by_another(db: Database, conn: Conn) -> None:
+    wf = _pipeline(conn, items=2)
+    run = db.executions.start(workflow_id=wf)
+    # A worker that claims and dies: its leases run out, nothing is written.
+    [lost] = db.steps.claim(worker_id="crashed", lease=datetime.timedelta(milliseconds=1))
+    time.sleep(0.05)
+    assert db.steps.reap().requeued == [lost.id]
+    Worker(db, {"core.noop": lambda step: None}, worker_id="w").run(until_idle=True)
+    assert db.executions.get(id=run.id).status == "completed"
+    outcomes = [a.outcome for a in db.steps.list_attempts(step_id=lost.id)]
+    assert outcomes == ["lease_lost", "completed"]
+
+
+@pytest.mark.concurrency
+def test_eight_workers_run_every_step_exactly_once(db_url: str, conn: Conn) -> None:
+    from flowledger.database import connect
+
+    wf = _pipeline(conn, items=4)
+    runs: collections.Counter[tuple[str, str, int]] = collections.Counter()
+    lock = threading.Lock()
+
+    def handler(step: ClaimedStep) -> None:
+        with lock:
+            runs[str(step.execution_id), step.task_name, step.task_index] += 1
+
+    with connect(db_url, min_size=1, max_size=10) as db:
+        executions = [db.executions.start(workflow_id=wf) for _ in range(40)]
+        workers = [
+            Worker(db, {"core.noop": handler}, concurrency=2, worker_id=f"w{i}", flush_size=5)
+            for i in range(8)
+        ]
+        threads = [threading.Thread(target=w.run) for w in workers]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while any(db.executions.get(id=e.id).status == "running" for e in executions):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join()
+        assert {db.executions.get(id=e.id).status for e in executions} == {"completed"}
+    assert len(runs) == 40 * 6 and set(runs.values()) == {1}
+    assert sum(w.stats.completed for w in workers) == 240
+    attempts = conn.execute("SELECT count(*), max(attempt) FROM step_attempts").fetchone()
+    assert attempts == (240, 1)
+
+
+def test_bad_worker_settings_are_refused(db: Database) -> None:
+    for kwargs in (
+        {"concurrency": 0},
+        {"flush_interval": 0},
+        {"prefetch": -1},
+        {"idle_wait": float("nan")},
+    ):
+        with pytest.raises(InvalidInput):
+            Worker(db, {}, **kwargs)
+    with pytest.raises(InvalidInput):
+        Worker(db, {"x": "not callable"})  # type: ignore[dict-item]
+
+
+def test_flowledger_worker_command_runs_until_sigterm(
+    db: Database, conn: Conn, db_url: str, tmp_path: Any
+) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "my_handlers.py").write_text(
+        "HANDLERS = {'core.noop': lambda step: {'done': step.task_name}}\n"
+    )
+    run = db.executions.start(workflow_id=_pipeline(conn, items=2))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowledger.cli", "worker", "my_handlers:HANDLERS",
+         "--database", db_url, "--json", "--worker-id", "cli-worker"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while db.executions.get(id=run.id).status != "completed":
+            assert time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert (report["worker_id"], report["completed"], report["failed"]) == ("cli-worker", 4, 0)
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "flowledger.cli", "worker", "nope_module:X", "--database", db_url],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "cannot import 'nope_module'" in bad.stderr
+    assert "Traceback" not in bad.stderr
