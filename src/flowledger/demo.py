@@ -2,9 +2,10 @@
 
 `run_demo(db, out)` seeds the sample data, starts an execution of the `demo-pipeline`
 sample workflow (fetch; then transform, a fan-out of three steps, beside audit; load once
-every transform step is done; notify after load and audit) and runs it with two worker
-threads sharing the Database pool: each claims a step (with a lease), logs, calls a tool,
-heartbeats and completes it. One transform step fails its first attempt, goes back to the
+every transform step is done; notify after load and audit) and runs it with two reference
+workers (`flowledger.worker.Worker`, one handler thread each) sharing the Database pool:
+each claims a step (with a lease); the handler logs, calls a tool and heartbeats; the
+worker writes the completion or the failure. One transform step fails its first attempt, goes back to the
 queue with the stage's short backoff and is claimed again. The relay then delivers the
 outbox events, and `out` receives a timeline (relative times, worker, step, what
 happened), a check that every attempt started only after the steps it depends on had
@@ -25,7 +26,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, Final
 
 import msgspec
@@ -34,9 +34,17 @@ import psycopg
 from flowledger.database import Database
 from flowledger.errors import Conflict, FlowledgerError
 from flowledger.records.events import OutboxEvent
-from flowledger.records.runs import ClaimedStep, Execution, ExecutionStatus, LogLevel, NewLogLine
+from flowledger.records.runs import (
+    ClaimedStep,
+    Execution,
+    ExecutionStatus,
+    LogLevel,
+    NewLogLine,
+    Step,
+)
 from flowledger.records.workflows import Workflow
 from flowledger.seed import DEMO_WORKFLOW, SAMPLE_OWNER, SAMPLE_WORKFLOWS, SeedReport, seed
+from flowledger.worker import Worker, Written
 
 __all__ = [
     "WORKERS",
@@ -151,7 +159,7 @@ def run_demo(db: Database, out: Out) -> DemoReport:
     out("")
     out("timeline (seconds since start, worker, step, what happened)")
     leftovers = _cancel_leftovers(db, workflow.id, timeline)
-    _claim(db, "demo-probe", None)  # refuses before anything is started
+    _refuse_other_work(db)  # before anything is started
     execution = db.executions.start(
         workflow_id=workflow.id, parameters={"source": "flowledger demo"}, triggered_by=owner.id
     )
@@ -193,24 +201,27 @@ class _Timeline:
 
 
 class _Run:
-    """Two workers on one execution, until it finishes (or one of them hits an error)."""
+    """Two reference workers (`flowledger.worker.Worker`, one handler thread each) on one
+    execution, until it finishes (or a worker meets another execution's step)."""
 
     def __init__(self, db: Database, execution: Execution, timeline: _Timeline) -> None:
         self._db = db
         self._execution = execution
         self._timeline = timeline
-        self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._foreign: ClaimedStep | None = None
         self.log_lines = 0
         self.tool_executions = 0
 
     def execute(self) -> Execution:
-        """The finished execution. On a worker's error, a stall or an interrupt the
-        execution is cancelled (left running, its queued steps would be the next run's
-        first claims) and the error raised."""
+        """The finished execution. On a worker's error, another execution's step, a stall
+        or an interrupt the execution is cancelled (left running, its queued steps would be
+        the next run's first claims) and the error raised."""
         final: Execution | None = None
         try:
             self._run_workers()
+            if self._foreign is not None:
+                raise _foreign_work(self._foreign)
             final = self._db.executions.get(id=self._execution.id)
             if final.status not in _FINISHED:
                 raise FlowledgerError(
@@ -223,28 +234,58 @@ class _Run:
                 self._db.executions.cancel(id=self._execution.id)
 
     def _run_workers(self) -> None:
-        pool = ThreadPoolExecutor(max_workers=len(WORKERS), thread_name_prefix="flowledger-demo")
+        actions = {
+            s.action_ref for s in self._db.stages.list(workflow_id=self._execution.workflow_id)
+        }
+        workers = [
+            Worker(
+                self._db,
+                dict.fromkeys(actions, self._run_step),
+                worker_id=name,
+                concurrency=1,
+                prefetch=0,
+                lease=_LEASE,
+                flush_interval=0.001,
+                idle_wait=_POLL_SECONDS,
+                accept=self._ours,
+                on_written=self._written,
+            )
+            for name in WORKERS
+        ]
+        errors: list[BaseException] = []
+
+        def run(worker: Worker) -> None:
+            try:
+                worker.run()
+            except BaseException as exc:  # re-raised in the main thread below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(w,), name=w.worker_id) for w in workers]
+        for thread in threads:
+            thread.start()
         try:
-            futures = [pool.submit(self._work, worker) for worker in WORKERS]
-            wait(futures, timeout=_DEADLINE_SECONDS, return_when=FIRST_EXCEPTION)
+            deadline = time.monotonic() + _DEADLINE_SECONDS
+            while time.monotonic() < deadline and not errors and self._foreign is None:
+                if self._db.executions.get(id=self._execution.id).status in _FINISHED:
+                    break
+                time.sleep(_POLL_SECONDS)
         finally:
-            # Also on KeyboardInterrupt: the workers must stop before the pool can close.
-            self._stop.set()
-            pool.shutdown(wait=True)
-        for future in futures:
-            future.result()  # a worker's error, raised here
+            # Also on KeyboardInterrupt: the workers must stop before the demo returns.
+            for worker in workers:
+                worker.stop()
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
 
-    def _work(self, worker: str) -> None:
-        while not self._stop.is_set():
-            step = _claim(self._db, worker, self._execution.id)
-            if step is None:
-                self._stop.wait(_POLL_SECONDS)
-                continue
-            self._run_step(worker, step)
-            if self._db.executions.get(id=self._execution.id).status in _FINISHED:
-                self._stop.set()
+    def _ours(self, step: ClaimedStep) -> bool:
+        if step.execution_id == self._execution.id:
+            return True
+        self._foreign = step  # given back untouched by the worker; the demo stops
+        return False
 
-    def _run_step(self, worker: str, step: ClaimedStep) -> None:
+    def _run_step(self, step: ClaimedStep) -> dict[str, Any]:
+        worker = step.lease_owner
         name = _label(step.task_name, step.task_index, step.item is not None)
         lease = _LEASE.total_seconds()
         self._timeline.add(
@@ -257,27 +298,29 @@ class _Run:
         )
         self._timeline.add(worker, name, f"heartbeat: lease extended by {lease:g} s")
         time.sleep(_WORK_SECONDS)
-        if error is None:
-            self._log(step, f"{name} done")
-            outputs = {"worker": worker, "attempt": step.attempt, "item": step.item}
-            self._db.steps.complete(
-                step_id=step.id, worker_id=worker, attempt=step.attempt, outputs=outputs
-            )
+        if error is not None:
+            self._log(step, f"{name} failed: {error}", level="error")
+            raise ConnectionResetError(error.removeprefix("ConnectionResetError: "))
+        self._log(step, f"{name} done")
+        return {"worker": worker, "attempt": step.attempt, "item": step.item}
+
+    def _written(self, step: ClaimedStep, what: Written, after: Step | None) -> None:
+        worker = step.lease_owner
+        name = _label(step.task_name, step.task_index, step.item is not None)
+        if what == "completed":
             self._timeline.add(worker, name, "completed")
-            return
-        self._log(step, f"{name} failed: {error}", level="error")
-        after = self._db.steps.fail(
-            step_id=step.id, worker_id=worker, attempt=step.attempt, error=error
-        )
-        self._timeline.add(worker, name, f"FAILED attempt {step.attempt}: {error}")
-        if after.status == "queued":
-            backoff = (after.available_at - after.updated_at).total_seconds()
-            self._timeline.add(
-                worker,
-                name,
-                f"back to queued: retry after a {backoff:.2f} s backoff"
-                f" (attempt {after.attempt + 1} of {after.max_attempts})",
-            )
+        elif what == "lost":
+            self._timeline.add(worker, name, "lease lost: result dropped")
+        else:
+            self._timeline.add(worker, name, f"FAILED attempt {step.attempt}: {_FLAKY_ERROR}")
+            if after is not None and after.status == "queued":
+                backoff = (after.available_at - after.updated_at).total_seconds()
+                self._timeline.add(
+                    worker,
+                    name,
+                    f"back to queued: retry after a {backoff:.2f} s backoff"
+                    f" (attempt {after.attempt + 1} of {after.max_attempts})",
+                )
 
     def _call_tool(self, worker: str, step: ClaimedStep) -> str | None:
         """Record the step's tool call; the error when this attempt is meant to fail."""
@@ -310,21 +353,24 @@ class _Run:
             self.log_lines += written
 
 
-def _claim(db: Database, worker: str, execution_id: uuid.UUID | None) -> ClaimedStep | None:
-    """A step of `execution_id` leased to `worker`, or None when none is due. A claimed
-    step of another execution is given back untouched (rolled back) and Conflict raised."""
+def _foreign_work(step: ClaimedStep) -> Conflict:
+    return Conflict(
+        f"step {step.task_name} of execution {step.execution_id} is due: the demo's"
+        " workers would take other executions' work; run the demo on a database of its own"
+    )
+
+
+def _refuse_other_work(db: Database) -> None:
+    """Raise Conflict when any step is due: the demo's workers would claim it. The probe's
+    claim is rolled back, so the step is left untouched."""
     foreign: ClaimedStep | None = None
     with db.transaction() as tx:
-        claimed = tx.steps.claim(worker_id=worker, limit=1, lease=_LEASE)
-        if claimed and claimed[0].execution_id != execution_id:
+        claimed = tx.steps.claim(worker_id="demo-probe", limit=1, lease=_LEASE)
+        if claimed:
             foreign = claimed[0]
             raise psycopg.Rollback()
     if foreign is not None:
-        raise Conflict(
-            f"step {foreign.task_name} of execution {foreign.execution_id} is due: the demo's"
-            " workers would take other executions' work; run the demo on a database of its own"
-        )
-    return claimed[0] if claimed else None
+        raise _foreign_work(foreign)
 
 
 def _cancel_leftovers(db: Database, workflow_id: uuid.UUID, timeline: _Timeline) -> list[uuid.UUID]:

@@ -7,7 +7,9 @@ on notifications, and on shutdown finishes or gives back what it holds.
 
 A handler receives the `ClaimedStep` (its `config`, `item` and `inputs`) and returns the
 step's outputs; an exception fails the attempt (retried as the stage's policy says). A step
-whose action has no handler fails with a message saying so.
+whose action has no handler fails with a message saying so. `accept` (optional) sees each
+claimed step first: one it refuses is given back at once, without spending an attempt;
+`on_written` (optional) is told what became of each result once its batch is written.
 """
 
 from __future__ import annotations
@@ -25,29 +27,34 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from flowledger.database import Database
 from flowledger.errors import InvalidInput
-from flowledger.records.runs import ClaimedStep, StepCompletion, StepFailure, StepLease
+from flowledger.records.runs import ClaimedStep, Step, StepCompletion, StepFailure, StepLease
 
-__all__ = ["Handler", "Worker", "WorkerStats", "load_handlers"]
+__all__ = ["Handler", "Worker", "WorkerStats", "Written", "load_handlers"]
 
 Handler = Callable[[ClaimedStep], Any]
+Written = Literal["completed", "failed", "lost"]
+"""What became of a step's result: written as completed or failed, or dropped because its
+lease was lost."""
 
 log = logging.getLogger("flowledger.worker")
 
 
 class WorkerStats(msgspec.Struct, kw_only=True):
-    """What a worker did: steps claimed, completed, failed, given back at shutdown, and
-    results dropped because the lease was lost meanwhile."""
+    """What a worker did: steps claimed, completed, failed, given back at shutdown, given
+    back at once because `accept` refused them, and results dropped because the lease was
+    lost meanwhile."""
 
     claimed: int = 0
     completed: int = 0
     failed: int = 0
     released: int = 0
+    refused: int = 0
     lost: int = 0
 
 
@@ -66,6 +73,8 @@ class Worker:
         flush_size: int = 100,
         flush_interval: float = 0.005,
         idle_wait: float = 1.0,
+        accept: Callable[[ClaimedStep], bool] | None = None,
+        on_written: Callable[[ClaimedStep, Written, Step | None], None] | None = None,
     ) -> None:
         if not isinstance(handlers, Mapping) or not all(callable(h) for h in handlers.values()):
             raise InvalidInput("handlers must map action refs to callables")
@@ -90,6 +99,8 @@ class Worker:
         self._flush_size = flush_size
         self._flush_interval = flush_interval
         self._idle_wait = idle_wait
+        self._accept = accept
+        self._on_written = on_written
         self._stop = threading.Event()
         self._results: queue.SimpleQueue[tuple[ClaimedStep, Any, BaseException | None]] = (
             queue.SimpleQueue()
@@ -140,10 +151,18 @@ class Worker:
         if room <= 0:
             return 0
         steps = self._db.steps.claim(worker_id=self.worker_id, limit=room, lease=self._lease)
+        self.stats.claimed += len(steps)
+        if self._accept is not None:
+            refused = [s for s in steps if not self._accept(s)]
+            if refused:
+                leases = [StepLease(step_id=s.id, attempt=s.attempt) for s in refused]
+                self.stats.refused += len(
+                    self._db.steps.release_many(worker_id=self.worker_id, steps=leases)
+                )
+                steps = [s for s in steps if s not in refused]
         for step in steps:
             self._held[step.id] = step
             self._futures[step.id] = pool.submit(self._execute, step)
-        self.stats.claimed += len(steps)
         return len(steps)
 
     def _execute(self, step: ClaimedStep) -> None:
@@ -180,27 +199,36 @@ class Worker:
             timeout = 0.0
 
     def _flush(self, results: list[tuple[ClaimedStep, Any, BaseException | None]]) -> None:
-        done = [
-            StepCompletion(step_id=s.id, attempt=s.attempt, outputs=o)
-            for s, o, e in results
-            if e is None
-        ]
-        failed = [
-            StepFailure(step_id=s.id, attempt=s.attempt, error=f"{type(e).__name__}: {e}")
-            for s, _, e in results
-            if e is not None
-        ]
+        done = [(s, o) for s, o, e in results if e is None]
+        failed = [(s, e) for s, _, e in results if e is not None]
+        written: list[tuple[ClaimedStep, Written, Step | None]] = []
         if done:
-            result = self._db.steps.complete_many(worker_id=self.worker_id, completions=done)
+            completions = [
+                StepCompletion(step_id=s.id, attempt=s.attempt, outputs=o) for s, o in done
+            ]
+            result = self._db.steps.complete_many(worker_id=self.worker_id, completions=completions)
             self.stats.completed += len(result.completed)
             self.stats.lost += len(result.lost)
+            lost = set(result.lost)
+            written += [(s, "lost" if s.id in lost else "completed", None) for s, _ in done]
         if failed:
-            outcome = self._db.steps.fail_many(worker_id=self.worker_id, failures=failed)
+            failures = [
+                StepFailure(step_id=s.id, attempt=s.attempt, error=f"{type(e).__name__}: {e}")
+                for s, e in failed
+            ]
+            outcome = self._db.steps.fail_many(worker_id=self.worker_id, failures=failures)
             self.stats.failed += len(outcome.steps)
             self.stats.lost += len(outcome.lost)
+            after = {x.id: x for x in outcome.steps}
+            written += [
+                (s, "failed" if s.id in after else "lost", after.get(s.id)) for s, _ in failed
+            ]
         for step, _, _ in results:
             self._held.pop(step.id, None)
             self._futures.pop(step.id, None)
+        if self._on_written is not None:
+            for step, what, state in written:
+                self._on_written(step, what, state)
 
     def _heartbeat(self) -> None:
         if not self._held:
