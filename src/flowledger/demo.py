@@ -12,8 +12,10 @@ happened), a check that every attempt started only after the steps it depends on
 completed, and a summary.
 
 The demo works on the database it is given like real workers would, so it keeps its
-hands off other work: a claim that returns a step of another execution is rolled back
-and the demo stops with Conflict (nothing claimed), and the relay leaves events that do
+hands off other work: a due step of another execution stops it before it starts (the
+probe's claim is rolled back); one that becomes due later is given back by the worker
+that claims it (queued again, no attempt spent) and the demo stops with Conflict; the
+relay leaves events that do
 not belong to the sample workflows undelivered (recorded as a failed delivery, so the
 application's own relay retries them).
 """
