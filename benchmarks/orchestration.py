@@ -13,7 +13,11 @@ drifts by ±25 % from minute to minute.
 Usage (without --database it uses the embedded server):
 
     .venv/bin/python benchmarks/orchestration.py [--database URL] [--repeats 3]
-        [--baseline CHECKOUT]
+        [--baseline CHECKOUT] [--workloads flat chain fan] [--latency STARTS]
+        [--output benchmarks/RESULTS.md]
+
+`--latency N` also measures start -> claim latency with a worker waiting on wake-ups;
+`--output` writes the table into RESULTS.md (a section benchmarks/run.py keeps).
 
 Workloads: `flat` (three independent stages per execution: what every step was before
 dependencies were enforced), `chain` (three stages in order: each completion queues the
@@ -173,6 +177,20 @@ def _subprocess(checkout: Path, url: str, workload: str, workers: int, batch: in
     return float(json.loads(out.strip().splitlines()[-1])["rate"])
 
 
+ORCHESTRATION_TITLE = "Orchestration: claim + complete of flat steps, a chain, a fan-out/fan-in"
+
+
+def write_section(path: Path, name: str, title: str, body: str) -> None:
+    """Put `body` under `title` into the file's `name` section (between markers that
+    benchmarks/run.py keeps when it rewrites the file), replacing an earlier one."""
+    text = path.read_text() if path.exists() else ""
+    block = f"\n<!-- section: {name} -->\n## {title}\n\n{body}\n<!-- end: {name} -->\n"
+    start, end = f"\n<!-- section: {name} -->", f"<!-- end: {name} -->\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + text[text.index(end) + len(end) :]
+    path.write_text(text.rstrip("\n") + "\n" + block)
+
+
 def _with_db(url: str, dbname: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + dbname))
@@ -189,8 +207,9 @@ def main() -> int:
     parser.add_argument("--database", help="server URL (any database on it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another checkout to compare flat with")
+    parser.add_argument("--output", type=Path, help="write the table into this RESULTS.md")
     parser.add_argument(
-        "--latency", type=int, metavar="STARTS", help="measure start -> claim latency instead"
+        "--latency", type=int, metavar="STARTS", help="also measure start -> claim latency"
     )
     parser.add_argument(
         "--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS), help="default: all"
@@ -225,15 +244,6 @@ def main() -> int:
             urls[label] = _with_db(base, name)
     for label, checkout in checkouts.items():
         _migrate(checkout, urls[label])
-    if args.latency:
-        result = latency(urls["this"], args.latency)
-        print(
-            f"start -> claim latency over {args.latency} starts, one worker waiting on"
-            f" wake-ups: from the start call p50 {result['p50_ms']:.2f} ms, p99"
-            f" {result['p99_ms']:.2f} ms; from the start's commit p50"
-            f" {result['committed_p50_ms']:.2f} ms, p99 {result['committed_p99_ms']:.2f} ms"
-        )
-        return 0
     runs = [("this", w) for w in args.workloads]
     runs += [("baseline", "flat")] if args.baseline and "flat" in args.workloads else []
     samples: dict[tuple[str, str, int, int], list[float]] = {}
@@ -247,7 +257,18 @@ def main() -> int:
                     f"[{repeat + 1}] {label} {workload} W={workers} B={batch}: {rate:,.0f} steps/s",
                     flush=True,
                 )
-    print(_report(samples, server, args, time.perf_counter() - started))
+    report = _report(samples, server, args, time.perf_counter() - started)
+    if args.latency:
+        result = latency(urls["this"], args.latency)
+        report += (
+            f"\n\nStart -> claim latency over {args.latency} starts (one every 20 ms), one"
+            f" worker waiting on wake-ups: from the `start` call p50 {result['p50_ms']:.2f} ms,"
+            f" p99 {result['p99_ms']:.2f} ms; from the start's commit p50"
+            f" {result['committed_p50_ms']:.2f} ms, p99 {result['committed_p99_ms']:.2f} ms."
+        )
+    print(report)
+    if args.output:
+        write_section(args.output, "orchestration", ORCHESTRATION_TITLE, report)
     return 0
 
 

@@ -809,6 +809,13 @@ def write_results(
     return "\n".join(lines) + "\n"
 
 
+def _kept_sections(old: str) -> str:
+    """Sections other scripts write into RESULTS.md (between `<!-- section: NAME -->` and
+    `<!-- end: NAME -->`), kept when this script rewrites the file."""
+    blocks = re.finditer(r"\n<!-- section: (\w+) -->.*?<!-- end: \1 -->\n", old, flags=re.S)
+    return "".join(m.group(0) for m in blocks)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -853,7 +860,9 @@ def main() -> int:
         bench.close()
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     text = write_results(bench, args, server, time.perf_counter() - started, command.strip())
-    Path(args.output).write_text(text)
+    output = Path(args.output)
+    kept = _kept_sections(output.read_text() if output.exists() else "")
+    output.write_text(text + kept)
     print(text)
     return 0
 
