@@ -104,3 +104,12 @@ def age_start(conn: Conn, step_id: uuid.UUID, seconds: int) -> None:
         "UPDATE execution_steps SET started_at = now() - make_interval(secs => %s) WHERE id = %s",
         (seconds, step_id),
     )
+
+
+def outbox_events(conn: Conn, aggregate_id: uuid.UUID) -> list[str]:
+    """The event types written for one aggregate, oldest first."""
+    rows = conn.execute(
+        "SELECT event_type FROM outbox WHERE aggregate_id = %s ORDER BY created_at, id",
+        (aggregate_id,),
+    ).fetchall()
+    return [r[0] for r in rows]

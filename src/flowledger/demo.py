@@ -5,19 +5,18 @@ sample workflow (fetch; then transform, a fan-out of three steps, beside audit; 
 every transform step is done; notify after load and audit) and runs it with two reference
 workers (`flowledger.worker.Worker`, one handler thread each) sharing the Database pool:
 each claims a step (with a lease); the handler logs, calls a tool and heartbeats; the
-worker writes the completion or the failure. One transform step fails its first attempt, goes back to the
-queue with the stage's short backoff and is claimed again. The relay then delivers the
-outbox events, and `out` receives a timeline (relative times, worker, step, what
-happened), a check that every attempt started only after the steps it depends on had
-completed, and a summary.
+worker writes the completion or the failure. One transform step fails its first attempt,
+goes back to the queue with the stage's short backoff and is claimed again. The relay
+then delivers the outbox events, and `out` receives a timeline (relative times, worker,
+step, what happened), a check that every attempt started only after the steps it depends
+on had completed, and a summary.
 
 The demo works on the database it is given like real workers would, so it keeps its
 hands off other work: a due step of another execution stops it before it starts (the
 probe's claim is rolled back); one that becomes due later is given back by the worker
-that claims it (queued again, no attempt spent) and the demo stops with Conflict; the
-relay leaves events that do
-not belong to the sample workflows undelivered (recorded as a failed delivery, so the
-application's own relay retries them).
+that claims it (queued again, no attempt spent) and the demo stops with Conflict. The
+relay leaves events that do not belong to the sample workflows undelivered (recorded as
+a failed delivery, so the application's own relay retries them).
 """
 
 from __future__ import annotations

@@ -10,19 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from _runs_factories import add_stage, bump_definition, make_user, make_workflow
+from _runs_factories import add_stage, bump_definition, make_user, make_workflow, outbox_events
 from flowledger.database import Database
 from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 
 Conn = psycopg.Connection[Any]
-
-
-def _events(conn: Conn, execution_id: uuid.UUID) -> list[str]:
-    rows = conn.execute(
-        "SELECT event_type FROM outbox WHERE aggregate_id = %s ORDER BY created_at, id",
-        (execution_id,),
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
 def test_start_pins_version_fans_out_and_announces(db: Database, conn: Conn) -> None:
@@ -47,7 +39,7 @@ def test_start_pins_version_fans_out_and_announces(db: Database, conn: Conn) -> 
     ]  # fmt: skip
     fetch = steps[-1]
     assert (fetch.max_attempts, fetch.timeout_seconds, fetch.attempt) == (5, 60, 0)
-    assert _events(conn, ex.id) == ["execution.started"]
+    assert outbox_events(conn, ex.id) == ["execution.started"]
 
 
 def test_start_with_known_idempotency_key_returns_the_existing_run(
@@ -60,7 +52,7 @@ def test_start_with_known_idempotency_key_returns_the_existing_run(
     assert again == first
     count = conn.execute("SELECT count(*) FROM execution_steps").fetchone()
     assert count == (1,)
-    assert _events(conn, first.id) == ["execution.started"]
+    assert outbox_events(conn, first.id) == ["execution.started"]
 
 
 def test_concurrent_starts_with_one_key_create_one_execution(db: Database, conn: Conn) -> None:
@@ -81,7 +73,7 @@ def test_start_without_steps_completes_at_once(db: Database, conn: Conn) -> None
     wf = make_workflow(conn)
     ex = db.executions.start(workflow_id=wf)
     assert ex.status == "completed" and ex.finished_at is not None
-    assert _events(conn, ex.id) == ["execution.started", "execution.completed"]
+    assert outbox_events(conn, ex.id) == ["execution.started", "execution.completed"]
 
 
 def test_start_errors(db: Database, conn: Conn) -> None:
@@ -158,7 +150,11 @@ def test_pause_resume_and_find_paused(db: Database, conn: Conn) -> None:
     assert (resumed.status, resumed.pause_reason) == ("running", None)
     assert db.executions.find_paused() == []
     assert db.executions.resume(id=ex.id) == resumed  # already running: as is, no event
-    assert _events(conn, ex.id) == ["execution.started", "execution.paused", "execution.resumed"]
+    assert outbox_events(conn, ex.id) == [
+        "execution.started",
+        "execution.paused",
+        "execution.resumed",
+    ]
 
 
 def test_illegal_transitions_and_missing_rows(db: Database, conn: Conn) -> None:
@@ -204,7 +200,7 @@ def test_cancel_cancels_unfinished_steps_atomically(db: Database, conn: Conn) ->
     [attempt] = db.steps.list_attempts(step_id=second.id)
     assert attempt.outcome == "cancelled"
     assert db.executions.cancel(id=ex.id) == cancelled  # idempotent, no second event
-    assert _events(conn, ex.id) == ["execution.started", "execution.cancelled"]
+    assert outbox_events(conn, ex.id) == ["execution.started", "execution.cancelled"]
 
 
 def test_fail_finishes_the_execution_once(db: Database, conn: Conn) -> None:
@@ -216,7 +212,7 @@ def test_fail_finishes_the_execution_once(db: Database, conn: Conn) -> None:
     assert failed.error_message == "operator stop"
     assert {s.status for s in db.steps.list_by_execution(execution_id=ex.id)} == {"cancelled"}
     assert db.executions.fail(id=ex.id, error="again") is None
-    assert _events(conn, ex.id) == ["execution.started", "execution.failed"]
+    assert outbox_events(conn, ex.id) == ["execution.started", "execution.failed"]
 
 
 def test_prune_finished_deletes_old_runs_in_batches_with_their_history(

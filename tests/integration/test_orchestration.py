@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from _runs_factories import add_stage, age_start, make_workflow
+from _runs_factories import add_stage, age_start, make_workflow, outbox_events
 from flowledger.database import Database
 from flowledger.errors import Conflict, InvalidInput, LeaseLost, NotFound, StaleWrite
 from flowledger.records.catalog import NewAction, NewPack
@@ -61,14 +61,6 @@ def _fail(db: Database, step: ClaimedStep, error: str = "boom") -> None:
 def _statuses(db: Database, execution: Execution) -> dict[tuple[str, int], str]:
     steps = db.steps.list_by_execution(execution_id=execution.id)
     return {(s.task_name, s.task_index): s.status for s in steps}
-
-
-def _events(conn: Conn, execution_id: uuid.UUID) -> list[str]:
-    rows = conn.execute(
-        "SELECT event_type FROM outbox WHERE aggregate_id = %s ORDER BY created_at, id",
-        (execution_id,),
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
 def _stage(db: Database, wf: uuid.UUID, name: str, **fields: Any) -> None:
@@ -314,7 +306,7 @@ def test_continue_lets_independent_branches_finish_then_fails(db: Database, conn
         ("a", 0): "failed", ("b", 0): "skipped", ("c", 0): "skipped", ("c", 1): "skipped",
         ("x", 0): "completed", ("y", 0): "completed",
     }  # fmt: skip
-    assert _events(conn, ex.id) == ["execution.started", "execution.failed"]
+    assert outbox_events(conn, ex.id) == ["execution.started", "execution.failed"]
 
 
 def test_a_timeout_with_no_attempt_left_propagates_like_a_failure(db: Database, conn: Conn) -> None:
@@ -449,7 +441,7 @@ def test_retry_requeues_what_did_not_complete(db: Database, conn: Conn) -> None:
     }  # fmt: skip
     assert steps["a"].outputs == {"kept": True}
     assert (steps["b"].attempt, steps["b"].max_attempts) == (2, 4)  # a fresh budget of 2
-    assert _events(conn, ex.id)[-1] == "execution.retried"
+    assert outbox_events(conn, ex.id)[-1] == "execution.retried"
     for step in _claim_all(db):
         _complete(db, step)
     [c] = _claim_all(db)

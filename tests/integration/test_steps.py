@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from _runs_factories import add_stage, age_start, expire_lease, make_workflow
+from _runs_factories import add_stage, age_start, expire_lease, make_workflow, outbox_events
 from flowledger.database import Database
 from flowledger.errors import InvalidInput, LeaseLost, NotFound
 from flowledger.records.runs import Execution
@@ -22,14 +22,6 @@ def _start(db: Database, conn: Conn, **stage: Any) -> Execution:
     wf = make_workflow(conn)
     add_stage(conn, wf, "work", **stage)
     return db.executions.start(workflow_id=wf)
-
-
-def _events(conn: Conn, execution_id: uuid.UUID) -> list[str]:
-    rows = conn.execute(
-        "SELECT event_type FROM outbox WHERE aggregate_id = %s ORDER BY created_at, id",
-        (execution_id,),
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
 def test_claim_leases_in_priority_order_with_what_a_worker_needs(db: Database, conn: Conn) -> None:
@@ -105,7 +97,7 @@ def test_complete_stores_outputs_and_completes_the_execution(db: Database, conn:
     assert done.duration_ms >= 0
     assert [x.outcome for x in db.steps.list_attempts(step_id=a.id)] == ["completed"]
     assert db.executions.get(id=ex.id).status == "completed"
-    assert _events(conn, ex.id) == ["execution.started", "execution.completed"]
+    assert outbox_events(conn, ex.id) == ["execution.started", "execution.completed"]
     with pytest.raises(LeaseLost):  # a second completion changes nothing
         db.steps.complete(step_id=a.id, worker_id="w", attempt=1, outputs={"r": 2})
     assert db.steps.get(id=a.id).outputs == {"r": 1}
@@ -143,7 +135,7 @@ def test_fail_retries_with_capped_jittered_backoff_then_fails_the_run(
     assert "final" in run.error_message
     outcomes = [x.outcome for x in db.steps.list_attempts(step_id=step.id)]
     assert outcomes == ["failed", "failed", "failed"]
-    assert _events(conn, ex.id) == ["execution.started", "execution.failed"]
+    assert outbox_events(conn, ex.id) == ["execution.started", "execution.failed"]
     with pytest.raises(LeaseLost):
         db.steps.fail(step_id=step.id, worker_id="w", attempt=3, error="late")
 

@@ -417,13 +417,13 @@ class ExecutionsRepository(Repository):
         if child.status == "completed":
             result = self._scalar("get_execution_result", {"id": child.id}, conn=conn)
             outputs = {"execution_id": str(child.id), "outputs": result}
-            self.complete_steps(None, [step_id], [1], [outputs], {parent.id: parent}, conn)
+            self._complete_steps(None, [step_id], [1], [outputs], {parent.id: parent}, conn)
             return
         why = f": {child.error_message}" if child.error_message else ""
         error = f"child execution {child.id} {child.status}{why}"
-        self.fail_steps(None, [step_id], [1], [error], {parent.id: parent}, conn)
+        self._fail_steps(None, [step_id], [1], [error], {parent.id: parent}, conn)
 
-    def complete_steps(
+    def _complete_steps(
         self,
         worker_id: str | None,
         ids: builtins.list[uuid.UUID],
@@ -448,7 +448,7 @@ class ExecutionsRepository(Repository):
             self._finish_settled(sorted(running), conn)
         return done
 
-    def fail_steps(
+    def _fail_steps(
         self,
         worker_id: str | None,
         ids: builtins.list[uuid.UUID],

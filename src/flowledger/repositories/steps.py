@@ -136,7 +136,7 @@ class StepsRepository(Repository):
         outputs = [c.outputs for c in completions]
         with self._atomic() as conn:
             locks = self._lock_executions_of(ids, conn)
-            done = self._executions.complete_steps(worker_id, ids, attempts, outputs, locks, conn)
+            done = self._executions._complete_steps(worker_id, ids, attempts, outputs, locks, conn)
         completed = {d.id for d in done}
         return CompleteResult(
             completed=[i for i in ids if i in completed],
@@ -166,7 +166,7 @@ class StepsRepository(Repository):
         errors = [_error(f.error) for f in failures]
         with self._atomic() as conn:
             locks = self._lock_executions_of(ids, conn)
-            steps = self._executions.fail_steps(worker_id, ids, attempts, errors, locks, conn)
+            steps = self._executions._fail_steps(worker_id, ids, attempts, errors, locks, conn)
         by_id = {s.id: s for s in steps}
         return FailResult(
             steps=[by_id[i] for i in ids if i in by_id], lost=[i for i in ids if i not in by_id]
