@@ -111,38 +111,75 @@ def test_four_applies_at_once_all_succeed_and_apply_each_migration_once(
 # -- interrupted index builds -------------------------------------------------------------
 
 
+def interrupt_index_build(url: str, mdir: Path, cwd: Path) -> list[str]:
+    """Apply 0001, then make 0002's concurrent build fail: an open writing transaction
+    makes it wait past --lock-timeout, which leaves an invalid index behind."""
+    common = ["--database", url, "--migrations-dir", str(mdir)]
+    first = flowledger(cwd, "migrate", "apply", "--to", "0001_create_things", *common)
+    assert first.returncode == EXIT_OK, first.stderr
+    with psycopg.connect(url) as writer:
+        writer.execute("INSERT INTO things VALUES (1, 'a')")
+        failed = flowledger(cwd, "migrate", "apply", "--lock-timeout", "300ms", *common)
+        writer.rollback()
+    assert failed.returncode == EXIT_ERROR
+    assert failed.stderr.startswith("flowledger: error: 0002_add_things_name_index.sql:2:")
+    assert "lock timeout" in failed.stderr and len(failed.stderr.splitlines()) == 1
+    assert index_validity(url)["things_name_idx"] is False
+    return common
+
+
 def test_interrupted_index_build_is_not_recorded_and_is_rebuilt(
     empty_db_url: str, mdir: Path, tmp_path: Path
 ) -> None:
-    common = ["--database", empty_db_url, "--migrations-dir", str(mdir)]
-    first = flowledger(tmp_path, "migrate", "apply", "--to", "0001_create_things", *common)
-    assert first.returncode == EXIT_OK, first.stderr
-    # An open writing transaction: the concurrent build waits for it, hits lock_timeout
-    # and leaves an invalid index behind.
-    with psycopg.connect(empty_db_url) as writer:
-        writer.execute("INSERT INTO things VALUES (1, 'a')")
-        failed = flowledger(tmp_path, "migrate", "apply", "--lock-timeout", "300ms", *common)
-        assert failed.returncode == EXIT_ERROR
-        assert failed.stderr.startswith("flowledger: error: 0002_add_things_name_index.sql:2:")
-        assert "lock timeout" in failed.stderr and len(failed.stderr.splitlines()) == 1
-        assert index_validity(empty_db_url)["things_name_idx"] is False
-
-        status = flowledger(tmp_path, "migrate", "status", "--check", "--json", *common)
-        assert status.returncode == EXIT_INVALID_INDEX
-        doc = json.loads(status.stdout)
-        assert doc["invalid_indexes"] == [{"name": "things_name_idx", "table": "things"}]
-        assert doc["counts"]["pending"] == 1  # not recorded as applied
-        verify = flowledger(tmp_path, "migrate", "verify", *common)
-        assert verify.returncode == EXIT_INVALID_INDEX
-        assert "index things_name_idx on things is invalid" in verify.stdout
-        writer.rollback()
-
+    common = interrupt_index_build(empty_db_url, mdir, tmp_path)
     retry = flowledger(tmp_path, "migrate", "apply", *common)
     assert retry.returncode == EXIT_OK, retry.stderr
     assert retry.stdout.split() == ["applied", "0002_add_things_name_index"]
     assert index_validity(empty_db_url)["things_name_idx"] is True
     assert flowledger(tmp_path, "migrate", "status", "--check", *common).returncode == EXIT_OK
     assert flowledger(tmp_path, "migrate", "verify", *common).returncode == EXIT_OK
+
+
+def test_status_and_verify_report_an_interrupted_index_build(
+    empty_db_url: str, mdir: Path, tmp_path: Path
+) -> None:
+    common = interrupt_index_build(empty_db_url, mdir, tmp_path)
+    status = flowledger(tmp_path, "migrate", "status", "--check", "--json", *common)
+    assert status.returncode == EXIT_INVALID_INDEX
+    doc = json.loads(status.stdout)
+    assert doc["invalid_indexes"] == [{"name": "things_name_idx", "table": "things"}]
+    assert doc["counts"]["pending"] == 1  # not recorded as applied
+    verify = flowledger(tmp_path, "migrate", "verify", *common)
+    assert verify.returncode == EXIT_INVALID_INDEX
+    assert verify.stdout.strip() == (
+        "index things_name_idx on things is invalid (a failed concurrent build)"
+    )
+
+
+def test_an_index_still_invalid_after_its_build_is_not_recorded(
+    empty_db_url: str, mdir: Path, tmp_path: Path
+) -> None:
+    """A build that reports success but leaves the index invalid (here a second statement
+    of the migration marks it so, as an interrupted build would) is not recorded."""
+    (mdir / "0002_add_things_name_index.sql").write_text(
+        INDEXED["0002_add_things_name_index.sql"] + "UPDATE pg_index SET indisvalid = false"
+        " WHERE indexrelid = 'things_name_idx'::regclass;\n"
+    )
+    common = ["--database", empty_db_url, "--migrations-dir", str(mdir)]
+    proc = flowledger(tmp_path, "migrate", "apply", *common)
+    assert proc.returncode == EXIT_ERROR
+    assert proc.stderr == (
+        "flowledger: error: 0002_add_things_name_index.sql: index things_name_idx was built"
+        " but is invalid; 0002_add_things_name_index is not recorded as applied"
+        " (run apply again to rebuild it)\n"
+    )
+    status = flowledger(tmp_path, "migrate", "status", "--json", *common)
+    assert json.loads(status.stdout)["counts"] == {
+        "applied": 1,
+        "pending": 1,
+        "edited": 0,
+        "missing": 0,
+    }
 
 
 def test_status_reports_any_invalid_index_of_the_schema(
