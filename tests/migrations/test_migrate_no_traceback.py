@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from _roles import restricted_role
-from flowledger.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from flowledger.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_USAGE
 
 MIGRATIONS = {
     "0001_create_things.sql": "-- things\nCREATE TABLE things (id int PRIMARY KEY);\n",
@@ -197,3 +197,8 @@ def test_apply_against_a_read_only_database(empty_db_url: str, mdir: Path, tmp_p
     # Reading still works: a dry run and status tell what would happen.
     dry = flowledger(tmp_path, "migrate", "apply", "--dry-run", *common)
     assert dry.returncode == EXIT_OK and "would apply 0001_create_things" in dry.stdout
+    status = flowledger(tmp_path, "migrate", "status", "--check", *common)
+    assert status.returncode == EXIT_PENDING and "pending  0001_create_things" in status.stdout
+    verify = flowledger(tmp_path, "migrate", "verify", *common)
+    assert verify.returncode == EXIT_OK, verify.stderr
+    assert public_tables(empty_db_url) == set()

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from _roles import restricted_role
-from flowledger.cli import EXIT_ERROR, EXIT_INVALID_INDEX, EXIT_OK
+from flowledger.cli import EXIT_EDITED, EXIT_ERROR, EXIT_INVALID_INDEX, EXIT_OK
 from flowledger.errors import MigrationError
 from flowledger.migrate import (
     ADVISORY_LOCK_KEY,
@@ -196,6 +196,10 @@ def test_status_reports_any_invalid_index_of_the_schema(
     assert "invalid  index things_name_key on things is invalid" in status.stdout
     plain = flowledger(tmp_path, "migrate", "status", *common)
     assert plain.returncode == EXIT_OK and "things_name_key" in plain.stdout
+    # An edited migration is the graver finding: exit 4 wins over 5.
+    (mdir / "0001_create_things.sql").write_text(INDEXED["0001_create_things.sql"] + "-- edit\n")
+    assert flowledger(tmp_path, "migrate", "status", "--check", *common).returncode == EXIT_EDITED
+    assert flowledger(tmp_path, "migrate", "verify", *common).returncode == EXIT_EDITED
 
 
 # -- dry runs write nothing ---------------------------------------------------------------
