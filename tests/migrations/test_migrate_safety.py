@@ -13,6 +13,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,6 +25,7 @@ from flowledger.errors import MigrationError
 from flowledger.migrate import (
     ADVISORY_LOCK_KEY,
     YOYO_TESTED,
+    Settings,
     check_yoyo_version,
     load_migrations,
     verify_session_lock,
@@ -277,6 +279,24 @@ def test_session_lock_check_refuses_another_backend_or_a_lost_lock(empty_db_url:
             verify_session_lock(first, pid)
 
 
+# -- settings given to the library ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"wait_timeout": float("nan")}, "--lock-wait"),
+        ({"wait_timeout": float("inf")}, "--lock-wait"),
+        ({"wait_timeout": -1.0}, "--lock-wait"),
+        ({"lock_timeout": "banana"}, "--lock-timeout"),
+        ({"statement_timeout": "5 fortnights"}, "--statement-timeout"),
+    ],
+)
+def test_settings_refuse_bad_values_naming_them(kwargs: dict[str, Any], named: str) -> None:
+    with pytest.raises(MigrationError, match=f"^{named} must be"):
+        Settings(**kwargs)
+
+
 # -- the yoyo pin -------------------------------------------------------------------------
 
 
@@ -344,7 +364,7 @@ def transaction_pooler(pg_server: PgServer, empty_db_url: str) -> Iterator[str]:
     )
     for name in ("pgbouncer.ini", "users.txt"):
         (home / name).chmod(0o644)
-    proc = subprocess.Popen([binary, *run_as, str(home / "pgbouncer.ini")])
+    proc = subprocess.Popen([binary, "-q", *run_as, str(home / "pgbouncer.ini")])
     try:
         deadline = time.monotonic() + 10
         while not (home / ".s.PGSQL.6432").exists():
