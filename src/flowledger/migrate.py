@@ -229,10 +229,8 @@ def _read_migration(path: Path) -> MigrationFile:
     if not _NAME_RE.match(mid):
         raise MigrationError(f"{path}: migration files are named NNNN_verb_object.sql")
     rollback = path.with_name(f"{mid}.rollback.sql")
-    directives, _, statements = read_sql_migration(str(path))
-    _, _, rollback_statements = (
-        read_sql_migration(str(rollback)) if rollback.exists() else ({}, "", [])
-    )
+    directives, _, statements = _parse(path)
+    _, _, rollback_statements = _parse(rollback) if rollback.exists() else ({}, "", [])
     digest = hashlib.sha256(path.read_bytes())
     if rollback.exists():
         digest.update(b"\0rollback\0" + rollback.read_bytes())
@@ -248,6 +246,14 @@ def _read_migration(path: Path) -> MigrationFile:
         statements=tuple(statements),
         rollback_statements=tuple(rollback_statements),
     )
+
+
+def _parse(path: Path) -> tuple[dict[str, str], str, list[str]]:
+    try:
+        directives, comment, statements = read_sql_migration(str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MigrationError(f"{path}: cannot read the migration: {exc}") from exc
+    return dict(directives), str(comment), list(statements)
 
 
 def to_libpq_url(url: str) -> str:

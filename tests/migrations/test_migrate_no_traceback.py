@@ -202,3 +202,13 @@ def test_apply_against_a_read_only_database(empty_db_url: str, mdir: Path, tmp_p
     verify = flowledger(tmp_path, "migrate", "verify", *common)
     assert verify.returncode == EXIT_OK, verify.stderr
     assert public_tables(empty_db_url) == set()
+
+
+def test_unreadable_migration_file(empty_db_url: str, mdir: Path, tmp_path: Path) -> None:
+    (mdir / "0002_add_latin1.sql").write_bytes(b"-- caf\xe9\nSELECT 1;\n")
+    proc = flowledger(
+        tmp_path, "migrate", "status", "--database", empty_db_url, "--migrations-dir", str(mdir)
+    )
+    line = fails_in_one_line(proc, EXIT_ERROR)
+    assert line.startswith(f"flowledger: error: {mdir / '0002_add_latin1.sql'}: cannot read")
+    assert "utf-8" in line
