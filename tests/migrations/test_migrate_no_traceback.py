@@ -212,3 +212,16 @@ def test_unreadable_migration_file(empty_db_url: str, mdir: Path, tmp_path: Path
     line = fails_in_one_line(proc, EXIT_ERROR)
     assert line.startswith(f"flowledger: error: {mdir / '0002_add_latin1.sql'}: cannot read")
     assert "utf-8" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["migrate", "apply", "--bogus"], "usage error: unrecognized arguments: --bogus"),
+        (["migrate"], "flowledger migrate: usage error: the following arguments are required"),
+        (["migrate", "rollback", "--steps"], "argument --steps: expected one argument"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path: Path, argv: list[str], message: str) -> None:
+    line = fails_in_one_line(flowledger(tmp_path, *argv), EXIT_USAGE)
+    assert message in line and line.endswith("--help)")
