@@ -7,6 +7,8 @@ Exit codes (stable, for pipelines):
   3  `migrate status --check`: migrations are pending (history otherwise intact)
   4  `migrate status --check` / `verify` / `apply`: an applied migration was edited or
      its file is missing
+  5  `migrate status --check` / `verify`: an index of the schema is invalid (a failed or
+     interrupted concurrent build)
 """
 
 from __future__ import annotations
@@ -17,18 +19,25 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
-from flowledger.errors import FlowledgerError, MigrationError
-from flowledger.migrate import EditedMigrations, Migrator, RunResult
+from flowledger.errors import FlowledgerError, MigrationError, translating
+from flowledger.migrate import (
+    EditedMigrations,
+    Migrator,
+    RunResult,
+    check_duration,
+    check_seconds,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_PENDING = 3
 EXIT_EDITED = 4
+EXIT_INVALID_INDEX = 5
 
 
 class _Output:
@@ -89,20 +98,21 @@ def _report_run(mig: Migrator, result: RunResult, out: _Output) -> int:
 
 
 def _cmd_migrate_apply(args: argparse.Namespace, out: _Output) -> int:
-    with _migrator(args) as mig:
+    with translating(), _migrator(args) as mig:
         result = mig.apply(to=args.to, dry_run=args.dry_run, allow_edited=args.allow_edited)
         return _report_run(mig, result, out)
 
 
 def _cmd_migrate_rollback(args: argparse.Namespace, out: _Output) -> int:
-    with _migrator(args) as mig:
+    with translating(), _migrator(args) as mig:
         result = mig.rollback(steps=args.steps, to=args.to, all_=args.all, dry_run=args.dry_run)
         return _report_run(mig, result, out)
 
 
 def _cmd_migrate_status(args: argparse.Namespace, out: _Output) -> int:
-    with _migrator(args) as mig:
+    with translating(), _migrator(args) as mig:
         states = mig.status()
+        invalid = mig.invalid_indexes()
     counts = {
         k: sum(1 for s in states if s.state == k)
         for k in ("applied", "pending", "edited", "missing")
@@ -111,26 +121,38 @@ def _cmd_migrate_status(args: argparse.Namespace, out: _Output) -> int:
     if args.check:
         if counts["edited"] or counts["missing"]:
             code = EXIT_EDITED
+        elif invalid:
+            code = EXIT_INVALID_INDEX
         elif counts["pending"]:
             code = EXIT_PENDING
     lines = [
         f"{s.state:<8} {s.id}" + (f"  ({s.applied_at:%Y-%m-%d %H:%M:%S})" if s.applied_at else "")
         for s in states
     ]
+    lines += [f"invalid  {ix}" for ix in invalid]
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
-    payload = {"migrations": [s.as_json() for s in states], "counts": counts, "ok": code == EXIT_OK}
+    payload = {
+        "migrations": [s.as_json() for s in states],
+        "counts": counts,
+        "invalid_indexes": [{"name": ix.name, "table": ix.table} for ix in invalid],
+        "ok": code == EXIT_OK,
+    }
     out.emit(payload, lines)
     return code
 
 
 def _cmd_migrate_verify(args: argparse.Namespace, out: _Output) -> int:
-    with _migrator(args) as mig:
+    with translating(), _migrator(args) as mig:
         problems = mig.problems()
+        invalid = mig.invalid_indexes()
     out.emit(
-        {"ok": not problems, "problems": problems},
-        problems or ["ok: every applied migration matches its file"],
+        {"ok": not (problems or invalid), "problems": problems + [str(ix) for ix in invalid]},
+        problems + [str(ix) for ix in invalid]
+        or ["ok: every applied migration matches its file, every index is valid"],
     )
-    return EXIT_EDITED if problems else EXIT_OK
+    if problems:
+        return EXIT_EDITED
+    return EXIT_INVALID_INDEX if invalid else EXIT_OK
 
 
 # -- db -----------------------------------------------------------------------------------
@@ -292,6 +314,31 @@ def _cmd_check_plans(args: argparse.Namespace, out: _Output) -> int:
 # -- parser -------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error reported on one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        return check_seconds("--lock-wait", float(text))
+    except (ValueError, MigrationError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds >= 0, got {text!r}"
+        ) from exc
+
+
+def _duration_arg(text: str) -> str:
+    try:
+        return check_duration("duration", text)
+    except MigrationError as exc:
+        raise argparse.ArgumentTypeError(
+            f"must be a PostgreSQL duration such as 500ms, 10s or 15min, got {text!r}"
+        ) from exc
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--database",
@@ -303,7 +350,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `flowledger` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flowledger", description="flowledger: PostgreSQL persistence for workflows"
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,18 +365,20 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(p)
         p.add_argument(
             "--lock-wait",
-            type=float,
+            type=_seconds_arg,
             default=60.0,
             metavar="SECONDS",
             help="how long to wait for another run's migration lock (default 60)",
         )
         p.add_argument(
             "--lock-timeout",
+            type=_duration_arg,
             default="10s",
             help="PostgreSQL lock_timeout while migrating (default 10s)",
         )
         p.add_argument(
             "--statement-timeout",
+            type=_duration_arg,
             default="15min",
             help="PostgreSQL statement_timeout while migrating (default 15min)",
         )
@@ -430,7 +479,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = _Output(getattr(args, "json", False))
     handler: Callable[[argparse.Namespace, _Output], int] = args.handler
     try:
-        return handler(args, out)
+        code = handler(args, out)
+        # Flushed here, not at exit, so that a reader gone early is reported below.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader of stdout went away (`... --json | head`). Point stdout at /dev/null
+        # so that the interpreter's final flush cannot fail again with a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        print("flowledger: error: stdout was closed before the output was written", file=sys.stderr)
+        return EXIT_ERROR
     except EditedMigrations as exc:
         _report(out, exc)
         return EXIT_EDITED
