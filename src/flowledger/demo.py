@@ -299,29 +299,29 @@ class _Run:
         )
         self._timeline.add(worker, name, f"heartbeat: lease extended by {lease:g} s")
         time.sleep(_WORK_SECONDS)
+        # Logged before the worker writes the outcome: a dependent can only be claimed
+        # after that write commits, so the timeline is in dependency order.
         if error is not None:
             self._log(step, f"{name} failed: {error}", level="error")
+            self._timeline.add(worker, name, f"FAILED attempt {step.attempt}: {error}")
             raise ConnectionResetError(error.removeprefix("ConnectionResetError: "))
         self._log(step, f"{name} done")
+        self._timeline.add(worker, name, "completed")
         return {"worker": worker, "attempt": step.attempt, "item": step.item}
 
     def _written(self, step: ClaimedStep, what: Written, after: Step | None) -> None:
         worker = step.lease_owner
         name = _label(step.task_name, step.task_index, step.item is not None)
-        if what == "completed":
-            self._timeline.add(worker, name, "completed")
-        elif what == "lost":
+        if what == "lost":
             self._timeline.add(worker, name, "lease lost: result dropped")
-        else:
-            self._timeline.add(worker, name, f"FAILED attempt {step.attempt}: {_FLAKY_ERROR}")
-            if after is not None and after.status == "queued":
-                backoff = (after.available_at - after.updated_at).total_seconds()
-                self._timeline.add(
-                    worker,
-                    name,
-                    f"back to queued: retry after a {backoff:.2f} s backoff"
-                    f" (attempt {after.attempt + 1} of {after.max_attempts})",
-                )
+        elif after is not None and after.status == "queued":
+            backoff = (after.available_at - after.updated_at).total_seconds()
+            self._timeline.add(
+                worker,
+                name,
+                f"back to queued: retry after a {backoff:.2f} s backoff"
+                f" (attempt {after.attempt + 1} of {after.max_attempts})",
+            )
 
     def _call_tool(self, worker: str, step: ClaimedStep) -> str | None:
         """Record the step's tool call; the error when this attempt is meant to fail."""
