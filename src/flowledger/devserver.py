@@ -294,6 +294,7 @@ class EmbeddedServer:
     def _launch(self, uid: int, gid: int) -> None:
         # A fresh, unpredictable directory per start (mkdtemp makes it 0700): nobody else
         # can have made it first, and it is short whatever the length of the data path.
+        # PostgreSQL records it in postmaster.pid, where status() and stop() find it.
         socket_dir = Path(tempfile.mkdtemp(prefix=_SOCKET_PREFIX, dir=_SOCKET_PARENT))
         try:
             if uid != os.geteuid():

@@ -10,6 +10,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,9 +127,9 @@ def test_socket_directory_is_private_and_short_whatever_the_path_length(
     home = _long_home(servers)
     started = run_cli("db", "start", home=home, cwd=home.parent)
     assert started.returncode == EXIT_OK, started.stderr
-    status = EmbeddedServer(home).status()
-    assert status.running and status.socket_dir is not None
-    socket_dir = status.socket_dir
+    report = json.loads(run_cli("db", "status", "--json", home=home, cwd=home.parent).stdout)
+    assert report["running"] and report["url"].endswith(f"?host={report['socket_dir']}")
+    socket_dir = Path(report["socket_dir"])
     info = socket_dir.stat()
     assert stat.S_IMODE(info.st_mode) == 0o700  # only its owner may enter
     assert info.st_uid == server_uid()
@@ -136,6 +137,10 @@ def test_socket_directory_is_private_and_short_whatever_the_path_length(
     assert not socket_dir.is_relative_to(home)
     with psycopg.connect(EmbeddedServer(home).url()) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone() == ("",)  # no TCP
+        host_rules = conn.execute(
+            "SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type LIKE 'host%%'"
+        ).fetchall()
+        assert host_rules == [("reject",)]
     stopped = run_cli("db", "stop", home=home, cwd=home.parent)
     assert (stopped.returncode, stopped.stdout.strip()) == (EXIT_OK, "stopped")
     assert not socket_dir.exists()
@@ -143,8 +148,11 @@ def test_socket_directory_is_private_and_short_whatever_the_path_length(
 
 def test_another_local_user_cannot_connect(servers: Servers, local_user: LocalUser) -> None:
     home = _long_home(servers)
+    home.parent.chmod(0o700)  # a private directory of root's above the checkout
     started = run_cli("db", "start", home=home, cwd=home.parent)
     assert started.returncode == EXIT_OK, started.stderr
+    # The server user was let through it (search only): its listing stays private.
+    assert stat.S_IMODE(home.parent.stat().st_mode) == 0o701
     url = EmbeddedServer(home).url()
     query = [_psql(), url, "-Atc", "SELECT current_user"]
     ours = subprocess.run(query, capture_output=True, text=True, timeout=60, cwd="/")
@@ -195,7 +203,24 @@ def test_stale_pid_file_is_not_a_running_server(servers: Servers) -> None:
     stop = run_cli("db", "stop", home=home, cwd=home.parent)
     assert (stop.returncode, stop.stdout.strip(), stop.stderr) == (EXIT_OK, "not running", "")
 
-    # The pid now belongs to an unrelated process of the server's own user.
+    # The pid now belongs to a postgres of another data directory...
+    elsewhere = home.parent / "elsewhere" / "pgdata"
+    impostor = subprocess.Popen(
+        ["postgres", "-c", "import time; time.sleep(300)", "-D", str(elsewhere)],
+        executable=sys.executable,
+    )
+    try:
+        leave_pid_file(impostor.pid)
+        status = run_cli("db", "status", home=home, cwd=home.parent)
+        assert (status.returncode, status.stdout.strip()) == not_running
+        stop = run_cli("db", "stop", home=home, cwd=home.parent)
+        assert (stop.returncode, stop.stdout.strip()) == (EXIT_OK, "not running")
+        assert impostor.poll() is None, "db stop signalled a process that is not the server"
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+    # ...or to an unrelated process of the server's own user.
     other = subprocess.Popen(["sleep", "300"], **_as_server_user())
     try:
         leave_pid_file(other.pid)
