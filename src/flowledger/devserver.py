@@ -76,8 +76,7 @@ class EmbeddedServer:
         self.pgdata = self.base_dir / "pgdata"
 
     def start(self) -> None:
-        """Initialise (first time) and start the server, leaving a running one alone; raises
-        Unavailable when the directory is not usable or PostgreSQL fails to start."""
+        """Start the server (initialised the first time) unless it runs; raises Unavailable."""
         with self._os_errors():
             self._check_owner()
             self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +85,7 @@ class EmbeddedServer:
                     return
                 uid, gid = self._server_identity()
                 if uid != os.geteuid():
-                    self._let_server_user_in(uid, gid)
+                    self._let_server_user_in()
                 if not (self.pgdata / "PG_VERSION").exists():
                     self._initdb(uid, gid)
                 self._clear_stale_pid_file()
@@ -94,8 +93,7 @@ class EmbeddedServer:
         self._ensure_database(DEFAULT_DBNAME)
 
     def stop(self) -> bool:
-        """Stop the server and remove its socket directory; False when it was not running.
-        Raises Unavailable when pg_ctl fails or the directory is not readable."""
+        """Stop the server; False when it was not running; raises Unavailable (pg_ctl failed)."""
         with self._os_errors():
             status = self._read_status()
             if not status.running:
@@ -112,22 +110,19 @@ class EmbeddedServer:
             return True
 
     def status(self) -> ServerStatus:
-        """Whether the server runs, with its pid and socket directory; raises Unavailable
-        when the data directory is not readable (e.g. it belongs to another user)."""
+        """Whether it runs, its pid and socket directory; raises Unavailable if unreadable."""
         with self._os_errors():
             return self._read_status()
 
     def url(self, dbname: str = DEFAULT_DBNAME) -> str:
-        """A libpq URL (psql and psycopg accept it) for a database of the running server;
-        raises Unavailable when it is not running."""
+        """A libpq URL of a database of the running server; raises Unavailable when it is not."""
         status = self.status()
         if not status.running or status.socket_dir is None:
             raise Unavailable(f"the embedded PostgreSQL in {self.pgdata} is not running")
         return f"postgresql://{_SUPERUSER}@/{dbname}?host={quote(str(status.socket_dir), safe='/')}"
 
     def ensure_running(self) -> str:
-        """Start the server when needed and return the URL of its `flowledger` database;
-        raises Unavailable as `start` does."""
+        """The URL of the `flowledger` database, starting the server if needed (or Unavailable)."""
         if not self.status().running:
             self.start()
         return self.url()
@@ -250,7 +245,7 @@ class EmbeddedServer:
         finally:
             os.close(fd)
 
-    def _let_server_user_in(self, uid: int, gid: int) -> None:
+    def _let_server_user_in(self) -> None:
         # As root, the server user must reach the data directory and the wheel's binaries.
         # Only search permission (x) is added to directories above them, never read: their
         # listings stay private.
@@ -361,8 +356,7 @@ def _run(
     cwd: Path | None = None,
     log: Path | None = None,
 ) -> None:
-    """Run a PostgreSQL tool (as `identity`, a uid and gid, when it is not ours); raises
-    Unavailable with `failure`, the tool's last word and the log's last line."""
+    """Run a tool as `identity` (uid, gid); raises Unavailable naming `failure` and its cause."""
     as_other = identity is not None and identity[0] != os.geteuid()
     # stderr goes to a file, not a pipe: `pg_ctl start` leaves a server behind that could
     # otherwise hold the pipe open.
