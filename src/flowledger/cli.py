@@ -175,6 +175,7 @@ def _cmd_db(args: argparse.Namespace, out: _Output) -> int:
             "running": st.running,
             "pid": st.pid,
             "pgdata": str(st.pgdata),
+            "socket_dir": str(st.socket_dir) if st.socket_dir else None,
             "url": running_url,
             "initialized": st.initialized,
         }
@@ -461,8 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="manage the embedded PostgreSQL under .flowledger/")
     dsub = db.add_subparsers(dest="db_command", required=True)
     for name, help_ in (
-        ("start", "start the embedded server"),
-        ("stop", "stop the embedded server"),
+        ("start", "start the embedded server (a running one is left alone)"),
+        ("stop", "stop the embedded server (exit 0 also when it was not running)"),
         ("status", "is the embedded server running? (exit 1 when not)"),
         ("url", "print a URL of the embedded server (starting it when needed)"),
     ):
