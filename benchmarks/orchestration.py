@@ -59,9 +59,9 @@ def run_once(url: str, workload: str, workers: int, batch: int) -> dict[str, Any
     import psycopg
 
     import flowledger
-    from flowledger.migrate import to_libpq_url
     from flowledger.records.identity import NewUser
     from flowledger.records.workflows import NewStage, NewWorkflow
+    from flowledger.urls import to_libpq_url
 
     db = flowledger.connect(url, min_size=workers + 1, max_size=workers + 1)
     try:
@@ -146,7 +146,7 @@ def main() -> int:
 
     import psycopg
 
-    from flowledger.migrate import to_libpq_url
+    from flowledger.urls import to_libpq_url
 
     base = args.database or os.environ.get("DATABASE_URL")
     if not base:

@@ -55,9 +55,10 @@ from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
 import flowledger
-from flowledger.migrate import Migrator, to_libpq_url
+from flowledger.migrate import Migrator
 from flowledger.records.runs import Execution, NewLogLine
 from flowledger.repositories.queries import get_queries
+from flowledger.urls import to_libpq_url
 from flowledger.volume import generate
 
 HERE = Path(__file__).resolve().parent

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from flowledger.errors import FlowledgerError, MigrationError
+from flowledger.errors import DatabaseNotConfigured, FlowledgerError, MigrationError
 from flowledger.migrate import EditedMigrations, Migrator, RunResult
 
 EXIT_OK = 0
@@ -43,14 +42,33 @@ class _Output:
                 print(line)
 
 
-def resolve_database(explicit: str | None) -> str:
-    """`--database`, else `DATABASE_URL`, else the embedded server (started when needed)."""
-    url = explicit or os.environ.get("DATABASE_URL")
-    if url:
-        return url
+def resolve_database(args: argparse.Namespace, *, development: bool) -> str:
+    """The URL a command runs on: `--embedded`, else `--database`, `FLOWLEDGER_URL`,
+    `DATABASE_URL`; with none of them the embedded server for a development command
+    (said on stderr), DatabaseNotConfigured for the others."""
+    from flowledger.database import settings_from_env
     from flowledger.devserver import EmbeddedServer
+    from flowledger.urls import resolve
 
-    return EmbeddedServer().ensure_running()
+    settings_from_env()  # the same refusal of unknown or invalid FLOWLEDGER_* as connect()
+    if args.embedded:
+        return EmbeddedServer().ensure_running()
+    resolved = resolve(args.database, source="--database")
+    if resolved is not None:
+        return resolved.url
+    if not development:
+        raise DatabaseNotConfigured(
+            "no database configured: pass --database URL, set FLOWLEDGER_URL or"
+            " DATABASE_URL, or add --embedded for the embedded development server"
+        )
+    server = EmbeddedServer()
+    url = server.ensure_running()
+    print(
+        "flowledger: no database configured (--database, FLOWLEDGER_URL, DATABASE_URL):"
+        f" using the embedded server in {server.base_dir}",
+        file=sys.stderr,
+    )
+    return url
 
 
 # -- migrate ------------------------------------------------------------------------------
@@ -65,7 +83,8 @@ def _migrator(args: argparse.Namespace) -> Migrator:
         statement_timeout=args.statement_timeout,
     )
     directory = Path(args.migrations_dir) if args.migrations_dir else None
-    return Migrator(resolve_database(args.database), directory=directory, settings=settings)
+    url = resolve_database(args, development=False)
+    return Migrator(url, directory=directory, settings=settings)
 
 
 def _report_run(mig: Migrator, result: RunResult, out: _Output) -> int:
@@ -188,9 +207,9 @@ def _cmd_seed(args: argparse.Namespace, out: _Output) -> int:
     import psycopg
 
     from flowledger.errors import translating
-    from flowledger.migrate import to_libpq_url
+    from flowledger.urls import to_libpq_url
 
-    url = resolve_database(args.database)
+    url = resolve_database(args, development=True)
     _require_migrated(url)
     if args.scale is None:
         from flowledger.database import connect
@@ -224,7 +243,7 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     from flowledger.demo import WORKERS, run_demo
     from flowledger.migrate import Migrator
 
-    url = resolve_database(args.database)
+    url = resolve_database(args, development=True)
     with Migrator(url) as mig:
         applied = mig.apply().migrations
     if not out.as_json:
@@ -245,10 +264,11 @@ def _cmd_check_plans(args: argparse.Namespace, out: _Output) -> int:
     import psycopg
 
     from flowledger.errors import translating
-    from flowledger.migrate import check_connection, to_libpq_url
+    from flowledger.migrate import check_connection
     from flowledger.plans import check_plans, format_report
+    from flowledger.urls import to_libpq_url
 
-    url = resolve_database(args.database)
+    url = resolve_database(args, development=True)
     check_connection(url)
     _require_migrated(url)
     with translating(), psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
@@ -261,11 +281,18 @@ def _cmd_check_plans(args: argparse.Namespace, out: _Output) -> int:
 # -- parser -------------------------------------------------------------------------------
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def _add_common(p: argparse.ArgumentParser, *, development: bool) -> None:
+    where = p.add_mutually_exclusive_group()
+    fallback = ", else the embedded server" if development else ""
+    where.add_argument(
         "--database",
         metavar="URL",
-        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)",
+        help=f"PostgreSQL URL (default: $FLOWLEDGER_URL, else $DATABASE_URL{fallback})",
+    )
+    where.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use the embedded development server under .flowledger/ (started when needed)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -284,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, help_: str, handler: Callable[[argparse.Namespace, _Output], int]
     ) -> argparse.ArgumentParser:
         p = msub.add_parser(name, help=help_)
-        _add_common(p)
+        _add_common(p, development=False)
         p.add_argument(
             "--lock-wait",
             type=float,
@@ -344,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     seed = sub.add_parser("seed", help="sample data (idempotent), or realistic volume with --scale")
-    _add_common(seed)
+    _add_common(seed, development=True)
     seed.add_argument(
         "--scale", type=int, metavar="N", help="generate N executions and their history"
     )
@@ -356,11 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="migrate, seed, then run one execution with two workers and print its timeline",
     )
-    _add_common(demo)
+    _add_common(demo, development=True)
     demo.set_defaults(handler=_cmd_demo)
 
     plans = sub.add_parser("check-plans", help="EXPLAIN every annotated query and check its plan")
-    _add_common(plans)
+    _add_common(plans, development=True)
     plans.add_argument(
         "--realistic",
         action="store_true",

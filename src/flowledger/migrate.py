@@ -30,7 +30,8 @@ import psycopg
 from psycopg import sql
 
 from flowledger._resources import migrations_dir
-from flowledger.errors import MigrationError, Unavailable
+from flowledger.errors import MigrationError, connection_error
+from flowledger.urls import to_yoyo_url, validate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -153,21 +154,6 @@ def _read_migration(path: Path) -> MigrationFile:
         statements=tuple(statements),
         rollback_statements=tuple(rollback_statements),
     )
-
-
-def to_yoyo_url(url: str) -> str:
-    """yoyo needs the driver in the scheme: `postgresql+psycopg://`."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in {"postgres", "postgresql", "postgresql+psycopg"}:
-        raise MigrationError(
-            "malformed database URL: expected postgresql://user:password@host:port/dbname"
-        )
-    return f"postgresql+psycopg://{rest}"
-
-
-def to_libpq_url(url: str) -> str:
-    """psycopg wants the plain libpq scheme."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 class Migrator:
@@ -493,21 +479,12 @@ def _describe_failure(path: Path, source: str, stmt: str, exc: psycopg.Error) ->
 
 def check_connection(url: str, *, connect_timeout: int = 10) -> None:
     """Connect once so that a bad URL, password or host becomes a one-line error."""
-    libpq = to_libpq_url(url)
-    try:
-        psycopg.conninfo.conninfo_to_dict(libpq)
-    except psycopg.ProgrammingError as exc:
-        raise MigrationError(f"malformed database URL: {_first_line(exc)}") from exc
+    libpq = validate(url)
     try:
         with psycopg.connect(libpq, connect_timeout=connect_timeout):
             pass
     except psycopg.OperationalError as exc:
-        raise Unavailable(f"cannot connect to {redact(url)}: {_first_line(exc)}") from exc
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+        raise connection_error(exc, url) from None
 
 
 def _first_line(exc: BaseException) -> str:
