@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from flowledger import urls
 from flowledger.errors import (
     DatabaseNotConfigured,
+    FlowledgerError,
     InvalidInput,
     Unavailable,
     connection_error,
@@ -250,21 +251,27 @@ class Database(Repositories):
         s = self.settings
         delay = s.connect_backoff
         for attempt in range(1, s.connect_attempts + 1):
-            try:
-                psycopg.connect(self.url, **self._conn_kwargs).close()
+            error = self._try_connect()
+            if error is None:
                 break
-            except psycopg.Error as exc:
-                # Not chained: libpq's own text may quote the URL, password included.
-                error = connection_error(exc, self.url)
-                if not isinstance(error, Unavailable):
-                    raise error from None
-                if attempt == s.connect_attempts:
-                    raise Unavailable(f"{error.message} (after {attempt} attempts)") from None
-                time.sleep(delay)
-                delay *= 2
+            if not isinstance(error, Unavailable):
+                raise error
+            if attempt == s.connect_attempts:
+                raise Unavailable(f"{error.message} (after {attempt} attempts)")
+            time.sleep(delay)
+            delay *= 2
         with translating():
             self._pool.open(wait=True, timeout=s.pool_timeout)
         return self
+
+    def _try_connect(self) -> FlowledgerError | None:
+        try:
+            psycopg.connect(self.url, **self._conn_kwargs).close()
+        except psycopg.Error as exc:
+            # Returned, not raised from exc: libpq's own text may quote the URL, password
+            # included, and a chained exception would carry it into tracebacks and logs.
+            return connection_error(exc, self.url)
+        return None
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

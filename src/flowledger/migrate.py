@@ -480,11 +480,14 @@ def _describe_failure(path: Path, source: str, stmt: str, exc: psycopg.Error) ->
 def check_connection(url: str, *, connect_timeout: int = 10) -> None:
     """Connect once so that a bad URL, password or host becomes a one-line error."""
     libpq = validate(url)
+    error = None
     try:
         with psycopg.connect(libpq, connect_timeout=connect_timeout):
             pass
     except psycopg.OperationalError as exc:
-        raise connection_error(exc, url) from None
+        error = connection_error(exc, url)  # not chained: libpq's text may hold the password
+    if error is not None:
+        raise error
 
 
 def _first_line(exc: BaseException) -> str:

@@ -33,6 +33,7 @@ ENV_VARIABLES = ("FLOWLEDGER_URL", "DATABASE_URL")
 
 _SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 _EXPECTED = "expected postgresql://user:password@host:port/dbname"
+_QUOTED = re.compile(r'"[^"]*"')
 _QUERY_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|[^&\s]*)")
 
 
@@ -80,16 +81,20 @@ def validate(url: str) -> str:
     if not sep or scheme not in _SCHEMES:
         raise InvalidInput(f"malformed database URL {redact(url)!r}: {_EXPECTED}")
     libpq = to_libpq_url(url)
+    problem = None
     try:
         params = psycopg.conninfo.conninfo_to_dict(libpq)
     except psycopg.Error as exc:
-        reason = scrub(str(exc), url).strip().splitlines()[0]
-        raise InvalidInput(f"malformed database URL {redact(url)!r}: {reason}") from None
+        # libpq quotes the offending part of the URL, which may be a piece of a password
+        # the parser could not delimit: the reason is kept, the quotation is not.
+        problem = scrub(_QUOTED.sub('"..."', str(exc).strip().splitlines()[0]), url)
+    if problem is not None:
+        # Raised outside the handler so that no exception holds the raw text, even as
+        # its __context__.
+        raise InvalidInput(f"malformed database URL {redact(url)!r}: {problem}")
     for port in str(params.get("port") or "").split(","):
         if port and not port.strip().isdigit():
-            raise InvalidInput(
-                f"malformed database URL {redact(url)!r}: port {port!r} is not a number"
-            )
+            raise InvalidInput(f"malformed database URL {redact(url)!r}: the port is not a number")
     return libpq
 
 
