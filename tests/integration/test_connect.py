@@ -3,6 +3,7 @@ and passwords kept out of every message and repr."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -182,7 +183,10 @@ def password_role(empty_db_url: str) -> Iterator[str]:
             admin.execute("DROP ROLE fl_connect_probe")
 
 
-def test_wrong_password_is_rejected_at_once_without_the_password(password_role: str) -> None:
+def test_wrong_password_is_rejected_at_once_without_the_password(
+    password_role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     started = time.monotonic()
     with pytest.raises(ConnectionRejected) as info:
         flowledger.connect(
@@ -198,6 +202,7 @@ def test_wrong_password_is_rejected_at_once_without_the_password(password_role: 
     with flowledger.connect(right, min_size=1, max_size=1) as db:
         assert db.health() == {"postgres": "ok"}
         assert "right-password" not in repr(db) and "right-password" not in repr(db.settings)
+    assert "wrong-pw-42" not in caplog.text and "right-password" not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -249,9 +254,14 @@ def test_pool_survives_a_real_server_restart(tmp_path: Path) -> None:
     server = EmbeddedServer(tmp_path / "restart")
     url = server.ensure_running()
     try:
-        with flowledger.connect(url, min_size=2, max_size=2) as db:
+        # After an outage the pool reconnects with its own backoff (1 s, doubling):
+        # the first call after the restart may wait for it, within pool_timeout.
+        with flowledger.connect(url, min_size=2, max_size=2, pool_timeout=15) as db:
             with db.transaction() as tx:
                 tx.connection.execute("SELECT 1")
+            _pg_ctl(server, "stop")
+            assert db.health(timeout=0.5)["postgres"].startswith("error: ")
+            # restart also starts a stopped server, with the options it last ran with
             _pg_ctl(server, "restart", "-l", str(server.pgdata / "restart.log"))
             with db.transaction() as tx:
                 assert tx.connection.execute("SELECT 2").fetchone() == (2,)
