@@ -10,7 +10,7 @@ until none is left; the figure is steps completed per second. Every configuratio
 process; the median is reported. Compare ratios within one run: this kind of machine
 drifts by ±25 % from minute to minute.
 
-Usage (without --database it uses the embedded server):
+Usage (without --database, FLOWLEDGER_URL or DATABASE_URL it uses the embedded server):
 
     .venv/bin/python benchmarks/orchestration.py [--database URL] [--repeats 3]
         [--baseline CHECKOUT]
@@ -146,10 +146,13 @@ def main() -> int:
 
     import psycopg
 
-    from flowledger.urls import to_libpq_url
+    from flowledger.urls import resolve, to_libpq_url
 
-    base = args.database or os.environ.get("DATABASE_URL")
-    if not base:
+    # --database, FLOWLEDGER_URL, DATABASE_URL; a benchmark may default to the embedded server
+    resolved = resolve(args.database, source="--database")
+    if resolved is not None:
+        base = resolved.url
+    else:
         from flowledger.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()
