@@ -88,6 +88,8 @@ def validate(url: str) -> str:
         # libpq quotes the offending part of the URL, which may be a piece of a password
         # the parser could not delimit: the reason is kept, the quotation is not.
         problem = scrub(_QUOTED.sub('"..."', str(exc).strip().splitlines()[0]), url)
+    except UnicodeDecodeError:
+        problem = "a percent-encoded part is not valid UTF-8"
     if problem is not None:
         # Raised outside the handler so that no exception holds the raw text, even as
         # its __context__.

@@ -48,7 +48,12 @@ def test_scrub_removes_the_raw_and_the_decoded_password() -> None:
 def test_normal_forms_and_malformed_urls() -> None:
     assert to_libpq_url("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"
     assert to_yoyo_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
-    for bad in ("mysql://u:pw-1234@h/db", "not a url", "postgresql://u:pw-1234@h:port/db"):
+    for bad in (
+        "mysql://u:pw-1234@h/db",
+        "not a url",
+        "postgresql://u:pw-1234@h:port/db",
+        "postgresql://u:pw-1234%A0@h/db",  # decodes to bytes that are not UTF-8
+    ):
         with pytest.raises(InvalidInput, match="malformed database URL") as info:
             validate(bad)
         assert "pw-1234" not in str(info.value)
