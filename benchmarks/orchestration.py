@@ -10,7 +10,7 @@ until none is left; the figure is steps completed per second. Every configuratio
 process; the median is reported. Compare ratios within one run: this kind of machine
 drifts by ±25 % from minute to minute.
 
-Usage (without --database it uses the embedded server):
+Usage (without --database, FLOWLEDGER_URL or DATABASE_URL it uses the embedded server):
 
     .venv/bin/python benchmarks/orchestration.py [--database URL] [--repeats 3]
         [--baseline CHECKOUT] [--workloads flat chain fan] [--latency STARTS]
@@ -63,9 +63,9 @@ def run_once(url: str, workload: str, workers: int, batch: int) -> dict[str, Any
     import psycopg
 
     import flowledger
-    from flowledger.migrate import to_libpq_url
     from flowledger.records.identity import NewUser
     from flowledger.records.workflows import NewStage, NewWorkflow
+    from flowledger.urls import to_libpq_url
 
     db = flowledger.connect(url, min_size=workers + 1, max_size=workers + 1)
     try:
@@ -225,10 +225,13 @@ def main() -> int:
 
     import psycopg
 
-    from flowledger.migrate import to_libpq_url
+    from flowledger.urls import resolve, to_libpq_url
 
-    base = args.database or os.environ.get("DATABASE_URL")
-    if not base:
+    # --database, FLOWLEDGER_URL, DATABASE_URL; a benchmark may default to the embedded server
+    resolved = resolve(args.database, source="--database")
+    if resolved is not None:
+        base = resolved.url
+    else:
         from flowledger.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()

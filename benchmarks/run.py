@@ -14,7 +14,7 @@ kind of machine drifts by ±25 % from minute to minute):
 4. claim + complete throughput with 1, 2 and 4 workers, batch sizes 1 and 10;
 5. executions started per second (execution + steps + outbox event in one transaction).
 
-Usage (one command; without --database it uses the embedded server):
+Usage (one command; without --database, FLOWLEDGER_URL or DATABASE_URL it uses the embedded server):
 
     .venv/bin/python benchmarks/run.py [--database URL] [--scale 200000] [--repeats 5]
 
@@ -55,9 +55,10 @@ from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
 import flowledger
-from flowledger.migrate import Migrator, to_libpq_url
+from flowledger.migrate import Migrator
 from flowledger.records.runs import Execution, NewLogLine
 from flowledger.repositories.queries import get_queries
+from flowledger.urls import to_libpq_url
 from flowledger.volume import generate
 
 HERE = Path(__file__).resolve().parent
@@ -819,7 +820,11 @@ def _kept_sections(old: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--database", help="server URL (any database on it); default: the embedded server"
+        "--database",
+        help=(
+            "server URL (any database on it);"
+            " default: $FLOWLEDGER_URL, $DATABASE_URL, else the embedded server"
+        ),
     )
     parser.add_argument(
         "--scale", type=int, default=200_000, help="executions to generate (≥ 100,050)"
@@ -834,8 +839,13 @@ def main() -> int:
     if args.scale < 100_050:
         parser.error("--scale must be at least 100,050 for the depth benchmark")
     started = time.perf_counter()
-    base = args.database or os.environ.get("DATABASE_URL")
-    if not base:
+    from flowledger.urls import resolve
+
+    # --database, FLOWLEDGER_URL, DATABASE_URL; a benchmark may default to the embedded server
+    resolved = resolve(args.database, source="--database")
+    if resolved is not None:
+        base = resolved.url
+    else:
         from flowledger.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()

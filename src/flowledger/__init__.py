@@ -5,6 +5,8 @@ from __future__ import annotations
 from flowledger.database import Database, Pinned, Settings, Transaction, connect
 from flowledger.errors import (
     Conflict,
+    ConnectionRejected,
+    DatabaseNotConfigured,
     FlowledgerError,
     InvalidCursor,
     InvalidInput,
@@ -20,7 +22,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Conflict",
+    "ConnectionRejected",
     "Database",
+    "DatabaseNotConfigured",
     "FlowledgerError",
     "InvalidCursor",
     "InvalidInput",

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from flowledger.errors import FlowledgerError, MigrationError, translating
+from flowledger.errors import DatabaseNotConfigured, FlowledgerError, MigrationError, translating
 from flowledger.migrate import (
     EditedMigrations,
     Migrator,
@@ -54,14 +54,33 @@ class _Output:
                 print(line)
 
 
-def resolve_database(explicit: str | None) -> str:
-    """`--database`, else `DATABASE_URL`, else the embedded server (started when needed)."""
-    url = explicit or os.environ.get("DATABASE_URL")
-    if url:
-        return url
+def resolve_database(args: argparse.Namespace, *, development: bool) -> str:
+    """The URL a command runs on: `--embedded`, else `--database`, `FLOWLEDGER_URL`,
+    `DATABASE_URL`; with none of them the embedded server for a development command
+    (said on stderr), DatabaseNotConfigured for the others."""
+    from flowledger.database import settings_from_env
     from flowledger.devserver import EmbeddedServer
+    from flowledger.urls import resolve
 
-    return EmbeddedServer().ensure_running()
+    settings_from_env()  # the same refusal of unknown or invalid FLOWLEDGER_* as connect()
+    if args.embedded:
+        return EmbeddedServer().ensure_running()
+    resolved = resolve(args.database, source="--database")
+    if resolved is not None:
+        return resolved.url
+    if not development:
+        raise DatabaseNotConfigured(
+            "no database configured: pass --database URL, set FLOWLEDGER_URL or"
+            " DATABASE_URL, or add --embedded for the embedded development server"
+        )
+    server = EmbeddedServer()
+    url = server.ensure_running()
+    print(
+        "flowledger: no database configured (--database, FLOWLEDGER_URL, DATABASE_URL):"
+        f" using the embedded server in {server.base_dir}",
+        file=sys.stderr,
+    )
+    return url
 
 
 # -- migrate ------------------------------------------------------------------------------
@@ -76,7 +95,8 @@ def _migrator(args: argparse.Namespace) -> Migrator:
         statement_timeout=args.statement_timeout,
     )
     directory = Path(args.migrations_dir) if args.migrations_dir else None
-    return Migrator(resolve_database(args.database), directory=directory, settings=settings)
+    url = resolve_database(args, development=False)
+    return Migrator(url, directory=directory, settings=settings)
 
 
 def _report_run(mig: Migrator, result: RunResult, out: _Output) -> int:
@@ -213,9 +233,9 @@ def _cmd_seed(args: argparse.Namespace, out: _Output) -> int:
     import psycopg
 
     from flowledger.errors import translating
-    from flowledger.migrate import to_libpq_url
+    from flowledger.urls import to_libpq_url
 
-    url = resolve_database(args.database)
+    url = resolve_database(args, development=True)
     _require_migrated(url)
     if args.scale is None:
         from flowledger.database import connect
@@ -249,7 +269,7 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     from flowledger.demo import WORKERS, run_demo
     from flowledger.migrate import Migrator
 
-    url = resolve_database(args.database)
+    url = resolve_database(args, development=True)
     with Migrator(url) as mig:
         applied = mig.apply().migrations
     if not out.as_json:
@@ -273,7 +293,7 @@ def _cmd_worker(args: argparse.Namespace, out: _Output) -> int:
     from flowledger.worker import Worker, load_handlers
 
     handlers = load_handlers(args.handlers)
-    url = resolve_database(args.database)
+    url = resolve_database(args, development=False)
     with connect(url, min_size=1, max_size=args.concurrency + 2) as db:
         worker = Worker(db, handlers, worker_id=args.worker_id, concurrency=args.concurrency)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -299,10 +319,11 @@ def _cmd_check_plans(args: argparse.Namespace, out: _Output) -> int:
     import psycopg
 
     from flowledger.errors import translating
-    from flowledger.migrate import check_connection, to_libpq_url
+    from flowledger.migrate import check_connection
     from flowledger.plans import check_plans, format_report
+    from flowledger.urls import to_libpq_url
 
-    url = resolve_database(args.database)
+    url = resolve_database(args, development=True)
     check_connection(url)
     _require_migrated(url)
     with translating(), psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
@@ -340,11 +361,18 @@ def _duration_arg(text: str) -> str:
         ) from exc
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def _add_common(p: argparse.ArgumentParser, *, development: bool) -> None:
+    where = p.add_mutually_exclusive_group()
+    fallback = ", else the embedded server" if development else ""
+    where.add_argument(
         "--database",
         metavar="URL",
-        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)",
+        help=f"PostgreSQL URL (default: $FLOWLEDGER_URL, else $DATABASE_URL{fallback})",
+    )
+    where.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use the embedded development server under .flowledger/ (started when needed)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -363,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, help_: str, handler: Callable[[argparse.Namespace, _Output], int]
     ) -> argparse.ArgumentParser:
         p = msub.add_parser(name, help=help_)
-        _add_common(p)
+        _add_common(p, development=False)
         p.add_argument(
             "--lock-wait",
             type=_seconds_arg,
@@ -425,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     seed = sub.add_parser("seed", help="sample data (idempotent), or realistic volume with --scale")
-    _add_common(seed)
+    _add_common(seed, development=True)
     seed.add_argument(
         "--scale", type=int, metavar="N", help="generate N executions and their history"
     )
@@ -437,20 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="migrate, seed, then run one execution with two workers and print its timeline",
     )
-    _add_common(demo)
+    _add_common(demo, development=True)
     demo.set_defaults(handler=_cmd_demo)
 
     work = sub.add_parser(
         "worker", help="run steps through handlers (MODULE:ATTRIBUTE, a dict action -> callable)"
     )
-    _add_common(work)
+    _add_common(work, development=False)
     work.add_argument("handlers", help="e.g. myapp.handlers:HANDLERS")
     work.add_argument("--concurrency", type=int, default=4, help="handler threads (default 4)")
     work.add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
     work.set_defaults(handler=_cmd_worker)
 
     plans = sub.add_parser("check-plans", help="EXPLAIN every annotated query and check its plan")
-    _add_common(plans)
+    _add_common(plans, development=True)
     plans.add_argument(
         "--realistic",
         action="store_true",

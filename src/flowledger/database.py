@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+import select
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -15,14 +17,32 @@ from psycopg.adapt import Loader
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import ConnectionPool
 
-from flowledger.errors import InvalidInput, Unavailable, translating
-from flowledger.migrate import redact, to_libpq_url
+from flowledger import urls
+from flowledger.errors import (
+    DatabaseNotConfigured,
+    FlowledgerError,
+    InvalidInput,
+    Unavailable,
+    connection_error,
+    translating,
+)
 from flowledger.repositories.base import ConnectionExecutor, PoolExecutor
 from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.registry import Repositories
 from flowledger.wakeups import WakeUps
 
 _ENV_PREFIX = "FLOWLEDGER_"
+# FLOWLEDGER_* variables that are not connection settings: the embedded server's home,
+# and the test suite's own namespace. Any other unknown FLOWLEDGER_* variable is refused.
+_OTHER_VARIABLES = frozenset({"FLOWLEDGER_HOME"})
+_OTHER_PREFIXES = ("FLOWLEDGER_TEST_",)
+# Settings whose values are secrets: never echoed in a message or a repr.
+_SECRET_FIELDS = frozenset({"url", "cursor_secret"})
+
+NOT_CONFIGURED = (
+    "no database configured: pass connect(url=...), set FLOWLEDGER_URL or DATABASE_URL,"
+    " or call connect(embedded=True) for the embedded development server"
+)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,26 +68,72 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
-            raise InvalidInput(f"pool sizes must satisfy 0 <= min_size <= max_size, >= 1: {self}")
+            raise InvalidInput(
+                "pool sizes must satisfy 0 <= min_size <= max_size, max_size >= 1:"
+                f" min_size={self.min_size}, max_size={self.max_size}"
+            )
         if self.pool_timeout <= 0 or self.connect_attempts < 1:
             raise InvalidInput("pool_timeout must be > 0 and connect_attempts >= 1")
 
+    def __repr__(self) -> str:
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name == "url" and value:
+                value = urls.redact(value)
+            elif name in _SECRET_FIELDS and value:
+                value = "***"
+            shown.append(f"{name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
 
 def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from `DATABASE_URL` and `FLOWLEDGER_*`, overridden by keyword arguments."""
+    """Settings from keyword arguments, else `FLOWLEDGER_*`, the URL also from `DATABASE_URL`.
+
+    Raises InvalidInput naming an unknown setting, an unknown `FLOWLEDGER_*` variable, or
+    a value of the wrong type (never echoing a URL or a secret).
+    """
     env = os.environ if environ is None else environ
+    fields = {f.name for f in msgspec.structs.fields(Settings)}
+    for name in overrides:
+        if name not in fields:
+            raise InvalidInput(f"unknown setting {name!r}{_suggest(name, fields)}")
+    sources: dict[str, str] = {}
     raw: dict[str, Any] = {}
-    if env.get("DATABASE_URL"):
-        raw["url"] = env["DATABASE_URL"]
-    for field in msgspec.structs.fields(Settings):
-        value = env.get(_ENV_PREFIX + field.name.upper())
-        if value is not None:
-            raw[field.name] = None if value.lower() in {"", "none", "null"} else value
-    raw.update({k: v for k, v in overrides.items()})
+    for key, value in env.items():
+        if not key.startswith(_ENV_PREFIX) or key in _OTHER_VARIABLES:
+            continue
+        if key.startswith(_OTHER_PREFIXES):
+            continue
+        name = key[len(_ENV_PREFIX) :].lower()
+        if name not in fields:
+            raise InvalidInput(
+                f"unknown environment variable {key}{_suggest(name, fields, env=True)}"
+            )
+        if name != "url":  # the URL is resolved below, in its documented order
+            raw[name] = None if value.lower() in {"", "none", "null"} else value
+            sources[name] = key
+    for name, value in overrides.items():
+        raw[name] = value
+        sources[name] = f"setting {name!r}"
+    resolved = urls.resolve(overrides.get("url"), environ=env)
+    raw["url"] = resolved.url if resolved else None
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid flowledger setting: {exc}") from exc
+        field = str(exc).rpartition("$.")[2].strip("`' ")
+        where = sources.get(field, field)
+        if field in _SECRET_FIELDS:
+            raise InvalidInput(f"invalid value for {where}") from None
+        raise InvalidInput(f"invalid value for {where}: {exc}") from None
+
+
+def _suggest(name: str, fields: set[str], *, env: bool = False) -> str:
+    close = difflib.get_close_matches(name, sorted(fields), n=1)
+    if not close:
+        return ""
+    hint = _ENV_PREFIX + close[0].upper() if env else close[0]
+    return f" (did you mean {hint}?)"
 
 
 _decode_json: Callable[[bytes | bytearray | memoryview], Any] = msgspec.json.decode
@@ -124,17 +190,27 @@ class Pinned(_OnConnection):
             yield Transaction(self.connection, self._codec)
 
 
+def _check_on_borrow(conn: psycopg.Connection[Any]) -> None:
+    # A round trip per borrow (ConnectionPool.check_connection) would double the cost of
+    # a point lookup. A server that restarted or terminated the backend has already sent
+    # its FATAL message and closed the socket, so an idle connection whose socket is
+    # readable is the one worth a real check; a healthy idle one has nothing to read.
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)
+
+
 class Database(Repositories):
     """A pool of connections and the repositories that use it. Thread-safe."""
 
     def __init__(self, settings: Settings) -> None:
-        url = settings.url
-        if not url:
-            from flowledger.devserver import EmbeddedServer
-
-            url = EmbeddedServer().ensure_running()
+        if not settings.url:
+            raise DatabaseNotConfigured(NOT_CONFIGURED)
         self.settings = settings
-        self.url = to_libpq_url(url)
+        self.url = urls.validate(settings.url)
         options = "-c TimeZone=UTC"  # psycopg maps only the literal name UTC to timezone.utc
         if settings.statement_timeout is not None:
             options += f" -c statement_timeout={int(settings.statement_timeout * 1000)}"
@@ -156,6 +232,7 @@ class Database(Repositories):
             max_lifetime=settings.max_lifetime,
             kwargs=self._conn_kwargs,
             configure=_configure,
+            check=_check_on_borrow,
             open=False,
             name="flowledger",
         )
@@ -163,25 +240,39 @@ class Database(Repositories):
         codec = CursorCodec(hashlib.sha256(secret.encode()).digest())
         super().__init__(PoolExecutor(self._pool), codec)
 
+    def __repr__(self) -> str:
+        return f"<Database {urls.redact(self.url)} max_size={self.settings.max_size}>"
+
     def open(self) -> Database:
-        """Wait until the server answers (bounded retries with backoff), then fill the pool."""
+        """Wait until the server answers (bounded retries with backoff), then fill the pool.
+
+        Raises Unavailable after the last attempt, ConnectionRejected at once when the
+        server refuses the login, InvalidInput at once for an invalid connection option.
+        """
         s = self.settings
         delay = s.connect_backoff
         for attempt in range(1, s.connect_attempts + 1):
-            try:
-                psycopg.connect(self.url, **self._conn_kwargs).close()
+            error = self._try_connect()
+            if error is None:
                 break
-            except psycopg.OperationalError as exc:
-                if attempt == s.connect_attempts:
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                    raise Unavailable(
-                        f"cannot connect to {redact(self.url)} after {attempt} attempts: {reason}"
-                    ) from exc
-                time.sleep(delay)
-                delay *= 2
+            if not isinstance(error, Unavailable):
+                raise error
+            if attempt == s.connect_attempts:
+                raise Unavailable(f"{error.message} (after {attempt} attempts)")
+            time.sleep(delay)
+            delay *= 2
         with translating():
             self._pool.open(wait=True, timeout=s.pool_timeout)
         return self
+
+    def _try_connect(self) -> FlowledgerError | None:
+        try:
+            psycopg.connect(self.url, **self._conn_kwargs).close()
+        except psycopg.Error as exc:
+            # Returned, not raised from exc: libpq's own text may quote the URL, password
+            # included, and a chained exception would carry it into tracebacks and logs.
+            return connection_error(exc, self.url)
+        return None
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -209,7 +300,8 @@ class Database(Repositories):
             with self._pool.connection(timeout=timeout) as conn:
                 conn.execute("SELECT 1")
         except (psycopg.Error, OSError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = urls.scrub(str(exc), self.url).strip()
+            message = text.splitlines()[0] if text else type(exc).__name__
             return {"postgres": f"error: {message}"}
         return {"postgres": "ok"}
 
@@ -243,12 +335,21 @@ class Database(Repositories):
         self.close()
 
 
-def connect(url: str | None = None, **settings: Any) -> Database:
-    """Open a Database: `url`, else `DATABASE_URL`, else the embedded server.
+def connect(url: str | None = None, *, embedded: bool = False, **settings: Any) -> Database:
+    """Open a Database on `url`, else `FLOWLEDGER_URL`, else `DATABASE_URL`; with
+    `embedded=True` (and no URL) on the embedded server, started when needed.
 
     Settings come from keyword arguments, then `FLOWLEDGER_*` environment variables.
-    Raises Unavailable when the server cannot be reached after the configured retries.
+    Raises DatabaseNotConfigured without a URL, InvalidInput for an unknown setting or a
+    malformed URL, ConnectionRejected when the login is refused, and Unavailable when the
+    server cannot be reached after the configured retries.
     """
     if url is not None:
         settings["url"] = url
+    if embedded:
+        if settings.get("url"):
+            raise InvalidInput("pass either url or embedded=True, not both")
+        from flowledger.devserver import EmbeddedServer
+
+        settings["url"] = EmbeddedServer().ensure_running()
     return Database(settings_from_env(**settings)).open()

@@ -13,6 +13,8 @@ import psycopg_pool
 __all__ = [
     "CONSTRAINT_MESSAGES",
     "Conflict",
+    "ConnectionRejected",
+    "DatabaseNotConfigured",
     "FlowledgerError",
     "InvalidCursor",
     "InvalidInput",
@@ -22,6 +24,7 @@ __all__ = [
     "Retryable",
     "StaleWrite",
     "Unavailable",
+    "connection_error",
     "error_from_diagnostics",
     "translate_error",
     "translating",
@@ -62,6 +65,15 @@ class InvalidCursor(InvalidInput):
 
 class Unavailable(FlowledgerError):
     """The database cannot serve the request now: connection, shutdown, resources, timeout."""
+
+
+class ConnectionRejected(FlowledgerError):
+    """The server answered but refused the login (wrong password, unknown role or database,
+    no pg_hba.conf entry): retrying cannot help, the configuration must change."""
+
+
+class DatabaseNotConfigured(FlowledgerError):
+    """No database URL was given and the embedded server was not asked for."""
 
 
 class Retryable(FlowledgerError):
@@ -172,6 +184,21 @@ _STILL_REFERENCED = "update or delete on table"
 
 _POOL_WAIT = re.compile(r"after (\S+ sec)")
 
+# The server reports a refused login only as a FATAL message during start-up: libpq keeps
+# no SQLSTATE for it, so the (English) wording is all there is to go on. Anything else a
+# connection attempt raises (refused, timed out, shutting down) may pass: Unavailable.
+_REJECTED = re.compile(
+    r"authentication failed|role \".*\" does not exist|database \".*\" does not exist"
+    r"|no pg_hba\.conf entry|pg_hba\.conf rejects|permission denied for database"
+    r"|is not permitted to log in|no password supplied|password is required",
+    re.IGNORECASE,
+)
+# libpq refusing an option value before any network traffic: a configuration mistake.
+_BAD_OPTION = re.compile(r"invalid \w+ value|invalid connection option|invalid integer value")
+_LIBPQ_PREFIX = re.compile(
+    r"^(connection failed: )?(connection is bad: )?(connection to server .*? failed: )?(FATAL:\s+)?"
+)
+
 
 def error_from_diagnostics(
     sqlstate: str,
@@ -227,6 +254,21 @@ def translating(context: Mapping[str, object] | None = None) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise translate_error(exc, context=context) from exc
+
+
+def connection_error(exc: psycopg.Error, url: str) -> FlowledgerError:
+    """The flowledger error for a failed connection attempt to `url`, password redacted:
+    ConnectionRejected for a refused login, InvalidInput for a bad option, else Unavailable."""
+    from flowledger.urls import redact, scrub
+
+    lines = [ln.strip() for ln in scrub(str(exc), url).strip().splitlines() if ln.strip()]
+    reason = _LIBPQ_PREFIX.sub("", lines[0]) if lines else type(exc).__name__
+    message = f"cannot connect to {redact(url)}: {reason}"
+    if _REJECTED.search(reason):
+        return ConnectionRejected(message)
+    if _BAD_OPTION.search(reason):
+        return InvalidInput(message)
+    return Unavailable(message)
 
 
 def _client_side(exc: psycopg.Error) -> FlowledgerError:

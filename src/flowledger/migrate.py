@@ -45,7 +45,8 @@ import psycopg
 from psycopg import sql
 
 from flowledger._resources import migrations_dir
-from flowledger.errors import MigrationError, Unavailable
+from flowledger.errors import MigrationError, connection_error
+from flowledger.urls import validate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -254,16 +255,6 @@ def _parse(path: Path) -> tuple[dict[str, str], str, list[str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise MigrationError(f"{path}: cannot read the migration: {exc}") from exc
     return dict(directives), str(comment), list(statements)
-
-
-def to_libpq_url(url: str) -> str:
-    """psycopg wants the plain libpq scheme; raises MigrationError for another scheme."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in {"postgres", "postgresql", "postgresql+psycopg"}:
-        raise MigrationError(
-            "malformed database URL: expected postgresql://user:password@host:port/dbname"
-        )
-    return f"postgresql://{rest}"
 
 
 def verify_session_lock(conn: psycopg.Connection[Any], backend_pid: int) -> None:
@@ -729,15 +720,13 @@ class Migrator:
 
 
 def _connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
-    libpq = to_libpq_url(url)
-    try:
-        psycopg.conninfo.conninfo_to_dict(libpq)
-    except psycopg.ProgrammingError as exc:
-        raise MigrationError(f"malformed database URL: {_first_line(exc)}") from exc
+    libpq = validate(url)
+    error = None
     try:
         return psycopg.connect(libpq, autocommit=True, connect_timeout=connect_timeout)
     except psycopg.OperationalError as exc:
-        raise Unavailable(f"cannot connect to {redact(url)}: {_first_line(exc)}") from exc
+        error = connection_error(exc, url)  # not chained: libpq's text may hold the password
+    raise error
 
 
 def _username() -> str:
@@ -767,11 +756,6 @@ def _describe_failure(path: Path, source: str, stmt: str, exc: psycopg.Error) ->
 def check_connection(url: str, *, connect_timeout: int = 10) -> None:
     """Connect once so that a bad URL, password or host becomes a one-line error."""
     _connect(url, connect_timeout=connect_timeout).close()
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from flowledger.errors import InvalidInput, translating
+from flowledger.errors import InvalidInput, connection_error, translating
 
 __all__ = ["STEPS_CHANNEL", "WakeUps"]
 
@@ -32,9 +32,16 @@ class WakeUps:
 
     @classmethod
     def open(cls, url: str, conn_kwargs: dict[str, Any]) -> WakeUps:
-        """Connect with the pool's settings and LISTEN; raises Unavailable."""
-        with translating():
+        """Connect with the pool's settings and LISTEN; raises Unavailable,
+        ConnectionRejected."""
+        error = None
+        try:
             conn = psycopg.connect(url, **(conn_kwargs | {"autocommit": True}))
+        except psycopg.OperationalError as exc:
+            error = connection_error(exc, url)  # not chained: libpq's text may hold the password
+        if error is not None:
+            raise error
+        with translating():
             conn.execute(f"LISTEN {STEPS_CHANNEL}")
         return cls(conn)
 

@@ -71,6 +71,7 @@ def home(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = servers.home()
     monkeypatch.setenv("FLOWLEDGER_HOME", str(path))
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("FLOWLEDGER_URL", raising=False)
     return path
 
 
@@ -87,10 +88,10 @@ def test_db_lifecycle_and_default_database(home: Path, capsys: pytest.CaptureFix
         url = capsys.readouterr().out.strip()
         with psycopg.connect(url) as conn:  # the URL libpq clients (psql) accept
             assert conn.execute("SELECT current_database()").fetchone() == ("flowledger",)
-        # With nothing configured, commands use the embedded server and keep it running.
-        assert main(["migrate", "apply", "--json"]) == EXIT_OK
+        # Asked for with --embedded, migrate uses the embedded server and keeps it running.
+        assert main(["migrate", "apply", "--embedded", "--json"]) == EXIT_OK
         assert json.loads(capsys.readouterr().out)["migrations"]
-        assert main(["migrate", "status", "--check"]) == EXIT_OK
+        assert main(["migrate", "status", "--check", "--embedded"]) == EXIT_OK
         assert main(["db", "start"]) == EXIT_OK  # already running: left alone
     finally:
         capsys.readouterr()
