@@ -15,13 +15,21 @@ from psycopg.adapt import Loader
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import ConnectionPool
 
-from flowledger.errors import InvalidInput, Unavailable, translating
+from flowledger.errors import (
+    FlowledgerError,
+    InvalidInput,
+    MigrationError,
+    Unavailable,
+    translating,
+)
 from flowledger.migrate import redact, to_libpq_url
 from flowledger.repositories.base import ConnectionExecutor, PoolExecutor
-from flowledger.repositories.pagination import CursorCodec
+from flowledger.repositories.pagination import CursorCodec, UnkeyedCodec
+from flowledger.repositories.queries import get_queries
 from flowledger.repositories.registry import Repositories
 
 _ENV_PREFIX = "FLOWLEDGER_"
+_MIN_CURSOR_SECRET = 32
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,15 +49,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     connect_attempts: int = 5
     connect_backoff: float = 0.25  # first wait between attempts, doubled each time
     connect_timeout: int = 10
-    # Key of the HMAC that makes pagination cursors tamper-evident; set the same value in
-    # every process that must accept the others' cursors.
-    cursor_secret: str = ""
+    # Key of the HMAC that makes pagination cursors tamper-evident. None: the database's
+    # own random key (table cursor_key, made by its migrations), shared by every process
+    # on that database; a secret of your own lets several databases accept each other's.
+    cursor_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
             raise InvalidInput(f"pool sizes must satisfy 0 <= min_size <= max_size, >= 1: {self}")
         if self.pool_timeout <= 0 or self.connect_attempts < 1:
             raise InvalidInput("pool_timeout must be > 0 and connect_attempts >= 1")
+        if self.cursor_secret is not None and len(self.cursor_secret) < _MIN_CURSOR_SECRET:
+            # The value itself stays out of the message: it is a secret.
+            raise InvalidInput(f"cursor_secret must be at least {_MIN_CURSOR_SECRET} characters")
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -158,8 +170,10 @@ class Database(Repositories):
             open=False,
             name="flowledger",
         )
-        secret = settings.cursor_secret or "flowledger-default-cursor-key"
-        codec = CursorCodec(hashlib.sha256(secret.encode()).digest())
+        # Without a secret of its own, the key is the database's, read by open().
+        codec: CursorCodec = UnkeyedCodec()
+        if settings.cursor_secret is not None:
+            codec = CursorCodec(hashlib.sha256(settings.cursor_secret.encode()).digest())
         super().__init__(PoolExecutor(self._pool), codec)
 
     def open(self) -> Database:
@@ -180,7 +194,29 @@ class Database(Repositories):
                 delay *= 2
         with translating():
             self._pool.open(wait=True, timeout=s.pool_timeout)
+        if s.cursor_secret is None:
+            try:
+                self._codec = CursorCodec(self._cursor_key())
+            except FlowledgerError:
+                # A Database that failed to open holds no connections.
+                self._pool.close()
+                raise
         return self
+
+    def _cursor_key(self) -> bytes:
+        with translating(), self._pool.connection() as conn:
+            try:
+                row = conn.execute(get_queries()["get_cursor_key"].sql).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+        if row is None:
+            raise MigrationError(
+                f"{redact(self.url)} has no cursor key (table cursor_key missing or empty):"
+                " run flowledger migrate apply; if the row was deleted, INSERT INTO cursor_key"
+                " DEFAULT VALUES makes a new key (cursors issued before are then refused);"
+                " or set cursor_secret"
+            )
+        return bytes(row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
