@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from flowledger.cli import EXIT_OK, main
-from flowledger.plans import annotated, check_plans, format_report
+from flowledger.plans import _aimless, annotated, check_plans, format_report
 from flowledger.repositories.queries import get_queries, parse_queries
 
 # A query whose name starts with one of these reads rows through a predicate and must
@@ -92,3 +92,47 @@ def test_realistic_mode_accepts_scans_of_small_tables_only(conn: psycopg.Connect
     verdicts = {(r.query, r.variant): r for r in report.results}
     assert not verdicts[("get_user_by_display_name", "all set")].ok  # no index, a large table
     assert verdicts[("get_user_by_id", "all set")].ok
+
+
+def test_check_plans_leaves_the_connection_settings_as_they_were(
+    conn: psycopg.Connection[Any],
+) -> None:
+    broken = parse_queries(
+        "-- name: get_nothing\n-- Fails to prepare.\n-- plan: index users_pkey\n"
+        "SELECT id FROM no_such_table WHERE id = %(id)s::uuid;\n",
+        file="broken.sql",
+    )
+    check_plans(conn, queries=parse_queries(BAD, file="bad.sql"))
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        check_plans(conn, queries=broken)
+
+    # Every setting was SET LOCAL: neither the finished nor the failed run leaks one.
+    assert conn.execute("SHOW enable_seqscan").fetchone() == ("on",)
+    assert conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
+
+
+LOOKUP = parse_queries(
+    "-- name: get_user_by_id\n-- By id.\n-- plan: index users_pkey\n"
+    "SELECT id FROM users WHERE id = %(id)s::uuid ORDER BY created_at;\n",
+    file="lookup.sql",
+)["get_user_by_id"]
+LEADING = {"users_pkey": "id", "users_created_idx": "created_at", "users_active_idx": None}
+
+
+@pytest.mark.parametrize(
+    ("node", "purposeful"),
+    [
+        ({"Index Name": "users_pkey"}, True),  # named by the annotation
+        ({"Index Name": "users_created_idx", "Index Cond": "(created_at > $1)"}, True),
+        ({"Index Name": "users_created_idx"}, True),  # no condition: yields ORDER BY order
+        ({"Index Name": "users_created_idx", "Index Cond": "(id = $1)"}, False),  # skip scan
+        ({"Index Name": "users_active_idx"}, True),  # partial: every row is a candidate
+    ],
+)
+def test_an_index_is_judged_by_how_the_plan_reads_it(
+    node: dict[str, str], purposeful: bool
+) -> None:
+    used, problems = _aimless(LOOKUP, [node], LEADING)
+
+    assert (used == {node["Index Name"]}) is purposeful
+    assert bool(problems) is not purposeful
