@@ -44,6 +44,7 @@ from flowledger.repositories.queries import Query, get_queries
 _PARAM = re.compile(r"%\((\w+)\)s")
 _OPTIONAL = re.compile(r"%\((\w+)\)s(?:::[\w\[\]. ]+?)?\s+IS\s+NULL", re.IGNORECASE)
 _ORDER_BY = re.compile(r"ORDER\s+BY\s+(.+?)(?:\bLIMIT\b|\bFOR\b|\)|;|$)", re.IGNORECASE | re.DOTALL)
+_JOIN_CONDS = ("Merge Cond", "Hash Cond", "Join Filter")
 # In realistic mode a Seq Scan on a table of at most this many 8 KiB pages is accepted.
 SMALL_TABLE_PAGES = 8
 _BOOKKEEPING = frozenset(
@@ -162,14 +163,14 @@ def _orders_by(sql_text: str, key: str) -> bool:
 
 
 def _index_reads(
-    q: Query, nodes: Sequence[Mapping[str, Any]], indexes: Mapping[str, _Index]
+    q: Query, plan: Mapping[str, Any], indexes: Mapping[str, _Index]
 ) -> tuple[set[str], list[str]]:
-    """The indexes the plan reads on purpose, and a problem for each read of a table that
-    holds volume through an index the query gives no reason to use."""
+    """The indexes the plan reads on purpose, and a problem for each index read the
+    query gives no reason for."""
     assert q.plan is not None
     purposeful: set[str] = set()
     problems: list[str] = []
-    for node in nodes:
+    for node, joins in _with_join_conds(plan):
         name = node.get("Index Name")
         if name is None:
             continue
@@ -183,15 +184,41 @@ def _index_reads(
             or (not cond and _orders_by(q.sql, index.leading))
         ):
             purposeful.add(name)
-        elif index.table_pages > SMALL_TABLE_PAGES:
+        elif index.table_pages <= SMALL_TABLE_PAGES and _servable(node, joins, index, indexes):
+            # On a table of a few pages every index costs the planner the same, so its pick
+            # among them is no verdict; that one of them serves the query is.
+            purposeful.add(name)
+        else:
             problems.append(
                 f"plan reads {name} without using its leading key {index.leading}"
                 f" ({'Index Cond: ' + cond if cond else 'no Index Cond'})"
             )
-        else:
-            # A tiny table: the planner's pick among equally cheap indexes is no verdict.
-            purposeful.add(name)
     return purposeful, problems
+
+
+def _servable(
+    node: Mapping[str, Any], joins: str, index: _Index, indexes: Mapping[str, _Index]
+) -> bool:
+    """Whether some index of the node's table leads with a column the node's conditions
+    (or the joins above it) constrain: the schema can serve the query."""
+    own = " ".join(str(node.get(k, "")) for k in ("Index Cond", "Filter"))
+    alias = str(node.get("Alias", index.table))
+    return any(
+        other.table == index.table
+        and other.leading is not None
+        and (_mentions(own, other.leading) or _mentions(joins, f"{alias}.{other.leading}"))
+        for other in indexes.values()
+    )
+
+
+def _with_join_conds(
+    node: Mapping[str, Any], above: str = ""
+) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """Every node of the plan with the join conditions of the nodes above it."""
+    here = " ".join([above, *(str(node[k]) for k in _JOIN_CONDS if k in node)])
+    yield node, here
+    for child in node.get("Plans", ()):
+        yield from _with_join_conds(child, here)
 
 
 def _to_positional(text: str) -> tuple[str, list[str]]:
@@ -290,7 +317,7 @@ def _judge(
     # only tables that hold volume must be reached through an index.
     large = seq_scans if strict else _larger_than(conn, seq_scans, SMALL_TABLE_PAGES)
     if q.plan.kind == "index":
-        purposeful, aimless = _index_reads(q, nodes, indexes)
+        purposeful, aimless = _index_reads(q, plan[0]["Plan"], indexes)
         if large:
             problems.append(f"Seq Scan on {', '.join(large)}")
         problems.extend(aimless)

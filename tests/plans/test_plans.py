@@ -128,26 +128,34 @@ INDEXES = {
     "users_pkey": _Index("users", "id", BIG),
     "users_created_idx": _Index("users", "created_at", BIG),
     "users_active_idx": _Index("users", None, BIG),
-    "tiny_created_idx": _Index("tiny", "created_at", SMALL_TABLE_PAGES),
+    "tiny_pkey": _Index("tiny", "id", SMALL_TABLE_PAGES),
+    "tiny_made_idx": _Index("tiny", "made_at", SMALL_TABLE_PAGES),
 }
+TINY_BY_MADE = {"Index Name": "tiny_made_idx", "Alias": "t"}
 
 
 @pytest.mark.parametrize(
-    ("node", "purposeful"),
+    ("plan", "purposeful"),
     [
         ({"Index Name": "users_pkey"}, True),  # named by the annotation
         ({"Index Name": "users_created_idx", "Index Cond": "(created_at > $1)"}, True),
         ({"Index Name": "users_created_idx"}, True),  # no condition: yields ORDER BY order
         ({"Index Name": "users_created_idx", "Index Cond": "(id = $1)"}, False),  # skip scan
         ({"Index Name": "users_active_idx"}, True),  # partial: every row is a candidate
-        # On a table of a few pages every index costs the same: no verdict on the pick.
-        ({"Index Name": "tiny_created_idx", "Index Cond": "(id = $1)"}, True),
+        # On a table of a few pages every index costs the same: the planner's pick is no
+        # verdict, as long as some index of the table leads with a constrained column...
+        ({**TINY_BY_MADE, "Index Cond": "(id = $1)"}, True),
+        ({**TINY_BY_MADE, "Filter": "(t.id = $1)"}, True),
+        ({"Merge Cond": "(s.tiny_id = t.id)", "Plans": [TINY_BY_MADE]}, True),
+        # ...and none does here.
+        ({**TINY_BY_MADE, "Index Cond": "(name = $1)"}, False),
+        ({"Merge Cond": "(s.tiny_id = x.id)", "Plans": [TINY_BY_MADE]}, False),
     ],
 )
 def test_an_index_is_judged_by_how_the_plan_reads_it(
-    node: dict[str, str], purposeful: bool
+    plan: dict[str, Any], purposeful: bool
 ) -> None:
-    used, problems = _index_reads(LOOKUP, [node], INDEXES)
+    used, problems = _index_reads(LOOKUP, plan, INDEXES)
 
-    assert (used == {node["Index Name"]}) is purposeful
+    assert bool(used) is purposeful
     assert bool(problems) is not purposeful
