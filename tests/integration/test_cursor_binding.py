@@ -207,7 +207,11 @@ def test_filters_spelled_differently_but_equal_keep_the_cursor(db: Database, wor
     ist = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
 
     second = db.workflows.list(
-        tags_all=["x", "y", "x"], owner_id=world.owner, limit=1, cursor=first.next_cursor
+        tags_all=["x", "y", "x"],
+        owner_id=world.owner,
+        status=None,
+        limit=1,
+        cursor=first.next_cursor,
     )
     ranged = db.workflows.list(created_from=LONG_AGO, limit=1)
     assert ranged.next_cursor is not None
@@ -346,3 +350,19 @@ def test_an_unopened_database_has_no_cursor_key() -> None:
 
     with pytest.raises(Unavailable, match="call open"):
         offline.sessions.list_active(cursor="AQ")
+
+
+def test_a_new_key_row_rotates_the_key(db_url: str) -> None:
+    with connect(db_url, min_size=1, max_size=1) as before:
+        for name in ("x", "y"):
+            before.sessions.open(client_id=name)
+        cursor = before.sessions.list_active(limit=1).next_cursor
+        assert cursor is not None
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM cursor_key")
+        conn.execute("INSERT INTO cursor_key DEFAULT VALUES")
+
+    with connect(db_url, min_size=1, max_size=1) as after:
+        with pytest.raises(InvalidCursor):
+            after.sessions.list_active(cursor=cursor)
+        assert len(after.sessions.list_active().items) == 2
