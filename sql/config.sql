@@ -2,7 +2,7 @@
 
 -- name: get_configuration
 -- One configuration entry by key.
--- plan: index configurations_pkey, configurations_key_pattern_idx
+-- plan: index configurations_pkey
 -- returns: one
 -- record: agents.Configuration
 SELECT key, value, version, description, created_at, updated_at
@@ -24,7 +24,7 @@ RETURNING key, value, version, description, created_at, updated_at;
 
 -- name: update_configuration_if_version
 -- Compare-and-set: writes the value only when the entry is at the expected version.
--- plan: index configurations_pkey, configurations_key_pattern_idx
+-- plan: index configurations_pkey
 -- returns: one
 -- record: agents.Configuration
 UPDATE configurations
@@ -37,7 +37,7 @@ RETURNING key, value, version, description, created_at, updated_at;
 
 -- name: delete_configuration
 -- Deletes an entry, only at the expected version when one is given.
--- plan: index configurations_pkey, configurations_key_pattern_idx
+-- plan: index configurations_pkey
 -- returns: rowcount
 DELETE FROM configurations
  WHERE key = %(key)s::text

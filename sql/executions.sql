@@ -115,7 +115,7 @@ SELECT status, enabled
 -- name: get_executions_by_idempotency_keys
 -- The executions workflows already started under these idempotency keys (the i-th key of
 -- the i-th workflow).
--- plan: index workflow_executions_idempotency_key, workflow_executions_workflow_created_idx, workflow_executions_workflow_status_idx, workflow_executions_workflow_version_idx
+-- plan: index workflow_executions_idempotency_key
 -- returns: many
 -- record: runs.Execution
 SELECT x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,
@@ -140,7 +140,7 @@ SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, sta
 -- name: list_executions
 -- Executions, newest first, optionally of one workflow / status / parent and created in
 -- [created_from, created_to); keyset-paginated by (created_at, id).
--- plan: index workflow_executions_created_idx, workflow_executions_workflow_created_idx, workflow_executions_parent_idx, workflow_executions_workflow_status_idx, workflow_executions_status_updated_idx
+-- plan: index workflow_executions_created_idx
 -- returns: many
 -- record: runs.Execution
 SELECT id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,

@@ -161,7 +161,7 @@ SELECT project
 
 -- name: count_memory_module_items
 -- How many items a module holds (positions run from 0 to this count - 1).
--- plan: index memory_module_items_module_id_position_key, memory_module_items_pkey
+-- plan: index memory_module_items_module_id_position_key
 -- returns: scalar
 SELECT count(*)::int
   FROM memory_module_items
@@ -171,7 +171,7 @@ SELECT count(*)::int
 -- Moves a module's items at or after a position by delta places (to open or close
 -- a gap); the unique position constraint is deferrable, so collisions in the middle
 -- of the statement are fine.
--- plan: index memory_module_items_module_id_position_key, memory_module_items_pkey
+-- plan: index memory_module_items_module_id_position_key
 -- returns: rowcount
 UPDATE memory_module_items
    SET position = position + %(delta)s::int
@@ -240,7 +240,7 @@ SELECT id, project, name, description, selectors, priority, created_at, updated_
 -- The unexpired active and stable items of the given modules, each once (under the
 -- module of highest priority, then first listed), in pack order: confidence first,
 -- then module priority, module order and position. tokens = ceil(characters / 4).
--- plan: index memory_module_items_module_id_position_key, memory_module_items_pkey
+-- plan: index memory_module_items_module_id_position_key
 -- returns: many
 -- record: memory.PackedItem
 SELECT id, module_id, kind, content, confidence, tokens

@@ -1238,3 +1238,15 @@ CREATE INDEX memory_context_packs_project_created_idx
 CREATE TRIGGER memory_context_packs_immutable
     BEFORE UPDATE ON memory_context_packs
     FOR EACH ROW EXECUTE FUNCTION reject_update();
+
+-- The key that signs pagination cursors (unless the cursor_secret setting overrides it):
+-- one row of 32 bytes from the server's strong random source (gen_random_uuid()).
+CREATE TABLE cursor_key (
+    singleton boolean PRIMARY KEY DEFAULT true,
+    key bytea NOT NULL DEFAULT decode(
+        replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'
+    ),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT cursor_key_singleton_check CHECK (singleton),
+    CONSTRAINT cursor_key_key_check CHECK (octet_length(key) >= 32)
+);

@@ -36,7 +36,7 @@ SELECT id, client_id, user_id, is_active, last_heartbeat, metadata, created_at, 
 
 -- name: heartbeat_session
 -- Records a heartbeat of an active session; no row when it is unknown or inactive.
--- plan: index sessions_pkey, sessions_active_created_idx, sessions_active_heartbeat_idx
+-- plan: index sessions_pkey
 -- returns: one
 -- record: agents.Session
 UPDATE sessions

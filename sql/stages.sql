@@ -76,7 +76,7 @@ RETURNING id, workflow_id, position, name, action_ref, depends_on, config, with_
 -- name: reorder_stages
 -- Renumber a workflow's stages in one statement: each id gets its 0-based index in the
 -- ids array. Ids of other workflows match nothing; the caller compares the row count.
--- plan: index workflow_stages_pkey, workflow_stages_workflow_id_position_key, workflow_stages_workflow_id_name_key
+-- plan: index workflow_stages_pkey
 -- returns: many
 -- record: workflows.Stage
 WITH moved AS (

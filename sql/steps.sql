@@ -123,7 +123,7 @@ SELECT e.id, e.status, e.failure_mode, e.parent_step_id
 -- name: heartbeat_steps
 -- Extend the leases of the steps (ids[i] at attempts[i]) the worker still holds, in one
 -- statement; the new expiry of each, no row for a step whose lease was lost.
--- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
+-- plan: index execution_steps_pkey
 -- returns: many
 -- record: runs.LeaseExpiry
 UPDATE execution_steps AS s
@@ -147,7 +147,7 @@ RETURNING s.id, s.lease_expires_at;
 -- after the locks were granted, sees every count they committed. Two dependencies
 -- completing at once thus count down in turn, and only the one reaching zero queues the
 -- dependent; two in one batch count down together (count(*) per dependent).
--- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
+-- plan: index execution_steps_pkey
 -- returns: many
 -- record: runs.CompletedStep
 WITH input AS (
@@ -206,7 +206,7 @@ SELECT d.id, d.execution_id
 -- jitter (base * 2^(attempt-1), at most max, from the retry_policy of the pinned stage
 -- snapshot) while attempts remain, else 'failed'. One row per step written; none for a
 -- step whose lease was lost.
--- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
+-- plan: index execution_steps_pkey
 -- returns: many
 -- record: runs.Step
 WITH input AS (
@@ -447,7 +447,7 @@ UPDATE execution_steps AS t
 -- name: wait_for_child
 -- A running step that started a child execution waits for it: no lease (nothing to
 -- expire), not claimable, its attempt still open. Its id, or no row unless it was running.
--- plan: index execution_steps_pkey, execution_steps_running_started_idx, execution_steps_lease_expiry_idx
+-- plan: index execution_steps_pkey
 -- returns: scalar
 UPDATE execution_steps
    SET status = 'waiting', lease_owner = NULL, lease_expires_at = NULL

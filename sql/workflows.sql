@@ -31,7 +31,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 
 -- name: get_workflow_by_name
 -- One workflow by its natural key: owner and name.
--- plan: index workflows_owner_id_name_key, workflows_owner_status_updated_idx, workflows_name_idx
+-- plan: index workflows_owner_id_name_key
 -- returns: one
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
@@ -125,7 +125,7 @@ DELETE FROM workflows
 -- Workflows matching any combination of optional filters, most recently edited first,
 -- keyset-paginated on (updated_at, id). A NULL filter parameter is folded away by the
 -- planner (custom plans), so the filters that are set keep their indexes.
--- plan: index workflows_updated_idx, workflows_owner_status_updated_idx, workflows_status_updated_idx, workflows_owner_id_name_key, workflows_pack_id_idx, workflows_tags_idx, workflows_search_idx
+-- plan: index workflows_updated_idx
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
@@ -155,7 +155,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- name: list_workflows_by_created_at
 -- Workflows matching any combination of optional filters, newest first, keyset-paginated
 -- on (created_at, id). Same filters as list_workflows_by_updated_at.
--- plan: index workflows_created_idx, workflows_owner_status_updated_idx, workflows_status_updated_idx, workflows_owner_id_name_key, workflows_pack_id_idx, workflows_tags_idx, workflows_search_idx
+-- plan: index workflows_created_idx
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
@@ -185,7 +185,7 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- Workflows matching any combination of optional filters, by name (then id), keyset-
 -- paginated on (name, id). Same filters as list_workflows_by_updated_at. With an owner,
 -- workflows_owner_id_name_key yields the order; a set filter uses its index.
--- plan: index workflows_name_idx, workflows_owner_id_name_key
+-- plan: index workflows_name_idx
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,

@@ -22,12 +22,14 @@ from flowledger.errors import (
     DatabaseNotConfigured,
     FlowledgerError,
     InvalidInput,
+    MigrationError,
     Unavailable,
     connection_error,
     translating,
 )
 from flowledger.repositories.base import ConnectionExecutor, PoolExecutor
-from flowledger.repositories.pagination import CursorCodec
+from flowledger.repositories.pagination import CursorCodec, UnkeyedCodec
+from flowledger.repositories.queries import get_queries
 from flowledger.repositories.registry import Repositories
 from flowledger.wakeups import WakeUps
 
@@ -43,6 +45,7 @@ NOT_CONFIGURED = (
     "no database configured: pass connect(url=...), set FLOWLEDGER_URL or DATABASE_URL,"
     " or call connect(embedded=True) for the embedded development server"
 )
+_MIN_CURSOR_SECRET = 32
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,9 +65,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     connect_attempts: int = 5
     connect_backoff: float = 0.25  # first wait between attempts, doubled each time
     connect_timeout: int = 10
-    # Key of the HMAC that makes pagination cursors tamper-evident; set the same value in
-    # every process that must accept the others' cursors.
-    cursor_secret: str = ""
+    # Key of the HMAC that makes pagination cursors tamper-evident. None: the database's
+    # own random key (table cursor_key, made by its migrations), shared by every process
+    # on that database; a secret of your own lets several databases accept each other's.
+    cursor_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
@@ -74,6 +78,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.pool_timeout <= 0 or self.connect_attempts < 1:
             raise InvalidInput("pool_timeout must be > 0 and connect_attempts >= 1")
+        if self.cursor_secret is not None and len(self.cursor_secret) < _MIN_CURSOR_SECRET:
+            # The value itself stays out of the message: it is a secret.
+            raise InvalidInput(f"cursor_secret must be at least {_MIN_CURSOR_SECRET} characters")
 
     def __repr__(self) -> str:
         shown = []
@@ -236,8 +243,10 @@ class Database(Repositories):
             open=False,
             name="flowledger",
         )
-        secret = settings.cursor_secret or "flowledger-default-cursor-key"
-        codec = CursorCodec(hashlib.sha256(secret.encode()).digest())
+        # Without a secret of its own, the key is the database's, read by open().
+        codec: CursorCodec = UnkeyedCodec()
+        if settings.cursor_secret is not None:
+            codec = CursorCodec(hashlib.sha256(settings.cursor_secret.encode()).digest())
         super().__init__(PoolExecutor(self._pool), codec)
 
     def __repr__(self) -> str:
@@ -263,6 +272,13 @@ class Database(Repositories):
             delay *= 2
         with translating():
             self._pool.open(wait=True, timeout=s.pool_timeout)
+        if s.cursor_secret is None:
+            try:
+                self._codec = CursorCodec(self._cursor_key())
+            except FlowledgerError:
+                # A Database that failed to open holds no connections.
+                self._pool.close()
+                raise
         return self
 
     def _try_connect(self) -> FlowledgerError | None:
@@ -273,6 +289,21 @@ class Database(Repositories):
             # included, and a chained exception would carry it into tracebacks and logs.
             return connection_error(exc, self.url)
         return None
+
+    def _cursor_key(self) -> bytes:
+        with translating(), self._pool.connection() as conn:
+            try:
+                row = conn.execute(get_queries()["get_cursor_key"].sql).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+        if row is None:
+            raise MigrationError(
+                f"{urls.redact(self.url)} has no cursor key (table cursor_key missing or empty):"
+                " run flowledger migrate apply; if the row was deleted, INSERT INTO cursor_key"
+                " DEFAULT VALUES makes a new key (cursors issued before are then refused);"
+                " or set cursor_secret"
+            )
+        return bytes(row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

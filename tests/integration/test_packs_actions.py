@@ -19,6 +19,7 @@ from flowledger.records.catalog import (
     Pack,
     PackPatch,
 )
+from flowledger.repositories.pagination import listing_scope
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -146,7 +147,7 @@ def test_list_packs_rejects_bad_limits_and_cursors(db: Database) -> None:
 
 
 def test_list_packs_rejects_a_signed_cursor_holding_the_wrong_type(db: Database) -> None:
-    forged = db._codec.encode("packs.list:ref:asc", [42])
+    forged = db._codec.encode(listing_scope("packs.list:ref:asc", {}), [42])
 
     with pytest.raises(InvalidCursor, match="ref position"):
         db.packs.list(cursor=forged)

@@ -14,6 +14,7 @@ from flowledger.database import Database
 from flowledger.errors import Conflict, InvalidCursor, InvalidInput, NotFound
 from flowledger.records.catalog import NewPack
 from flowledger.records.identity import NewUser, User, UserPatch
+from flowledger.repositories.pagination import listing_scope
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -197,7 +198,8 @@ def test_list_rejects_a_tampered_or_foreign_cursor(db: Database) -> None:
 
 
 def test_list_rejects_a_signed_cursor_holding_the_wrong_types(db: Database) -> None:
-    forged = db._codec.encode("users.list:created_at:desc", ["yesterday", 1])
+    scope = listing_scope("users.list:created_at:desc", {"role": None, "is_active": None})
+    forged = db._codec.encode(scope, ["yesterday", 1])
 
     with pytest.raises(InvalidCursor, match=r"\(created_at, id\)"):
         db.users.list(cursor=forged)

@@ -45,7 +45,11 @@ def _sha256(text: str) -> bytes:
 
 def insert(conn: Conn, table: str, row: Mapping[str, Any]) -> Any:
     """Insert one row and return its key (the first key column for composite keys)."""
-    returning = {"configurations": "key", "memory_module_items": "module_id"}.get(table, "id")
+    returning = {
+        "configurations": "key",
+        "memory_module_items": "module_id",
+        "cursor_key": "singleton",
+    }.get(table, "id")
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
         sql.Identifier(table),
         sql.SQL(", ").join(map(sql.Identifier, row)),
@@ -206,6 +210,13 @@ def _module_item(conn: Conn, given: Row) -> Row:
     }
 
 
+def _cursor_key(conn: Conn, given: Row) -> Row:
+    # The migration made the one row the table allows; the caller's transaction is rolled
+    # back (attempt_insert), which restores it.
+    conn.execute("DELETE FROM cursor_key")
+    return {"singleton": True}
+
+
 def _context_pack(conn: Conn, given: Row) -> Row:
     return {
         "project": "flowledger",
@@ -236,6 +247,7 @@ BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "memory_context_modules": _module,
     "memory_module_items": _module_item,
     "memory_context_packs": _context_pack,
+    "cursor_key": _cursor_key,
 }
 
 SAME_ID = Derived("its own id", lambda conn, row: row["id"])
@@ -465,6 +477,8 @@ CHECK_CASES: list[tuple[str, str, Row]] = [
         module_ids=[uuid.uuid4(), None],
     ),
     _case("memory_context_packs_items_check", "memory_context_packs", items=NOT_ARRAY),
+    _case("cursor_key_singleton_check", "cursor_key", singleton=False),
+    _case("cursor_key_key_check", "cursor_key", key=b"\x00" * 31),
 ]
 
 # Rows at the edge of what the CHECKs allow.

@@ -10,7 +10,14 @@ import psycopg
 import pytest
 
 from flowledger.cli import EXIT_OK, main
-from flowledger.plans import annotated, check_plans, format_report
+from flowledger.plans import (
+    SMALL_TABLE_PAGES,
+    _Index,
+    _index_reads,
+    annotated,
+    check_plans,
+    format_report,
+)
 from flowledger.repositories.queries import get_queries, parse_queries
 
 # A query whose name starts with one of these reads rows through a predicate and must
@@ -92,3 +99,63 @@ def test_realistic_mode_accepts_scans_of_small_tables_only(conn: psycopg.Connect
     verdicts = {(r.query, r.variant): r for r in report.results}
     assert not verdicts[("get_user_by_display_name", "all set")].ok  # no index, a large table
     assert verdicts[("get_user_by_id", "all set")].ok
+
+
+def test_check_plans_leaves_the_connection_settings_as_they_were(
+    conn: psycopg.Connection[Any],
+) -> None:
+    broken = parse_queries(
+        "-- name: get_nothing\n-- Fails to prepare.\n-- plan: index users_pkey\n"
+        "SELECT id FROM no_such_table WHERE id = %(id)s::uuid;\n",
+        file="broken.sql",
+    )
+    check_plans(conn, queries=parse_queries(BAD, file="bad.sql"))
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        check_plans(conn, queries=broken)
+
+    # Every setting was SET LOCAL: neither the finished nor the failed run leaks one.
+    assert conn.execute("SHOW enable_seqscan").fetchone() == ("on",)
+    assert conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
+
+
+LOOKUP = parse_queries(
+    "-- name: get_user_by_id\n-- By id.\n-- plan: index users_pkey\n"
+    "SELECT id FROM users WHERE id = %(id)s::uuid ORDER BY created_at;\n",
+    file="lookup.sql",
+)["get_user_by_id"]
+BIG = SMALL_TABLE_PAGES + 1
+INDEXES = {
+    "users_pkey": _Index("users", "id", BIG),
+    "users_created_idx": _Index("users", "created_at", BIG),
+    "users_active_idx": _Index("users", None, BIG),
+    "tiny_pkey": _Index("tiny", "id", SMALL_TABLE_PAGES),
+    "tiny_made_idx": _Index("tiny", "made_at", SMALL_TABLE_PAGES),
+}
+TINY_BY_MADE = {"Index Name": "tiny_made_idx", "Alias": "t"}
+
+
+@pytest.mark.parametrize(
+    ("plan", "purposeful"),
+    [
+        ({"Index Name": "users_pkey"}, True),  # named by the annotation
+        ({"Index Name": "users_created_idx", "Index Cond": "(created_at > $1)"}, True),
+        ({"Index Name": "users_created_idx"}, True),  # no condition: yields ORDER BY order
+        ({"Index Name": "users_created_idx", "Index Cond": "(id = $1)"}, False),  # skip scan
+        ({"Index Name": "users_active_idx"}, True),  # partial: every row is a candidate
+        # On a table of a few pages every index costs the same: the planner's pick is no
+        # verdict, as long as some index of the table leads with a constrained column...
+        ({**TINY_BY_MADE, "Index Cond": "(id = $1)"}, True),
+        ({**TINY_BY_MADE, "Filter": "(t.id = $1)"}, True),
+        ({"Merge Cond": "(s.tiny_id = t.id)", "Plans": [TINY_BY_MADE]}, True),
+        # ...and none does here.
+        ({**TINY_BY_MADE, "Index Cond": "(name = $1)"}, False),
+        ({"Merge Cond": "(s.tiny_id = x.id)", "Plans": [TINY_BY_MADE]}, False),
+    ],
+)
+def test_an_index_is_judged_by_how_the_plan_reads_it(
+    plan: dict[str, Any], purposeful: bool
+) -> None:
+    used, problems = _index_reads(LOOKUP, plan, INDEXES)
+
+    assert bool(used) is purposeful
+    assert bool(problems) is not purposeful

@@ -22,8 +22,10 @@ from flowledger.repositories.pagination import (
     MAX_PAGE_SIZE,
     CursorCodec,
     CursorValue,
+    FilterValue,
     Page,
     check_limit,
+    listing_scope,
     make_page,
 )
 
@@ -294,3 +296,40 @@ def test_page_encodes_as_json_for_api_responses() -> None:
     assert msgspec.json.encode(page) == b'{"items":[1,2],"next_cursor":"abc"}'
     with pytest.raises(AttributeError):
         page.next_cursor = None  # type: ignore[misc]
+
+
+def test_listing_scope_binds_every_filter_value() -> None:
+    filters: dict[str, FilterValue] = {"owner_id": uuid.UUID(int=1), "status": None}
+    base = listing_scope(SCOPE, filters)
+
+    assert base != listing_scope(SCOPE, {"owner_id": uuid.UUID(int=2), "status": None})
+    assert base != listing_scope(SCOPE, {"owner_id": uuid.UUID(int=1), "status": "active"})
+    assert base != listing_scope(SCOPE, {"owner_id": uuid.UUID(int=1)})
+    assert base != listing_scope(
+        "workflows.list:name:asc", {"owner_id": uuid.UUID(int=1), "status": None}
+    )
+    # bool and int, 1.0 and "1.0" are different filter values.
+    assert listing_scope(SCOPE, {"enabled": True}) != listing_scope(SCOPE, {"enabled": 1})
+    assert listing_scope(SCOPE, {"x": 1.0}) != listing_scope(SCOPE, {"x": "1.0"})
+
+
+def test_listing_scope_normalises_order_repeats_and_time_zones() -> None:
+    instant = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+    assert listing_scope(SCOPE, {"a": 1, "tags": ["y", "x", "x"]}) == listing_scope(
+        SCOPE, {"tags": ("x", "y"), "a": 1}
+    )
+    assert listing_scope(SCOPE, {"from": instant}) == listing_scope(
+        SCOPE, {"from": instant.astimezone(IST)}
+    )
+    assert listing_scope(SCOPE, {"from": instant}) != listing_scope(
+        SCOPE, {"from": instant.replace(tzinfo=None)}
+    )
+
+
+def test_a_cursor_is_refused_under_another_filter_scope() -> None:
+    token = codec.encode(listing_scope(SCOPE, {"owner_id": "a"}), [1, 2])
+
+    assert codec.decode(token, listing_scope(SCOPE, {"owner_id": "a"}), arity=2) == (1, 2)
+    with pytest.raises(InvalidCursor, match="another one"):
+        codec.decode(token, listing_scope(SCOPE, {"owner_id": "b"}), arity=2)

@@ -35,7 +35,13 @@ from flowledger.records.runs import (
 )
 from flowledger.repositories.base import Connection, Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.outbox import OutboxRepository, check_batch, cutoff_of
-from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
+from flowledger.repositories.pagination import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    listing_scope,
+    make_page,
+)
 
 __all__ = ["ExecutionsRepository"]
 
@@ -123,13 +129,17 @@ class ExecutionsRepository(Repository):
         check_limit(limit)
         if status is not None and status not in EXECUTION_STATUSES:
             raise InvalidInput(f"unknown execution status {status!r}")
-        after_created_at, after_id = self._after(cursor)
-        params = {
+        filters = {
             "workflow_id": as_optional_uuid(workflow_id, "workflow id"),
             "status": status,
             "parent_execution_id": as_optional_uuid(parent_execution_id, "parent execution id"),
             "created_from": created_from,
             "created_to": created_to,
+        }
+        scope = listing_scope(_LIST_SCOPE, filters)
+        after_created_at, after_id = self._after(cursor, scope)
+        params = {
+            **filters,
             "after_created_at": after_created_at,
             "after_id": after_id,
             "limit": limit,
@@ -140,7 +150,7 @@ class ExecutionsRepository(Repository):
             limit=limit,
             key=lambda e: (e.created_at, e.id),
             codec=self._codec,
-            scope=_LIST_SCOPE,
+            scope=scope,
         )
 
     def find_paused(
@@ -496,10 +506,10 @@ class ExecutionsRepository(Repository):
         }
         self._scalar("insert_outbox_events", params, conn=conn)
 
-    def _after(self, cursor: str | None) -> tuple[Any, Any]:
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
         if cursor is None:
             return None, None
-        created_at, execution_id = self._codec.decode(cursor, _LIST_SCOPE, arity=2)
+        created_at, execution_id = self._codec.decode(cursor, scope, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
             raise InvalidInput("cursor does not hold a (created_at, id) position")
         return created_at, execution_id

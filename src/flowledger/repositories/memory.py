@@ -34,7 +34,13 @@ from flowledger.records.memory import (
     PackedItem,
 )
 from flowledger.repositories.base import Connection, Repository, as_uuid
-from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
+from flowledger.repositories.pagination import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    listing_scope,
+    make_page,
+)
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -134,8 +140,7 @@ class MemoryItemsRepository(Repository):
         _check_aware(created_from, "created_from")
         _check_aware(created_to, "created_to")
         check_limit(limit)
-        after = self._after(cursor)
-        params = {
+        filters = {
             "project": project,
             "status": status,
             "kind": kind,
@@ -143,6 +148,11 @@ class MemoryItemsRepository(Repository):
             "anchor": anchor,
             "created_from": created_from,
             "created_to": created_to,
+        }
+        scope = listing_scope(_ITEMS_SCOPE, filters)
+        after = self._after(cursor, scope)
+        params = {
+            **filters,
             "after_confidence": after[0],
             "after_created_at": after[1],
             "after_id": after[2],
@@ -154,7 +164,7 @@ class MemoryItemsRepository(Repository):
             limit=limit,
             key=lambda i: (i.confidence, i.created_at, i.id),
             codec=self._codec,
-            scope=_ITEMS_SCOPE,
+            scope=scope,
         )
 
     def set_status(self, *, id: uuid.UUID | str, status: MemoryStatus) -> MemoryItem:
@@ -184,10 +194,10 @@ class MemoryItemsRepository(Repository):
         ids: builtins.list[uuid.UUID] = self._scalar("expire_memory_items", {"now": now})
         return ids
 
-    def _after(self, cursor: str | None) -> tuple[Any, Any, Any]:
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any, Any]:
         if cursor is None:
             return None, None, None
-        confidence, created_at, item_id = self._codec.decode(cursor, _ITEMS_SCOPE, arity=3)
+        confidence, created_at, item_id = self._codec.decode(cursor, scope, arity=3)
         if (
             not isinstance(confidence, int | float)
             or not isinstance(created_at, datetime.datetime)
@@ -407,7 +417,8 @@ class MemoryPacksRepository(Repository):
         """A page of the project's packs, newest first; raises InvalidInput, InvalidCursor."""
         _check_project(project)
         check_limit(limit)
-        after_created_at, after_id = self._after(cursor)
+        scope = listing_scope(_PACKS_SCOPE, {"project": project})
+        after_created_at, after_id = self._after(cursor, scope)
         params = {
             "project": project,
             "after_created_at": after_created_at,
@@ -420,13 +431,13 @@ class MemoryPacksRepository(Repository):
             limit=limit,
             key=lambda p: (p.created_at, p.id),
             codec=self._codec,
-            scope=_PACKS_SCOPE,
+            scope=scope,
         )
 
-    def _after(self, cursor: str | None) -> tuple[Any, Any]:
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
         if cursor is None:
             return None, None
-        created_at, pack_id = self._codec.decode(cursor, _PACKS_SCOPE, arity=2)
+        created_at, pack_id = self._codec.decode(cursor, scope, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(pack_id, uuid.UUID):
             # Signed by us, so this is a bug rather than tampering; still refuse it.
             raise InvalidInput("cursor does not hold a (created_at, id) position")

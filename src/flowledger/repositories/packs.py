@@ -8,7 +8,13 @@ import uuid
 from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 from flowledger.records.catalog import NewPack, Pack, PackPatch
 from flowledger.repositories.base import Repository, as_uuid
-from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
+from flowledger.repositories.pagination import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    listing_scope,
+    make_page,
+)
 
 __all__ = ["PacksRepository"]
 
@@ -52,15 +58,15 @@ class PacksRepository(Repository):
     def list(self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page[Pack]:
         """A page of packs in ref order; raises InvalidInput (bad limit), InvalidCursor."""
         check_limit(limit)
+        # No filters: the scope is the same for every listing of packs.
+        scope = listing_scope(_LIST_SCOPE, {})
         after_ref = None
         if cursor is not None:
-            (after_ref,) = self._codec.decode(cursor, _LIST_SCOPE, arity=1)
+            (after_ref,) = self._codec.decode(cursor, scope, arity=1)
             if not isinstance(after_ref, str):
                 raise InvalidCursor("cursor does not hold a ref position")
         rows = self._many("list_packs", {"after_ref": after_ref, "limit": limit}, Pack)
-        return make_page(
-            rows, limit=limit, key=lambda p: (p.ref,), codec=self._codec, scope=_LIST_SCOPE
-        )
+        return make_page(rows, limit=limit, key=lambda p: (p.ref,), codec=self._codec, scope=scope)
 
     def update(self, *, id: uuid.UUID | str, patch: PackPatch) -> Pack:
         """The pack after applying the patch's non-None fields; raises NotFound, InvalidInput."""

@@ -3,8 +3,9 @@
 A cursor carries the sort key of the last row of a page. Its token is the URL-safe
 base64 (unpadded) of ``version byte + msgpack payload + MAC``, where the MAC is
 HMAC-SHA256 truncated to 16 bytes over the version, the scope and the payload. The
-scope names the query and its sort order (``"workflows.list:updated_at:desc"``), so a
-cursor from another listing fails the MAC check just like an edited one.
+scope names the query, its sort order and a digest of its normalised filter values
+(``listing_scope``), so a cursor from another listing, sort or set of filters fails the
+MAC check just like an edited one.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import hmac
 import re
 import struct
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Generic, TypeAlias, TypeVar
 
 import msgspec
 
-from flowledger.errors import InvalidCursor, InvalidInput
+from flowledger.errors import InvalidCursor, InvalidInput, Unavailable
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -30,8 +31,11 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "CursorCodec",
     "CursorValue",
+    "FilterValue",
     "Page",
+    "UnkeyedCodec",
     "check_limit",
+    "listing_scope",
     "make_page",
 ]
 
@@ -40,6 +44,8 @@ T = TypeVar("T")
 CursorValue: TypeAlias = (
     str | int | float | bool | datetime.datetime | uuid.UUID | datetime.date | None
 )
+# A filter is one value or, for set-valued filters (tags), a sequence of strings.
+FilterValue: TypeAlias = CursorValue | Sequence[str]
 
 MAX_PAGE_SIZE: Final = 500
 DEFAULT_PAGE_SIZE: Final = 50
@@ -112,6 +118,43 @@ class CursorCodec:
         # The length prefix keeps (scope, payload) pairs from running into each other.
         mac.update(_VERSION + struct.pack(">I", len(scope_bytes)) + scope_bytes + payload)
         return mac.digest()[:_MAC_SIZE]
+
+
+class UnkeyedCodec(CursorCodec):
+    """The codec of a Database not opened yet: its key is read when it opens."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        pass
+
+    def encode(self, scope: str, values: Sequence[CursorValue]) -> str:
+        """Never a token; raises Unavailable: the key is not known before open()."""
+        raise Unavailable(_UNKEYED)
+
+    def decode(self, token: str, scope: str, *, arity: int) -> tuple[CursorValue, ...]:
+        """Never values; raises Unavailable: the key is not known before open()."""
+        raise Unavailable(_UNKEYED)
+
+
+_UNKEYED: Final = "the cursor key is read from the database when it opens: call open() first"
+
+
+def listing_scope(listing: str, filters: Mapping[str, FilterValue]) -> str:
+    """The scope of ``listing`` (name and sort) under these filter values, normalised
+    (None = not filtered; sequences as sets; aware datetimes in UTC): the same filters,
+    however spelled, give the same scope; any other value gives another."""
+    normal = sorted((name, _normal(value)) for name, value in filters.items())
+    return f"{listing}?{hashlib.sha256(_ENCODER.encode(normal)).hexdigest()}"
+
+
+def _normal(value: FilterValue) -> object:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        if isinstance(value, datetime.datetime) and value.utcoffset() is not None:
+            value = value.astimezone(datetime.UTC)
+        return _pack(value)
+    # Set-valued filters (tags_all, tags_any) mean the same in any order, with repeats.
+    return [_pack(item) for item in sorted(set(value))]
 
 
 def check_limit(limit: int) -> int:

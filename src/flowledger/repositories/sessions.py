@@ -12,7 +12,13 @@ from psycopg.types.json import Jsonb
 from flowledger.errors import CONSTRAINT_MESSAGES, Conflict, InvalidInput
 from flowledger.records.agents import Session
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
-from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
+from flowledger.repositories.pagination import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    listing_scope,
+    make_page,
+)
 
 __all__ = ["SessionsRepository"]
 
@@ -99,7 +105,8 @@ class SessionsRepository(Repository):
     ) -> Page[Session]:
         """A page of active sessions, newest first; raises InvalidInput, InvalidCursor."""
         check_limit(limit)
-        after_created_at, after_id = self._after(cursor)
+        scope = listing_scope(_LIST_SCOPE, {})
+        after_created_at, after_id = self._after(cursor, scope)
         params = {"after_created_at": after_created_at, "after_id": after_id, "limit": limit}
         rows = self._many("list_active_sessions", params, Session)
         return make_page(
@@ -107,13 +114,15 @@ class SessionsRepository(Repository):
             limit=limit,
             key=lambda s: (s.created_at, s.id),
             codec=self._codec,
-            scope=_LIST_SCOPE,
+            scope=scope,
         )
 
-    def _after(self, cursor: str | None) -> tuple[datetime.datetime | None, uuid.UUID | None]:
+    def _after(
+        self, cursor: str | None, scope: str
+    ) -> tuple[datetime.datetime | None, uuid.UUID | None]:
         if cursor is None:
             return None, None
-        created_at, session_id = self._codec.decode(cursor, _LIST_SCOPE, arity=2)
+        created_at, session_id = self._codec.decode(cursor, scope, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(session_id, uuid.UUID):
             # Signed by us, so this is a bug rather than tampering; still refuse it.
             raise InvalidInput("cursor does not hold a (created_at, id) position")

@@ -10,7 +10,13 @@ from typing import Any
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import LOG_LEVELS, LogLine, NewLogLine
 from flowledger.repositories.base import Repository, as_uuid
-from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
+from flowledger.repositories.pagination import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    listing_scope,
+    make_page,
+)
 
 __all__ = ["StepLogsRepository"]
 
@@ -73,6 +79,8 @@ class StepLogsRepository(Repository):
         self, name: str, params: dict[str, Any], limit: int, cursor: str | None, scope: str
     ) -> Page[LogLine]:
         check_limit(limit)
+        # params holds only the filter (the step or execution) at this point.
+        scope = listing_scope(scope, params)
         after_logged_at, after_id = (None, None)
         if cursor is not None:
             after_logged_at, after_id = self._codec.decode(cursor, scope, arity=2)

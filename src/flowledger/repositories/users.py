@@ -9,7 +9,13 @@ from typing import Any
 from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 from flowledger.records.identity import ROLES, NewUser, Role, User, UserPatch
 from flowledger.repositories.base import Repository, as_uuid
-from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
+from flowledger.repositories.pagination import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    listing_scope,
+    make_page,
+)
 
 __all__ = ["UsersRepository"]
 
@@ -62,10 +68,11 @@ class UsersRepository(Repository):
         check_limit(limit)
         if role is not None:
             _check_role(role)
-        after_created_at, after_id = self._after(cursor)
+        filters = {"role": role, "is_active": is_active}
+        scope = listing_scope(_LIST_SCOPE, filters)
+        after_created_at, after_id = self._after(cursor, scope)
         params = {
-            "role": role,
-            "is_active": is_active,
+            **filters,
             "after_created_at": after_created_at,
             "after_id": after_id,
             "limit": limit,
@@ -76,7 +83,7 @@ class UsersRepository(Repository):
             limit=limit,
             key=lambda u: (u.created_at, u.id),
             codec=self._codec,
-            scope=_LIST_SCOPE,
+            scope=scope,
         )
 
     def update(self, *, id: uuid.UUID | str, patch: UserPatch) -> User:
@@ -101,10 +108,10 @@ class UsersRepository(Repository):
         if self._execute("delete_user", {"id": user_id}) == 0:
             raise NotFound(f"user {user_id} not found")
 
-    def _after(self, cursor: str | None) -> tuple[Any, Any]:
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
         if cursor is None:
             return None, None
-        created_at, user_id = self._codec.decode(cursor, _LIST_SCOPE, arity=2)
+        created_at, user_id = self._codec.decode(cursor, scope, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(user_id, uuid.UUID):
             # Signed by us, so this is a bug rather than tampering; still refuse it.
             raise InvalidCursor("cursor does not hold a (created_at, id) position")

@@ -37,6 +37,7 @@ from flowledger.repositories.pagination import (
     CursorValue,
     Page,
     check_limit,
+    listing_scope,
     make_page,
 )
 
@@ -65,7 +66,8 @@ class _Sort:
         self.query = query
         self.after = f"after_{column}"
         self.key = key
-        # The scope names the listing and its order, so a cursor fits only its own sort.
+        # The scope names the listing and its order, so a cursor fits only its own sort;
+        # listing_scope() adds the filter values.
         self.scope = f"workflows.list:{column}:{direction}"
 
 
@@ -206,18 +208,18 @@ class WorkflowsRepository(Repository):
         if order is None:
             raise InvalidInput(f"sort must be one of {', '.join(_SORTS)}; got {sort!r}")
         check_limit(limit)
-        params = {
+        filters = {
             **_filter_params(status, trigger_type, tags_all, tags_any, search),
             "owner_id": as_optional_uuid(owner_id, "owner id"),
             "pack_id": as_optional_uuid(pack_id, "pack id"),
             "enabled": enabled,
             **_range("created", created_from, created_to),
             **_range("updated", updated_from, updated_to),
-            **self._after(order, cursor),
-            "limit": limit,
         }
+        scope = listing_scope(order.scope, filters)
+        params = {**filters, **self._after(order, scope, cursor), "limit": limit}
         rows = self._many(order.query, params, Workflow)
-        return make_page(rows, limit=limit, key=order.key, codec=self._codec, scope=order.scope)
+        return make_page(rows, limit=limit, key=order.key, codec=self._codec, scope=scope)
 
     def list_by_pack(
         self, *, pack_id: uuid.UUID | str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
@@ -275,10 +277,10 @@ class WorkflowsRepository(Repository):
             f"{params['expected_version']}, now {current}"
         )
 
-    def _after(self, order: _Sort, cursor: str | None) -> dict[str, Any]:
+    def _after(self, order: _Sort, scope: str, cursor: str | None) -> dict[str, Any]:
         if cursor is None:
             return {order.after: None, "after_id": None}
-        value, row_id = self._codec.decode(cursor, order.scope, arity=2)
+        value, row_id = self._codec.decode(cursor, scope, arity=2)
         expected = str if order.after == "after_name" else datetime.datetime
         if not isinstance(value, expected) or not isinstance(row_id, uuid.UUID):
             # Signed by us, so a bug rather than tampering; still refuse it.
