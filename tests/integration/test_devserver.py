@@ -267,7 +267,7 @@ def test_home_that_cannot_be_created_is_reported_in_one_line(tmp_path: Path) -> 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     home = blocker / "fl"  # its parent is a regular file: not creatable, even by root
-    for command in (("db", "start"), ("db", "url"), ("migrate", "status")):
+    for command in (("db", "start"), ("db", "url"), ("migrate", "status", "--embedded")):
         assert_one_error_line(run_cli(*command, home=home, cwd=tmp_path), f"cannot use {home}")
     status = run_cli("db", "status", home=home, cwd=tmp_path)
     assert (status.returncode, status.stderr) == (EXIT_ERROR, "")
