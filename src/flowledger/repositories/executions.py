@@ -31,6 +31,16 @@ from flowledger.records.runs import (
     Step,
     WorkflowState,
 )
+from flowledger.repositories._checks import (
+    INT64_MAX,
+    as_cursor,
+    as_int,
+    as_json,
+    as_name,
+    as_optional_instant,
+    as_optional_text,
+    as_text,
+)
 from flowledger.repositories.base import Connection, Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.outbox import OutboxRepository, check_batch, cutoff_of
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
@@ -62,11 +72,13 @@ class ExecutionsRepository(Repository):
         or fails with it. Raises NotFound (workflow, parent step), InvalidInput (archived or
         disabled workflow, malformed ids, blank key, unknown parent or user, a parent step
         that is not running)."""
-        if idempotency_key is not None and not idempotency_key.strip():
-            raise InvalidInput("idempotency_key must not be blank")
+        if idempotency_key is not None:
+            as_name(idempotency_key, "idempotency_key")
         params = {
             "workflow_id": as_uuid(workflow_id, "workflow id"),
-            "parameters": Jsonb(parameters if parameters is not None else {}),
+            "parameters": as_json(
+                parameters if parameters is not None else {}, "parameters", object_only=True
+            ),
             "idempotency_key": idempotency_key,
             "triggered_by": as_optional_uuid(triggered_by, "triggered_by"),
             "parent_execution_id": as_optional_uuid(parent_execution_id, "parent execution id"),
@@ -111,15 +123,15 @@ class ExecutionsRepository(Repository):
         """A page of executions, newest first, filtered by workflow, status, parent and
         creation time in [created_from, created_to); raises InvalidInput, InvalidCursor."""
         check_limit(limit)
-        if status is not None and status not in EXECUTION_STATUSES:
+        if status is not None and (not isinstance(status, str) or status not in EXECUTION_STATUSES):
             raise InvalidInput(f"unknown execution status {status!r}")
         after_created_at, after_id = self._after(cursor)
         params = {
             "workflow_id": as_optional_uuid(workflow_id, "workflow id"),
             "status": status,
             "parent_execution_id": as_optional_uuid(parent_execution_id, "parent execution id"),
-            "created_from": created_from,
-            "created_to": created_to,
+            "created_from": as_optional_instant(created_from, "created_from"),
+            "created_to": as_optional_instant(created_to, "created_to"),
             "after_created_at": after_created_at,
             "after_id": after_id,
             "limit": limit,
@@ -139,14 +151,17 @@ class ExecutionsRepository(Repository):
         """Paused executions, longest paused first (optionally paused before a time);
         raises InvalidInput on a bad limit."""
         check_limit(limit)
-        params = {"paused_before": paused_before, "limit": limit}
+        params = {
+            "paused_before": as_optional_instant(paused_before, "paused_before"),
+            "limit": limit,
+        }
         return self._many("find_paused_executions", params, Execution)
 
     def pause(self, *, id: uuid.UUID | str, reason: str | None = None) -> Execution:
         """The paused execution (its queued steps are no longer claimed; running ones finish;
         already paused: returned as is); raises NotFound, InvalidInput when it is finished."""
         execution_id = as_uuid(id, "execution id")
-        params = {"id": execution_id, "reason": reason}
+        params = {"id": execution_id, "reason": as_optional_text(reason, "reason")}
         with self._atomic() as conn:
             paused = self._one("set_execution_paused", params, Execution, conn=conn)
             if paused is None:
@@ -186,6 +201,7 @@ class ExecutionsRepository(Repository):
         """The failed execution, its unfinished steps cancelled and `execution.failed`
         written; None when it already was finished. Raises InvalidInput."""
         execution_id = as_uuid(id, "execution id")
+        error = as_text(error, "error")
         with self._atomic() as conn:
             return self._fail(execution_id, error, conn)
 
@@ -232,8 +248,8 @@ class ExecutionsRepository(Repository):
             raise InvalidInput(f"expected_version must be an integer, got {expected_version!r}")
         params = {
             "id": execution_id,
-            "variables": Jsonb(variables),
-            "expected_version": expected_version,
+            "variables": as_json(variables, "variables", object_only=True),
+            "expected_version": as_int(expected_version, "expected_version", 0, INT64_MAX),
         }
         with self._atomic(params) as conn:
             updated = self._one("update_execution_variables", params, Execution, conn=conn)
@@ -385,7 +401,7 @@ class ExecutionsRepository(Repository):
     def _after(self, cursor: str | None) -> tuple[Any, Any]:
         if cursor is None:
             return None, None
-        created_at, execution_id = self._codec.decode(cursor, _LIST_SCOPE, arity=2)
+        created_at, execution_id = self._codec.decode(as_cursor(cursor), _LIST_SCOPE, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
             raise InvalidInput("cursor does not hold a (created_at, id) position")
         return created_at, execution_id
