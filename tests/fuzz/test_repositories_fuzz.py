@@ -148,8 +148,7 @@ class Tables:
             )
         ]
         self._sql = " UNION ALL ".join(
-            f"SELECT '{t}', md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) "
-            f"FROM {t} r"
+            f"SELECT '{t}', md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {t} r"
             for t in tables
         )
 
