@@ -194,8 +194,8 @@ def error_from_diagnostics(
     if sqlstate == "54000":
         # The server names the index, and CONSTRAINT_MESSAGES would describe a duplicate.
         index = f" (index {constraint_name})" if constraint_name else ""
-        message = f"a value is too large to be stored{index}: {primary}"
-        return cls(message, sqlstate=sqlstate, constraint=constraint_name)
+        too_large = f"a value is too large to be stored{index}: {primary}"
+        return cls(too_large, sqlstate=sqlstate, constraint=constraint_name)
     template = CONSTRAINT_MESSAGES.get(constraint_name or "")
     message = _fill(template, context) if template else None
     if message is None:

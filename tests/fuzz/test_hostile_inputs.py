@@ -172,9 +172,9 @@ def test_nan_in_execution_parameters_is_refused_instead_of_stored_as_null(
         (_nested(1200), "nested deeper than 100"),
         ({"s": "\ud800"}, "lone surrogate"),
         ({"s": "a\x00b"}, "NUL"),
-        ({1: "a"}, "key that is not a string"),
+        ({1: "a"}, "a key is not a string"),
         ({"n": 2**70}, "beyond 64 bits"),
-        ({"o": object()}, "not a JSON value"),
+        ({"o": object()}, "has no JSON form"),
     ],
 )
 def test_json_that_postgresql_cannot_hold_as_given_is_refused(

@@ -153,7 +153,7 @@ class Tables:
         )
 
     def checksum(self) -> dict[str, str]:
-        return dict(self._conn.execute(self._sql).fetchall())  # type: ignore[arg-type]
+        return dict(self._conn.execute(self._sql).fetchall())
 
     def close(self) -> None:
         self._conn.close()

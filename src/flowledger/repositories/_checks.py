@@ -162,7 +162,7 @@ def as_int(value: object, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{what} must be an integer, got {show(value)}")
     if not low <= value <= high:
-        raise InvalidInput(f"{what} must be between {low:,} and {high:,}, got {show(value)}")
+        raise InvalidInput(f"{what} must be between {low} and {high}, got {show(value)}")
     return int(value)
 
 
@@ -271,44 +271,44 @@ _LEAVES: Final = (uuid.UUID, datetime.datetime, datetime.date, datetime.time)
 
 def _walk(value: object, what: str, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise InvalidInput(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        raise InvalidInput(f"{what} is not JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, str):
         _json_text(value, what)
     elif isinstance(value, int):
         if not -(2**63) <= value < 2**64:
-            raise InvalidInput(f"{what} holds an integer beyond 64 bits: {show(value)}")
-    elif isinstance(value, float):
+            raise InvalidInput(f"{what} is not JSON: an integer beyond 64 bits, {show(value)}")
+    elif isinstance(value, float | decimal.Decimal):
         if not math.isfinite(value):
-            raise InvalidInput(f"{what} holds {value!r}, which JSON cannot represent")
+            raise InvalidInput(
+                f"{what} is not JSON: it holds {value!r} (NaN and Infinity are refused, "
+                "never stored as null)"
+            )
     elif isinstance(value, list | tuple):
         for item in value:
             _walk(item, what, depth + 1)
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidInput(f"{what} has a key that is not a string: {show(key)}")
+                raise InvalidInput(f"{what} is not JSON: a key is not a string, {show(key)}")
             _json_text(key, what)
             _walk(item, what, depth + 1)
     elif isinstance(value, msgspec.Struct):
         _walk(msgspec.structs.asdict(value), what, depth)
-    elif isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            raise InvalidInput(f"{what} holds {value!r}, which JSON cannot represent")
     elif not isinstance(value, _LEAVES):
-        raise InvalidInput(f"{what} holds a {type(value).__name__}, which is not a JSON value")
+        raise InvalidInput(f"{what} is not JSON: a {type(value).__name__} has no JSON form")
 
 
 def _json_text(text: str, what: str) -> None:
     # jsonb refuses \u0000; a lone surrogate cannot be encoded as UTF-8 at all.
     if "\x00" in text:
-        raise InvalidInput(f"{what} holds text with a NUL character")
+        raise InvalidInput(f"{what} is not JSON: text with a NUL character")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInput(
-            f"{what} holds text that is not valid Unicode (a lone surrogate)"
+            f"{what} is not JSON: text that is not valid Unicode (a lone surrogate)"
         ) from exc
 
 

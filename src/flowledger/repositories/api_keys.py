@@ -17,11 +17,13 @@ import string
 import uuid
 from collections.abc import Sequence
 
+from flowledger.errors import InvalidInput
 from flowledger.records.identity import ApiKey, ApiKeyCredential, IssuedApiKey, VerifiedKey
 from flowledger.repositories._checks import (
     as_name,
     as_optional_instant,
     as_text_list,
+    show,
 )
 from flowledger.repositories.base import Repository, as_uuid
 
@@ -51,6 +53,13 @@ class ApiKeysRepository(Repository):
         (bad arguments, unknown user), Conflict when the user has a key of that name."""
         owner = as_uuid(user_id, "user id")
         name = as_name(name, "name")
+        # A lone string is a Sequence[str] too, and would become one scope per character.
+        if not isinstance(scopes, list | tuple) or not all(
+            isinstance(s, str) and s.strip() for s in scopes
+        ):
+            raise InvalidInput(
+                f"scopes must be a sequence of non-blank strings, got {show(scopes)}"
+            )
         scopes = as_text_list(scopes, "scopes")
         expires_at = as_optional_instant(expires_at, "expires_at")
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LENGTH))

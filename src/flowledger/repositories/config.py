@@ -146,6 +146,8 @@ def _check_key(key: str) -> None:
 
 def _check_version(version: int) -> None:
     # bool is an int subclass; True as a version is a bug in the caller.
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInput(f"expected_version must be an integer >= 1, got {show(version)}")
     as_int(version, "expected_version", 1, 2**31 - 1)
 
 

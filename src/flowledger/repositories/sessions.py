@@ -89,7 +89,7 @@ class SessionsRepository(Repository):
     def deactivate_stale(self, *, older_than: datetime.timedelta) -> list[uuid.UUID]:
         """Ids of the active sessions without a heartbeat for `older_than`, now deactivated
         (sorted); raises InvalidInput unless `older_than` is positive."""
-        if isinstance(older_than, datetime.timedelta) and older_than <= datetime.timedelta(0):
+        if not isinstance(older_than, datetime.timedelta) or older_than <= datetime.timedelta(0):
             raise InvalidInput(f"older_than must be a positive timedelta, got {older_than!r}")
         as_interval(older_than, "older_than", datetime.timedelta(microseconds=1), MAX_AGE)
         ids: list[uuid.UUID] = self._scalar("deactivate_stale_sessions", {"older_than": older_than})

@@ -87,6 +87,10 @@ class StagesRepository(Repository):
             "retry_policy": _retry_policy(stage.retry_policy),
             "timeout_seconds": _timeout(stage.timeout_seconds),
         }
+        if position is not None and (
+            isinstance(position, bool) or not isinstance(position, int) or position < 0
+        ):
+            raise InvalidInput(f"position must be an integer >= 0, got {show(position)}")
         if position is not None:
             as_int(position, "position", 0, INT32_MAX)
         with self._atomic(params) as conn:
