@@ -328,3 +328,48 @@ def test_wrong_types_raise_invalid_input_naming_the_argument(
 ) -> None:
     db.config.set(key="a.b", value=1)
     _refused(snapshot, lambda: call(db, uuid.uuid4()), argument)
+
+
+def test_a_retry_backoff_beyond_a_year_is_refused(
+    db: Database, snapshot: Snapshot, running: dict[str, Any]
+) -> None:
+    policy = RetryPolicy(backoff_base_seconds=1, backoff_max_seconds=31_536_001)
+    _refused(
+        snapshot,
+        lambda: db.stages.update(id=running["stage"].id, patch=StagePatch(retry_policy=policy)),
+        "retry_policy.backoff_max_seconds",
+    )
+    year = RetryPolicy(backoff_base_seconds=1, backoff_max_seconds=31_536_000)
+    updated = db.stages.update(id=running["stage"].id, patch=StagePatch(retry_policy=year))
+    assert updated.retry_policy == year
+
+
+def test_text_bounds(db: Database, snapshot: Snapshot, running: dict[str, Any]) -> None:
+    wf = running["workflow"]
+    [claimed] = db.steps.claim(worker_id="w")
+    _refused(
+        snapshot,
+        lambda: db.steps.fail(step_id=claimed.id, worker_id="w", attempt=1, error="e" * 1_000_001),
+        "error must be at most 1,000,000 characters",
+    )
+    new = NewWorkflow(owner_id=running["user"].id, name="long", description="d " * 50_001)
+    _refused(
+        snapshot, lambda: db.workflows.create(workflow=new), "description must be at most 100,000"
+    )
+    _refused(snapshot, lambda: db.sessions.open(client_id="c" * 256), "client_id")
+    assert db.sessions.open(client_id="c" * 255).client_id == "c" * 255
+    assert db.workflows.get(id=wf.id).description == ""
+
+
+def test_lists_hold_at_most_10000_items(db: Database, snapshot: Snapshot) -> None:
+    ids = [uuid.uuid4() for _ in range(10_001)]
+    _refused(snapshot, lambda: db.memory_items.touch(ids=ids), "at most 10,000")
+    assert db.memory_items.touch(ids=ids[:10_000]) == 0
+
+
+def test_ids_may_come_from_any_iterable_but_a_string(db: Database) -> None:
+    item, _ = db.memory_items.create(item=NewMemoryItem(project="p", kind="decision", content="x"))
+    both: list[uuid.UUID | str] = [item.id, str(item.id)]
+    assert db.memory_items.touch(ids=(i for i in both)) == 1
+    with pytest.raises(InvalidInput, match="memory item id must be a list of UUIDs, got str"):
+        db.memory_items.touch(ids=str(item.id))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import itertools
 import math
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -197,12 +198,14 @@ def as_optional_uuid(value: object, what: str) -> uuid.UUID | None:
 
 
 def as_uuid_list(values: object, what: str) -> list[uuid.UUID]:
-    """A list, tuple or set of ids (each as `as_uuid`), at most MAX_ITEMS of them."""
-    if not isinstance(values, list | tuple | set | frozenset):
+    """Ids from a list, tuple, set or other iterable (not a string or a mapping), each as
+    `as_uuid`, at most MAX_ITEMS of them."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise InvalidInput(f"{what} must be a list of UUIDs, got {type(values).__name__}")
-    if len(values) > MAX_ITEMS:
-        raise InvalidInput(f"{what} must hold at most {MAX_ITEMS:,} ids, got {len(values):,}")
-    return [as_uuid(v, what) for v in values]
+    taken = list(itertools.islice(values, MAX_ITEMS + 1))
+    if len(taken) > MAX_ITEMS:
+        raise InvalidInput(f"{what} must hold at most {MAX_ITEMS:,} ids")
+    return [as_uuid(v, what) for v in taken]
 
 
 def as_instant(value: object, what: str) -> datetime.datetime:
