@@ -75,6 +75,7 @@ class World:
     """Rows made through the repositories; their ids and names feed the valid values."""
 
     ids: list[uuid.UUID] = field(default_factory=list)
+    by_kind: dict[str, list[uuid.UUID]] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)
     cursors: list[str] = field(default_factory=list)
 
@@ -124,8 +125,25 @@ def _build_world(db: Database) -> World:
     module = db.memory_modules.create(module=NewMemoryModule(project="proj", name=f"m{n}"))
     db.memory_modules.add_item(module_id=module.id, item_id=item.id)
     built = db.memory_packs.build(project="proj", module_ids=[module.id], token_budget=100)
-    w.ids = [user.id, key.key.id, pack.id, action.id, wf.id, first.id, second.id, run.id]
-    w.ids += [s.id for s in steps] + [session.id, call.id, item.id, module.id, built.id]
+    w.by_kind = {
+        "user": [user.id],
+        "api_key": [key.key.id],
+        "pack": [pack.id],
+        "action": [action.id],
+        "workflow": [wf.id],
+        "stage": [first.id, second.id],
+        "execution": [run.id],
+        "step": [s.id for s in steps],
+        "session": [session.id],
+        "tool_execution": [call.id],
+        "memory_item": [item.id],
+        "memory_module": [module.id],
+        "memory_pack": [built.id],
+        "config": [],
+        "outbox": [run.id],
+        "step_log": [s.id for s in steps],
+    }
+    w.ids = [i for ids in w.by_kind.values() for i in ids]
     w.texts = [user.email, f"k{n}", pack.ref, action.ref, wf.name, "a", "b", f"i{n}"]
     w.texts += [f"w{n}", f"c{n}", "grep", cfg.key, "proj", f"m{n}", "decision", "active"]
     w.texts += [f"{user.email}/{wf.name}", key.secret, "execution", "info", "queued"]
@@ -252,18 +270,69 @@ def _handler_fails(events: list[Any]) -> None:
     raise RuntimeError("broker down")
 
 
+# What an id argument points at, by its name (by convention across the repositories);
+# `id` is the repository's own kind.
+_ID_KINDS = {
+    "user_id": "user",
+    "owner_id": "user",
+    "triggered_by": "user",
+    "pack_id": "pack",
+    "action_id": "action",
+    "workflow_id": "workflow",
+    "stage_ids": "stage",
+    "execution_id": "execution",
+    "parent_execution_id": "execution",
+    "step_id": "step",
+    "parent_step_id": "step",
+    "session_id": "session",
+    "item_id": "memory_item",
+    "item_ids": "memory_item",
+    "module_id": "memory_module",
+    "module_ids": "memory_module",
+    "aggregate_id": "execution",
+}
+_REPO_KINDS = {
+    "users": "user",
+    "api_keys": "api_key",
+    "packs": "pack",
+    "actions": "action",
+    "workflows": "workflow",
+    "stages": "stage",
+    "executions": "execution",
+    "steps": "step",
+    "sessions": "session",
+    "tool_executions": "tool_execution",
+    "memory_items": "memory_item",
+    "memory_modules": "memory_module",
+    "memory_packs": "memory_pack",
+}
+_NAME = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
+_FRESH_TEXT = {
+    "email": st.integers(0, 10**6).map(lambda i: f"f{i}@example.com"),
+    "name": _NAME,
+    "ref": st.one_of(_NAME, st.tuples(_NAME, _NAME).map(".".join)),
+    "client_id": _NAME,
+    "worker_id": _NAME,
+}
+
+
 class Strategies:
     """Argument strategies from annotations, fed by one World's rows."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, repo_name: str = "") -> None:
         self.world = world
-        known_ids = st.sampled_from(world.ids)
-        self.ids = st.one_of(known_ids, known_ids.map(str), st.uuids())
+        self.own_kind = _REPO_KINDS.get(repo_name, "")
         self.texts = st.one_of(st.sampled_from(world.texts), small_text)
 
+    def ids(self, name: str) -> st.SearchStrategy[Any]:
+        kind = self.own_kind if name in ("id", "ids") else _ID_KINDS.get(name, "")
+        known = st.sampled_from(self.world.by_kind.get(kind) or self.world.ids)
+        return st.one_of(known, known.map(str), st.sampled_from(self.world.ids), st.uuids())
+
     def for_type(self, tp: Any, name: str = "") -> st.SearchStrategy[Any]:
-        """Valid-looking values of `tp` mixed with hostile ones."""
-        return st.one_of(self.valid(tp, name), hostile)
+        """Valid-looking values of `tp` (three times in four) mixed with hostile ones."""
+        valid = self.valid(tp, name)
+        return st.one_of(valid, valid, valid, hostile)
 
     def valid(self, tp: Any, name: str = "") -> st.SearchStrategy[Any]:
         origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -278,12 +347,14 @@ class Strategies:
         if tp is msgspec.UnsetType:
             return st.just(msgspec.UNSET)
         if tp is uuid.UUID:
-            return self.ids
+            return self.ids(name)
         if tp is str:
             if name == "cursor":
                 return st.sampled_from(self.world.cursors or ["x"])
             if name == "key":
                 return st.sampled_from(["fuzz.a", "scheduler.max_workers"])
+            if name in _FRESH_TEXT:
+                return st.one_of(_FRESH_TEXT[name], self.texts)
             return self.texts
         if tp is bool:
             return st.booleans()
@@ -354,12 +425,12 @@ def test_method_returns_or_raises_a_flowledger_error_and_changes_nothing_when_it
     fuzz_db: Database, fuzz_url: str, repo_name: str, method_name: str
 ) -> None:
     method = getattr(getattr(fuzz_db, repo_name), method_name)
-    arguments = Strategies(_build_world(fuzz_db)).arguments(method)
+    arguments = Strategies(_build_world(fuzz_db), repo_name).arguments(method)
     tables = Tables(fuzz_url)
     state = {"before": tables.checksum()}
 
     @settings(
-        max_examples=30,
+        max_examples=25,
         deadline=None,
         derandomize=True,
         database=None,
