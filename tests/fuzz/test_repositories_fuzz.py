@@ -5,9 +5,10 @@ here. Each parameter gets values from its annotation (real ids of rows made in t
 database, well-formed structs, in-range numbers) mixed with hostile ones (wrong types,
 None, huge and negative integers, NaN and infinities, lone surrogates, NUL characters,
 long text, JSON nested 1,200 deep, out-of-range and naive datetimes, huge timedeltas,
-garbage ids). A call must return or raise a FlowledgerError subclass whose message names
-the argument it blames; a call that raises must leave every table exactly as it was (a
-checksum of every row of every table, before and after).
+garbage ids). A call must return or raise a FlowledgerError subclass with a message; a
+call that raises must leave every table exactly as it was (a checksum of every row of
+every table, before and after). That messages name the argument is pinned per input in
+test_hostile_inputs.py.
 """
 
 from __future__ import annotations
