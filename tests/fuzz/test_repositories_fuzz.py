@@ -181,6 +181,20 @@ class Tables:
 # --- values ---------------------------------------------------------------------------
 
 
+class _Huge(str):
+    """A long text that prints short: hypothesis prints every argument it generates."""
+
+    def __repr__(self) -> str:
+        return f"<text of {len(self):,} characters starting {self[:3]!r}>"
+
+
+class _Deep(dict[str, Any]):
+    """JSON nested 1,200 levels deep (as a dict) that prints short."""
+
+    def __repr__(self) -> str:
+        return "<JSON nested 1,200 deep>"
+
+
 def _nested(depth: int) -> Any:
     value: Any = 1
     for i in range(depth):
@@ -207,23 +221,23 @@ HOSTILE: list[Any] = [
     "   ",
     "\ud800",
     "a\x00b",
-    "x" * 3000,
-    "é" * 1_000_001,
+    _Huge("x" * 3000),
+    _Huge("é" * 1_000_001),
     "not-a-uuid",
     "00000000-0000-0000-0000-00000000000g",
     b"bytes",
     [],
     [None],
     ["\ud800"],
-    ["x" * 3000],
+    [_Huge("x" * 3000)],
     {},
     {"a": math.nan},
     {"a": [math.inf]},
     {"\x00": 1},
     {1: "a"},
     {"s": "\ud800"},
-    _nested(1200),
-    [{"deep": _nested(1200)}],
+    _Deep({"root": _nested(1200)}),
+    [_Deep({"deep": _nested(1200)})],
     {"n": 2**70},
     {"d": decimal.Decimal("NaN")},
     {"o": object()},
@@ -253,11 +267,13 @@ small_text = st.text(max_size=12)
 json_leaf = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(-1e9, 1e9), small_text
 )
-json_value = st.recursive(
-    json_leaf,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(small_text, inner, max_size=3),
-    max_leaves=6,
-)
+
+
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(inner, max_size=3), st.dictionaries(small_text, inner, max_size=3))
+
+
+json_value = st.recursive(json_leaf, _json_containers, max_leaves=6)
 aware = st.datetimes(
     min_value=datetime.datetime(2000, 1, 1), max_value=datetime.datetime(2100, 1, 1)
 ).map(lambda d: d.replace(tzinfo=UTC))
