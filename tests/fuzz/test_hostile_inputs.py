@@ -373,3 +373,13 @@ def test_ids_may_come_from_any_iterable_but_a_string(db: Database) -> None:
     assert db.memory_items.touch(ids=(i for i in both)) == 1
     with pytest.raises(InvalidInput, match="memory item id must be a list of UUIDs, got str"):
         db.memory_items.touch(ids=str(item.id))
+
+
+def test_a_deeply_nested_value_where_a_name_belongs_is_refused(db: Database) -> None:
+    deep: Any = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(InvalidInput, match=r"status must be one of .*; got a list of 1 items"):
+        db.memory_items.set_status(id=uuid.uuid4(), status=deep)
+    with pytest.raises(InvalidInput, match="role must be one of"):
+        db.users.list(role=deep)

@@ -66,15 +66,29 @@ INT32_MAX: Final = 2**31 - 1
 INT64_MAX: Final = 2**63 - 1
 _UTC: Final = datetime.UTC
 _SHOWN: Final = 60
+_SHOWABLE: Final = (
+    str,
+    bytes,
+    int,
+    float,
+    decimal.Decimal,
+    type(None),
+    uuid.UUID,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+)
 
 
 def show(value: object) -> str:
-    """A short repr of `value` for an error message (long values are cut)."""
-    try:
-        text = repr(value)
-    # A caller's object whose __repr__ fails must not hide the real complaint.
-    except Exception:
-        text = f"<{type(value).__name__}>"
+    """A short repr of `value` for an error message (long values are cut; an object of a
+    caller's own class is shown by its type, its __repr__ is not run)."""
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        # Not repr: a container may nest deeper than repr can recurse.
+        return f"a {type(value).__name__} of {len(value)} items"
+    if not isinstance(value, _SHOWABLE):
+        return f"a {type(value).__name__}"
+    text = repr(value)
     return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
 
 

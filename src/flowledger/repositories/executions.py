@@ -40,6 +40,7 @@ from flowledger.repositories._checks import (
     as_optional_instant,
     as_optional_text,
     as_text,
+    show,
 )
 from flowledger.repositories.base import Connection, Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.outbox import OutboxRepository, check_batch, cutoff_of
@@ -124,7 +125,7 @@ class ExecutionsRepository(Repository):
         creation time in [created_from, created_to); raises InvalidInput, InvalidCursor."""
         check_limit(limit)
         if status is not None and (not isinstance(status, str) or status not in EXECUTION_STATUSES):
-            raise InvalidInput(f"unknown execution status {status!r}")
+            raise InvalidInput(f"unknown execution status {show(status)}")
         after_created_at, after_id = self._after(cursor)
         params = {
             "workflow_id": as_optional_uuid(workflow_id, "workflow id"),
@@ -245,7 +246,7 @@ class ExecutionsRepository(Repository):
             kind = type(variables).__name__
             raise InvalidInput(f"variables must be a JSON object (dict), got {kind}")
         if isinstance(expected_version, bool) or not isinstance(expected_version, int):
-            raise InvalidInput(f"expected_version must be an integer, got {expected_version!r}")
+            raise InvalidInput(f"expected_version must be an integer, got {show(expected_version)}")
         params = {
             "id": execution_id,
             "variables": as_json(variables, "variables", object_only=True),

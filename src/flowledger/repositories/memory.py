@@ -517,27 +517,27 @@ def _check_name(name: str) -> None:
 
 def _check_kind(kind: str | None) -> None:
     if kind is not None and (not isinstance(kind, str) or kind not in MEMORY_KINDS):
-        raise InvalidInput(f"kind must be one of {', '.join(MEMORY_KINDS)}; got {kind!r}")
+        raise InvalidInput(f"kind must be one of {', '.join(MEMORY_KINDS)}; got {show(kind)}")
 
 
 def _check_status(status: str | None, allowed: Iterable[str]) -> None:
     allowed = builtins.list(allowed)
     if status is not None and (not isinstance(status, str) or status not in allowed):
         choices = ", ".join(s for s in MEMORY_STATUSES if s in allowed)
-        raise InvalidInput(f"status must be one of {choices}; got {status!r}")
+        raise InvalidInput(f"status must be one of {choices}; got {show(status)}")
 
 
 def _check_confidence(value: float, what: str) -> None:
     # `not 0 <= value <= 1` also refuses NaN.
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise InvalidInput(f"{what} must be a number between 0 and 1, got {value!r}")
+        raise InvalidInput(f"{what} must be a number between 0 and 1, got {show(value)}")
 
 
 def _check_priority(priority: int) -> None:
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInput(f"priority must be a 32-bit integer, got {priority!r}")
+        raise InvalidInput(f"priority must be a 32-bit integer, got {show(priority)}")
     if not -_INT32_MAX - 1 <= priority <= _INT32_MAX:
-        raise InvalidInput(f"priority must be a 32-bit integer, got {priority!r}")
+        raise InvalidInput(f"priority must be a 32-bit integer, got {show(priority)}")
 
 
 def _check_mapping(value: object, what: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from flowledger.errors import CONSTRAINT_MESSAGES, Conflict, InvalidInput
 from flowledger.records.agents import Session
-from flowledger.repositories._checks import as_cursor, as_interval, as_json, as_name
+from flowledger.repositories._checks import as_cursor, as_interval, as_json, as_name, show
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.outbox import MAX_AGE
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
@@ -90,7 +90,7 @@ class SessionsRepository(Repository):
         """Ids of the active sessions without a heartbeat for `older_than`, now deactivated
         (sorted); raises InvalidInput unless `older_than` is positive."""
         if not isinstance(older_than, datetime.timedelta) or older_than <= datetime.timedelta(0):
-            raise InvalidInput(f"older_than must be a positive timedelta, got {older_than!r}")
+            raise InvalidInput(f"older_than must be a positive timedelta, got {show(older_than)}")
         as_interval(older_than, "older_than", datetime.timedelta(microseconds=1), MAX_AGE)
         ids: list[uuid.UUID] = self._scalar("deactivate_stale_sessions", {"older_than": older_than})
         return ids

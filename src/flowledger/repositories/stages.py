@@ -194,7 +194,7 @@ def _maybe(check: Any, value: Any) -> Any:
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(
-            f"stage name {name!r} must be lowercase letters, digits, '-' or '_', "
+            f"stage name {show(name)} must be lowercase letters, digits, '-' or '_', "
             "starting with a letter, at most 63 characters"
         )
     return name
@@ -219,7 +219,7 @@ def _depends_on(names: Sequence[str] | None, own_name: str | None) -> builtins.l
     if own_name is not None and own_name in names:
         raise InvalidInput(f"stage {own_name!r} cannot depend on itself")
     if len(set(names)) != len(names):
-        raise InvalidInput(f"depends_on must not repeat a stage, got {builtins.list(names)!r}")
+        raise InvalidInput(f"depends_on must not repeat a stage, got {show(builtins.list(names))}")
     return builtins.list(names)
 
 
@@ -261,7 +261,7 @@ def _retry_policy(policy: RetryPolicy) -> Jsonb:
 
 def _timeout(seconds: int) -> int:
     if isinstance(seconds, bool) or not isinstance(seconds, int):
-        raise InvalidInput(f"timeout_seconds must be an integer, got {seconds!r}")
+        raise InvalidInput(f"timeout_seconds must be an integer, got {show(seconds)}")
     if not 0 < seconds <= _MAX_TIMEOUT_SECONDS:
         raise InvalidInput(f"timeout_seconds must be between 1 and {_MAX_TIMEOUT_SECONDS}")
     return seconds

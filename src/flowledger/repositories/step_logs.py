@@ -16,6 +16,7 @@ from flowledger.repositories._checks import (
     as_optional_instant,
     as_struct,
     as_text,
+    show,
 )
 from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, make_page
@@ -93,7 +94,7 @@ def _rows(lines: object) -> list[tuple[Any, ...]]:
         what = f"lines[{i}]"
         line = as_struct(line, NewLogLine, what)
         if not isinstance(line.level, str) or line.level not in LOG_LEVELS:
-            raise InvalidInput(f"unknown log level {line.level!r} in {what}")
+            raise InvalidInput(f"unknown log level {show(line.level)} in {what}")
         rows.append(
             (
                 as_uuid(line.step_id, f"{what}.step_id"),
