@@ -158,6 +158,8 @@ _BY_SQLSTATE: Mapping[str, type[FlowledgerError]] = MappingProxyType(
         "25006": Unavailable,  # read_only_sql_transaction
         "25P03": Unavailable,  # idle_in_transaction_session_timeout: the session is gone
         "P0002": NotFound,  # no_data_found (SELECT ... INTO STRICT)
+        # program_limit_exceeded: a value too large for an index entry or a tsvector.
+        "54000": InvalidInput,
     }
 )
 _BY_CLASS: Mapping[str, type[FlowledgerError]] = MappingProxyType(
@@ -216,6 +218,11 @@ def error_from_diagnostics(
     if sqlstate == "23001" or (sqlstate == "23503" and primary.startswith(_STILL_REFERENCED)):
         still_used = _with_detail(primary, message_detail)
         return Conflict(still_used, sqlstate=sqlstate, constraint=constraint_name)
+    if sqlstate == "54000":
+        # The server names the index, and CONSTRAINT_MESSAGES would describe a duplicate.
+        index = f" (index {constraint_name})" if constraint_name else ""
+        too_large = f"a value is too large to be stored{index}: {primary}"
+        return cls(too_large, sqlstate=sqlstate, constraint=constraint_name)
     template = CONSTRAINT_MESSAGES.get(constraint_name or "")
     message = _fill(template, context) if template else None
     if message is None:

@@ -100,7 +100,10 @@ def test_issue_for_an_unknown_user_is_invalid_input(db: Database) -> None:
         ({"name": " "}, "name must not be blank"),
         ({"scopes": "runs:read"}, "scopes must be a sequence of non-blank strings"),
         ({"scopes": ["runs:read", ""]}, "scopes must be a sequence of non-blank strings"),
-        ({"expires_at": datetime.datetime(2030, 1, 1)}, "expires_at must be timezone-aware"),
+        (
+            {"expires_at": datetime.datetime(2030, 1, 1)},
+            "expires_at must be a timezone-aware datetime",
+        ),
         ({"user_id": "nope"}, "user id must be a UUID"),
     ],
 )

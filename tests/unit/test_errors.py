@@ -268,3 +268,19 @@ def test_translated_errors_survive_pickling() -> None:
         "23505",
         "packs_ref_key",
     )
+
+
+def test_a_value_too_large_for_an_index_is_invalid_input_not_the_duplicate_message() -> None:
+    translated = error_from_diagnostics(
+        "54000",
+        "api_keys_user_id_name_key",
+        "index row size 4536 exceeds btree version 4 maximum 2704 for index "
+        '"api_keys_user_id_name_key"',
+        None,
+        context={"name": "n" * 3000},
+    )
+    assert type(translated) is InvalidInput
+    assert translated.message.startswith(
+        "a value is too large to be stored (index api_keys_user_id_name_key): index row size"
+    )
+    assert "already has an API key" not in translated.message

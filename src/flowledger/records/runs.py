@@ -292,8 +292,8 @@ class HeartbeatResult(msgspec.Struct, frozen=True, kw_only=True):
 class NewLogLine(msgspec.Struct, frozen=True, kw_only=True):
     """One log line to append; `logged_at` defaults to the server's now()."""
 
-    step_id: uuid.UUID
-    execution_id: uuid.UUID
+    step_id: uuid.UUID | str
+    execution_id: uuid.UUID | str
     message: str
     level: LogLevel = "info"
     fields: dict[str, Any] = msgspec.field(default_factory=dict)

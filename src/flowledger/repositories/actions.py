@@ -10,6 +10,14 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput, NotFound
 from flowledger.records.catalog import Action, ActionPatch, NewAction
+from flowledger.repositories._checks import (
+    as_json,
+    as_name,
+    as_optional_text,
+    as_struct,
+    as_text,
+    show,
+)
 from flowledger.repositories.base import Repository, as_uuid
 
 __all__ = ["ActionsRepository"]
@@ -24,14 +32,12 @@ class ActionsRepository(Repository):
     def create(self, *, action: NewAction) -> Action:
         """The new action; raises Conflict when the ref is taken, InvalidInput (bad fields,
         unknown pack)."""
-        pack_id = as_uuid(action.pack_id, "pack id")
-        _check_ref(action.ref)
-        _check_entrypoint(action.entrypoint)
+        action = as_struct(action, NewAction, "action")
         params = {
-            "pack_id": pack_id,
-            "ref": action.ref,
-            "entrypoint": action.entrypoint,
-            "description": action.description,
+            "pack_id": as_uuid(action.pack_id, "pack id"),
+            "ref": _check_ref(action.ref),
+            "entrypoint": _check_entrypoint(action.entrypoint),
+            "description": as_text(action.description, "description"),
             "param_schema": _schema("param_schema", action.param_schema),
             "out_schema": _schema("out_schema", action.out_schema),
         }
@@ -72,12 +78,11 @@ class ActionsRepository(Repository):
     def update(self, *, id: uuid.UUID | str, patch: ActionPatch) -> Action:
         """The action after applying the patch's non-None fields; raises NotFound, InvalidInput."""
         action_id = as_uuid(id, "action id")
-        if patch.entrypoint is not None:
-            _check_entrypoint(patch.entrypoint)
+        patch = as_struct(patch, ActionPatch, "patch")
         params = {
             "id": action_id,
-            "entrypoint": patch.entrypoint,
-            "description": patch.description,
+            "entrypoint": None if patch.entrypoint is None else _check_entrypoint(patch.entrypoint),
+            "description": as_optional_text(patch.description, "description"),
             "param_schema": _optional_schema("param_schema", patch.param_schema),
             "out_schema": _optional_schema("out_schema", patch.out_schema),
         }
@@ -110,24 +115,22 @@ class ActionsRepository(Repository):
         )
 
 
-def _check_ref(ref: str) -> None:
-    if not _REF.fullmatch(ref):
+def _check_ref(ref: object) -> str:
+    if not isinstance(ref, str) or not _REF.fullmatch(ref):
         raise InvalidInput(
             f"action ref must be '<pack>.<name>', each part lowercase letters, digits or '_' "
-            f"starting with a letter; got {ref!r}"
+            f"starting with a letter; got {show(ref)}"
         )
+    return as_name(ref, "action ref")
 
 
-def _check_entrypoint(entrypoint: str) -> None:
-    if not entrypoint.strip():
-        raise InvalidInput("entrypoint must not be blank")
+def _check_entrypoint(entrypoint: object) -> str:
+    return as_text(entrypoint, "entrypoint", blank=False)
 
 
 def _schema(field: str, value: dict[str, Any]) -> Jsonb:
     # The columns' CHECKs require a JSON object; say so before the round trip.
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{field} must be a JSON object (dict), got {type(value).__name__}")
-    return Jsonb(value)
+    return as_json(value, field, object_only=True)
 
 
 def _optional_schema(field: str, value: dict[str, Any] | None) -> Jsonb | None:

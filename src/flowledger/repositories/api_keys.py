@@ -19,6 +19,12 @@ from collections.abc import Sequence
 
 from flowledger.errors import InvalidInput
 from flowledger.records.identity import ApiKey, ApiKeyCredential, IssuedApiKey, VerifiedKey
+from flowledger.repositories._checks import (
+    as_name,
+    as_optional_instant,
+    as_text_list,
+    show,
+)
 from flowledger.repositories.base import Repository, as_uuid
 
 __all__ = ["ApiKeysRepository"]
@@ -46,7 +52,16 @@ class ApiKeysRepository(Repository):
         """A new key and its plaintext secret (never retrievable again); raises InvalidInput
         (bad arguments, unknown user), Conflict when the user has a key of that name."""
         owner = as_uuid(user_id, "user id")
-        _check_key_args(name, scopes, expires_at)
+        name = as_name(name, "name")
+        # A lone string is a Sequence[str] too, and would become one scope per character.
+        if not isinstance(scopes, list | tuple) or not all(
+            isinstance(s, str) and s.strip() for s in scopes
+        ):
+            raise InvalidInput(
+                f"scopes must be a sequence of non-blank strings, got {show(scopes)}"
+            )
+        scopes = as_text_list(scopes, "scopes")
+        expires_at = as_optional_instant(expires_at, "expires_at")
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LENGTH))
         secret = f"fl_{prefix}_{secrets.token_urlsafe(_TOKEN_BYTES)}"
         params = {
@@ -64,7 +79,8 @@ class ApiKeysRepository(Repository):
     def verify(self, *, secret: str) -> VerifiedKey | None:
         """The key and its user when `secret` is a valid, unrevoked, unexpired key of an
         active user; None otherwise (never raises for a bad secret)."""
-        match = _SECRET.fullmatch(secret)
+        # Whatever a client sends (None, bytes, junk) is simply not a key.
+        match = _SECRET.fullmatch(secret) if isinstance(secret, str) else None
         if match is None:
             return None
         found = self._one(
@@ -99,13 +115,3 @@ class ApiKeysRepository(Repository):
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
-
-
-def _check_key_args(name: str, scopes: Sequence[str], expires_at: datetime.datetime | None) -> None:
-    if not name.strip():
-        raise InvalidInput("API key name must not be blank")
-    # A lone string is a Sequence[str] too, and would become one scope per character.
-    if isinstance(scopes, str) or not all(isinstance(s, str) and s.strip() for s in scopes):
-        raise InvalidInput(f"scopes must be a sequence of non-blank strings, got {scopes!r}")
-    if expires_at is not None and expires_at.utcoffset() is None:
-        raise InvalidInput("expires_at must be timezone-aware")

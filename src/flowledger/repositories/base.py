@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from itertools import starmap
@@ -11,9 +10,20 @@ from weakref import WeakKeyDictionary
 
 import psycopg
 
-from flowledger.errors import InvalidInput, NotFound, translate_error, translating
+from flowledger.errors import NotFound, translate_error, translating
+from flowledger.repositories._checks import as_optional_uuid, as_uuid
 from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.queries import Query, get_queries, lookup_query
+
+__all__ = [
+    "Connection",
+    "ConnectionExecutor",
+    "Executor",
+    "PoolExecutor",
+    "Repository",
+    "as_optional_uuid",
+    "as_uuid",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -225,21 +235,6 @@ class Repository:
     ) -> int:
         """Run query `name`; the number of rows it affected."""
         return self._run(name, params, _rowcount, context, conn)
-
-
-def as_uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
-    """`value` as a UUID; InvalidInput naming `what` when it is malformed."""
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from exc
-
-
-def as_optional_uuid(value: uuid.UUID | str | None, what: str) -> uuid.UUID | None:
-    """Like `as_uuid`, letting None through (an unset optional filter)."""
-    return None if value is None else as_uuid(value, what)
 
 
 def _first_value(cur: psycopg.Cursor[Any]) -> Any:

@@ -8,10 +8,17 @@ import re
 from typing import Any, Final, TypeVar, overload
 
 import msgspec
-from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput, NotFound, StaleWrite
 from flowledger.records.agents import Configuration
+from flowledger.repositories._checks import (
+    MAX_NAME_LENGTH,
+    as_int,
+    as_json,
+    as_optional_text,
+    as_text,
+    show,
+)
 from flowledger.repositories.base import Repository
 
 __all__ = ["KEY_PATTERN", "ConfigRepository"]
@@ -54,6 +61,9 @@ class ConfigRepository(Repository):
             raise InvalidInput(
                 f"configuration {key!r} is not a valid {_type_name(type)}: {exc}"
             ) from exc
+        # msgspec raises TypeError for a `type` it cannot convert to at all (5, a lambda).
+        except TypeError as exc:
+            raise InvalidInput(f"type {show(type)} is not a type msgspec converts to") from exc
 
     def get_entry(self, *, key: str) -> Configuration:
         """The entry of `key` with its raw value and version; raises NotFound, InvalidInput."""
@@ -81,8 +91,8 @@ class ConfigRepository(Repository):
             _check_version(expected_version)
         params = {
             "key": key,
-            "value": _json(key, value),
-            "description": description,
+            "value": as_json(value, f"the value of configuration {key!r}"),
+            "description": as_optional_text(description, "description"),
             "expected_version": expected_version,
         }
         if expected_version is None:
@@ -112,8 +122,7 @@ class ConfigRepository(Repository):
         A prefix is literal text: "sched" matches "scheduler.x"; end it with "." to list
         one namespace. Raises InvalidInput on a prefix that is not a string.
         """
-        if not isinstance(prefix, str):
-            raise InvalidInput(f"prefix must be a string, got {prefix!r}")
+        prefix = as_text(prefix, "prefix", max_length=MAX_NAME_LENGTH)
         return self._many("list_configurations_by_prefix", {"prefix": prefix}, Configuration)
 
     def _not_written(self, key: str, expected_version: int) -> NotFound | StaleWrite:
@@ -127,26 +136,19 @@ class ConfigRepository(Repository):
 
 
 def _check_key(key: str) -> None:
-    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+    if not isinstance(key, str) or len(key) > MAX_NAME_LENGTH or not KEY_PATTERN.fullmatch(key):
         raise InvalidInput(
-            f"configuration key {key!r} must be dot-separated lowercase words "
-            "(letters, digits, '_', each starting with a letter)"
+            f"configuration key {show(key)} must be dot-separated lowercase words "
+            f"(letters, digits, '_', each starting with a letter), at most {MAX_NAME_LENGTH} "
+            "characters"
         )
 
 
 def _check_version(version: int) -> None:
     # bool is an int subclass; True as a version is a bug in the caller.
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInput(f"expected_version must be an integer >= 1, got {version!r}")
-
-
-def _json(key: str, value: Any) -> Jsonb:
-    # Encode up front: a value JSON cannot hold must fail here, not inside the driver.
-    try:
-        encoded = msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidInput(f"the value of configuration {key!r} is not JSON: {exc}") from exc
-    return Jsonb(value, dumps=lambda _: encoded)
+        raise InvalidInput(f"expected_version must be an integer >= 1, got {show(version)}")
+    as_int(version, "expected_version", 1, 2**31 - 1)
 
 
 def _type_name(tp: Any) -> str:

@@ -33,6 +33,17 @@ from flowledger.records.runs import (
     Step,
     WorkflowState,
 )
+from flowledger.repositories._checks import (
+    INT64_MAX,
+    as_cursor,
+    as_int,
+    as_json,
+    as_name,
+    as_optional_instant,
+    as_optional_text,
+    as_text,
+    show,
+)
 from flowledger.repositories.base import Connection, Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.outbox import OutboxRepository, check_batch, cutoff_of
 from flowledger.repositories.pagination import (
@@ -127,14 +138,14 @@ class ExecutionsRepository(Repository):
         """A page of executions, newest first, filtered by workflow, status, parent and
         creation time in [created_from, created_to); raises InvalidInput, InvalidCursor."""
         check_limit(limit)
-        if status is not None and status not in EXECUTION_STATUSES:
-            raise InvalidInput(f"unknown execution status {status!r}")
+        if status is not None and (not isinstance(status, str) or status not in EXECUTION_STATUSES):
+            raise InvalidInput(f"unknown execution status {show(status)}")
         filters = {
             "workflow_id": as_optional_uuid(workflow_id, "workflow id"),
             "status": status,
             "parent_execution_id": as_optional_uuid(parent_execution_id, "parent execution id"),
-            "created_from": created_from,
-            "created_to": created_to,
+            "created_from": as_optional_instant(created_from, "created_from"),
+            "created_to": as_optional_instant(created_to, "created_to"),
         }
         scope = listing_scope(_LIST_SCOPE, filters)
         after_created_at, after_id = self._after(cursor, scope)
@@ -159,14 +170,17 @@ class ExecutionsRepository(Repository):
         """Paused executions, longest paused first (optionally paused before a time);
         raises InvalidInput on a bad limit."""
         check_limit(limit)
-        params = {"paused_before": paused_before, "limit": limit}
+        params = {
+            "paused_before": as_optional_instant(paused_before, "paused_before"),
+            "limit": limit,
+        }
         return self._many("find_paused_executions", params, Execution)
 
     def pause(self, *, id: uuid.UUID | str, reason: str | None = None) -> Execution:
         """The paused execution (its queued steps are no longer claimed; running ones finish;
         already paused: returned as is); raises NotFound, InvalidInput when it is finished."""
         execution_id = as_uuid(id, "execution id")
-        params = {"id": execution_id, "reason": reason}
+        params = {"id": execution_id, "reason": as_optional_text(reason, "reason")}
         with self._atomic() as conn:
             paused = self._one("set_execution_paused", params, Execution, conn=conn)
             if paused is None:
@@ -206,6 +220,7 @@ class ExecutionsRepository(Repository):
         """The failed execution, its unfinished steps cancelled and `execution.failed`
         written; None when it already was finished. Raises InvalidInput."""
         execution_id = as_uuid(id, "execution id")
+        error = as_text(error, "error")
         with self._atomic() as conn:
             return self._fail(execution_id, error, conn)
 
@@ -249,11 +264,11 @@ class ExecutionsRepository(Repository):
             kind = type(variables).__name__
             raise InvalidInput(f"variables must be a JSON object (dict), got {kind}")
         if isinstance(expected_version, bool) or not isinstance(expected_version, int):
-            raise InvalidInput(f"expected_version must be an integer, got {expected_version!r}")
+            raise InvalidInput(f"expected_version must be an integer, got {show(expected_version)}")
         params = {
             "id": execution_id,
-            "variables": Jsonb(variables),
-            "expected_version": expected_version,
+            "variables": as_json(variables, "variables", object_only=True),
+            "expected_version": as_int(expected_version, "expected_version", 0, INT64_MAX),
         }
         with self._atomic(params) as conn:
             updated = self._one("update_execution_variables", params, Execution, conn=conn)
@@ -426,7 +441,7 @@ class ExecutionsRepository(Repository):
         step_id = child.parent_step_id
         if child.status == "completed":
             result = self._scalar("get_execution_result", {"id": child.id}, conn=conn)
-            outputs = {"execution_id": str(child.id), "outputs": result}
+            outputs = as_json({"execution_id": str(child.id), "outputs": result}, "outputs")
             self._complete_steps(None, [step_id], [1], [outputs], {parent.id: parent}, conn)
             return
         why = f": {child.error_message}" if child.error_message else ""
@@ -438,7 +453,7 @@ class ExecutionsRepository(Repository):
         worker_id: str | None,
         ids: builtins.list[uuid.UUID],
         attempts: builtins.list[int],
-        outputs: builtins.list[Any],
+        outputs: builtins.list[Jsonb],
         locks: Mapping[uuid.UUID, ExecutionLock],
         conn: Connection,
     ) -> builtins.list[CompletedStep]:
@@ -450,7 +465,7 @@ class ExecutionsRepository(Repository):
             "worker_id": worker_id,
             "ids": ids,
             "attempts": attempts,
-            "outputs": [Jsonb(o) for o in outputs],
+            "outputs": outputs,
         }
         done = self._many("complete_steps", params, CompletedStep, conn=conn)
         running = {d.execution_id for d in done if locks[d.execution_id].status == "running"}
@@ -509,7 +524,7 @@ class ExecutionsRepository(Repository):
     def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
         if cursor is None:
             return None, None
-        created_at, execution_id = self._codec.decode(cursor, scope, arity=2)
+        created_at, execution_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
             raise InvalidInput("cursor does not hold a (created_at, id) position")
         return created_at, execution_id
@@ -521,13 +536,13 @@ def _request(
     idempotency_key: str | None,
     triggered_by: uuid.UUID | str | None,
 ) -> dict[str, Any]:
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not idempotency_key.strip()
-    ):
-        raise InvalidInput("idempotency_key must be a non-blank string or None")
+    if idempotency_key is not None:
+        as_name(idempotency_key, "idempotency_key")
     return {
         "workflow_id": as_uuid(workflow_id, "workflow id"),
-        "parameters": Jsonb(parameters if parameters is not None else {}),
+        "parameters": as_json(
+            parameters if parameters is not None else {}, "parameters", object_only=True
+        ),
         "idempotency_key": idempotency_key,
         "triggered_by": as_optional_uuid(triggered_by, "triggered_by"),
     }

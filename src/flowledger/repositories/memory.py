@@ -33,6 +33,19 @@ from flowledger.records.memory import (
     NewMemoryModule,
     PackedItem,
 )
+from flowledger.repositories._checks import (
+    as_bool,
+    as_cursor,
+    as_json,
+    as_name,
+    as_optional_instant,
+    as_optional_text,
+    as_struct,
+    as_text,
+    as_text_list,
+    as_uuid_list,
+    show,
+)
 from flowledger.repositories.base import Connection, Repository, as_uuid
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -90,6 +103,7 @@ class MemoryItemsRepository(Repository):
         """(the item, True) when created, or (the project's existing item with the same
         normalised content, False), its confidence raised to the larger of both when
         `raise_confidence`; race-free. Raises InvalidInput."""
+        item = as_struct(item, NewMemoryItem, "item")
         _check_new_item(item)
         params = {
             "project": item.project,
@@ -98,10 +112,10 @@ class MemoryItemsRepository(Repository):
             "content_hash": content_hash(item.content),
             "confidence": float(item.confidence),
             "status": item.status,
-            "provenance": Jsonb(dict(item.provenance)),
-            "anchors": builtins.list(item.anchors),
+            "provenance": as_json(dict(item.provenance), "provenance"),
+            "anchors": as_text_list(item.anchors, "anchors", blank=True),
             "expires_at": item.expires_at,
-            "raise_confidence": raise_confidence,
+            "raise_confidence": as_bool(raise_confidence, "raise_confidence"),
         }
         row = self._one("insert_memory_item", params, CreatedMemoryItem, context=params)
         assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always yields its row
@@ -135,8 +149,8 @@ class MemoryItemsRepository(Repository):
         _check_kind(kind)
         if min_confidence is not None:
             _check_confidence(min_confidence, "min_confidence")
-        if anchor is not None and not isinstance(anchor, str):
-            raise InvalidInput(f"anchor must be a string, got {anchor!r}")
+        if anchor is not None:
+            as_name(anchor, "anchor", blank=True)
         _check_aware(created_from, "created_from")
         _check_aware(created_to, "created_to")
         check_limit(limit)
@@ -182,7 +196,7 @@ class MemoryItemsRepository(Repository):
     def touch(self, *, ids: Iterable[uuid.UUID | str]) -> int:
         """How many of the items exist and were counted as read once more (access_count + 1,
         last_accessed_at = now), in one statement; raises InvalidInput on a malformed id."""
-        item_ids = [as_uuid(i, "memory item id") for i in ids]
+        item_ids = as_uuid_list(ids, "memory item id")
         if not item_ids:
             return 0
         return self._execute("touch_memory_items", {"ids": item_ids})
@@ -197,7 +211,7 @@ class MemoryItemsRepository(Repository):
     def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any, Any]:
         if cursor is None:
             return None, None, None
-        confidence, created_at, item_id = self._codec.decode(cursor, scope, arity=3)
+        confidence, created_at, item_id = self._codec.decode(as_cursor(cursor), scope, arity=3)
         if (
             not isinstance(confidence, int | float)
             or not isinstance(created_at, datetime.datetime)
@@ -217,6 +231,7 @@ class MemoryModulesRepository(Repository):
 
     def create(self, *, module: NewMemoryModule) -> MemoryModule:
         """The new module; raises Conflict (name taken in the project), InvalidInput."""
+        module = as_struct(module, NewMemoryModule, "module")
         _check_project(module.project)
         _check_name(module.name)
         _check_mapping(module.selectors, "selectors")
@@ -224,8 +239,8 @@ class MemoryModulesRepository(Repository):
         params = {
             "project": module.project,
             "name": module.name,
-            "description": module.description,
-            "selectors": Jsonb(dict(module.selectors)),
+            "description": as_text(module.description, "description"),
+            "selectors": as_json(dict(module.selectors), "selectors"),
             "priority": module.priority,
         }
         created = self._one("insert_memory_module", params, MemoryModule, context=params)
@@ -265,8 +280,8 @@ class MemoryModulesRepository(Repository):
         params = {
             "id": module_id,
             "name": name,
-            "description": description,
-            "selectors": None if selectors is None else Jsonb(dict(selectors)),
+            "description": as_optional_text(description, "description"),
+            "selectors": None if selectors is None else as_json(dict(selectors), "selectors"),
             "priority": priority,
         }
         return self._one_or_raise(
@@ -290,8 +305,10 @@ class MemoryModulesRepository(Repository):
         end; raises NotFound, Conflict (already a member), InvalidInput (position out of
         0..size, item of another project)."""
         module, item = as_uuid(module_id, "context module id"), as_uuid(item_id, "memory item id")
-        if position is not None and (isinstance(position, bool) or position < 0):
-            raise InvalidInput(f"position must be an integer >= 0, got {position!r}")
+        if position is not None and (
+            isinstance(position, bool) or not isinstance(position, int) or position < 0
+        ):
+            raise InvalidInput(f"position must be an integer >= 0, got {show(position)}")
         context = {"module_id": module, "item_id": item, "position": position}
         with self._atomic(context) as conn:
             project = self._lock(module, conn)
@@ -332,7 +349,7 @@ class MemoryModulesRepository(Repository):
         """Give the module's items the order of `item_ids` (one statement); raises NotFound,
         InvalidInput unless `item_ids` lists every member exactly once."""
         module = as_uuid(module_id, "context module id")
-        ordered = [as_uuid(i, "memory item id") for i in item_ids]
+        ordered = as_uuid_list(item_ids, "memory item id")
         if len(set(ordered)) != len(ordered):
             raise InvalidInput("item_ids lists an item more than once")
         with self._atomic() as conn:
@@ -380,10 +397,14 @@ class MemoryPacksRepository(Repository):
         """The new pack, written in one transaction; raises NotFound (unknown module),
         InvalidInput (no modules, a module of another project, budget not in 1..2^31-1)."""
         _check_project(project)
-        modules = builtins.list(dict.fromkeys(as_uuid(m, "context module id") for m in module_ids))
+        modules = builtins.list(dict.fromkeys(as_uuid_list(module_ids, "context module id")))
         if not modules:
             raise InvalidInput("a pack needs at least one module")
-        if isinstance(token_budget, bool) or not 1 <= token_budget <= _INT32_MAX:
+        if (
+            isinstance(token_budget, bool)
+            or not isinstance(token_budget, int)
+            or not 1 <= token_budget <= _INT32_MAX
+        ):
             raise InvalidInput(f"token_budget must be between 1 and {_INT32_MAX}")
         with self._atomic() as conn:
             found = self._many(
@@ -437,7 +458,7 @@ class MemoryPacksRepository(Repository):
     def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
         if cursor is None:
             return None, None
-        created_at, pack_id = self._codec.decode(cursor, scope, arity=2)
+        created_at, pack_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(pack_id, uuid.UUID):
             # Signed by us, so this is a bug rather than tampering; still refuse it.
             raise InvalidInput("cursor does not hold a (created_at, id) position")
@@ -480,10 +501,13 @@ def _check_new_item(item: NewMemoryItem) -> None:
     _check_kind(item.kind)
     if not isinstance(item.content, str) or not item.content.strip():
         raise InvalidInput("memory item content must not be blank")
+    as_text(item.content, "content")
     _check_confidence(item.confidence, "confidence")
     _check_status(item.status, _INITIAL_STATUSES)
     _check_mapping(item.provenance, "provenance")
-    if isinstance(item.anchors, str) or not all(isinstance(a, str) for a in item.anchors):
+    if not isinstance(item.anchors, list | tuple) or not all(
+        isinstance(a, str) for a in item.anchors
+    ):
         raise InvalidInput("anchors must be a list of strings")
     _check_aware(item.expires_at, "expires_at")
 
@@ -491,36 +515,38 @@ def _check_new_item(item: NewMemoryItem) -> None:
 def _check_project(project: str) -> None:
     if not isinstance(project, str) or not project.strip():
         raise InvalidInput("project must be a non-blank string")
+    as_name(project, "project")
 
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("context module name must be a non-blank string")
+    as_name(name, "context module name")
 
 
 def _check_kind(kind: str | None) -> None:
-    if kind is not None and kind not in MEMORY_KINDS:
-        raise InvalidInput(f"kind must be one of {', '.join(MEMORY_KINDS)}; got {kind!r}")
+    if kind is not None and (not isinstance(kind, str) or kind not in MEMORY_KINDS):
+        raise InvalidInput(f"kind must be one of {', '.join(MEMORY_KINDS)}; got {show(kind)}")
 
 
 def _check_status(status: str | None, allowed: Iterable[str]) -> None:
     allowed = builtins.list(allowed)
-    if status is not None and status not in allowed:
+    if status is not None and (not isinstance(status, str) or status not in allowed):
         choices = ", ".join(s for s in MEMORY_STATUSES if s in allowed)
-        raise InvalidInput(f"status must be one of {choices}; got {status!r}")
+        raise InvalidInput(f"status must be one of {choices}; got {show(status)}")
 
 
 def _check_confidence(value: float, what: str) -> None:
     # `not 0 <= value <= 1` also refuses NaN.
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise InvalidInput(f"{what} must be a number between 0 and 1, got {value!r}")
+        raise InvalidInput(f"{what} must be a number between 0 and 1, got {show(value)}")
 
 
 def _check_priority(priority: int) -> None:
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInput(f"priority must be a 32-bit integer, got {priority!r}")
+        raise InvalidInput(f"priority must be a 32-bit integer, got {show(priority)}")
     if not -_INT32_MAX - 1 <= priority <= _INT32_MAX:
-        raise InvalidInput(f"priority must be a 32-bit integer, got {priority!r}")
+        raise InvalidInput(f"priority must be a 32-bit integer, got {show(priority)}")
 
 
 def _check_mapping(value: object, what: str) -> None:
@@ -529,8 +555,7 @@ def _check_mapping(value: object, what: str) -> None:
 
 
 def _check_aware(value: datetime.datetime | None, what: str) -> None:
-    if value is not None and value.utcoffset() is None:
-        raise InvalidInput(f"{what} must be a timezone-aware datetime")
+    as_optional_instant(value, what)
 
 
 def _missing_module(module_id: uuid.UUID) -> str:

@@ -7,13 +7,22 @@ import re
 import uuid
 from collections.abc import Callable
 
-from psycopg.types.json import Jsonb
+import psycopg
 
 from flowledger.errors import InvalidInput
 from flowledger.records.events import NewEvent, OutboxEvent, RelayResult
+from flowledger.repositories._checks import (
+    as_instant,
+    as_int,
+    as_interval,
+    as_json,
+    as_name,
+    as_struct,
+    show,
+)
 from flowledger.repositories.base import Connection, Repository, as_uuid
 
-__all__ = ["OutboxRepository", "RelayHandler", "check_batch", "cutoff_of"]
+__all__ = ["MAX_AGE", "OutboxRepository", "RelayHandler", "check_batch", "cutoff_of"]
 
 RelayHandler = Callable[[list[OutboxEvent]], object]
 
@@ -21,6 +30,9 @@ _EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")
 # A failing consumer is retried after 2, 4, 8... seconds, never more than this apart.
 _MAX_BACKOFF_SECONDS = 300.0
 _MAX_BATCH = 10_000
+# Retention ages and staleness thresholds: a century either way is beyond any real use,
+# and keeps now() - age inside the range of a datetime.
+MAX_AGE = datetime.timedelta(days=36_525)
 
 
 class OutboxRepository(Repository):
@@ -29,17 +41,19 @@ class OutboxRepository(Repository):
     def append(self, *, event: NewEvent, conn: Connection | None = None) -> OutboxEvent:
         """The stored event, written on `conn` (the caller's transaction) when given;
         raises InvalidInput on a malformed event type or empty aggregate type."""
-        if not _EVENT_TYPE.match(event.event_type):
+        event = as_struct(event, NewEvent, "event")
+        event_type = event.event_type
+        if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
             raise InvalidInput(
-                f"event_type must look like 'execution.completed', got {event.event_type!r}"
+                f"event_type must look like 'execution.completed', got {show(event_type)}"
             )
-        if not event.aggregate_type.strip():
-            raise InvalidInput("aggregate_type must not be empty")
+        if conn is not None and not isinstance(conn, psycopg.Connection):
+            raise InvalidInput(f"conn must be a psycopg Connection or None, got {show(conn)}")
         params = {
-            "aggregate_type": event.aggregate_type,
+            "aggregate_type": as_name(event.aggregate_type, "aggregate_type"),
             "aggregate_id": as_uuid(event.aggregate_id, "aggregate id"),
-            "event_type": event.event_type,
-            "payload": Jsonb(event.payload),
+            "event_type": as_name(event_type, "event_type"),
+            "payload": as_json(event.payload, "payload", object_only=True),
         }
         stored = self._one("insert_outbox_event", params, OutboxEvent, conn=conn)
         assert stored is not None  # INSERT ... RETURNING yields its row
@@ -50,6 +64,8 @@ class OutboxRepository(Repository):
         handler raises, the batch is retried later (attempts, last_error, backoff) and the
         error is reported in the result, not raised. Raises InvalidInput on a bad batch."""
         check_batch(batch)
+        if not callable(handler):
+            raise InvalidInput(f"handler must be callable, got {show(handler)}")
         with self._atomic() as conn:
             events = self._many("claim_outbox_events", {"batch": batch}, OutboxEvent, conn=conn)
             if not events:
@@ -72,7 +88,7 @@ class OutboxRepository(Repository):
     ) -> list[OutboxEvent]:
         """Every event of one aggregate, oldest first; raises InvalidInput on a malformed id."""
         params = {
-            "aggregate_type": aggregate_type,
+            "aggregate_type": as_name(aggregate_type, "aggregate_type"),
             "aggregate_id": as_uuid(aggregate_id, "aggregate id"),
         }
         return self._many("list_outbox_events_by_aggregate", params, OutboxEvent)
@@ -88,15 +104,14 @@ class OutboxRepository(Repository):
 
 
 def cutoff_of(older_than: datetime.datetime | datetime.timedelta) -> datetime.datetime:
-    """The instant meant by `older_than`: itself, or now minus the age; InvalidInput otherwise."""
+    """The instant meant by `older_than`: itself (timezone-aware), or now minus the age (at
+    most MAX_AGE either way); InvalidInput otherwise."""
     if isinstance(older_than, datetime.timedelta):
-        return datetime.datetime.now(datetime.UTC) - older_than
-    if older_than.tzinfo is None:
-        raise InvalidInput("older_than must be timezone-aware")
-    return older_than
+        age = as_interval(older_than, "older_than", -MAX_AGE, MAX_AGE)
+        return datetime.datetime.now(datetime.UTC) - age
+    return as_instant(older_than, "older_than")
 
 
 def check_batch(batch: int) -> None:
     """Refuse a batch size outside 1..10,000 with InvalidInput."""
-    if not 1 <= batch <= _MAX_BATCH:
-        raise InvalidInput(f"batch must be between 1 and {_MAX_BATCH}, got {batch}")
+    as_int(batch, "batch", 1, _MAX_BATCH)

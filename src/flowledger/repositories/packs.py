@@ -7,6 +7,14 @@ import uuid
 
 from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 from flowledger.records.catalog import NewPack, Pack, PackPatch
+from flowledger.repositories._checks import (
+    as_cursor,
+    as_name,
+    as_optional_text,
+    as_struct,
+    as_text,
+    show,
+)
 from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -28,14 +36,12 @@ class PacksRepository(Repository):
 
     def create(self, *, pack: NewPack) -> Pack:
         """The new pack; raises Conflict when the ref is taken, InvalidInput."""
-        _check_ref(pack.ref)
-        _check_text("label", pack.label)
-        _check_text("version", pack.version)
+        pack = as_struct(pack, NewPack, "pack")
         params = {
-            "ref": pack.ref,
-            "label": pack.label,
-            "description": pack.description,
-            "version": pack.version,
+            "ref": _check_ref(pack.ref),
+            "label": as_name(pack.label, "label"),
+            "description": as_text(pack.description, "description"),
+            "version": as_name(pack.version, "version"),
         }
         created = self._one("insert_pack", params, Pack, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
@@ -62,7 +68,7 @@ class PacksRepository(Repository):
         scope = listing_scope(_LIST_SCOPE, {})
         after_ref = None
         if cursor is not None:
-            (after_ref,) = self._codec.decode(cursor, scope, arity=1)
+            (after_ref,) = self._codec.decode(as_cursor(cursor), scope, arity=1)
             if not isinstance(after_ref, str):
                 raise InvalidCursor("cursor does not hold a ref position")
         rows = self._many("list_packs", {"after_ref": after_ref, "limit": limit}, Pack)
@@ -71,15 +77,12 @@ class PacksRepository(Repository):
     def update(self, *, id: uuid.UUID | str, patch: PackPatch) -> Pack:
         """The pack after applying the patch's non-None fields; raises NotFound, InvalidInput."""
         pack_id = as_uuid(id, "pack id")
-        if patch.label is not None:
-            _check_text("label", patch.label)
-        if patch.version is not None:
-            _check_text("version", patch.version)
+        patch = as_struct(patch, PackPatch, "patch")
         params = {
             "id": pack_id,
-            "label": patch.label,
-            "description": patch.description,
-            "version": patch.version,
+            "label": None if patch.label is None else as_name(patch.label, "label"),
+            "description": as_optional_text(patch.description, "description"),
+            "version": None if patch.version is None else as_name(patch.version, "version"),
         }
         return self._one_or_raise("update_pack", params, Pack, f"pack {pack_id} not found")
 
@@ -90,14 +93,10 @@ class PacksRepository(Repository):
             raise NotFound(f"pack {pack_id} not found")
 
 
-def _check_ref(ref: str) -> None:
-    if not _REF.fullmatch(ref):
+def _check_ref(ref: object) -> str:
+    if not isinstance(ref, str) or not _REF.fullmatch(ref):
         raise InvalidInput(
             f"pack ref must be lowercase letters, digits or '_', starting with a letter; "
-            f"got {ref!r}"
+            f"got {show(ref)}"
         )
-
-
-def _check_text(field: str, value: str) -> None:
-    if not value.strip():
-        raise InvalidInput(f"{field} must not be blank")
+    return as_name(ref, "pack ref")

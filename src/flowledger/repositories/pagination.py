@@ -159,6 +159,8 @@ def _normal(value: FilterValue) -> object:
 
 def check_limit(limit: int) -> int:
     """``limit`` itself when it is a valid page size; raises InvalidInput otherwise."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidInput(f"limit must be an integer, got {type(limit).__name__}")
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
     return limit

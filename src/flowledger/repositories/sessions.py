@@ -7,11 +7,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from flowledger.errors import CONSTRAINT_MESSAGES, Conflict, InvalidInput
 from flowledger.records.agents import Session
+from flowledger.repositories._checks import as_cursor, as_interval, as_json, as_name, show
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
+from flowledger.repositories.outbox import MAX_AGE
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
     Page,
@@ -50,7 +50,7 @@ class SessionsRepository(Repository):
         params = {
             "client_id": client_id,
             "user_id": user,
-            "metadata": Jsonb(dict(metadata or {})),
+            "metadata": as_json(dict(metadata or {}), "metadata"),
         }
         session = self._one("open_session", params, Session, context=params)
         if session is None:
@@ -96,7 +96,8 @@ class SessionsRepository(Repository):
         """Ids of the active sessions without a heartbeat for `older_than`, now deactivated
         (sorted); raises InvalidInput unless `older_than` is positive."""
         if not isinstance(older_than, datetime.timedelta) or older_than <= datetime.timedelta(0):
-            raise InvalidInput(f"older_than must be a positive timedelta, got {older_than!r}")
+            raise InvalidInput(f"older_than must be a positive timedelta, got {show(older_than)}")
+        as_interval(older_than, "older_than", datetime.timedelta(microseconds=1), MAX_AGE)
         ids: list[uuid.UUID] = self._scalar("deactivate_stale_sessions", {"older_than": older_than})
         return ids
 
@@ -122,7 +123,7 @@ class SessionsRepository(Repository):
     ) -> tuple[datetime.datetime | None, uuid.UUID | None]:
         if cursor is None:
             return None, None
-        created_at, session_id = self._codec.decode(cursor, scope, arity=2)
+        created_at, session_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(session_id, uuid.UUID):
             # Signed by us, so this is a bug rather than tampering; still refuse it.
             raise InvalidInput("cursor does not hold a (created_at, id) position")
@@ -132,3 +133,4 @@ class SessionsRepository(Repository):
 def _check_client_id(client_id: str) -> None:
     if not isinstance(client_id, str) or not client_id.strip():
         raise InvalidInput("client_id must be a non-blank string")
+    as_name(client_id, "client_id")

@@ -21,6 +21,17 @@ from psycopg.types.json import Jsonb
 
 from flowledger.errors import FlowledgerError, InvalidInput, NotFound
 from flowledger.records.workflows import NewStage, RetryPolicy, Stage, StagePatch
+from flowledger.repositories._checks import (
+    INT32_MAX,
+    as_int,
+    as_json,
+    as_name,
+    as_number,
+    as_struct,
+    as_text_list,
+    as_uuid_list,
+    show,
+)
 from flowledger.repositories.base import Connection, Repository, as_uuid
 
 __all__ = ["StagesRepository"]
@@ -28,6 +39,9 @@ __all__ = ["StagesRepository"]
 # Mirrors workflow_stages_name_check.
 _NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _MAX_TIMEOUT_SECONDS: Final = 2**31 - 1
+# A retry waits at most a year: the wait is added to now() when a step fails, and must
+# stay a valid timestamp.
+MAX_BACKOFF_SECONDS: Final = 31_536_000.0
 _POLICY: Final = Stage.__struct_fields__.index("retry_policy")
 
 
@@ -62,6 +76,7 @@ class StagesRepository(Repository):
         """The new stage, at the end or at `position` (later stages move up by one); raises
         NotFound (workflow), Conflict (name taken), InvalidInput (bad fields or position)."""
         wid = as_uuid(workflow_id, "workflow id")
+        stage = as_struct(stage, NewStage, "stage")
         params = {
             "workflow_id": wid,
             "name": _check_name(stage.name),
@@ -72,8 +87,12 @@ class StagesRepository(Repository):
             "retry_policy": _retry_policy(stage.retry_policy),
             "timeout_seconds": _timeout(stage.timeout_seconds),
         }
-        if position is not None and (isinstance(position, bool) or position < 0):
-            raise InvalidInput(f"position must be an integer >= 0, got {position!r}")
+        if position is not None and (
+            isinstance(position, bool) or not isinstance(position, int) or position < 0
+        ):
+            raise InvalidInput(f"position must be an integer >= 0, got {show(position)}")
+        if position is not None:
+            as_int(position, "position", 0, INT32_MAX)
         with self._atomic(params) as conn:
             count = self._lock_workflow(wid, conn)
             if position is not None and position > count:
@@ -92,7 +111,7 @@ class StagesRepository(Repository):
         """The workflow's stages in the new order, stage_ids[i] now at position i; raises
         NotFound (workflow), InvalidInput unless stage_ids are exactly its stages."""
         wid = as_uuid(workflow_id, "workflow id")
-        ids = [as_uuid(s, "stage id") for s in stage_ids]
+        ids = as_uuid_list(stage_ids, "stage id")
         if len(set(ids)) != len(ids):
             raise InvalidInput("stage_ids must not repeat a stage")
         mismatch = f"stage_ids must be exactly the {{}} stages of workflow {wid}"
@@ -153,6 +172,7 @@ class StagesRepository(Repository):
 
 
 def _patch_params(patch: StagePatch) -> dict[str, Any]:
+    patch = as_struct(patch, StagePatch, "patch")
     return {
         "action_ref": _maybe(_check_action_ref, patch.action_ref),
         # A stage's own name is checked by workflow_stages_depends_on_check.
@@ -174,7 +194,7 @@ def _maybe(check: Any, value: Any) -> Any:
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(
-            f"stage name {name!r} must be lowercase letters, digits, '-' or '_', "
+            f"stage name {show(name)} must be lowercase letters, digits, '-' or '_', "
             "starting with a letter, at most 63 characters"
         )
     return name
@@ -183,7 +203,7 @@ def _check_name(name: str) -> str:
 def _check_action_ref(ref: str) -> str:
     if not isinstance(ref, str) or not ref.strip():
         raise InvalidInput("action_ref must not be blank")
-    return ref
+    return as_name(ref, "action_ref")
 
 
 def _depends_on(names: Sequence[str] | None, own_name: str | None) -> builtins.list[str] | None:
@@ -194,19 +214,18 @@ def _depends_on(names: Sequence[str] | None, own_name: str | None) -> builtins.l
         or not isinstance(names, Sequence)
         or not all(isinstance(n, str) and n for n in names)
     ):
-        raise InvalidInput(f"depends_on must be a list of stage names, got {names!r}")
+        raise InvalidInput(f"depends_on must be a list of stage names, got {show(names)}")
+    as_text_list(builtins.list(names), "depends_on")
     if own_name is not None and own_name in names:
         raise InvalidInput(f"stage {own_name!r} cannot depend on itself")
     if len(set(names)) != len(names):
-        raise InvalidInput(f"depends_on must not repeat a stage, got {builtins.list(names)!r}")
+        raise InvalidInput(f"depends_on must not repeat a stage, got {show(builtins.list(names))}")
     return builtins.list(names)
 
 
 def _object(field: str, value: Any) -> Jsonb:
     # The column's CHECK requires a JSON object; say so before the round trip.
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{field} must be a JSON object (dict), got {type(value).__name__}")
-    return Jsonb(value)
+    return as_json(value, field, object_only=True)
 
 
 def _with_items(items: builtins.list[Any] | None) -> Jsonb | None:
@@ -214,7 +233,7 @@ def _with_items(items: builtins.list[Any] | None) -> Jsonb | None:
         return None
     if not isinstance(items, builtins.list):
         raise InvalidInput(f"with_items must be a list or None, got {type(items).__name__}")
-    return Jsonb(items)
+    return as_json(items, "with_items")
 
 
 def _retry_policy(policy: RetryPolicy) -> Jsonb:
@@ -226,18 +245,23 @@ def _retry_policy(policy: RetryPolicy) -> Jsonb:
         policy.backoff_max_seconds,
     )
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise InvalidInput(f"retry_policy.max_attempts must be an integer >= 1, got {attempts!r}")
-    if not 0 <= base <= cap:
+        raise InvalidInput(
+            f"retry_policy.max_attempts must be an integer >= 1, got {show(attempts)}"
+        )
+    as_int(attempts, "retry_policy.max_attempts", 1, INT32_MAX)
+    base = as_number(base, "retry_policy.backoff_base_seconds", 0, MAX_BACKOFF_SECONDS)
+    cap = as_number(cap, "retry_policy.backoff_max_seconds", 0, MAX_BACKOFF_SECONDS)
+    if not base <= cap:
         raise InvalidInput(
             "retry_policy needs 0 <= backoff_base_seconds <= backoff_max_seconds, "
             f"got {base!r} and {cap!r}"
         )
-    return Jsonb(msgspec.to_builtins(policy))
+    return as_json(msgspec.to_builtins(policy), "retry_policy")
 
 
 def _timeout(seconds: int) -> int:
     if isinstance(seconds, bool) or not isinstance(seconds, int):
-        raise InvalidInput(f"timeout_seconds must be an integer, got {seconds!r}")
+        raise InvalidInput(f"timeout_seconds must be an integer, got {show(seconds)}")
     if not 0 < seconds <= _MAX_TIMEOUT_SECONDS:
         raise InvalidInput(f"timeout_seconds must be between 1 and {_MAX_TIMEOUT_SECONDS}")
     return seconds

@@ -9,6 +9,15 @@ from typing import Any
 
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import LOG_LEVELS, LogLine, NewLogLine
+from flowledger.repositories._checks import (
+    MAX_ITEMS,
+    as_cursor,
+    as_json_object,
+    as_optional_instant,
+    as_struct,
+    as_text,
+    show,
+)
 from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -32,29 +41,17 @@ class StepLogsRepository(Repository):
         """Append the lines in one binary COPY (all or none); the number written. A line
         without logged_at gets this process's current time. Raises InvalidInput (bad level,
         unknown step or execution)."""
-        for line in lines:
-            if line.level not in LOG_LEVELS:
-                raise InvalidInput(f"unknown log level {line.level!r}")
-        if not lines:
+        rows = _rows(lines)
+        if not rows:
             return 0
-        now = datetime.datetime.now(datetime.UTC)
         with self._atomic() as conn, conn.cursor() as cur:
             with cur.copy(self._query("append_step_logs").sql) as copy:
                 # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
                 # the dict goes in as it is: no Jsonb wrapper to build per row.
                 copy.set_types(_COPY_TYPES)
-                for line in lines:
-                    copy.write_row(
-                        (
-                            line.step_id,
-                            line.execution_id,
-                            line.level,
-                            line.message,
-                            line.fields,
-                            line.logged_at or now,
-                        )
-                    )
-        return len(lines)
+                for row in rows:
+                    copy.write_row(row)
+        return len(rows)
 
     def list_by_step(
         self, *, step_id: uuid.UUID | str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
@@ -83,7 +80,7 @@ class StepLogsRepository(Repository):
         scope = listing_scope(scope, params)
         after_logged_at, after_id = (None, None)
         if cursor is not None:
-            after_logged_at, after_id = self._codec.decode(cursor, scope, arity=2)
+            after_logged_at, after_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
             if not isinstance(after_logged_at, datetime.datetime) or not isinstance(after_id, int):
                 raise InvalidInput("cursor does not hold a (logged_at, id) position")
         params |= {"after_logged_at": after_logged_at, "after_id": after_id, "limit": limit}
@@ -91,3 +88,29 @@ class StepLogsRepository(Repository):
         return make_page(
             rows, limit=limit, key=lambda r: (r.logged_at, r.id), codec=self._codec, scope=scope
         )
+
+
+def _rows(lines: object) -> list[tuple[Any, ...]]:
+    # Every line is checked before the COPY starts: a bad one must not cut it short.
+    if not isinstance(lines, list | tuple):
+        raise InvalidInput(f"lines must be a list of NewLogLine, got {type(lines).__name__}")
+    if len(lines) > MAX_ITEMS:
+        raise InvalidInput(f"lines must hold at most {MAX_ITEMS:,} lines, got {len(lines):,}")
+    now = datetime.datetime.now(datetime.UTC)
+    rows = []
+    for i, line in enumerate(lines):
+        what = f"lines[{i}]"
+        line = as_struct(line, NewLogLine, what)
+        if not isinstance(line.level, str) or line.level not in LOG_LEVELS:
+            raise InvalidInput(f"unknown log level {show(line.level)} in {what}")
+        rows.append(
+            (
+                as_uuid(line.step_id, f"{what}.step_id"),
+                as_uuid(line.execution_id, f"{what}.execution_id"),
+                line.level,
+                as_text(line.message, f"{what}.message"),
+                as_json_object(line.fields, f"{what}.fields"),
+                as_optional_instant(line.logged_at, f"{what}.logged_at") or now,
+            )
+        )
+    return rows

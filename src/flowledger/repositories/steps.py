@@ -34,6 +34,17 @@ from flowledger.records.runs import (
     StepFailure,
     StepLease,
 )
+from flowledger.repositories._checks import (
+    INT32_MAX,
+    as_int,
+    as_interval,
+    as_json,
+    as_name,
+    as_optional_instant,
+    as_text,
+    as_uuid_list,
+    show,
+)
 from flowledger.repositories.base import Connection, Repository, as_uuid
 from flowledger.repositories.executions import ExecutionsRepository
 from flowledger.repositories.outbox import check_batch
@@ -42,6 +53,8 @@ __all__ = ["StepsRepository"]
 
 _DEFAULT_LEASE = datetime.timedelta(seconds=30)
 _MAX_CLAIM = 1000
+# A worker holding a step longer heartbeats; a longer lease only delays the reaper.
+MAX_LEASE = datetime.timedelta(days=1)
 
 
 class StepsRepository(Repository):
@@ -69,8 +82,7 @@ class StepsRepository(Repository):
         (priority, available_at, id order; never one step to two workers); raises InvalidInput."""
         _check_worker(worker_id)
         _check_lease(lease)
-        if not 1 <= limit <= _MAX_CLAIM:
-            raise InvalidInput(f"limit must be between 1 and {_MAX_CLAIM}, got {limit}")
+        _check_find_limit(limit)
         params = {"worker_id": worker_id, "limit": limit, "lease": lease}
         return self._many("claim_steps", params, ClaimedStep)
 
@@ -133,7 +145,7 @@ class StepsRepository(Repository):
         ids, attempts = _held(worker_id, completions, StepCompletion, "completions")
         if not ids:
             return CompleteResult(completed=[], lost=[])
-        outputs = [c.outputs for c in completions]
+        outputs = [as_json(c.outputs, "outputs") for c in completions]
         with self._atomic() as conn:
             locks = self._lock_executions_of(ids, conn)
             done = self._executions._complete_steps(worker_id, ids, attempts, outputs, locks, conn)
@@ -163,7 +175,7 @@ class StepsRepository(Repository):
         ids, attempts = _held(worker_id, failures, StepFailure, "failures")
         if not ids:
             return FailResult(steps=[], lost=[])
-        errors = [_error(f.error) for f in failures]
+        errors = [as_text(f.error, "error") for f in failures]
         with self._atomic() as conn:
             locks = self._lock_executions_of(ids, conn)
             steps = self._executions._fail_steps(worker_id, ids, attempts, errors, locks, conn)
@@ -218,6 +230,7 @@ class StepsRepository(Repository):
         empty when there is none. Raises InvalidInput."""
         if not isinstance(task_name, str):
             raise InvalidInput(f"task_name must be a string, got {type(task_name).__name__}")
+        as_name(task_name, "task_name", blank=True)
         params = {"execution_id": as_uuid(execution_id, "execution id"), "task_name": task_name}
         return self._many("list_steps_by_task_name", params, Step)
 
@@ -234,7 +247,7 @@ class StepsRepository(Repository):
         """Steps waiting out a retry backoff at `now` (default: the current time), soonest
         due first; raises InvalidInput on a bad limit."""
         _check_find_limit(limit)
-        params = {"now": now or _utcnow(), "limit": limit}
+        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
         return self._many("find_pending_retries", params, Step)
 
     def find_timed_out(
@@ -243,16 +256,16 @@ class StepsRepository(Repository):
         """Running steps past their timeout at `now` (default: the current time), oldest
         first; raises InvalidInput on a bad limit."""
         _check_find_limit(limit)
-        params = {"now": now or _utcnow(), "limit": limit}
+        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
         return self._many("find_timed_out_steps", params, Step)
 
     def bulk_update_status(self, *, ids: Sequence[uuid.UUID | str], status: str) -> int:
         """Set the status of many steps in one statement, clearing leases and closing the
         open attempts of steps that were running; the number changed. Raises InvalidInput
         on an unknown status, 'running' (only a claim leases) or an illegal transition."""
-        if status not in STEP_STATUSES or status == "running":
-            raise InvalidInput(f"cannot set step status {status!r} in bulk")
-        params = {"ids": [as_uuid(i, "step id") for i in ids], "status": status}
+        if not isinstance(status, str) or status not in STEP_STATUSES or status == "running":
+            raise InvalidInput(f"cannot set step status {show(status)} in bulk")
+        params = {"ids": as_uuid_list(ids, "step id"), "status": status}
         with self._atomic() as conn:
             # The executions' rows first: the engine's lock order.
             self._many("lock_step_executions", {"ids": params["ids"]}, ExecutionLock, conn=conn)
@@ -275,8 +288,7 @@ class StepsRepository(Repository):
 
 def _cas(step_id: uuid.UUID | str, worker_id: str, attempt: int) -> dict[str, Any]:
     _check_worker(worker_id)
-    if attempt < 1:
-        raise InvalidInput(f"attempt must be >= 1, got {attempt}")
+    as_int(attempt, "attempt", 1, INT32_MAX)
     return {"id": as_uuid(step_id, "step id"), "worker_id": worker_id, "attempt": attempt}
 
 
@@ -305,12 +317,6 @@ def _held(
     return ids, attempts
 
 
-def _error(error: object) -> str:
-    if not isinstance(error, str):
-        raise InvalidInput(f"error must be a string, got {type(error).__name__}")
-    return error
-
-
 def _lost(params: dict[str, Any]) -> LeaseLost:
     return LeaseLost(
         f"step {params['id']} is no longer leased to {params['worker_id']!r} "
@@ -319,18 +325,17 @@ def _lost(params: dict[str, Any]) -> LeaseLost:
 
 
 def _check_worker(worker_id: str) -> None:
-    if not worker_id.strip():
-        raise InvalidInput("worker_id must not be blank")
+    as_name(worker_id, "worker_id")
 
 
 def _check_lease(lease: datetime.timedelta) -> None:
-    if lease <= datetime.timedelta(0):
+    if isinstance(lease, datetime.timedelta) and lease <= datetime.timedelta(0):
         raise InvalidInput(f"lease must be positive, got {lease}")
+    as_interval(lease, "lease", datetime.timedelta(microseconds=1), MAX_LEASE)
 
 
 def _check_find_limit(limit: int) -> None:
-    if not 1 <= limit <= _MAX_CLAIM:
-        raise InvalidInput(f"limit must be between 1 and {_MAX_CLAIM}, got {limit}")
+    as_int(limit, "limit", 1, _MAX_CLAIM)
 
 
 def _utcnow() -> datetime.datetime:

@@ -6,10 +6,14 @@ import datetime
 import uuid
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from flowledger.errors import Conflict, InvalidInput
 from flowledger.records.runs import ToolExecution, ToolStats
+from flowledger.repositories._checks import (
+    as_instant,
+    as_json,
+    as_name,
+    as_optional_text,
+)
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 
 __all__ = ["ToolExecutionsRepository"]
@@ -27,11 +31,9 @@ class ToolExecutionsRepository(Repository):
         session_id: uuid.UUID | str | None = None,
     ) -> ToolExecution:
         """The running tool call; raises InvalidInput (blank name, unknown step or session)."""
-        if not tool_name.strip():
-            raise InvalidInput("tool_name must not be blank")
         params = {
-            "tool_name": tool_name,
-            "input": Jsonb(input),
+            "tool_name": as_name(tool_name, "tool_name"),
+            "input": as_json(input, "input"),
             "step_id": as_optional_uuid(step_id, "step id"),
             "session_id": as_optional_uuid(session_id, "session id"),
         }
@@ -57,8 +59,8 @@ class ToolExecutionsRepository(Repository):
         call_id = as_uuid(id, "tool execution id")
         params = {
             "id": call_id,
-            "output": None if output is None else Jsonb(output),
-            "error": error,
+            "output": None if output is None else as_json(output, "output"),
+            "error": as_optional_text(error, "error"),
         }
         finished = self._one("complete_tool_execution", params, ToolExecution)
         if finished is None:
@@ -69,6 +71,8 @@ class ToolExecutionsRepository(Repository):
     def stats(self, *, since: datetime.datetime, until: datetime.datetime) -> list[ToolStats]:
         """Per tool (by name), over finished calls created in [since, until): count,
         failures, failure_rate, p50_ms, p95_ms; raises InvalidInput when until < since."""
+        since = as_instant(since, "since")
+        until = as_instant(until, "until")
         if until < since:
             raise InvalidInput("until must not be before since")
         return self._many("stats_tool_executions", {"since": since, "until": until}, ToolStats)

@@ -8,6 +8,15 @@ from typing import Any
 
 from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 from flowledger.records.identity import ROLES, NewUser, Role, User, UserPatch
+from flowledger.repositories._checks import (
+    as_bool,
+    as_choice,
+    as_cursor,
+    as_name,
+    as_optional_bool,
+    as_struct,
+    show,
+)
 from flowledger.repositories.base import Repository, as_uuid
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -29,14 +38,12 @@ class UsersRepository(Repository):
 
     def create(self, *, user: NewUser) -> User:
         """The new user; raises Conflict when the email (any case) is taken, InvalidInput."""
-        _check_email(user.email)
-        _check_display_name(user.display_name)
-        _check_role(user.role)
+        user = as_struct(user, NewUser, "user")
         params = {
-            "email": user.email,
-            "display_name": user.display_name,
-            "role": user.role,
-            "is_active": user.is_active,
+            "email": _check_email(user.email),
+            "display_name": _check_display_name(user.display_name),
+            "role": _check_role(user.role),
+            "is_active": as_bool(user.is_active, "user.is_active"),
         }
         created = self._one("insert_user", params, User, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
@@ -68,6 +75,7 @@ class UsersRepository(Repository):
         check_limit(limit)
         if role is not None:
             _check_role(role)
+        as_optional_bool(is_active, "is_active")
         filters = {"role": role, "is_active": is_active}
         scope = listing_scope(_LIST_SCOPE, filters)
         after_created_at, after_id = self._after(cursor, scope)
@@ -89,15 +97,14 @@ class UsersRepository(Repository):
     def update(self, *, id: uuid.UUID | str, patch: UserPatch) -> User:
         """The user after applying the patch's non-None fields; raises NotFound, InvalidInput."""
         user_id = as_uuid(id, "user id")
-        if patch.display_name is not None:
-            _check_display_name(patch.display_name)
-        if patch.role is not None:
-            _check_role(patch.role)
+        patch = as_struct(patch, UserPatch, "patch")
         params = {
             "id": user_id,
-            "display_name": patch.display_name,
-            "role": patch.role,
-            "is_active": patch.is_active,
+            "display_name": None
+            if patch.display_name is None
+            else _check_display_name(patch.display_name),
+            "role": None if patch.role is None else _check_role(patch.role),
+            "is_active": as_optional_bool(patch.is_active, "patch.is_active"),
         }
         return self._one_or_raise("update_user", params, User, f"user {user_id} not found")
 
@@ -111,14 +118,16 @@ class UsersRepository(Repository):
     def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
         if cursor is None:
             return None, None
-        created_at, user_id = self._codec.decode(cursor, scope, arity=2)
+        created_at, user_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
         if not isinstance(created_at, datetime.datetime) or not isinstance(user_id, uuid.UUID):
             # Signed by us, so this is a bug rather than tampering; still refuse it.
             raise InvalidCursor("cursor does not hold a (created_at, id) position")
         return created_at, user_id
 
 
-def _check_email(email: str) -> None:
+def _check_email(email: object) -> str:
+    if not isinstance(email, str):
+        raise InvalidInput(f"email must be a string, got {type(email).__name__}")
     local, at, domain = email.partition("@")
     if (
         not at
@@ -130,15 +139,14 @@ def _check_email(email: str) -> None:
     ):
         raise InvalidInput(
             f"email must look like name@domain, without spaces, at most "
-            f"{_MAX_EMAIL_LENGTH} characters; got {email!r}"
+            f"{_MAX_EMAIL_LENGTH} characters; got {show(email)}"
         )
+    return as_name(email, "email")
 
 
-def _check_display_name(name: str) -> None:
-    if not name.strip():
-        raise InvalidInput("display_name must not be blank")
+def _check_display_name(name: object) -> str:
+    return as_name(name, "display_name")
 
 
-def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise InvalidInput(f"role must be one of {', '.join(sorted(ROLES))}; got {role!r}")
+def _check_role(role: object) -> str:
+    return as_choice(role, "role", ROLES)

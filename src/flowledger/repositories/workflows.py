@@ -31,6 +31,20 @@ from flowledger.records.workflows import (
     WorkflowStatus,
     WorkflowVersion,
 )
+from flowledger.repositories._checks import (
+    MAX_NAME_LENGTH,
+    as_bool,
+    as_cursor,
+    as_instant,
+    as_int,
+    as_json,
+    as_name,
+    as_optional_bool,
+    as_struct,
+    as_text,
+    as_text_list,
+    show,
+)
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -51,6 +65,10 @@ _CRON_FIELD: Final = re.compile(r"[0-9A-Za-z*?/,#-]+")
 _CRON_MACROS: Final = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 )
+
+
+# Descriptions feed the search vector (to_tsvector), which PostgreSQL caps at 1 MB.
+MAX_DESCRIPTION_LENGTH: Final = 100_000
 
 
 class _Sort:
@@ -88,6 +106,7 @@ class WorkflowsRepository(Repository):
     def create(self, *, workflow: NewWorkflow) -> Workflow:
         """The new workflow (version 1); raises Conflict when the owner already has a workflow
         of that name, InvalidInput (bad fields, unknown owner or pack)."""
+        workflow = as_struct(workflow, NewWorkflow, "workflow")
         _check_name(workflow.name)
         _check_status(workflow.status)
         _check_trigger(workflow.trigger_type, workflow.schedule)
@@ -95,12 +114,12 @@ class WorkflowsRepository(Repository):
             "owner_id": as_uuid(workflow.owner_id, "owner id"),
             "pack_id": as_optional_uuid(workflow.pack_id, "pack id"),
             "name": workflow.name,
-            "description": workflow.description,
+            "description": _description(workflow.description),
             "status": workflow.status,
-            "enabled": workflow.enabled,
+            "enabled": as_bool(workflow.enabled, "enabled"),
             "trigger_type": workflow.trigger_type,
             "schedule": workflow.schedule,
-            "definition_yaml": workflow.definition_yaml,
+            "definition_yaml": as_text(workflow.definition_yaml, "definition_yaml"),
             "definition": _object("definition", workflow.definition),
             "param_schema": _object("param_schema", workflow.param_schema),
             "out_schema": _object("out_schema", workflow.out_schema),
@@ -127,6 +146,7 @@ class WorkflowsRepository(Repository):
 
     def get_by_ref(self, *, ref: str) -> Workflow:
         """The workflow referenced as "<owner email>/<name>"; raises NotFound, InvalidInput."""
+        as_text(ref, "workflow reference", max_length=2 * MAX_NAME_LENGTH)
         email, slash, name = ref.rpartition("/")
         if not slash or "@" not in email:
             raise InvalidInput(f"workflow reference must be '<owner email>/<name>', got {ref!r}")
@@ -143,7 +163,7 @@ class WorkflowsRepository(Repository):
         params = {
             "id": workflow_id,
             "expected_version": _version(expected_version),
-            **_patch_params(patch),
+            **_patch_params(as_struct(patch, WorkflowPatch, "patch")),
         }
         return self._compare_and_set("update_workflow", params)
 
@@ -160,7 +180,7 @@ class WorkflowsRepository(Repository):
         params = {
             "id": as_uuid(id, "workflow id"),
             "expected_version": _version(expected_version),
-            "definition_yaml": definition_yaml,
+            "definition_yaml": as_text(definition_yaml, "definition_yaml"),
             "definition": _object("definition", definition),
         }
         return self._compare_and_set("update_workflow_definition", params)
@@ -204,7 +224,7 @@ class WorkflowsRepository(Repository):
         nothing); search: web-search syntax over name and description; *_from inclusive,
         *_to exclusive (aware datetimes).
         """
-        order = _SORTS.get(sort)
+        order = _SORTS.get(sort) if isinstance(sort, str) else None
         if order is None:
             raise InvalidInput(f"sort must be one of {', '.join(_SORTS)}; got {sort!r}")
         check_limit(limit)
@@ -212,7 +232,7 @@ class WorkflowsRepository(Repository):
             **_filter_params(status, trigger_type, tags_all, tags_any, search),
             "owner_id": as_optional_uuid(owner_id, "owner id"),
             "pack_id": as_optional_uuid(pack_id, "pack id"),
-            "enabled": enabled,
+            "enabled": as_optional_bool(enabled, "enabled"),
             **_range("created", created_from, created_to),
             **_range("updated", updated_from, updated_to),
         }
@@ -280,7 +300,7 @@ class WorkflowsRepository(Repository):
     def _after(self, order: _Sort, scope: str, cursor: str | None) -> dict[str, Any]:
         if cursor is None:
             return {order.after: None, "after_id": None}
-        value, row_id = self._codec.decode(cursor, scope, arity=2)
+        value, row_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
         expected = str if order.after == "after_name" else datetime.datetime
         if not isinstance(value, expected) or not isinstance(row_id, uuid.UUID):
             # Signed by us, so a bug rather than tampering; still refuse it.
@@ -296,9 +316,9 @@ def _patch_params(patch: WorkflowPatch) -> dict[str, Any]:
     schedule = _patched_schedule(patch)
     return {
         "name": _given(patch.name),
-        "description": _given(patch.description),
+        "description": _maybe(lambda _, d: _description(d), "description", patch.description),
         "status": _given(patch.status),
-        "enabled": _given(patch.enabled),
+        "enabled": _maybe(lambda f, v: as_bool(v, f), "enabled", patch.enabled),
         "trigger_type": _given(patch.trigger_type),
         "set_schedule": schedule is not UNSET,
         "schedule": _given(schedule),
@@ -319,7 +339,7 @@ def _patched_schedule(patch: WorkflowPatch) -> str | UnsetType | None:
     schedule = patch.schedule
     trigger = patch.trigger_type
     if not isinstance(trigger, UnsetType):
-        if trigger not in TRIGGER_TYPES:
+        if not isinstance(trigger, str) or trigger not in TRIGGER_TYPES:
             raise InvalidInput(_not_one_of("trigger_type", TRIGGER_TYPES, trigger))
         if trigger != "schedule" and schedule is UNSET:
             schedule = None  # leaving "schedule" drops the rule
@@ -327,6 +347,8 @@ def _patched_schedule(patch: WorkflowPatch) -> str | UnsetType | None:
             raise InvalidInput("a schedule is required exactly when trigger_type is 'schedule'")
     if isinstance(schedule, str):
         _check_schedule(schedule)
+    elif schedule is not None and schedule is not UNSET:
+        raise InvalidInput(f"schedule must be a string or None, got {show(schedule)}")
     return schedule
 
 
@@ -339,10 +361,12 @@ def _filter_params(
 ) -> dict[str, Any]:
     if status is not None:
         _check_status(status)
-    if trigger_type is not None and trigger_type not in TRIGGER_TYPES:
+    if trigger_type is not None and (
+        not isinstance(trigger_type, str) or trigger_type not in TRIGGER_TYPES
+    ):
         raise InvalidInput(_not_one_of("trigger_type", TRIGGER_TYPES, trigger_type))
-    if search is not None and not isinstance(search, str):
-        raise InvalidInput(f"search must be a string, got {type(search).__name__}")
+    if search is not None:
+        as_text(search, "search", max_length=MAX_NAME_LENGTH * 4)
     return {
         "status": status,
         "trigger_type": trigger_type,
@@ -362,10 +386,8 @@ def _range(
     column: str, start: datetime.datetime | None, end: datetime.datetime | None
 ) -> dict[str, datetime.datetime | None]:
     for label, value in ((f"{column}_from", start), (f"{column}_to", end)):
-        if value is not None and (
-            not isinstance(value, datetime.datetime) or value.utcoffset() is None
-        ):
-            raise InvalidInput(f"{label} must be a timezone-aware datetime, got {value!r}")
+        if value is not None:
+            as_instant(value, label)
     if start is not None and end is not None and start > end:
         raise InvalidInput(f"{column}_from ({start}) is after {column}_to ({end})")
     return {f"{column}_from": start, f"{column}_to": end}
@@ -383,13 +405,13 @@ def _maybe(check: Callable[[str, Any], Any], field: str, value: Any) -> Any:
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(
-            f"workflow name {name!r} must be lowercase letters, digits, '-' or '_', "
+            f"workflow name {show(name)} must be lowercase letters, digits, '-' or '_', "
             "starting with a letter, at most 63 characters"
         )
 
 
 def _check_status(status: str) -> None:
-    if status not in STATUSES:
+    if not isinstance(status, str) or status not in STATUSES:
         raise InvalidInput(_not_one_of("status", STATUSES, status))
 
 
@@ -400,7 +422,7 @@ def _check_failure_mode(mode: str) -> str:
 
 
 def _check_trigger(trigger_type: str, schedule: str | None) -> None:
-    if trigger_type not in TRIGGER_TYPES:
+    if not isinstance(trigger_type, str) or trigger_type not in TRIGGER_TYPES:
         raise InvalidInput(_not_one_of("trigger_type", TRIGGER_TYPES, trigger_type))
     if (trigger_type == "schedule") != (schedule is not None):
         raise InvalidInput("a schedule is required exactly when trigger_type is 'schedule'")
@@ -409,6 +431,7 @@ def _check_trigger(trigger_type: str, schedule: str | None) -> None:
 
 
 def _check_schedule(schedule: str) -> None:
+    as_name(schedule, "schedule")
     fields = schedule.split()
     if len(fields) == 1 and fields[0].lower() in _CRON_MACROS:
         return
@@ -421,25 +444,30 @@ def _check_schedule(schedule: str) -> None:
 
 def _object(field: str, value: Any) -> Jsonb:
     # The columns' CHECKs require a JSON object; say so before the round trip.
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{field} must be a JSON object (dict), got {type(value).__name__}")
-    return Jsonb(value)
+    return as_json(value, field, object_only=True)
 
 
 def _tags(field: str, tags: Any) -> builtins.list[str]:
-    if isinstance(tags, str) or not all(isinstance(t, str) and t.strip() for t in tags):
-        raise InvalidInput(f"{field} must be a list of non-blank strings, got {tags!r}")
-    return builtins.list(tags)
+    if not isinstance(tags, builtins.list | tuple) or not all(
+        isinstance(t, str) and t.strip() for t in tags
+    ):
+        raise InvalidInput(f"{field} must be a list of non-blank strings, got {show(tags)}")
+    return as_text_list(tags, field)
+
+
+def _description(value: object) -> str:
+    # Searchable: to_tsvector refuses a vector over 1 MB, so a description stays well below.
+    return as_text(value, "description", max_length=MAX_DESCRIPTION_LENGTH)
 
 
 def _version(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"a version is an integer >= 1, got {value!r}")
-    return value
+        raise InvalidInput(f"a version is an integer >= 1, got {show(value)}")
+    return as_int(value, "version", 1, 2**31 - 1)
 
 
 def _not_one_of(field: str, allowed: frozenset[str], value: object) -> str:
-    return f"{field} must be one of {', '.join(sorted(allowed))}; got {value!r}"
+    return f"{field} must be one of {', '.join(sorted(allowed))}; got {show(value)}"
 
 
 def _missing(workflow_id: uuid.UUID) -> str:
