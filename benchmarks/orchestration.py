@@ -65,7 +65,6 @@ def run_once(url: str, workload: str, workers: int, batch: int) -> dict[str, Any
     import flowledger
     from flowledger.records.identity import NewUser
     from flowledger.records.workflows import NewStage, NewWorkflow
-    from flowledger.urls import to_libpq_url
 
     db = flowledger.connect(url, min_size=workers + 1, max_size=workers + 1)
     try:
@@ -78,7 +77,8 @@ def run_once(url: str, workload: str, workers: int, batch: int) -> dict[str, Any
             db.executions.start(workflow_id=wf.id)
         # As autovacuum would have by now on a live database: without statistics the
         # planner joins every running execution with every queued step on each claim.
-        with psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
+        # `url` is a plain postgresql:// URL (this runs on either checkout's flowledger).
+        with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE workflow_executions, execution_steps")
         done = [0] * workers
         idle = [0] * workers
@@ -235,6 +235,7 @@ def main() -> int:
         from flowledger.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()
+    base = to_libpq_url(base)  # the runs may import an older flowledger: a plain libpq URL
     this = HERE.parent
     checkouts = {"this": this} | ({"baseline": args.baseline} if args.baseline else {})
     urls = {}

@@ -129,7 +129,8 @@ SELECT e.id, e.status, e.failure_mode, e.parent_step_id
 UPDATE execution_steps AS s
    SET lease_expires_at = now() + %(lease)s::interval, heartbeat_at = now()
   FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS i (id, attempt)
- WHERE s.id = i.id AND s.status = 'running' AND s.lease_owner = %(worker_id)s::text
+ WHERE s.id = ANY (%(ids)s::uuid[]) AND s.id = i.id AND s.status = 'running'
+   AND s.lease_owner = %(worker_id)s::text
    AND s.attempt = i.attempt
 RETURNING s.id, s.lease_expires_at;
 
@@ -160,7 +161,9 @@ WITH input AS (
            lease_expires_at = NULL, completed_at = now(),
            duration_ms = greatest(0, (extract(epoch FROM now() - s.started_at) * 1000)::bigint)
       FROM input AS i
-     WHERE s.id = i.id
+     -- s.id = ANY (ids) as well: it is what lets the primary key find the rows (the
+     -- planner cannot see inside unnest, and would scan every running step instead).
+     WHERE s.id = ANY (%(ids)s::uuid[]) AND s.id = i.id
        AND CASE WHEN %(worker_id)s::text IS NULL THEN s.status = 'waiting'
                 ELSE s.status = 'running' AND s.lease_owner = %(worker_id)s::text
                      AND s.attempt = i.attempt END
@@ -219,7 +222,7 @@ WITH input AS (
            coalesce((v.retry_policy ->> 'backoff_max_seconds')::float8, 300) AS cap,
            %(worker_id)s::text IS NOT NULL AND s.attempt < s.max_attempts AS again
       FROM input AS i
-      JOIN execution_steps AS s ON s.id = i.id
+      JOIN execution_steps AS s ON s.id = i.id AND s.id = ANY (%(ids)s::uuid[])
       LEFT JOIN workflow_version_stages AS v ON v.id = s.version_stage_id
 ), failed AS (
     UPDATE execution_steps AS s
@@ -233,7 +236,7 @@ WITH input AS (
            completed_at = CASE WHEN p.again THEN NULL ELSE now() END,
            error = p.error, lease_owner = NULL, lease_expires_at = NULL
       FROM policy AS p
-     WHERE s.id = p.id
+     WHERE s.id = ANY (%(ids)s::uuid[]) AND s.id = p.id
        AND CASE WHEN %(worker_id)s::text IS NULL THEN s.status = 'waiting'
                 ELSE s.status = 'running' AND s.lease_owner = %(worker_id)s::text
                      AND s.attempt = p.attempt END
@@ -492,7 +495,8 @@ WITH released AS (
        SET status = 'queued', attempt = s.attempt - 1, lease_owner = NULL,
            lease_expires_at = NULL, available_at = now()
       FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS i (id, attempt)
-     WHERE s.id = i.id AND s.status = 'running' AND s.lease_owner = %(worker_id)s::text
+     WHERE s.id = ANY (%(ids)s::uuid[]) AND s.id = i.id AND s.status = 'running'
+       AND s.lease_owner = %(worker_id)s::text
        AND s.attempt = i.attempt
     RETURNING s.id, s.attempt + 1 AS claimed_attempt
 ), dropped AS (

@@ -47,6 +47,9 @@ def nothing_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # -- no silent fallback -------------------------------------------------------------------
 
+# For databases that are not migrated (no cursor_key row): a cursor secret of the test's own.
+_SECRET = "a-test-cursor-secret-of-32-characters!"
+
 
 def test_connect_without_a_url_says_what_to_set_and_starts_no_server(
     nothing_configured: Path,
@@ -78,7 +81,9 @@ def test_embedded_true_uses_the_embedded_server(
     home = Path(__file__).resolve().parents[2] / ".flowledger" / "test"
     monkeypatch.setenv("FLOWLEDGER_HOME", str(home))
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1:1/db")  # explicit wins
-    with flowledger.connect(embedded=True, min_size=1, max_size=1) as db:
+    # The embedded server's default database is not migrated: a secret of its own stands
+    # in for the database's cursor key.
+    with flowledger.connect(embedded=True, min_size=1, max_size=1, cursor_secret=_SECRET) as db:
         assert db.health() == {"postgres": "ok"}
         # The embedded server of FLOWLEDGER_HOME, on its private socket directory.
         assert db.url == EmbeddedServer(home).url()
@@ -203,7 +208,7 @@ def test_wrong_password_is_rejected_at_once_without_the_password(
     assert "password authentication failed" in str(info.value)
     assert "wrong-pw-42" not in str(info.value) and "wrong-pw-42" not in repr(info.value)
     right = f"postgresql://fl_connect_probe:right-password@{password_role}"
-    with flowledger.connect(right, min_size=1, max_size=1) as db:
+    with flowledger.connect(right, min_size=1, max_size=1, cursor_secret=_SECRET) as db:
         assert db.health() == {"postgres": "ok"}
         assert "right-password" not in repr(db) and "right-password" not in repr(db.settings)
     assert "wrong-pw-42" not in caplog.text and "right-password" not in caplog.text
@@ -262,7 +267,9 @@ def test_pool_survives_a_real_server_restart() -> None:
     try:
         # After an outage the pool reconnects with its own backoff (1 s, doubling):
         # the first call after the restart may wait for it, within pool_timeout.
-        with flowledger.connect(url, min_size=2, max_size=2, pool_timeout=15) as db:
+        with flowledger.connect(
+            url, min_size=2, max_size=2, pool_timeout=15, cursor_secret=_SECRET
+        ) as db:
             with db.transaction() as tx:
                 tx.connection.execute("SELECT 1")
             _pg_ctl(server, "stop")
