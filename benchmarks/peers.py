@@ -22,7 +22,7 @@ Setup (the peers are not flowledger dependencies):
 Usage (without --database it uses the embedded server):
 
     .venv/bin/python benchmarks/peers.py [--database URL] [--repeats 3] [--tasks 2000]
-        [--output benchmarks/PEERS.md]
+        [--systems flowledger ...] [--prefetch P] [--drain-only] [--output FILE]
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ CONFIG = {
     "flowledger": "`flowledger.worker.Worker(db, {'core.noop': h}, concurrency=W)`: one"
     " claim loop, W handler threads, prefetch W (claims up to 2W steps ahead), completions"
     " written with `complete_many` in batches (flush_size 100, flush_interval 5 ms, or as"
-    " soon as nothing else runs); pool of W + 2 connections; enqueue `start_many`",
+    " soon as nothing else runs); pool of W + 2 connections; enqueue `start_many` (at most"
+    " 1,000 a call: 2,000 tasks are two calls)",
     "procrastinate": "`App(PsycopgConnector).run_worker_async(concurrency=W, wait=False,"
     " listen_notify=False)`: W sub-workers (asyncio tasks), each fetching and finishing one"
     " job per statement (no batched fetch or completion in 3.x); pool of W + 2;"
@@ -137,7 +138,9 @@ def _fl_workflow(url: str) -> tuple[Any, Any]:
     tag = uuid.uuid4().hex[:10]
     user = db.users.create(user=NewUser(email=f"p-{tag}@example.com", display_name="P"))
     wf = db.workflows.create(workflow=NewWorkflow(owner_id=user.id, name=f"p-{tag}"))
-    db.stages.add(workflow_id=wf.id, stage=NewStage(name="only", action_ref="core.noop"))
+    db.stages.add(
+        workflow_id=wf.id, stage=NewStage(name="only", action_ref="core.noop")
+    )
     return db, wf.id
 
 
@@ -148,7 +151,11 @@ def fl_enqueue(url: str, n: int, many: bool) -> float:
     try:
         start = time.perf_counter()
         if many:
-            db.executions.start_many(requests=[StartRequest(workflow_id=wf)] * n)
+            # start_many takes at most 1,000 requests a call.
+            for i in range(0, n, 1000):
+                db.executions.start_many(
+                    requests=[StartRequest(workflow_id=wf)] * min(1000, n - i)
+                )
         else:
             for _ in range(n):
                 db.executions.start(workflow_id=wf)
@@ -157,13 +164,15 @@ def fl_enqueue(url: str, n: int, many: bool) -> float:
         db.close()
 
 
-def fl_drain(url: str, workers: int, n: int) -> float:
+def fl_drain(url: str, workers: int, n: int, prefetch: int | None) -> float:
     import flowledger
     from flowledger.worker import Worker
 
     db = flowledger.connect(url, min_size=workers + 2, max_size=workers + 2)
     try:
-        worker = Worker(db, {"core.noop": lambda step: None}, concurrency=workers)
+        worker = Worker(
+            db, {"core.noop": lambda step: None}, concurrency=workers, prefetch=prefetch
+        )
         watch = Watch("flowledger", url, n)
         watch.start()
         stats = worker.run(until_idle=True)
@@ -180,7 +189,9 @@ def fl_drain(url: str, workers: int, n: int) -> float:
 def _pc_app(url: str, pool: int) -> Any:
     import procrastinate
 
-    connector = procrastinate.PsycopgConnector(conninfo=libpq(url), min_size=pool, max_size=pool)
+    connector = procrastinate.PsycopgConnector(
+        conninfo=libpq(url), min_size=pool, max_size=pool
+    )
     app = procrastinate.App(connector=connector)
 
     @app.task(name="noop")
@@ -212,7 +223,10 @@ async def pc_drain(url: str, workers: int, n: int) -> float:
         watch = Watch("procrastinate", url, n)
         watch.start()
         await app.run_worker_async(
-            concurrency=workers, wait=False, listen_notify=False, install_signal_handlers=False
+            concurrency=workers,
+            wait=False,
+            listen_notify=False,
+            install_signal_handlers=False,
         )
         return watch.seconds()
 
@@ -229,7 +243,9 @@ async def pq_enqueue(url: str, n: int, many: bool) -> float:
         queries = Queries(PsycopgDriver(conn))
         start = time.perf_counter()
         if many:
-            await queries.enqueue(["noop"] * n, [str(i).encode() for i in range(n)], [0] * n)
+            await queries.enqueue(
+                ["noop"] * n, [str(i).encode() for i in range(n)], [0] * n
+            )
         else:
             for i in range(n):
                 await queries.enqueue("noop", str(i).encode())
@@ -247,7 +263,8 @@ async def pq_drain(url: str, workers: int, n: int) -> float:
 
     logging.getLogger("pgqueuer").setLevel(logging.ERROR)
     conns = [
-        await psycopg.AsyncConnection.connect(libpq(url), autocommit=True) for _ in range(workers)
+        await psycopg.AsyncConnection.connect(libpq(url), autocommit=True)
+        for _ in range(workers)
     ]
     managers = [QueueManager(Queries(PsycopgDriver(conn))) for conn in conns]
     for qm in managers:
@@ -294,12 +311,14 @@ def node(*args: str) -> dict[str, Any]:
 # -- one measured step, in a fresh process --------------------------------------------------
 
 
-def child(op: str, system: str, url: str, workers: int, n: int) -> dict[str, Any]:
+def child(
+    op: str, system: str, url: str, workers: int, n: int, prefetch: int | None = None
+) -> dict[str, Any]:
     """Enqueue (op 'one' / 'many') or drain ('drain') in this process; its figures."""
     many = op == "many"
     if system == "flowledger":
         if op == "drain":
-            return {"seconds": fl_drain(url, workers, n)}
+            return {"seconds": fl_drain(url, workers, n, prefetch)}
         return {"rate": fl_enqueue(url, n, many)}
     if system == "procrastinate":
         if op == "drain":
@@ -314,8 +333,11 @@ def child(op: str, system: str, url: str, workers: int, n: int) -> dict[str, Any
     return node(f"enqueue-{op}", libpq(url), str(n))
 
 
-def in_child(op: str, system: str, url: str, workers: int, n: int) -> dict[str, Any]:
+def in_child(
+    op: str, system: str, url: str, workers: int, n: int, prefetch: int | None = None
+) -> dict[str, Any]:
     args = [sys.executable, __file__, "--child", op, system, url, str(workers), str(n)]
+    args += [str(prefetch)] if prefetch is not None else []
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{system} {op} W={workers} failed:\n{done.stderr[-3000:]}")
@@ -404,21 +426,25 @@ def _counters(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def drain_run(system: str, url: str, workers: int, n: int) -> dict[str, float]:
+def drain_run(
+    system: str, url: str, workers: int, n: int, prefetch: int | None = None
+) -> dict[str, float]:
     """Reset, enqueue n (untimed, in one call), drain with W workers, check exactly once."""
     _sql(url, _RESET[system])
     in_child("many", system, url, 1, n)
     _sql(url, "ANALYZE")
     time.sleep(0.6)  # let the enqueuing backends' statistics reach pg_stat_database
     wal0, commits0 = _counters(url)
-    result = in_child("drain", system, url, workers, n)
+    result = in_child("drain", system, url, workers, n, prefetch)
     time.sleep(0.6)
     wal1, commits1 = _counters(url)
     once, wrong = _sql(url, _CHECK[system])
     if system == "graphile-worker":
         once = n if result["once"] and result["ran"] == n else 0
     if (once, wrong) != (n, 0):
-        raise AssertionError(f"{system} W={workers}: {once} of {n} done exactly once, {wrong} not")
+        raise AssertionError(
+            f"{system} W={workers}: {once} of {n} done exactly once, {wrong} not"
+        )
     return {
         "rate": n / result["seconds"],
         "wal": (wal1 - wal0) / n,
@@ -438,7 +464,11 @@ def batched_script(batch: int) -> str:
     queries = get_queries()
 
     def sql(name: str) -> str:
-        return re.sub(r"%\((\w+)\)s", r":\1", queries[name].sql).replace("%%", "%").rstrip(";\n ")
+        return (
+            re.sub(r"%\((\w+)\)s", r":\1", queries[name].sql)
+            .replace("%%", "%")
+            .rstrip(";\n ")
+        )
 
     claim = sql("claim_steps")
     head, _, select = claim.rpartition("\n)\nSELECT ")
@@ -472,7 +502,8 @@ def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
     in_child("many", "flowledger", url, 1, n)
     _sql(url, "ANALYZE")
     info = {
-        k: str(v) for k, v in __import__("psycopg").conninfo.conninfo_to_dict(libpq(url)).items()
+        k: str(v)
+        for k, v in __import__("psycopg").conninfo.conninfo_to_dict(libpq(url)).items()
     }
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(batched_script(10))
@@ -481,8 +512,24 @@ def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
     if "password" in info:
         env["PGPASSWORD"] = info["password"]
     transactions = n // 10 // clients
-    cmd = [str(POSTGRES_BIN_PATH / "pgbench"), "-n", "-M", "prepared", "-c", str(clients)]
-    cmd += ["-t", str(transactions), "-f", f.name, "-D", "worker_id=pgbench", "-D", "lease=60s"]
+    cmd = [
+        str(POSTGRES_BIN_PATH / "pgbench"),
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(clients),
+    ]
+    cmd += [
+        "-t",
+        str(transactions),
+        "-f",
+        f.name,
+        "-D",
+        "worker_id=pgbench",
+        "-D",
+        "lease=60s",
+    ]
     wal0, _ = _counters(url)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     os.unlink(f.name)
@@ -492,12 +539,19 @@ def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
     assert tps, out.stdout
     # Near the end a transaction may claim fewer than 10 (or none): count what was done.
-    completed = int(_sql(url, "SELECT count(*) FROM execution_steps WHERE status = 'completed'")[0])
+    completed = int(
+        _sql(url, "SELECT count(*) FROM execution_steps WHERE status = 'completed'")[0]
+    )
     once, wrong = _sql(url, _PGBENCH_CHECK)
     if (once, wrong) != (completed, 0):
-        raise AssertionError(f"pgbench: {once} of {completed} completed steps done exactly once")
+        raise AssertionError(
+            f"pgbench: {once} of {completed} completed steps done exactly once"
+        )
     per_transaction = completed / (transactions * clients)
-    return {"rate": float(tps.group(1)) * per_transaction, "wal": (wal1 - wal0) / completed}
+    return {
+        "rate": float(tps.group(1)) * per_transaction,
+        "wal": (wal1 - wal0) / completed,
+    }
 
 
 # -- orchestration --------------------------------------------------------------------------
@@ -527,7 +581,9 @@ async def _install_python_peers(urls: dict[str, str]) -> None:
     app = _pc_app(urls["procrastinate"], 1)
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
-    conn = await psycopg.AsyncConnection.connect(libpq(urls["pgqueuer"]), autocommit=True)
+    conn = await psycopg.AsyncConnection.connect(
+        libpq(urls["pgqueuer"]), autocommit=True
+    )
     try:
         await Queries(PsycopgDriver(conn)).install()
     finally:
@@ -536,7 +592,9 @@ async def _install_python_peers(urls: dict[str, str]) -> None:
 
 def versions() -> dict[str, str]:
     """The version of each system benchmarked."""
-    graphile = json.loads((NODE_DIR / "node_modules/graphile-worker/package.json").read_text())
+    graphile = json.loads(
+        (NODE_DIR / "node_modules/graphile-worker/package.json").read_text()
+    )
     return {
         "flowledger": importlib.metadata.version("flowledger"),
         "procrastinate": importlib.metadata.version("procrastinate"),
@@ -551,14 +609,34 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--output", type=Path, help="write the results into this file")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=SYSTEMS,
+        default=list(SYSTEMS),
+        help="default: all",
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        help="flowledger Worker prefetch (default: the Worker's, W)",
+    )
+    parser.add_argument(
+        "--drain-only",
+        action="store_true",
+        help="skip the enqueue and pgbench measurements",
+    )
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        op, system, url, workers, n = args.child
-        print(json.dumps(child(op, system, url, int(workers), int(n))))
+        op, system, url, workers, n, *rest = args.child
+        prefetch = int(rest[0]) if rest else None
+        print(json.dumps(child(op, system, url, int(workers), int(n), prefetch)))
         return 0
     if not (NODE_DIR / "node_modules/graphile-worker").exists():
-        parser.error("graphile-worker is missing: run `npm install` in benchmarks/peers")
+        parser.error(
+            "graphile-worker is missing: run `npm install` in benchmarks/peers"
+        )
 
     base = args.database or os.environ.get("DATABASE_URL")
     if not base:
@@ -568,7 +646,8 @@ def main() -> int:
     urls = setup(base)
     server = str(_sql(urls["flowledger"], "SELECT version()")[0]).split(" on ")[0]
     settings = _sql(
-        urls["flowledger"], "SELECT current_setting('fsync'), current_setting('synchronous_commit')"
+        urls["flowledger"],
+        "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
     )
     n = args.tasks
     drains: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -577,24 +656,31 @@ def main() -> int:
     started = time.perf_counter()
     for repeat in range(args.repeats):
         for workers in WORKERS:
-            for system in SYSTEMS:
-                r = drain_run(system, urls[system], workers, n)
+            for system in args.systems:
+                r = drain_run(system, urls[system], workers, n, args.prefetch)
                 drains.setdefault((system, workers), []).append(r)
                 print(
                     f"[{repeat + 1}] drain {system} W={workers}: {r['rate']:,.0f}/s,"
                     f" {r['wal']:,.0f} WAL B/task, {r['commits']:.2f} commits/task",
                     flush=True,
                 )
-        for system in SYSTEMS:
+        for system in [] if args.drain_only else args.systems:
             for op in ("one", "many"):
                 _sql(urls[system], _RESET[system])
                 rate = float(in_child(op, system, urls[system], 1, n)["rate"])
                 enqueues.setdefault((system, op), []).append(rate)
-                print(f"[{repeat + 1}] enqueue {op} {system}: {rate:,.0f}/s", flush=True)
-        for clients in WORKERS:
+                print(
+                    f"[{repeat + 1}] enqueue {op} {system}: {rate:,.0f}/s", flush=True
+                )
+        for clients in (
+            WORKERS if "flowledger" in args.systems and not args.drain_only else ()
+        ):
             b = pgbench_run(urls["flowledger"], clients, n)
             benches.setdefault(clients, []).append(b)
-            print(f"[{repeat + 1}] pgbench c={clients}: {b['rate']:,.0f} steps/s", flush=True)
+            print(
+                f"[{repeat + 1}] pgbench c={clients}: {b['rate']:,.0f} steps/s",
+                flush=True,
+            )
     report = _report(
         drains, enqueues, benches, server, settings, args, time.perf_counter() - started
     )
@@ -617,13 +703,18 @@ def _report(
     args: argparse.Namespace,
     seconds: float,
 ) -> str:
-    peers = SYSTEMS[1:]
+    systems = args.systems
+    peers = [s for s in systems if s != "flowledger"]
     ver = versions()
     lines = [
         "# flowledger against PostgreSQL task engines",
         "",
         f"Command: `.venv/bin/python benchmarks/peers.py --repeats {args.repeats}"
-        f" --tasks {args.tasks}`",
+        f" --tasks {args.tasks}"
+        + (f" --systems {' '.join(systems)}" if systems != list(SYSTEMS) else "")
+        + (f" --prefetch {args.prefetch}" if args.prefetch is not None else "")
+        + (" --drain-only" if args.drain_only else "")
+        + "`",
         "",
         f"- server: {server} (the embedded server), fsync={settings[0]},"
         f" synchronous_commit={settings[1]}; one database per system",
@@ -635,18 +726,29 @@ def _report(
         "",
         "## What W is, and each system's configuration",
         "",
-        *(f"- **{s}**: {CONFIG[s]}" for s in SYSTEMS),
+        *(f"- **{s}**: {CONFIG[s]}" for s in systems),
+        *(
+            [
+                f"- flowledger here runs with **prefetch={args.prefetch}** (claims up to W + that)"
+            ]
+            if args.prefetch is not None
+            else []
+        ),
         "",
         "## 1. Drain: tasks/s from enqueued to done",
         "",
-        "| W | " + " | ".join(SYSTEMS) + " | " + " | ".join(f"fl ÷ {p}" for p in peers) + " |",
-        "|---:|" + "---:|" * (len(SYSTEMS) + len(peers)),
+        "| W | "
+        + " | ".join(systems)
+        + " | "
+        + " | ".join(f"fl ÷ {p}" for p in peers)
+        + " |",
+        "|---:|" + "---:|" * (len(systems) + len(peers)),
     ]
     for w in WORKERS:
-        rates = {s: _med(drains[s, w], "rate") for s in SYSTEMS}
+        rates = {s: _med(drains[s, w], "rate") for s in systems}
         lines.append(
             f"| {w} | "
-            + " | ".join(f"{rates[s]:,.0f}" for s in SYSTEMS)
+            + " | ".join(f"{rates[s]:,.0f}" for s in systems)
             + " | "
             + " | ".join(f"{rates['flowledger'] / rates[p]:.2f}×" for p in peers)
             + " |"
@@ -655,18 +757,20 @@ def _report(
         "",
         "## 2. WAL bytes and commits per completed task (over the drain)",
         "",
-        "| W | " + " | ".join(f"{s} WAL B | commits" for s in SYSTEMS) + " |",
-        "|---:|" + "---:|---:|" * len(SYSTEMS),
+        "| W | " + " | ".join(f"{s} WAL B | commits" for s in systems) + " |",
+        "|---:|" + "---:|---:|" * len(systems),
     ]
     for w in WORKERS:
         lines.append(
             f"| {w} | "
             + " | ".join(
                 f"{_med(drains[s, w], 'wal'):,.0f} | {_med(drains[s, w], 'commits'):.2f}"
-                for s in SYSTEMS
+                for s in systems
             )
             + " |"
         )
+    if not enqueues:
+        return "\n".join(lines)
     lines += [
         "",
         "## 3. Enqueue: tasks/s",
@@ -674,11 +778,13 @@ def _report(
         "| system | one per call | all in one call | one call, fl ÷ system |",
         "|---|---:|---:|---:|",
     ]
-    fl_many = statistics.median(enqueues["flowledger", "many"])
-    for s in SYSTEMS:
+    fl_many = statistics.median(enqueues.get(("flowledger", "many"), [float("nan")]))
+    for s in systems:
         one = statistics.median(enqueues[s, "one"])
         many = statistics.median(enqueues[s, "many"])
         lines.append(f"| {s} | {one:,.0f} | {many:,.0f} | {fl_many / many:.2f}× |")
+    if not benches:
+        return "\n".join(lines)
     lines += [
         "",
         "## 4. pgbench running flowledger's batched SQL (the ceiling of its statements)",
@@ -693,7 +799,9 @@ def _report(
     for c in WORKERS:
         rate = _med(benches[c], "rate")
         fl = _med(drains["flowledger", c], "rate")
-        lines.append(f"| {c} | {rate:,.0f} | {_med(benches[c], 'wal'):,.0f} | {fl / rate:.2f}× |")
+        lines.append(
+            f"| {c} | {rate:,.0f} | {_med(benches[c], 'wal'):,.0f} | {fl / rate:.2f}× |"
+        )
     return "\n".join(lines)
 
 
