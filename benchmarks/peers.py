@@ -138,9 +138,7 @@ def _fl_workflow(url: str) -> tuple[Any, Any]:
     tag = uuid.uuid4().hex[:10]
     user = db.users.create(user=NewUser(email=f"p-{tag}@example.com", display_name="P"))
     wf = db.workflows.create(workflow=NewWorkflow(owner_id=user.id, name=f"p-{tag}"))
-    db.stages.add(
-        workflow_id=wf.id, stage=NewStage(name="only", action_ref="core.noop")
-    )
+    db.stages.add(workflow_id=wf.id, stage=NewStage(name="only", action_ref="core.noop"))
     return db, wf.id
 
 
@@ -153,9 +151,7 @@ def fl_enqueue(url: str, n: int, many: bool) -> float:
         if many:
             # start_many takes at most 1,000 requests a call.
             for i in range(0, n, 1000):
-                db.executions.start_many(
-                    requests=[StartRequest(workflow_id=wf)] * min(1000, n - i)
-                )
+                db.executions.start_many(requests=[StartRequest(workflow_id=wf)] * min(1000, n - i))
         else:
             for _ in range(n):
                 db.executions.start(workflow_id=wf)
@@ -189,9 +185,7 @@ def fl_drain(url: str, workers: int, n: int, prefetch: int | None) -> float:
 def _pc_app(url: str, pool: int) -> Any:
     import procrastinate
 
-    connector = procrastinate.PsycopgConnector(
-        conninfo=libpq(url), min_size=pool, max_size=pool
-    )
+    connector = procrastinate.PsycopgConnector(conninfo=libpq(url), min_size=pool, max_size=pool)
     app = procrastinate.App(connector=connector)
 
     @app.task(name="noop")
@@ -243,9 +237,7 @@ async def pq_enqueue(url: str, n: int, many: bool) -> float:
         queries = Queries(PsycopgDriver(conn))
         start = time.perf_counter()
         if many:
-            await queries.enqueue(
-                ["noop"] * n, [str(i).encode() for i in range(n)], [0] * n
-            )
+            await queries.enqueue(["noop"] * n, [str(i).encode() for i in range(n)], [0] * n)
         else:
             for i in range(n):
                 await queries.enqueue("noop", str(i).encode())
@@ -263,8 +255,7 @@ async def pq_drain(url: str, workers: int, n: int) -> float:
 
     logging.getLogger("pgqueuer").setLevel(logging.ERROR)
     conns = [
-        await psycopg.AsyncConnection.connect(libpq(url), autocommit=True)
-        for _ in range(workers)
+        await psycopg.AsyncConnection.connect(libpq(url), autocommit=True) for _ in range(workers)
     ]
     managers = [QueueManager(Queries(PsycopgDriver(conn))) for conn in conns]
     for qm in managers:
@@ -442,9 +433,7 @@ def drain_run(
     if system == "graphile-worker":
         once = n if result["once"] and result["ran"] == n else 0
     if (once, wrong) != (n, 0):
-        raise AssertionError(
-            f"{system} W={workers}: {once} of {n} done exactly once, {wrong} not"
-        )
+        raise AssertionError(f"{system} W={workers}: {once} of {n} done exactly once, {wrong} not")
     return {
         "rate": n / result["seconds"],
         "wal": (wal1 - wal0) / n,
@@ -464,11 +453,7 @@ def batched_script(batch: int) -> str:
     queries = get_queries()
 
     def sql(name: str) -> str:
-        return (
-            re.sub(r"%\((\w+)\)s", r":\1", queries[name].sql)
-            .replace("%%", "%")
-            .rstrip(";\n ")
-        )
+        return re.sub(r"%\((\w+)\)s", r":\1", queries[name].sql).replace("%%", "%").rstrip(";\n ")
 
     claim = sql("claim_steps")
     head, _, select = claim.rpartition("\n)\nSELECT ")
@@ -502,8 +487,7 @@ def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
     in_child("many", "flowledger", url, 1, n)
     _sql(url, "ANALYZE")
     info = {
-        k: str(v)
-        for k, v in __import__("psycopg").conninfo.conninfo_to_dict(libpq(url)).items()
+        k: str(v) for k, v in __import__("psycopg").conninfo.conninfo_to_dict(libpq(url)).items()
     }
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(batched_script(10))
@@ -539,14 +523,10 @@ def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
     assert tps, out.stdout
     # Near the end a transaction may claim fewer than 10 (or none): count what was done.
-    completed = int(
-        _sql(url, "SELECT count(*) FROM execution_steps WHERE status = 'completed'")[0]
-    )
+    completed = int(_sql(url, "SELECT count(*) FROM execution_steps WHERE status = 'completed'")[0])
     once, wrong = _sql(url, _PGBENCH_CHECK)
     if (once, wrong) != (completed, 0):
-        raise AssertionError(
-            f"pgbench: {once} of {completed} completed steps done exactly once"
-        )
+        raise AssertionError(f"pgbench: {once} of {completed} completed steps done exactly once")
     per_transaction = completed / (transactions * clients)
     return {
         "rate": float(tps.group(1)) * per_transaction,
@@ -581,9 +561,7 @@ async def _install_python_peers(urls: dict[str, str]) -> None:
     app = _pc_app(urls["procrastinate"], 1)
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
-    conn = await psycopg.AsyncConnection.connect(
-        libpq(urls["pgqueuer"]), autocommit=True
-    )
+    conn = await psycopg.AsyncConnection.connect(libpq(urls["pgqueuer"]), autocommit=True)
     try:
         await Queries(PsycopgDriver(conn)).install()
     finally:
@@ -592,9 +570,7 @@ async def _install_python_peers(urls: dict[str, str]) -> None:
 
 def versions() -> dict[str, str]:
     """The version of each system benchmarked."""
-    graphile = json.loads(
-        (NODE_DIR / "node_modules/graphile-worker/package.json").read_text()
-    )
+    graphile = json.loads((NODE_DIR / "node_modules/graphile-worker/package.json").read_text())
     return {
         "flowledger": importlib.metadata.version("flowledger"),
         "procrastinate": importlib.metadata.version("procrastinate"),
@@ -634,9 +610,7 @@ def main() -> int:
         print(json.dumps(child(op, system, url, int(workers), int(n), prefetch)))
         return 0
     if not (NODE_DIR / "node_modules/graphile-worker").exists():
-        parser.error(
-            "graphile-worker is missing: run `npm install` in benchmarks/peers"
-        )
+        parser.error("graphile-worker is missing: run `npm install` in benchmarks/peers")
 
     base = args.database or os.environ.get("DATABASE_URL")
     if not base:
@@ -669,12 +643,8 @@ def main() -> int:
                 _sql(urls[system], _RESET[system])
                 rate = float(in_child(op, system, urls[system], 1, n)["rate"])
                 enqueues.setdefault((system, op), []).append(rate)
-                print(
-                    f"[{repeat + 1}] enqueue {op} {system}: {rate:,.0f}/s", flush=True
-                )
-        for clients in (
-            WORKERS if "flowledger" in args.systems and not args.drain_only else ()
-        ):
+                print(f"[{repeat + 1}] enqueue {op} {system}: {rate:,.0f}/s", flush=True)
+        for clients in WORKERS if "flowledger" in args.systems and not args.drain_only else ():
             b = pgbench_run(urls["flowledger"], clients, n)
             benches.setdefault(clients, []).append(b)
             print(
@@ -728,20 +698,14 @@ def _report(
         "",
         *(f"- **{s}**: {CONFIG[s]}" for s in systems),
         *(
-            [
-                f"- flowledger here runs with **prefetch={args.prefetch}** (claims up to W + that)"
-            ]
+            [f"- flowledger here runs with **prefetch={args.prefetch}** (claims up to W + that)"]
             if args.prefetch is not None
             else []
         ),
         "",
         "## 1. Drain: tasks/s from enqueued to done",
         "",
-        "| W | "
-        + " | ".join(systems)
-        + " | "
-        + " | ".join(f"fl ÷ {p}" for p in peers)
-        + " |",
+        "| W | " + " | ".join(systems) + " | " + " | ".join(f"fl ÷ {p}" for p in peers) + " |",
         "|---:|" + "---:|" * (len(systems) + len(peers)),
     ]
     for w in WORKERS:
@@ -799,9 +763,7 @@ def _report(
     for c in WORKERS:
         rate = _med(benches[c], "rate")
         fl = _med(drains["flowledger", c], "rate")
-        lines.append(
-            f"| {c} | {rate:,.0f} | {_med(benches[c], 'wal'):,.0f} | {fl / rate:.2f}× |"
-        )
+        lines.append(f"| {c} | {rate:,.0f} | {_med(benches[c], 'wal'):,.0f} | {fl / rate:.2f}× |")
     return "\n".join(lines)
 
 
