@@ -78,7 +78,7 @@ def with_db(url: str, dbname: str) -> str:
 
 
 def libpq(url: str) -> str:
-    from flowledger.migrate import to_libpq_url
+    from flowledger.urls import to_libpq_url
 
     return to_libpq_url(url)
 
