@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from _migrations import write_migrations
 from flowledger.cli import EXIT_EDITED, EXIT_ERROR, EXIT_OK, EXIT_PENDING, main
 from flowledger.errors import MigrationError, Unavailable
 from flowledger.migrate import ADVISORY_LOCK_KEY, Migrator, Settings
@@ -31,11 +32,7 @@ MIGRATIONS = {
 
 @pytest.fixture
 def mdir(tmp_path: Path) -> Path:
-    d = tmp_path / "migrations"
-    d.mkdir()
-    for name, text in MIGRATIONS.items():
-        (d / name).write_text(text)
-    return d
+    return write_migrations(tmp_path, MIGRATIONS)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

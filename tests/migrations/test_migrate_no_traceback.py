@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from _migrations import write_migrations
 from _roles import restricted_role
 from flowledger.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_USAGE
 
@@ -24,11 +25,7 @@ MIGRATIONS = {
 
 @pytest.fixture
 def mdir(tmp_path: Path) -> Path:
-    d = tmp_path / "migrations"
-    d.mkdir()
-    for name, text in MIGRATIONS.items():
-        (d / name).write_text(text)
-    return d
+    return write_migrations(tmp_path, MIGRATIONS)
 
 
 def fails_in_one_line(proc: subprocess.CompletedProcess[str], code: int) -> str:

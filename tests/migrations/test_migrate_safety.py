@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from _migrations import write_migrations
 from _roles import restricted_role
 from conftest import PgServer
 from flowledger.cli import EXIT_EDITED, EXIT_ERROR, EXIT_INVALID_INDEX, EXIT_OK
@@ -46,11 +47,7 @@ INDEXED = {
 
 @pytest.fixture
 def mdir(tmp_path: Path) -> Path:
-    d = tmp_path / "migrations"
-    d.mkdir()
-    for name, text in INDEXED.items():
-        (d / name).write_text(text)
-    return d
+    return write_migrations(tmp_path, INDEXED)
 
 
 def flowledger(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
