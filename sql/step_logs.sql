@@ -2,6 +2,7 @@
 
 -- name: append_step_logs
 -- Bulk-append log lines (binary COPY; the bigint id comes from its identity).
+-- returns: none
 COPY step_logs (step_id, execution_id, level, message, fields, logged_at) FROM STDIN (FORMAT BINARY);
 
 -- name: list_step_logs_by_step

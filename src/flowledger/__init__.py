@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flowledger.database import Database, Pinned, Settings, Transaction, connect
+from flowledger.aio.database import AsyncDatabase, AsyncPinned, AsyncTransaction, connect_async
+from flowledger.database import Database, Pinned, Transaction, connect
 from flowledger.errors import (
     Conflict,
     ConnectionRejected,
@@ -17,10 +18,14 @@ from flowledger.errors import (
     Unavailable,
 )
 from flowledger.repositories.pagination import Page
+from flowledger.settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncDatabase",
+    "AsyncPinned",
+    "AsyncTransaction",
     "Conflict",
     "ConnectionRejected",
     "Database",
@@ -38,4 +43,5 @@ __all__ = [
     "Transaction",
     "Unavailable",
     "connect",
+    "connect_async",
 ]

@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/wakeups.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Wake-ups for waiting workers: a connection of its own that LISTENs on the channel the
 engine notifies when steps become claimable.
 
@@ -25,7 +27,7 @@ STEPS_CHANNEL = "flowledger_steps"
 
 class WakeUps:
     """A LISTEN connection for one waiting worker; close it (or use it as a context
-    manager) when done. Not thread-safe: one waiter per instance."""
+    manager) when done. One waiter per instance."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -36,7 +38,7 @@ class WakeUps:
         ConnectionRejected."""
         error = None
         try:
-            conn = psycopg.connect(url, **(conn_kwargs | {"autocommit": True}))
+            conn = psycopg.Connection.connect(url, **(conn_kwargs | {"autocommit": True}))
         except psycopg.OperationalError as exc:
             error = connection_error(exc, url)  # not chained: libpq's text may hold the password
         if error is not None:

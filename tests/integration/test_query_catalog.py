@@ -130,11 +130,17 @@ def test_every_query_is_used_and_every_used_name_exists() -> None:
     unused = sorted(n for n in QUERIES if f'"{n}"' not in source)
     assert unused == [], f"queries no module uses: {unused}"
     asked = set(
-        re.findall(r"self\._(?:one_or_raise|one|many|scalar|execute|query)\(\s*\"(\w+)\"", source)
+        re.findall(r"self\._(?:fetch|require)\(\s*\"(\w+)\"", source)
     )
     assert asked, "no repository names a query"
     missing = sorted(asked - set(QUERIES))
     assert missing == [], f"repositories ask for queries that do not exist: {missing}"
+
+
+def test_every_query_says_what_it_returns() -> None:
+    # The annotation is what the repositories decode by: a query without one cannot run.
+    lacking = sorted(n for n, q in QUERIES.items() if q.returns is None)
+    assert lacking == [], f"queries without a '-- returns:' annotation: {lacking}"
 
 
 def test_every_row_query_names_its_record() -> None:

@@ -113,3 +113,11 @@ class MemoryPack(msgspec.Struct, frozen=True, gc=False):
     module_ids: list[uuid.UUID]
     items: list[PackedItem]
     created_at: datetime.datetime
+
+    @staticmethod
+    def from_row(*values: Any) -> MemoryPack:
+        """A pack from its row (the query layer decodes with this)."""
+        # The items column is jsonb, decoded to plain dicts; they become PackedItems here.
+        pack_id, project, budget, count, module_ids, items, created_at = values
+        packed = msgspec.convert(items, list[PackedItem])
+        return MemoryPack(pack_id, project, budget, count, module_ids, packed, created_at)

@@ -9,6 +9,8 @@ from typing import Any, Final, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from flowledger.errors import FlowledgerError
+
 __all__ = [
     "FAILURE_MODES",
     "STATUSES",
@@ -146,6 +148,21 @@ class Stage(msgspec.Struct, frozen=True, gc=False):
     timeout_seconds: int
     created_at: datetime.datetime
     updated_at: datetime.datetime
+
+    @staticmethod
+    def from_row(*values: Any) -> Stage:
+        """A stage from its row (the query layer decodes with this): only retry_policy
+        needs decoding, from its jsonb dict; raises FlowledgerError on a malformed one."""
+        # Lax: the CHECK accepts an integral max_attempts written as 3.0.
+        row = list(values)
+        try:
+            row[_POLICY] = msgspec.convert(row[_POLICY], RetryPolicy, strict=False)
+        except msgspec.ValidationError as exc:
+            raise FlowledgerError(f"stage {row[0]} has a malformed retry_policy: {exc}") from exc
+        return Stage(*row)
+
+
+_POLICY: Final = Stage.__struct_fields__.index("retry_policy")
 
 
 class NewStage(msgspec.Struct, frozen=True, kw_only=True):

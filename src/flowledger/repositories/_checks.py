@@ -23,6 +23,7 @@ from flowledger.errors import InvalidCursor, InvalidInput
 __all__ = [
     "INT32_MAX",
     "INT64_MAX",
+    "MAX_AGE",
     "MAX_ITEMS",
     "MAX_JSON_DEPTH",
     "MAX_NAME_LENGTH",
@@ -47,7 +48,9 @@ __all__ = [
     "as_text_list",
     "as_uuid",
     "as_uuid_list",
+    "check_batch",
     "check_json",
+    "cutoff_of",
     "show",
 ]
 
@@ -334,3 +337,23 @@ def as_cursor(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidCursor(f"cursor must be a string from a page's next_cursor, got {show(value)}")
     return value
+
+
+_MAX_BATCH = 10_000
+# Retention ages and staleness thresholds: a century either way is beyond any real use,
+# and keeps now() - age inside the range of a datetime.
+MAX_AGE = datetime.timedelta(days=36_525)
+
+
+def cutoff_of(older_than: datetime.datetime | datetime.timedelta) -> datetime.datetime:
+    """The instant meant by `older_than`: itself (timezone-aware), or now minus the age (at
+    most MAX_AGE either way); InvalidInput otherwise."""
+    if isinstance(older_than, datetime.timedelta):
+        age = as_interval(older_than, "older_than", -MAX_AGE, MAX_AGE)
+        return datetime.datetime.now(datetime.UTC) - age
+    return as_instant(older_than, "older_than")
+
+
+def check_batch(batch: int) -> None:
+    """Refuse a batch size outside 1..10,000 with InvalidInput."""
+    as_int(batch, "batch", 1, _MAX_BATCH)

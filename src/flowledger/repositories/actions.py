@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/actions.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Actions: what workflow stages run, grouped in packs; some are implemented by a workflow."""
 
 from __future__ import annotations
@@ -41,39 +43,44 @@ class ActionsRepository(Repository):
             "param_schema": _schema("param_schema", action.param_schema),
             "out_schema": _schema("out_schema", action.out_schema),
         }
-        created = self._one("insert_action", params, Action, context=params)
+        created: Action | None = self._fetch("insert_action", params, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
 
     def get(self, *, id: uuid.UUID | str) -> Action:
         """The action with this id; raises NotFound, InvalidInput on a malformed id."""
         action_id = as_uuid(id, "action id")
-        return self._one_or_raise(
-            "get_action_by_id", {"id": action_id}, Action, f"action {action_id} not found"
+        found: Action = self._require(
+            "get_action_by_id", {"id": action_id}, f"action {action_id} not found"
         )
+        return found
 
     def get_by_ref(self, *, ref: str) -> Action:
         """The action with this ref ("pack.name"); raises NotFound, InvalidInput."""
         _check_ref(ref)
-        return self._one_or_raise(
-            "get_action_by_ref", {"ref": ref}, Action, f"no action with ref {ref!r}"
+        found: Action = self._require(
+            "get_action_by_ref", {"ref": ref}, f"no action with ref {ref!r}"
         )
+        return found
 
     def list_by_pack(self, *, pack_id: uuid.UUID | str) -> list[Action]:
         """Every action of the pack in ref order (empty for an unknown pack); InvalidInput."""
         pack = as_uuid(pack_id, "pack id")
-        return self._many("list_actions_by_pack", {"pack_id": pack}, Action)
+        found: list[Action] = self._fetch("list_actions_by_pack", {"pack_id": pack})
+        return found
 
     def list_workflow_actions(self) -> list[Action]:
         """Every action implemented by a workflow, in ref order."""
-        return self._many("list_workflow_actions", {}, Action)
+        found: list[Action] = self._fetch("list_workflow_actions", {})
+        return found
 
     def get_by_workflow(self, *, workflow_id: uuid.UUID | str) -> Action:
         """The action that runs the workflow as a step (the first by ref when several link
         it); raises NotFound when none does, InvalidInput on a malformed id."""
         wid = as_uuid(workflow_id, "workflow id")
         missing = f"no action is implemented by workflow {wid}"
-        return self._one_or_raise("get_action_by_workflow", {"workflow_id": wid}, Action, missing)
+        found: Action = self._require("get_action_by_workflow", {"workflow_id": wid}, missing)
+        return found
 
     def update(self, *, id: uuid.UUID | str, patch: ActionPatch) -> Action:
         """The action after applying the patch's non-None fields; raises NotFound, InvalidInput."""
@@ -86,12 +93,13 @@ class ActionsRepository(Repository):
             "param_schema": _optional_schema("param_schema", patch.param_schema),
             "out_schema": _optional_schema("out_schema", patch.out_schema),
         }
-        return self._one_or_raise("update_action", params, Action, f"action {action_id} not found")
+        found: Action = self._require("update_action", params, f"action {action_id} not found")
+        return found
 
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the action; raises NotFound, InvalidInput on a malformed id."""
         action_id = as_uuid(id, "action id")
-        if self._execute("delete_action", {"id": action_id}) == 0:
+        if self._fetch("delete_action", {"id": action_id}) == 0:
             raise NotFound(f"action {action_id} not found")
 
     def link_workflow(self, *, action_id: uuid.UUID | str, workflow_id: uuid.UUID | str) -> Action:
@@ -106,13 +114,13 @@ class ActionsRepository(Repository):
 
     def _set_workflow(self, action_id: uuid.UUID, workflow_id: uuid.UUID | None) -> Action:
         params = {"id": action_id, "workflow_id": workflow_id}
-        return self._one_or_raise(
+        found: Action = self._require(
             "set_action_workflow",
             params,
-            Action,
             f"action {action_id} not found",
             context=params,
         )
+        return found
 
 
 def _check_ref(ref: object) -> str:

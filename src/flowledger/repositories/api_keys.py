@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/api_keys.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """API keys: issue (the secret is shown once), verify, revoke, list.
 
 A secret reads ``fl_<prefix>_<token>``: the prefix (12 letters and digits) is public and
@@ -72,7 +74,7 @@ class ApiKeysRepository(Repository):
             "scopes": list(scopes),
             "expires_at": expires_at,
         }
-        key = self._one("insert_api_key", params, ApiKey, context=params)
+        key: ApiKey | None = self._fetch("insert_api_key", params, context=params)
         assert key is not None  # INSERT ... RETURNING yields its row
         return IssuedApiKey(key=key, secret=secret)
 
@@ -83,34 +85,37 @@ class ApiKeysRepository(Repository):
         match = _SECRET.fullmatch(secret) if isinstance(secret, str) else None
         if match is None:
             return None
-        found = self._one(
-            "get_api_key_credential_by_prefix", {"prefix": match.group(1)}, ApiKeyCredential
+        found: ApiKeyCredential | None = self._fetch(
+            "get_api_key_credential_by_prefix", {"prefix": match.group(1)}
         )
         if found is None or not hmac.compare_digest(found.secret_hash, _digest(secret)):
             return None
-        touched = self._one(
-            "touch_api_key_last_used", {"id": found.id, "interval": _TOUCH_INTERVAL}, ApiKey
+        touched: ApiKey | None = self._fetch(
+            "touch_api_key_last_used", {"id": found.id, "interval": _TOUCH_INTERVAL}
         )
         return VerifiedKey(key=touched or found.key(), user=found.user())
 
     def get(self, *, id: uuid.UUID | str) -> ApiKey:
         """The key with this id (no secret, no hash); raises NotFound, InvalidInput."""
         key_id = as_uuid(id, "API key id")
-        return self._one_or_raise(
-            "get_api_key_by_id", {"id": key_id}, ApiKey, f"API key {key_id} not found"
+        found: ApiKey = self._require(
+            "get_api_key_by_id", {"id": key_id}, f"API key {key_id} not found"
         )
+        return found
 
     def revoke(self, *, id: uuid.UUID | str) -> ApiKey:
         """The revoked key; revoking again keeps the first revoked_at. Raises NotFound."""
         key_id = as_uuid(id, "API key id")
-        return self._one_or_raise(
-            "revoke_api_key", {"id": key_id}, ApiKey, f"API key {key_id} not found"
+        found: ApiKey = self._require(
+            "revoke_api_key", {"id": key_id}, f"API key {key_id} not found"
         )
+        return found
 
     def list_by_user(self, *, user_id: uuid.UUID | str) -> list[ApiKey]:
         """Every key of the user, oldest first, revoked ones included; raises InvalidInput."""
         owner = as_uuid(user_id, "user id")
-        return self._many("list_api_keys_by_user", {"user_id": owner}, ApiKey)
+        found: list[ApiKey] = self._fetch("list_api_keys_by_user", {"user_id": owner})
+        return found
 
 
 def _digest(secret: str) -> bytes:

@@ -1,11 +1,18 @@
-"""What every repository shares: where its connection comes from, and row decoding."""
+# Generated from src/flowledger/aio/repositories/base.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
+"""What every repository shares: where its connection comes from, and row decoding.
+
+A repository method names its query and binds parameters; the query's own annotations
+(``-- returns:`` and ``-- record:`` in sql/) decide how its rows are fetched and decoded.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from itertools import starmap
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 from weakref import WeakKeyDictionary
 
 import psycopg
@@ -14,6 +21,9 @@ from flowledger.errors import NotFound, translate_error, translating
 from flowledger.repositories._checks import as_optional_uuid, as_uuid
 from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.queries import Query, get_queries, lookup_query
+
+if TYPE_CHECKING:
+    from flowledger.repositories.registry import Repositories
 
 __all__ = [
     "Connection",
@@ -25,18 +35,33 @@ __all__ = [
     "as_uuid",
 ]
 
-T = TypeVar("T")
-R = TypeVar("R")
 Params = Mapping[str, Any]
 Connection = psycopg.Connection[Any]
+Cursor = psycopg.Cursor[Any]
 
 
 class Executor(Protocol):
-    """Hands out the connection a repository call runs on."""
+    """Hands out the connection (or a ready cursor) a repository call runs on."""
 
     def connection(self) -> AbstractContextManager[Connection]:
         """A connection: from the pool (committed on exit) or the enclosing transaction's."""
         ...
+
+    def cursor(self) -> AbstractContextManager[Cursor]:
+        """A cursor on that connection, for one statement and its rows."""
+        ...
+
+
+# One reusable cursor per pooled connection: building a cursor per call cost ~12 % of a
+# point lookup. A borrowed connection serves one caller at a time, so does its cursor.
+_CURSORS: WeakKeyDictionary[Connection, Cursor] = WeakKeyDictionary()
+
+
+def _cursor(conn: Connection) -> Cursor:
+    cur = _CURSORS.get(conn)
+    if cur is None or cur.closed:
+        cur = _CURSORS[conn] = conn.cursor()
+    return cur
 
 
 class _Borrowed:
@@ -59,6 +84,17 @@ class _Borrowed:
         self._pool.putconn(self._conn)
 
 
+class _BorrowedCursor(_Borrowed):
+    """Borrow a pool connection for one statement; hands out its reusable cursor."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Cursor:  # type: ignore[override]
+        conn: Connection = self._pool.getconn()
+        self._conn = conn
+        return _cursor(conn)
+
+
 class _Fixed:
     """The one connection of an enclosing transaction."""
 
@@ -74,6 +110,18 @@ class _Fixed:
         return None
 
 
+class _FixedCursor(_Fixed):
+    """A cursor on the transaction's connection. Tasks sharing one transaction share its
+    connection, never a cursor: each statement gets its own, so one task's rows cannot be
+    replaced by another's statement between execute and fetch. (A thread-confined sync
+    transaction keeps the reusable cursor.)"""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Cursor:  # type: ignore[override]
+        return _cursor(self._conn)
+
+
 class PoolExecutor:
     """Each call borrows a pool connection and returns it when done."""
 
@@ -84,63 +132,132 @@ class PoolExecutor:
         """A pooled connection for one repository call."""
         return _Borrowed(self._pool)
 
+    def cursor(self) -> AbstractContextManager[Cursor]:
+        """The reusable cursor of a pooled connection, for one statement."""
+        return _BorrowedCursor(self._pool)
+
 
 class ConnectionExecutor:
     """Every call runs on one connection, inside the transaction its owner opened."""
 
     def __init__(self, conn: Connection) -> None:
         self._fixed = _Fixed(conn)
+        self._fixed_cursor = _FixedCursor(conn)
 
     def connection(self) -> AbstractContextManager[Connection]:
         """The transaction's connection."""
         return self._fixed
 
+    def cursor(self) -> AbstractContextManager[Cursor]:
+        """A cursor on the transaction's connection."""
+        return self._fixed_cursor
 
-# One reusable cursor per connection: building a cursor per call cost ~12 % of a point
-# lookup (PERF-NOTES). A pooled connection serves one thread at a time, so does its cursor.
-_CURSORS: WeakKeyDictionary[Connection, psycopg.Cursor[Any]] = WeakKeyDictionary()
+
+def _fetch_one(cur: Cursor, record: Callable[..., Any]) -> Any:
+    row = cur.fetchone()
+    return None if row is None else record(*row)
 
 
-def _cursor(conn: Connection) -> psycopg.Cursor[Any]:
-    cur = _CURSORS.get(conn)
-    if cur is None or cur.closed:
-        cur = _CURSORS[conn] = conn.cursor()
-    return cur
+def _fetch_many(cur: Cursor, record: Callable[..., Any]) -> list[Any]:
+    return list(starmap(record, cur.fetchall()))
+
+
+def _fetch_scalar(cur: Cursor, record: Callable[..., Any]) -> Any:
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def _fetch_rowcount(cur: Cursor, record: Callable[..., Any]) -> int:
+    return cur.rowcount
+
+
+def _fetch_none(cur: Cursor, record: Callable[..., Any]) -> None:
+    return None
+
+
+_FETCHES = {
+    "one": _fetch_one,
+    "many": _fetch_many,
+    "scalar": _fetch_scalar,
+    "rowcount": _fetch_rowcount,
+    "none": _fetch_none,
+}
+_Plan = tuple[str, Callable[..., Any], Callable[..., Any]]
+# name -> (sql, fetch, record), built from the query's annotations on first use.
+_PLANS: dict[str, _Plan] = {}
+
+
+def record_of(query: Query) -> Callable[..., Any]:
+    """What decodes a row of the query: the struct its ``-- record:`` names, or that
+    struct's ``from_row`` when it has one (a field needing more than a positional copy);
+    ``tuple`` when the query names no record."""
+    if query.record is None:
+        return tuple
+    module, _, name = query.record.rpartition(".")
+    struct = getattr(importlib.import_module(f"flowledger.records.{module}"), name)
+    decode: Callable[..., Any] = getattr(struct, "from_row", struct)
+    return decode
+
+
+def _plan(name: str) -> _Plan:
+    queries = get_queries()
+    query = queries.get(name) or lookup_query(queries, name)
+    if query.returns is None:
+        raise LookupError(f"query {name} has no '-- returns:' annotation")
+    plan = _PLANS[name] = (query.sql, _FETCHES[query.returns], record_of(query))
+    return plan
 
 
 class Repository:
-    """Base of the repositories: a method names its query, binds parameters, decodes."""
+    """Base of the repositories: a method names its query, binds parameters; the query's
+    annotations decode. Neighbouring repositories come from `self._repos`, the registry
+    this repository belongs to."""
 
-    def __init__(self, executor: Executor, codec: CursorCodec) -> None:
-        self._executor = executor
-        self._codec = codec
-        self._queries = get_queries()
+    def __init__(self, repos: Repositories) -> None:
+        self._repos = repos
+        self._executor = repos._executor
 
-    def _query(self, name: str) -> Query:
-        query = self._queries.get(name)
-        return query if query is not None else lookup_query(self._queries, name)
+    @property
+    def _codec(self) -> CursorCodec:
+        return self._repos._codec
 
-    def _run(
+    def _fetch(
         self,
         name: str,
         params: Params,
-        fetch: Callable[[psycopg.Cursor[Any]], R],
-        context: Params | None,
-        conn: Connection | None,
-    ) -> R:
+        *,
+        context: Params | None = None,
+        conn: Connection | None = None,
+    ) -> Any:
+        """Run query `name`: what its ``-- returns:`` says (one record or None, a list of
+        records, a scalar, a row count, None), rows decoded into its ``-- record:``."""
         # The hot path of every repository call: no generator-based context managers.
-        sql = self._query(name).sql
+        sql, fetch, record = _PLANS.get(name) or _plan(name)
         try:
             if conn is not None:
                 cur = _cursor(conn)
                 cur.execute(sql, params)
-                return fetch(cur)
-            with self._executor.connection() as borrowed:
-                cur = _cursor(borrowed)
+                return fetch(cur, record)
+            with self._executor.cursor() as cur:
                 cur.execute(sql, params)
-                return fetch(cur)
+                return fetch(cur, record)
         except psycopg.Error as exc:
             raise translate_error(exc, context=context) from exc
+
+    def _require(
+        self,
+        name: str,
+        params: Params,
+        missing: str,
+        *,
+        context: Params | None = None,
+        conn: Connection | None = None,
+    ) -> Any:
+        """The one record of query `name`; raises NotFound(`missing`) when there is none."""
+        found = self._fetch(name, params, context=context, conn=conn)
+        if found is None:
+            raise NotFound(missing)
+        return found
 
     @contextmanager
     def _atomic(
@@ -151,96 +268,16 @@ class Repository:
         if conn is not None:
             yield conn
             return
-        with translating(context), self._executor.connection() as borrowed:
-            with borrowed.transaction():
+        with translating(context):
+            with self._executor.connection() as borrowed, borrowed.transaction():
                 yield borrowed
-
-    def _one(
-        self,
-        name: str,
-        params: Params,
-        record: Callable[..., T],
-        *,
-        context: Params | None = None,
-        conn: Connection | None = None,
-    ) -> T | None:
-        """The single row of query `name` as `record`, or None."""
-
-        def fetch(cur: psycopg.Cursor[Any]) -> T | None:
-            row = cur.fetchone()
-            return None if row is None else record(*row)
-
-        return self._run(name, params, fetch, context, conn)
-
-    def _one_or_raise(
-        self,
-        name: str,
-        params: Params,
-        record: Callable[..., T],
-        missing: str,
-        *,
-        context: Params | None = None,
-        conn: Connection | None = None,
-    ) -> T:
-        """Like `_one`, raising NotFound(`missing`) when there is no row."""
-        row = self._one(name, params, record, context=context, conn=conn)
-        if row is None:
-            raise NotFound(missing)
-        return row
-
-    def _many(
-        self,
-        name: str,
-        params: Params,
-        record: Callable[..., T],
-        *,
-        context: Params | None = None,
-        conn: Connection | None = None,
-    ) -> list[T]:
-        """Every row of query `name`, each as `record`."""
-
-        def fetch(cur: psycopg.Cursor[Any]) -> list[T]:
-            return list(starmap(record, cur.fetchall()))
-
-        return self._run(name, params, fetch, context, conn)
-
-    def _scalar(
-        self,
-        name: str,
-        params: Params,
-        *,
-        context: Params | None = None,
-        conn: Connection | None = None,
-    ) -> Any:
-        """The first column of the first row (None when there is no row)."""
-        return self._run(name, params, _first_value, context, conn)
 
     def _delete_in_batches(self, name: str, params: Params) -> int:
         """Run the batched delete `name` (LIMIT `params["batch"]`) until a batch comes back
         short, each batch its own short transaction; the number of rows deleted."""
         total = 0
         while True:
-            deleted = self._execute(name, params)
+            deleted: int = self._fetch(name, params)
             total += deleted
             if deleted < params["batch"]:
                 return total
-
-    def _execute(
-        self,
-        name: str,
-        params: Params,
-        *,
-        context: Params | None = None,
-        conn: Connection | None = None,
-    ) -> int:
-        """Run query `name`; the number of rows it affected."""
-        return self._run(name, params, _rowcount, context, conn)
-
-
-def _first_value(cur: psycopg.Cursor[Any]) -> Any:
-    row = cur.fetchone()
-    return None if row is None else row[0]
-
-
-def _rowcount(cur: psycopg.Cursor[Any]) -> int:
-    return cur.rowcount

@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/config.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Configuration: dotted keys to JSON values, typed reads, compare-and-set writes."""
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class ConfigRepository(Repository):
         """The value of `key` converted to `type` (msgspec rules), or `default` when the key
         is absent; raises NotFound (absent, no default), InvalidInput (value does not fit)."""
         _check_key(key)
-        entry = self._one("get_configuration", {"key": key}, Configuration)
+        entry: Configuration | None = self._fetch("get_configuration", {"key": key})
         if entry is None:
             if default is _MISSING:
                 raise NotFound(f"configuration {key!r} not found")
@@ -68,9 +70,10 @@ class ConfigRepository(Repository):
     def get_entry(self, *, key: str) -> Configuration:
         """The entry of `key` with its raw value and version; raises NotFound, InvalidInput."""
         _check_key(key)
-        return self._one_or_raise(
-            "get_configuration", {"key": key}, Configuration, f"configuration {key!r} not found"
+        found: Configuration = self._require(
+            "get_configuration", {"key": key}, f"configuration {key!r} not found"
         )
+        return found
 
     def set(
         self,
@@ -96,10 +99,12 @@ class ConfigRepository(Repository):
             "expected_version": expected_version,
         }
         if expected_version is None:
-            entry = self._one("upsert_configuration", params, Configuration, context=params)
+            entry: Configuration | None = self._fetch(
+                "upsert_configuration", params, context=params
+            )
             assert entry is not None  # INSERT ... ON CONFLICT DO UPDATE always yields its row
             return entry
-        updated = self._one("update_configuration_if_version", params, Configuration)
+        updated: Configuration | None = self._fetch("update_configuration_if_version", params)
         if updated is None:
             raise self._not_written(key, expected_version)
         return updated
@@ -111,7 +116,7 @@ class ConfigRepository(Repository):
         if expected_version is not None:
             _check_version(expected_version)
         params = {"key": key, "expected_version": expected_version}
-        if self._execute("delete_configuration", params) == 0:
+        if self._fetch("delete_configuration", params) == 0:
             if expected_version is None:
                 raise NotFound(f"configuration {key!r} not found")
             raise self._not_written(key, expected_version)
@@ -123,10 +128,13 @@ class ConfigRepository(Repository):
         one namespace. Raises InvalidInput on a prefix that is not a string.
         """
         prefix = as_text(prefix, "prefix", max_length=MAX_NAME_LENGTH)
-        return self._many("list_configurations_by_prefix", {"prefix": prefix}, Configuration)
+        found: builtins.list[Configuration] = self._fetch(
+            "list_configurations_by_prefix", {"prefix": prefix}
+        )
+        return found
 
     def _not_written(self, key: str, expected_version: int) -> NotFound | StaleWrite:
-        current = self._one("get_configuration", {"key": key}, Configuration)
+        current: Configuration | None = self._fetch("get_configuration", {"key": key})
         if current is None:
             return NotFound(f"configuration {key!r} not found")
         return StaleWrite(

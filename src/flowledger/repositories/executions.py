@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/executions.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Executions: start a run (version pinned, steps fanned out, event written) and steer it.
 
 An execution is inserted directly as 'running' (started_at = now()): its steps are created
@@ -42,10 +44,16 @@ from flowledger.repositories._checks import (
     as_optional_instant,
     as_optional_text,
     as_text,
+    check_batch,
+    cutoff_of,
     show,
 )
-from flowledger.repositories.base import Connection, Repository, as_optional_uuid, as_uuid
-from flowledger.repositories.outbox import OutboxRepository, check_batch, cutoff_of
+from flowledger.repositories.base import (
+    Connection,
+    Repository,
+    as_optional_uuid,
+    as_uuid,
+)
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
     Page,
@@ -88,7 +96,7 @@ class ExecutionsRepository(Repository):
         )
         request["parent_step_id"] = as_optional_uuid(parent_step_id, "parent step id")
         if request["parent_step_id"] is None:
-            return self._start([request], None)[0][0]
+            return (self._start([request], None))[0][0]
         with self._atomic(request) as conn:
             self._adopt(request, conn)
             [(execution, created)] = self._start([request], conn)
@@ -120,9 +128,10 @@ class ExecutionsRepository(Repository):
     def get(self, *, id: uuid.UUID | str) -> Execution:
         """The execution with this id; raises NotFound, InvalidInput on a malformed id."""
         execution_id = as_uuid(id, "execution id")
-        return self._one_or_raise(
-            "get_execution_by_id", {"id": execution_id}, Execution, _missing(execution_id)
+        found: Execution = self._require(
+            "get_execution_by_id", {"id": execution_id}, _missing(execution_id)
         )
+        return found
 
     def list(
         self,
@@ -155,7 +164,7 @@ class ExecutionsRepository(Repository):
             "after_id": after_id,
             "limit": limit,
         }
-        rows = self._many("list_executions", params, Execution)
+        rows: builtins.list[Execution] = self._fetch("list_executions", params)
         return make_page(
             rows,
             limit=limit,
@@ -174,7 +183,8 @@ class ExecutionsRepository(Repository):
             "paused_before": as_optional_instant(paused_before, "paused_before"),
             "limit": limit,
         }
-        return self._many("find_paused_executions", params, Execution)
+        found: builtins.list[Execution] = self._fetch("find_paused_executions", params)
+        return found
 
     def pause(self, *, id: uuid.UUID | str, reason: str | None = None) -> Execution:
         """The paused execution (its queued steps are no longer claimed; running ones finish;
@@ -182,7 +192,7 @@ class ExecutionsRepository(Repository):
         execution_id = as_uuid(id, "execution id")
         params = {"id": execution_id, "reason": as_optional_text(reason, "reason")}
         with self._atomic() as conn:
-            paused = self._one("set_execution_paused", params, Execution, conn=conn)
+            paused: Execution | None = self._fetch("set_execution_paused", params, conn=conn)
             if paused is None:
                 return self._get(execution_id, conn)
             self._announce(paused, "execution.paused", conn)
@@ -194,10 +204,12 @@ class ExecutionsRepository(Repository):
         running: returned as is). Raises NotFound, InvalidInput when it is finished."""
         execution_id = as_uuid(id, "execution id")
         with self._atomic() as conn:
-            resumed = self._one("set_execution_running", {"id": execution_id}, Execution, conn=conn)
+            resumed: Execution | None = self._fetch(
+                "set_execution_running", {"id": execution_id}, conn=conn
+            )
             if resumed is None:
                 return self._get(execution_id, conn)
-            self._scalar("queue_ready_steps", {"id": execution_id}, conn=conn)
+            self._fetch("queue_ready_steps", {"id": execution_id}, conn=conn)
             self._announce(resumed, "execution.resumed", conn)
             return self._finish_if_settled(execution_id, conn) or resumed
 
@@ -208,7 +220,9 @@ class ExecutionsRepository(Repository):
         execution_id = as_uuid(id, "execution id")
         with self._atomic() as conn:
             # The execution's row first: the engine's lock order.
-            cancelled = self._one("cancel_execution", {"id": execution_id}, Execution, conn=conn)
+            cancelled: Execution | None = self._fetch(
+                "cancel_execution", {"id": execution_id}, conn=conn
+            )
             if cancelled is None:
                 return self._get(execution_id, conn)
             self._cancel_steps(execution_id, _CANCELLED, conn)
@@ -232,14 +246,16 @@ class ExecutionsRepository(Repository):
         failed."""
         execution_id = as_uuid(id, "execution id")
         with self._atomic() as conn:
-            retried = self._one("retry_execution", {"id": execution_id}, Execution, conn=conn)
+            retried: Execution | None = self._fetch(
+                "retry_execution", {"id": execution_id}, conn=conn
+            )
             if retried is None:
                 current = self._get(execution_id, conn)
                 raise InvalidInput(
                     f"execution {execution_id} is {current.status}: only a failed execution "
                     "can be retried"
                 )
-            self._scalar("requeue_execution_steps", {"id": execution_id}, conn=conn)
+            self._fetch("requeue_execution_steps", {"id": execution_id}, conn=conn)
             self._announce(retried, "execution.retried", conn)
             return self._finish_if_settled(execution_id, conn) or retried
 
@@ -251,7 +267,8 @@ class ExecutionsRepository(Repository):
         execution_id = as_uuid(id, "execution id")
         params = {"id": execution_id}
         missing = _missing(execution_id)
-        return self._one_or_raise("get_execution_progress", params, ExecutionProgress, missing)
+        found: ExecutionProgress = self._require("get_execution_progress", params, missing)
+        return found
 
     def set_variables(
         self, *, id: uuid.UUID | str, variables: dict[str, Any], expected_version: int
@@ -271,7 +288,7 @@ class ExecutionsRepository(Repository):
             "expected_version": as_int(expected_version, "expected_version", 0, INT64_MAX),
         }
         with self._atomic(params) as conn:
-            updated = self._one("update_execution_variables", params, Execution, conn=conn)
+            updated: Execution | None = self._fetch("update_execution_variables", params, conn=conn)
             if updated is not None:
                 return updated
             current = self._get(execution_id, conn)
@@ -305,7 +322,9 @@ class ExecutionsRepository(Repository):
             "parent_step_ids": [r.get("parent_step_id") for r in requests],
         }
         context = requests[0] if len(requests) == 1 else None
-        created = self._many("start_executions", params, Execution, context=context, conn=conn)
+        created: builtins.list[Execution] = self._fetch(
+            "start_executions", params, context=context, conn=conn
+        )
         # Rows come in request order; a request without one reused a key or cannot start.
         rows = iter(created)
         row = next(rows, None)
@@ -335,9 +354,7 @@ class ExecutionsRepository(Repository):
             "idempotency_keys": [r["idempotency_key"] for r in keyed],
         }
         found = (
-            self._many("get_executions_by_idempotency_keys", params, Execution, conn=conn)
-            if keyed
-            else []
+            self._fetch("get_executions_by_idempotency_keys", params, conn=conn) if keyed else []
         )
         existing = {(e.workflow_id, e.idempotency_key): e for e in found}
         for r in requests:
@@ -347,7 +364,7 @@ class ExecutionsRepository(Repository):
 
     def _unstartable(self, workflow_id: uuid.UUID, conn: Connection | None) -> FlowledgerError:
         params = {"workflow_id": workflow_id}
-        state = self._one("get_workflow_startable", params, WorkflowState, conn=conn)
+        state: WorkflowState | None = self._fetch("get_workflow_startable", params, conn=conn)
         if state is None:
             return NotFound(f"workflow {workflow_id} not found")
         if state.status == "archived":
@@ -366,25 +383,25 @@ class ExecutionsRepository(Repository):
         params["parent_execution_id"] = parent.id
 
     def _wait_for(self, step_id: uuid.UUID, conn: Connection) -> None:
-        if self._scalar("wait_for_child", {"id": step_id}, conn=conn) is None:
+        if self._fetch("wait_for_child", {"id": step_id}, conn=conn) is None:
             raise InvalidInput(
                 f"step {step_id} is not running: only a claimed step can start a child execution"
             )
 
     def _lock_of_step(self, step_id: uuid.UUID, conn: Connection) -> ExecutionLock:
-        lock = self._one("lock_step_execution", {"id": step_id}, ExecutionLock, conn=conn)
+        lock: ExecutionLock | None = self._fetch("lock_step_execution", {"id": step_id}, conn=conn)
         if lock is None:
             raise NotFound(f"step {step_id} not found")
         return lock
 
     def _cancel_steps(self, execution_id: uuid.UUID, reason: str, conn: Connection) -> None:
         params = {"execution_id": execution_id, "reason": reason}
-        self._scalar("cancel_execution_steps", params, conn=conn)
-        self._execute("close_cancelled_attempts", params, conn=conn)
+        self._fetch("cancel_execution_steps", params, conn=conn)
+        self._fetch("close_cancelled_attempts", params, conn=conn)
 
     def _fail(self, execution_id: uuid.UUID, error: str, conn: Connection) -> Execution | None:
         params = {"id": execution_id, "error": error}
-        failed = self._one("fail_execution", params, Execution, conn=conn)
+        failed: Execution | None = self._fetch("fail_execution", params, conn=conn)
         if failed is None:
             return None
         self._cancel_steps(execution_id, "execution failed", conn)
@@ -405,7 +422,9 @@ class ExecutionsRepository(Repository):
         holds) none of whose steps can run any more, announce each, and report finished
         children to their parent steps."""
         params = {"ids": execution_ids}
-        done = self._many("finish_executions_if_settled", params, Execution, conn=conn)
+        done: builtins.list[Execution] = self._fetch(
+            "finish_executions_if_settled", params, conn=conn
+        )
         if done:
             self._announce_many(done, conn)
             for execution in done:
@@ -421,7 +440,7 @@ class ExecutionsRepository(Repository):
         """Steps failed for good (the caller holds their executions' rows): skip what
         depends on them, then fail each execution at once (fail_fast) or let its other
         branches run on and finish it once nothing more can run (continue)."""
-        self._execute("skip_downstream_steps", {"ids": [s.id for s in steps]}, conn=conn)
+        self._fetch("skip_downstream_steps", {"ids": [s.id for s in steps]}, conn=conn)
         first: dict[uuid.UUID, Step] = {}
         for step in sorted(steps, key=lambda s: s.execution_id):
             first.setdefault(step.execution_id, step)
@@ -440,7 +459,7 @@ class ExecutionsRepository(Repository):
         parent = self._lock_of_step(child.parent_step_id, conn)
         step_id = child.parent_step_id
         if child.status == "completed":
-            result = self._scalar("get_execution_result", {"id": child.id}, conn=conn)
+            result = self._fetch("get_execution_result", {"id": child.id}, conn=conn)
             outputs = as_json({"execution_id": str(child.id), "outputs": result}, "outputs")
             self._complete_steps(None, [step_id], [1], [outputs], {parent.id: parent}, conn)
             return
@@ -467,7 +486,7 @@ class ExecutionsRepository(Repository):
             "attempts": attempts,
             "outputs": outputs,
         }
-        done = self._many("complete_steps", params, CompletedStep, conn=conn)
+        done: builtins.list[CompletedStep] = self._fetch("complete_steps", params, conn=conn)
         running = {d.execution_id for d in done if locks[d.execution_id].status == "running"}
         if running:
             self._finish_settled(sorted(running), conn)
@@ -487,20 +506,20 @@ class ExecutionsRepository(Repository):
         that failed for good. The caller holds the executions' rows (`locks`); the steps
         written, those missing lost their lease."""
         params = {"worker_id": worker_id, "ids": ids, "attempts": attempts, "errors": errors}
-        steps = self._many("fail_steps", params, Step, conn=conn)
+        steps: builtins.list[Step] = self._fetch("fail_steps", params, conn=conn)
         final = [s for s in steps if s.status == "failed"]
         if final:
             self._after_failures(final, locks, conn)
         return steps
 
     def _get(self, execution_id: uuid.UUID, conn: Connection) -> Execution:
-        return self._one_or_raise(
+        found: Execution = self._require(
             "get_execution_by_id",
             {"id": execution_id},
-            Execution,
             _missing(execution_id),
             conn=conn,
         )
+        return found
 
     def _announce(self, execution: Execution, event_type: str, conn: Connection) -> None:
         event = NewEvent(
@@ -509,7 +528,7 @@ class ExecutionsRepository(Repository):
             event_type=event_type,
             payload=_payload(execution),
         )
-        OutboxRepository(self._executor, self._codec).append(event=event, conn=conn)
+        self._repos.outbox.append(event=event, conn=conn)
 
     def _announce_many(self, executions: builtins.list[Execution], conn: Connection) -> None:
         """`execution.<status>` for each execution, in one statement."""
@@ -519,7 +538,7 @@ class ExecutionsRepository(Repository):
             "event_types": [f"execution.{e.status}" for e in executions],
             "payloads": [Jsonb(_payload(e)) for e in executions],
         }
-        self._scalar("insert_outbox_events", params, conn=conn)
+        self._fetch("insert_outbox_events", params, conn=conn)
 
     def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
         if cursor is None:

@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/memory.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """The memory store: deduplicated project knowledge, context modules, context packs.
 
 Deduplication: an item's ``content_hash`` is the SHA-256 of its normalised content:
@@ -117,16 +119,17 @@ class MemoryItemsRepository(Repository):
             "expires_at": item.expires_at,
             "raise_confidence": as_bool(raise_confidence, "raise_confidence"),
         }
-        row = self._one("insert_memory_item", params, CreatedMemoryItem, context=params)
+        row: CreatedMemoryItem | None = self._fetch("insert_memory_item", params, context=params)
         assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always yields its row
         return MemoryItem(*msgspec.structs.astuple(row)[:-1]), row.created
 
     def get(self, *, id: uuid.UUID | str) -> MemoryItem:
         """The item with this id; raises NotFound, InvalidInput on a malformed id."""
         item_id = as_uuid(id, "memory item id")
-        return self._one_or_raise(
-            "get_memory_item", {"id": item_id}, MemoryItem, f"memory item {item_id} not found"
+        found: MemoryItem = self._require(
+            "get_memory_item", {"id": item_id}, f"memory item {item_id} not found"
         )
+        return found
 
     def list(
         self,
@@ -172,7 +175,7 @@ class MemoryItemsRepository(Repository):
             "after_id": after[2],
             "limit": limit,
         }
-        rows = self._many("list_memory_items", params, MemoryItem)
+        rows: builtins.list[MemoryItem] = self._fetch("list_memory_items", params)
         return make_page(
             rows,
             limit=limit,
@@ -186,12 +189,12 @@ class MemoryItemsRepository(Repository):
         NotFound, InvalidInput (unknown status, or a move the lifecycle forbids)."""
         item_id = as_uuid(id, "memory item id")
         _check_status(status, MEMORY_STATUSES)
-        return self._one_or_raise(
+        found: MemoryItem = self._require(
             "set_memory_item_status",
             {"id": item_id, "status": status},
-            MemoryItem,
             f"memory item {item_id} not found",
         )
+        return found
 
     def touch(self, *, ids: Iterable[uuid.UUID | str]) -> int:
         """How many of the items exist and were counted as read once more (access_count + 1,
@@ -199,13 +202,14 @@ class MemoryItemsRepository(Repository):
         item_ids = as_uuid_list(ids, "memory item id")
         if not item_ids:
             return 0
-        return self._execute("touch_memory_items", {"ids": item_ids})
+        found: int = self._fetch("touch_memory_items", {"ids": item_ids})
+        return found
 
     def expire(self, *, now: datetime.datetime | None = None) -> builtins.list[uuid.UUID]:
         """Ids (sorted) of the items whose expires_at is at or before `now` (default: the
         server's clock), now deprecated; raises InvalidInput on a naive `now`."""
         _check_aware(now, "now")
-        ids: builtins.list[uuid.UUID] = self._scalar("expire_memory_items", {"now": now})
+        ids: builtins.list[uuid.UUID] = self._fetch("expire_memory_items", {"now": now})
         return ids
 
     def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any, Any]:
@@ -243,21 +247,25 @@ class MemoryModulesRepository(Repository):
             "selectors": as_json(dict(module.selectors), "selectors"),
             "priority": module.priority,
         }
-        created = self._one("insert_memory_module", params, MemoryModule, context=params)
+        created: MemoryModule | None = self._fetch("insert_memory_module", params, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
 
     def get(self, *, id: uuid.UUID | str) -> MemoryModule:
         """The module with this id; raises NotFound, InvalidInput on a malformed id."""
         module_id = as_uuid(id, "context module id")
-        return self._one_or_raise(
-            "get_memory_module", {"id": module_id}, MemoryModule, _missing_module(module_id)
+        found: MemoryModule = self._require(
+            "get_memory_module", {"id": module_id}, _missing_module(module_id)
         )
+        return found
 
     def list(self, *, project: str) -> builtins.list[MemoryModule]:
         """The project's modules, highest priority first, then by name; raises InvalidInput."""
         _check_project(project)
-        return self._many("list_memory_modules", {"project": project}, MemoryModule)
+        found: builtins.list[MemoryModule] = self._fetch(
+            "list_memory_modules", {"project": project}
+        )
+        return found
 
     def update(
         self,
@@ -284,18 +292,18 @@ class MemoryModulesRepository(Repository):
             "selectors": None if selectors is None else as_json(dict(selectors), "selectors"),
             "priority": priority,
         }
-        return self._one_or_raise(
+        found: MemoryModule = self._require(
             "update_memory_module",
             params,
-            MemoryModule,
             _missing_module(module_id),
             context=params,
         )
+        return found
 
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the module and its membership (the items stay); raises NotFound."""
         module_id = as_uuid(id, "context module id")
-        if self._execute("delete_memory_module", {"id": module_id}) == 0:
+        if self._fetch("delete_memory_module", {"id": module_id}) == 0:
             raise NotFound(_missing_module(module_id))
 
     def add_item(
@@ -312,10 +320,9 @@ class MemoryModulesRepository(Repository):
         context = {"module_id": module, "item_id": item, "position": position}
         with self._atomic(context) as conn:
             project = self._lock(module, conn)
-            member = self._one_or_raise(
+            member: MemoryItem = self._require(
                 "get_memory_item",
                 {"id": item},
-                MemoryItem,
                 f"memory item {item} not found",
                 conn=conn,
             )
@@ -324,13 +331,13 @@ class MemoryModulesRepository(Repository):
                     f"memory item {item} belongs to project {member.project!r}, "
                     f"not to the module's project {project!r}"
                 )
-            size: int = self._scalar("count_memory_module_items", {"module_id": module}, conn=conn)
+            size: int = self._fetch("count_memory_module_items", {"module_id": module}, conn=conn)
             at = size if position is None else position
             if at > size:
                 raise InvalidInput(f"position {at} is past the end of the module (size {size})")
             self._shift(module, at, 1, conn)
             params = {"module_id": module, "item_id": item, "position": at}
-            self._execute("add_memory_module_item", params, context=context, conn=conn)
+            self._fetch("add_memory_module_item", params, context=context, conn=conn)
         return at
 
     def remove_item(self, *, module_id: uuid.UUID | str, item_id: uuid.UUID | str) -> None:
@@ -340,7 +347,7 @@ class MemoryModulesRepository(Repository):
         with self._atomic() as conn:
             self._lock(module, conn)
             params = {"module_id": module, "item_id": item}
-            removed = self._scalar("remove_memory_module_item", params, conn=conn)
+            removed = self._fetch("remove_memory_module_item", params, conn=conn)
             if removed is None:
                 raise NotFound(f"memory item {item} is not in context module {module}")
             self._shift(module, removed + 1, -1, conn)
@@ -354,10 +361,10 @@ class MemoryModulesRepository(Repository):
             raise InvalidInput("item_ids lists an item more than once")
         with self._atomic() as conn:
             self._lock(module, conn)
-            size = self._scalar("count_memory_module_items", {"module_id": module}, conn=conn)
+            size = self._fetch("count_memory_module_items", {"module_id": module}, conn=conn)
             params = {"module_id": module, "item_ids": ordered}
             if size != len(ordered) or (
-                size and self._execute("reorder_memory_module_items", params, conn=conn) != size
+                size and self._fetch("reorder_memory_module_items", params, conn=conn) != size
             ):
                 raise InvalidInput(
                     f"item_ids must list each of the module's {size} items exactly once"
@@ -366,20 +373,22 @@ class MemoryModulesRepository(Repository):
     def items(self, *, module_id: uuid.UUID | str) -> builtins.list[MemoryItem]:
         """The module's items in membership order; raises NotFound, InvalidInput."""
         module = as_uuid(module_id, "context module id")
-        found = self._many("list_memory_module_items", {"module_id": module}, MemoryItem)
+        found: builtins.list[MemoryItem] = self._fetch(
+            "list_memory_module_items", {"module_id": module}
+        )
         if not found:
             self.get(id=module)  # raises NotFound for an unknown module; else it is empty
         return found
 
     def _lock(self, module: uuid.UUID, conn: Connection) -> str:
-        project: str | None = self._scalar("lock_memory_module", {"id": module}, conn=conn)
+        project: str | None = self._fetch("lock_memory_module", {"id": module}, conn=conn)
         if project is None:
             raise NotFound(_missing_module(module))
         return project
 
     def _shift(self, module: uuid.UUID, from_position: int, delta: int, conn: Connection) -> None:
         params = {"module_id": module, "from_position": from_position, "delta": delta}
-        self._execute("shift_memory_module_items", params, conn=conn)
+        self._fetch("shift_memory_module_items", params, conn=conn)
 
 
 class MemoryPacksRepository(Repository):
@@ -407,12 +416,14 @@ class MemoryPacksRepository(Repository):
         ):
             raise InvalidInput(f"token_budget must be between 1 and {_INT32_MAX}")
         with self._atomic() as conn:
-            found = self._many(
-                "lock_memory_modules_for_pack", {"module_ids": modules}, MemoryModule, conn=conn
+            found: builtins.list[MemoryModule] = self._fetch(
+                "lock_memory_modules_for_pack", {"module_ids": modules}, conn=conn
             )
             _check_pack_modules(project, modules, found)
             params = {"project": project, "module_ids": modules}
-            candidates = self._many("list_memory_pack_candidates", params, PackedItem, conn=conn)
+            candidates: builtins.list[PackedItem] = self._fetch(
+                "list_memory_pack_candidates", params, conn=conn
+            )
             chosen = _fill(candidates, token_budget)
             pack_params = {
                 "project": project,
@@ -421,16 +432,17 @@ class MemoryPacksRepository(Repository):
                 "module_ids": modules,
                 "items": Jsonb(chosen, dumps=msgspec.json.encode),
             }
-            pack = self._one("insert_memory_pack", pack_params, _pack_row, conn=conn)
+            pack: MemoryPack | None = self._fetch("insert_memory_pack", pack_params, conn=conn)
         assert pack is not None  # INSERT ... RETURNING yields its row
         return pack
 
     def get(self, *, id: uuid.UUID | str) -> MemoryPack:
         """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
         pack_id = as_uuid(id, "context pack id")
-        return self._one_or_raise(
-            "get_memory_pack", {"id": pack_id}, _pack_row, f"context pack {pack_id} not found"
+        found: MemoryPack = self._require(
+            "get_memory_pack", {"id": pack_id}, f"context pack {pack_id} not found"
         )
+        return found
 
     def list(
         self, *, project: str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
@@ -446,7 +458,7 @@ class MemoryPacksRepository(Repository):
             "after_id": after_id,
             "limit": limit,
         }
-        rows = self._many("list_memory_packs", params, _pack_row)
+        rows: builtins.list[MemoryPack] = self._fetch("list_memory_packs", params)
         return make_page(
             rows,
             limit=limit,
@@ -463,13 +475,6 @@ class MemoryPacksRepository(Repository):
             # Signed by us, so this is a bug rather than tampering; still refuse it.
             raise InvalidInput("cursor does not hold a (created_at, id) position")
         return created_at, pack_id
-
-
-def _pack_row(*values: Any) -> MemoryPack:
-    # The items column is jsonb, decoded to plain dicts; they become typed PackedItems here.
-    pack_id, project, budget, count, module_ids, items, created_at = values
-    packed = msgspec.convert(items, builtins.list[PackedItem])
-    return MemoryPack(pack_id, project, budget, count, module_ids, packed, created_at)
 
 
 def _fill(candidates: Iterable[PackedItem], budget: int) -> builtins.list[PackedItem]:

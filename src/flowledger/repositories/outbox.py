@@ -1,38 +1,39 @@
+# Generated from src/flowledger/aio/repositories/outbox.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Outbox: events appended in the caller's transaction, drained by a SKIP LOCKED relay."""
 
 from __future__ import annotations
 
+import builtins
 import datetime
+import inspect
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import cast
 
 import psycopg
 
 from flowledger.errors import InvalidInput
 from flowledger.records.events import NewEvent, OutboxEvent, RelayResult
 from flowledger.repositories._checks import (
-    as_instant,
-    as_int,
-    as_interval,
     as_json,
     as_name,
     as_struct,
+    check_batch,
+    cutoff_of,
     show,
 )
 from flowledger.repositories.base import Connection, Repository, as_uuid
 
-__all__ = ["MAX_AGE", "OutboxRepository", "RelayHandler", "check_batch", "cutoff_of"]
+__all__ = ["OutboxRepository", "RelayHandler"]
 
-RelayHandler = Callable[[list[OutboxEvent]], object]
+RelayHandler = Callable[[list[OutboxEvent]], None]
+"""A relay handler of the sync face: a plain function (not a coroutine one)."""
 
 _EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")
 # A failing consumer is retried after 2, 4, 8... seconds, never more than this apart.
 _MAX_BACKOFF_SECONDS = 300.0
-_MAX_BATCH = 10_000
-# Retention ages and staleness thresholds: a century either way is beyond any real use,
-# and keeps now() - age inside the range of a datetime.
-MAX_AGE = datetime.timedelta(days=36_525)
 
 
 class OutboxRepository(Repository):
@@ -55,7 +56,7 @@ class OutboxRepository(Repository):
             "event_type": as_name(event_type, "event_type"),
             "payload": as_json(event.payload, "payload", object_only=True),
         }
-        stored = self._one("insert_outbox_event", params, OutboxEvent, conn=conn)
+        stored: OutboxEvent | None = self._fetch("insert_outbox_event", params, conn=conn)
         assert stored is not None  # INSERT ... RETURNING yields its row
         return stored
 
@@ -66,21 +67,25 @@ class OutboxRepository(Repository):
         check_batch(batch)
         if not callable(handler):
             raise InvalidInput(f"handler must be callable, got {show(handler)}")
+        if inspect.iscoroutinefunction(handler):
+            raise InvalidInput(_AWAITABLE_HANDLER)
         with self._atomic() as conn:
-            events = self._many("claim_outbox_events", {"batch": batch}, OutboxEvent, conn=conn)
+            events: builtins.list[OutboxEvent] = self._fetch(
+                "claim_outbox_events", {"batch": batch}, conn=conn
+            )
             if not events:
                 return RelayResult(published=0, failed=0)
             ids = [e.id for e in events]
             try:
-                handler(events)
+                _deliver(handler, events)
             # The handler is the caller's code (a broker client...): whatever it raises
             # means "not delivered", and the events must be kept for a later pass.
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 params = {"ids": ids, "error": error, "max_backoff_seconds": _MAX_BACKOFF_SECONDS}
-                self._execute("record_outbox_failure", params, conn=conn)
+                self._fetch("record_outbox_failure", params, conn=conn)
                 return RelayResult(published=0, failed=len(ids), error=error)
-            published = self._execute("publish_outbox_events", {"ids": ids}, conn=conn)
+            published: int = self._fetch("publish_outbox_events", {"ids": ids}, conn=conn)
         return RelayResult(published=published, failed=0)
 
     def list_by_aggregate(
@@ -91,7 +96,8 @@ class OutboxRepository(Repository):
             "aggregate_type": as_name(aggregate_type, "aggregate_type"),
             "aggregate_id": as_uuid(aggregate_id, "aggregate id"),
         }
-        return self._many("list_outbox_events_by_aggregate", params, OutboxEvent)
+        found: list[OutboxEvent] = self._fetch("list_outbox_events_by_aggregate", params)
+        return found
 
     def prune(
         self, *, older_than: datetime.datetime | datetime.timedelta, batch: int = 1000
@@ -103,15 +109,22 @@ class OutboxRepository(Repository):
         return self._delete_in_batches("prune_outbox_events", params)
 
 
-def cutoff_of(older_than: datetime.datetime | datetime.timedelta) -> datetime.datetime:
-    """The instant meant by `older_than`: itself (timezone-aware), or now minus the age (at
-    most MAX_AGE either way); InvalidInput otherwise."""
-    if isinstance(older_than, datetime.timedelta):
-        age = as_interval(older_than, "older_than", -MAX_AGE, MAX_AGE)
-        return datetime.datetime.now(datetime.UTC) - age
-    return as_instant(older_than, "older_than")
+_AWAITABLE_HANDLER = (
+    "handler is a coroutine function (or returned an awaitable): the sync face cannot"
+    " await it; relay from an async database (flowledger.connect_async) instead"
+)
 
 
-def check_batch(batch: int) -> None:
-    """Refuse a batch size outside 1..10,000 with InvalidInput."""
-    as_int(batch, "batch", 1, _MAX_BATCH)
+def _deliver(handler: RelayHandler, events: list[OutboxEvent]) -> None:
+    # The sync type refuses coroutine functions; this catches what slips past a type.
+    outcome = cast("Callable[..., object]", handler)(events)
+    if inspect.isawaitable(outcome):
+        raise _refused(outcome)
+
+
+def _refused(outcome: object) -> InvalidInput:
+    """What the sync face raises for an awaitable a handler returned: closed unrun, and
+    recorded as a failed delivery (the events stay for a later pass)."""
+    if isinstance(outcome, Coroutine):
+        outcome.close()
+    return InvalidInput(_AWAITABLE_HANDLER)

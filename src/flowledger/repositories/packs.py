@@ -1,7 +1,10 @@
+# Generated from src/flowledger/aio/repositories/packs.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Packs: the catalog's namespaces of actions."""
 
 from __future__ import annotations
 
+import builtins
 import re
 import uuid
 
@@ -43,23 +46,21 @@ class PacksRepository(Repository):
             "description": as_text(pack.description, "description"),
             "version": as_name(pack.version, "version"),
         }
-        created = self._one("insert_pack", params, Pack, context=params)
+        created: Pack | None = self._fetch("insert_pack", params, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
 
     def get(self, *, id: uuid.UUID | str) -> Pack:
         """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
         pack_id = as_uuid(id, "pack id")
-        return self._one_or_raise(
-            "get_pack_by_id", {"id": pack_id}, Pack, f"pack {pack_id} not found"
-        )
+        found: Pack = self._require("get_pack_by_id", {"id": pack_id}, f"pack {pack_id} not found")
+        return found
 
     def get_by_ref(self, *, ref: str) -> Pack:
         """The pack with this ref; raises NotFound, InvalidInput on a malformed ref."""
         _check_ref(ref)
-        return self._one_or_raise(
-            "get_pack_by_ref", {"ref": ref}, Pack, f"no pack with ref {ref!r}"
-        )
+        found: Pack = self._require("get_pack_by_ref", {"ref": ref}, f"no pack with ref {ref!r}")
+        return found
 
     def list(self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page[Pack]:
         """A page of packs in ref order; raises InvalidInput (bad limit), InvalidCursor."""
@@ -71,7 +72,9 @@ class PacksRepository(Repository):
             (after_ref,) = self._codec.decode(as_cursor(cursor), scope, arity=1)
             if not isinstance(after_ref, str):
                 raise InvalidCursor("cursor does not hold a ref position")
-        rows = self._many("list_packs", {"after_ref": after_ref, "limit": limit}, Pack)
+        rows: builtins.list[Pack] = self._fetch(
+            "list_packs", {"after_ref": after_ref, "limit": limit}
+        )
         return make_page(rows, limit=limit, key=lambda p: (p.ref,), codec=self._codec, scope=scope)
 
     def update(self, *, id: uuid.UUID | str, patch: PackPatch) -> Pack:
@@ -84,12 +87,13 @@ class PacksRepository(Repository):
             "description": as_optional_text(patch.description, "description"),
             "version": None if patch.version is None else as_name(patch.version, "version"),
         }
-        return self._one_or_raise("update_pack", params, Pack, f"pack {pack_id} not found")
+        found: Pack = self._require("update_pack", params, f"pack {pack_id} not found")
+        return found
 
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the pack and its actions (its workflows stay, without a pack); raises NotFound."""
         pack_id = as_uuid(id, "pack id")
-        if self._execute("delete_pack", {"id": pack_id}) == 0:
+        if self._fetch("delete_pack", {"id": pack_id}) == 0:
             raise NotFound(f"pack {pack_id} not found")
 
 

@@ -1,7 +1,10 @@
+# Generated from src/flowledger/aio/repositories/registry.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Every repository, as attributes of `Database` and `Transaction`.
 
-Each is built on first use and bound to the owner's executor: the pool for a Database,
-one connection for a Transaction.
+Each is built on first use and bound to its owner, which hands it the executor (the
+pool for a database, one connection for a transaction), the cursor codec, and its
+neighbours: a repository reaches another only as `self._repos.<name>`.
 """
 
 from __future__ import annotations
@@ -29,101 +32,93 @@ from flowledger.repositories.tool_executions import ToolExecutionsRepository
 from flowledger.repositories.users import UsersRepository
 from flowledger.repositories.workflows import WorkflowsRepository
 
+__all__ = ["Repositories"]
+
 
 class Repositories:
-    """The repository attributes shared by Database and Transaction."""
+    """The repository attributes shared by a database, its transactions and pinned blocks."""
 
     def __init__(self, executor: Executor, codec: CursorCodec) -> None:
         self._executor = executor
         self._codec = codec
 
-    # Repository properties follow, one per aggregate, e.g.:
-    #
-    #     @cached_property
-    #     def users(self) -> UsersRepository:
-    #         """Users: ..."""
-    #         return UsersRepository(self._executor, self._codec)
-
     @cached_property
     def users(self) -> UsersRepository:
         """Users: create, look up by id or email (any case), list, update, delete."""
-        return UsersRepository(self._executor, self._codec)
+        return UsersRepository(self)
 
     @cached_property
     def api_keys(self) -> ApiKeysRepository:
         """API keys: issue (secret shown once), verify, revoke, list a user's keys."""
-        return ApiKeysRepository(self._executor, self._codec)
+        return ApiKeysRepository(self)
 
     @cached_property
     def packs(self) -> PacksRepository:
         """Packs: the catalog's namespaces of actions."""
-        return PacksRepository(self._executor, self._codec)
+        return PacksRepository(self)
 
     @cached_property
     def actions(self) -> ActionsRepository:
         """Actions of packs, and their link to the workflow implementing them."""
-        return ActionsRepository(self._executor, self._codec)
+        return ActionsRepository(self)
 
     @cached_property
     def executions(self) -> ExecutionsRepository:
         """Executions: start (idempotent), list, pause/resume/cancel/fail, prune finished."""
-        return ExecutionsRepository(self._executor, self._codec)
+        return ExecutionsRepository(self)
 
     @cached_property
     def steps(self) -> StepsRepository:
         """Steps: claim with a lease, heartbeat, complete, fail with retries, reap."""
-        return StepsRepository(self._executor, self._codec)
+        return StepsRepository(self)
 
     @cached_property
     def outbox(self) -> OutboxRepository:
         """Outbox: events appended in the caller's transaction, relayed, pruned."""
-        return OutboxRepository(self._executor, self._codec)
+        return OutboxRepository(self)
 
     @cached_property
     def step_logs(self) -> StepLogsRepository:
         """Step logs: lines appended with binary COPY, read by step or execution."""
-        return StepLogsRepository(self._executor, self._codec)
+        return StepLogsRepository(self)
 
     @cached_property
     def tool_executions(self) -> ToolExecutionsRepository:
         """Tool calls of steps and sessions: start, finish, per-tool statistics."""
-        return ToolExecutionsRepository(self._executor, self._codec)
+        return ToolExecutionsRepository(self)
 
     @cached_property
     def workflows(self) -> WorkflowsRepository:
         """Workflows: create, look up (id, owner+name, "<email>/<name>"), optimistic-locking
         edits, filtered keyset listing, definition versions."""
-        return WorkflowsRepository(self._executor, self._codec)
+        return WorkflowsRepository(self)
 
     @cached_property
     def stages(self) -> StagesRepository:
         """Stages of workflows: add, reorder, remove, update; positions stay 0..n-1."""
-        return StagesRepository(self._executor, self._codec)
+        return StagesRepository(self)
 
     @cached_property
     def sessions(self) -> SessionsRepository:
         """Client sessions: open, heartbeat, close, deactivate stale ones, list active."""
-        return SessionsRepository(self._executor, self._codec)
+        return SessionsRepository(self)
 
     @cached_property
     def config(self) -> ConfigRepository:
         """Configuration: typed reads of dotted keys, compare-and-set writes, prefix lists."""
-        return ConfigRepository(self._executor, self._codec)
+        return ConfigRepository(self)
 
     @cached_property
     def memory_items(self) -> MemoryItemsRepository:
         """Memory items: deduplicated create, recall lists, lifecycle, usage, expiry."""
-        return MemoryItemsRepository(self._executor, self._codec)
+        return MemoryItemsRepository(self)
 
     @cached_property
     def memory_modules(self) -> MemoryModulesRepository:
         """Context modules of memory and their ordered items."""
-        return MemoryModulesRepository(self._executor, self._codec)
+        return MemoryModulesRepository(self)
 
     @cached_property
     def memory_packs(self) -> MemoryPacksRepository:
         """Immutable context packs built from modules under a token budget."""
-        return MemoryPacksRepository(self._executor, self._codec)
-
-
-__all__ = ["Repositories", "cached_property"]
+        return MemoryPacksRepository(self)

@@ -1,7 +1,10 @@
+# Generated from src/flowledger/aio/repositories/sessions.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Client sessions: open, heartbeat, close, stale-session cleanup, listing."""
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import uuid
 from collections.abc import Mapping
@@ -9,9 +12,8 @@ from typing import Any
 
 from flowledger.errors import CONSTRAINT_MESSAGES, Conflict, InvalidInput
 from flowledger.records.agents import Session
-from flowledger.repositories._checks import as_cursor, as_interval, as_json, as_name, show
+from flowledger.repositories._checks import MAX_AGE, as_cursor, as_interval, as_json, as_name, show
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
-from flowledger.repositories.outbox import MAX_AGE
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
     Page,
@@ -52,7 +54,7 @@ class SessionsRepository(Repository):
             "user_id": user,
             "metadata": as_json(dict(metadata or {}), "metadata"),
         }
-        session = self._one("open_session", params, Session, context=params)
+        session: Session | None = self._fetch("open_session", params, context=params)
         if session is None:
             message = CONSTRAINT_MESSAGES[_CLIENT_TAKEN].format(client_id=client_id)
             raise Conflict(message, constraint=_CLIENT_TAKEN)
@@ -61,25 +63,26 @@ class SessionsRepository(Repository):
     def get(self, *, id: uuid.UUID | str) -> Session:
         """The session with this id; raises NotFound, InvalidInput on a malformed id."""
         session_id = as_uuid(id, "session id")
-        return self._one_or_raise(
-            "get_session", {"id": session_id}, Session, f"session {session_id} not found"
+        found: Session = self._require(
+            "get_session", {"id": session_id}, f"session {session_id} not found"
         )
+        return found
 
     def get_by_client(self, *, client_id: str) -> Session:
         """The session of this client, active or not; raises NotFound, InvalidInput."""
         _check_client_id(client_id)
-        return self._one_or_raise(
+        found: Session = self._require(
             "get_session_by_client",
             {"client_id": client_id},
-            Session,
             f"no session for client {client_id!r}",
         )
+        return found
 
     def heartbeat(self, *, id: uuid.UUID | str) -> Session:
         """The session with its heartbeat set to now; raises NotFound, Conflict when the
         session is inactive (closed, or deactivated as stale)."""
         session_id = as_uuid(id, "session id")
-        session = self._one("heartbeat_session", {"id": session_id}, Session)
+        session: Session | None = self._fetch("heartbeat_session", {"id": session_id})
         if session is not None:
             return session
         self.get(id=session_id)  # raises NotFound when the session does not exist
@@ -88,9 +91,10 @@ class SessionsRepository(Repository):
     def close(self, *, id: uuid.UUID | str) -> Session:
         """The session, now inactive (closing twice is harmless); raises NotFound."""
         session_id = as_uuid(id, "session id")
-        return self._one_or_raise(
-            "close_session", {"id": session_id}, Session, f"session {session_id} not found"
+        found: Session = self._require(
+            "close_session", {"id": session_id}, f"session {session_id} not found"
         )
+        return found
 
     def deactivate_stale(self, *, older_than: datetime.timedelta) -> list[uuid.UUID]:
         """Ids of the active sessions without a heartbeat for `older_than`, now deactivated
@@ -98,7 +102,7 @@ class SessionsRepository(Repository):
         if not isinstance(older_than, datetime.timedelta) or older_than <= datetime.timedelta(0):
             raise InvalidInput(f"older_than must be a positive timedelta, got {show(older_than)}")
         as_interval(older_than, "older_than", datetime.timedelta(microseconds=1), MAX_AGE)
-        ids: list[uuid.UUID] = self._scalar("deactivate_stale_sessions", {"older_than": older_than})
+        ids: list[uuid.UUID] = self._fetch("deactivate_stale_sessions", {"older_than": older_than})
         return ids
 
     def list_active(
@@ -109,7 +113,7 @@ class SessionsRepository(Repository):
         scope = listing_scope(_LIST_SCOPE, {})
         after_created_at, after_id = self._after(cursor, scope)
         params = {"after_created_at": after_created_at, "after_id": after_id, "limit": limit}
-        rows = self._many("list_active_sessions", params, Session)
+        rows: builtins.list[Session] = self._fetch("list_active_sessions", params)
         return make_page(
             rows,
             limit=limit,

@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/stages.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Workflow stages: the ordered steps of a workflow, kept at positions 0..n-1.
 
 Every write locks the workflow row first, so stage edits of one workflow run one after the
@@ -19,7 +21,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 from psycopg.types.json import Jsonb
 
-from flowledger.errors import FlowledgerError, InvalidInput, NotFound
+from flowledger.errors import InvalidInput, NotFound
 from flowledger.records.workflows import NewStage, RetryPolicy, Stage, StagePatch
 from flowledger.repositories._checks import (
     INT32_MAX,
@@ -42,18 +44,6 @@ _MAX_TIMEOUT_SECONDS: Final = 2**31 - 1
 # A retry waits at most a year: the wait is added to now() when a step fails, and must
 # stay a valid timestamp.
 MAX_BACKOFF_SECONDS: Final = 31_536_000.0
-_POLICY: Final = Stage.__struct_fields__.index("retry_policy")
-
-
-def _stage(*values: Any) -> Stage:
-    # Rows come positionally; only retry_policy needs decoding, from its jsonb dict. Lax:
-    # the CHECK accepts an integral max_attempts written as 3.0.
-    row = builtins.list(values)
-    try:
-        row[_POLICY] = msgspec.convert(row[_POLICY], RetryPolicy, strict=False)
-    except msgspec.ValidationError as exc:
-        raise FlowledgerError(f"stage {row[0]} has a malformed retry_policy: {exc}") from exc
-    return Stage(*row)
 
 
 class StagesRepository(Repository):
@@ -63,12 +53,14 @@ class StagesRepository(Repository):
         """The workflow's stages in position order (empty for an unknown workflow);
         raises InvalidInput on a malformed id."""
         params = {"workflow_id": as_uuid(workflow_id, "workflow id")}
-        return self._many("list_workflow_stages", params, _stage)
+        found: builtins.list[Stage] = self._fetch("list_workflow_stages", params)
+        return found
 
     def get(self, *, id: uuid.UUID | str) -> Stage:
         """The stage with this id; raises NotFound, InvalidInput on a malformed id."""
         stage_id = as_uuid(id, "stage id")
-        return self._one_or_raise("get_stage_by_id", {"id": stage_id}, _stage, _missing(stage_id))
+        found: Stage = self._require("get_stage_by_id", {"id": stage_id}, _missing(stage_id))
+        return found
 
     def add(
         self, *, workflow_id: uuid.UUID | str, stage: NewStage, position: int | None = None
@@ -98,9 +90,9 @@ class StagesRepository(Repository):
             if position is not None and position > count:
                 raise InvalidInput(f"position {position} is beyond the end (0..{count})")
             at = count if position is None else position
-            self._execute("shift_stages_up", {"workflow_id": wid, "position": at}, conn=conn)
+            self._fetch("shift_stages_up", {"workflow_id": wid, "position": at}, conn=conn)
             values = {**params, "position": at}
-            created = self._one("insert_stage", values, _stage, context=values, conn=conn)
+            created: Stage | None = self._fetch("insert_stage", values, context=values, conn=conn)
             self._snapshot(wid, conn)
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
@@ -120,7 +112,7 @@ class StagesRepository(Repository):
             if len(ids) != count:
                 raise InvalidInput(mismatch.format(count))
             params = {"workflow_id": wid, "ids": ids}
-            moved = self._many("reorder_stages", params, _stage, conn=conn)
+            moved: builtins.list[Stage] = self._fetch("reorder_stages", params, conn=conn)
             if len(moved) != count:
                 # Some ids belong elsewhere: raising rolls the partial renumbering back.
                 raise InvalidInput(mismatch.format(count))
@@ -132,16 +124,14 @@ class StagesRepository(Repository):
         NotFound, InvalidInput on a malformed id."""
         stage_id = as_uuid(id, "stage id")
         with self._atomic() as conn:
-            wid = self._scalar("lock_stage_workflow", {"id": stage_id}, conn=conn)
+            wid = self._fetch("lock_stage_workflow", {"id": stage_id}, conn=conn)
             # None twice: no such stage, or a concurrent remove deleted it while we waited.
             position = (
-                None if wid is None else self._scalar("delete_stage", {"id": stage_id}, conn=conn)
+                None if wid is None else self._fetch("delete_stage", {"id": stage_id}, conn=conn)
             )
             if position is None:
                 raise NotFound(_missing(stage_id))
-            self._execute(
-                "shift_stages_down", {"workflow_id": wid, "position": position}, conn=conn
-            )
+            self._fetch("shift_stages_down", {"workflow_id": wid, "position": position}, conn=conn)
             self._snapshot(wid, conn)
 
     def update(self, *, id: uuid.UUID | str, patch: StagePatch) -> Stage:
@@ -150,11 +140,11 @@ class StagesRepository(Repository):
         stage_id = as_uuid(id, "stage id")
         params = {"id": stage_id, **_patch_params(patch)}
         with self._atomic(params) as conn:
-            wid = self._scalar("lock_stage_workflow", {"id": stage_id}, conn=conn)
-            updated = (
+            wid = self._fetch("lock_stage_workflow", {"id": stage_id}, conn=conn)
+            updated: Stage | None = (
                 None
                 if wid is None
-                else self._one("update_stage", params, _stage, context=params, conn=conn)
+                else self._fetch("update_stage", params, context=params, conn=conn)
             )
             if updated is None:
                 raise NotFound(_missing(stage_id))
@@ -162,10 +152,10 @@ class StagesRepository(Repository):
         return updated
 
     def _snapshot(self, workflow_id: uuid.UUID, conn: Connection) -> None:
-        self._scalar("snapshot_workflow_stages", {"workflow_id": workflow_id}, conn=conn)
+        self._fetch("snapshot_workflow_stages", {"workflow_id": workflow_id}, conn=conn)
 
     def _lock_workflow(self, workflow_id: uuid.UUID, conn: Connection) -> int:
-        count = self._scalar("lock_workflow_stage_count", {"workflow_id": workflow_id}, conn=conn)
+        count = self._fetch("lock_workflow_stage_count", {"workflow_id": workflow_id}, conn=conn)
         if count is None:
             raise NotFound(f"workflow {workflow_id} not found")
         return int(count)

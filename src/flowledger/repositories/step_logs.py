@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/step_logs.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Step logs: lines appended in bulk with binary COPY, read back by step or by execution."""
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from flowledger.repositories.pagination import (
     listing_scope,
     make_page,
 )
+from flowledger.repositories.queries import get_queries
 
 __all__ = ["StepLogsRepository"]
 
@@ -45,7 +48,7 @@ class StepLogsRepository(Repository):
         if not rows:
             return 0
         with self._atomic() as conn, conn.cursor() as cur:
-            with cur.copy(self._query("append_step_logs").sql) as copy:
+            with cur.copy(get_queries()["append_step_logs"].sql) as copy:
                 # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
                 # the dict goes in as it is: no Jsonb wrapper to build per row.
                 copy.set_types(_COPY_TYPES)
@@ -84,7 +87,7 @@ class StepLogsRepository(Repository):
             if not isinstance(after_logged_at, datetime.datetime) or not isinstance(after_id, int):
                 raise InvalidInput("cursor does not hold a (logged_at, id) position")
         params |= {"after_logged_at": after_logged_at, "after_id": after_id, "limit": limit}
-        rows = self._many(name, params, LogLine)
+        rows = self._fetch(name, params)
         return make_page(
             rows, limit=limit, key=lambda r: (r.logged_at, r.id), codec=self._codec, scope=scope
         )

@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/steps.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Steps: the claim loop (claim, heartbeat, complete, fail) and the reaper.
 
 Every worker write is compare-and-set on (id, status 'running', lease_owner, attempt);
@@ -14,7 +16,6 @@ import builtins
 import datetime
 import uuid
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 from flowledger.errors import InvalidInput, LeaseLost
@@ -25,7 +26,6 @@ from flowledger.records.runs import (
     ExecutionLock,
     FailResult,
     HeartbeatResult,
-    LeaseExpiry,
     ReapResult,
     ReleasedStep,
     Step,
@@ -43,11 +43,10 @@ from flowledger.repositories._checks import (
     as_optional_instant,
     as_text,
     as_uuid_list,
+    check_batch,
     show,
 )
 from flowledger.repositories.base import Connection, Repository, as_uuid
-from flowledger.repositories.executions import ExecutionsRepository
-from flowledger.repositories.outbox import check_batch
 
 __all__ = ["StepsRepository"]
 
@@ -63,17 +62,20 @@ class StepsRepository(Repository):
     def get(self, *, id: uuid.UUID | str) -> Step:
         """The step with this id; raises NotFound, InvalidInput on a malformed id."""
         step_id = as_uuid(id, "step id")
-        return self._one_or_raise("get_step_by_id", {"id": step_id}, Step, _missing(step_id))
+        found: Step = self._require("get_step_by_id", {"id": step_id}, _missing(step_id))
+        return found
 
     def list_by_execution(self, *, execution_id: uuid.UUID | str) -> builtins.list[Step]:
         """Every step of an execution by task name and index; raises InvalidInput."""
         params = {"execution_id": as_uuid(execution_id, "execution id")}
-        return self._many("list_steps_by_execution", params, Step)
+        found: builtins.list[Step] = self._fetch("list_steps_by_execution", params)
+        return found
 
     def list_attempts(self, *, step_id: uuid.UUID | str) -> list[StepAttempt]:
         """The attempts of a step, first to last; raises InvalidInput on a malformed id."""
         params = {"step_id": as_uuid(step_id, "step id")}
-        return self._many("list_step_attempts", params, StepAttempt)
+        found: list[StepAttempt] = self._fetch("list_step_attempts", params)
+        return found
 
     def claim(
         self, *, worker_id: str, limit: int = 1, lease: datetime.timedelta = _DEFAULT_LEASE
@@ -84,7 +86,8 @@ class StepsRepository(Repository):
         _check_lease(lease)
         _check_find_limit(limit)
         params = {"worker_id": worker_id, "limit": limit, "lease": lease}
-        return self._many("claim_steps", params, ClaimedStep)
+        found: list[ClaimedStep] = self._fetch("claim_steps", params)
+        return found
 
     def heartbeat(
         self,
@@ -118,7 +121,7 @@ class StepsRepository(Repository):
         _check_lease(lease)
         ids, attempts = _held(worker_id, steps, StepLease, "steps")
         params = {"worker_id": worker_id, "ids": ids, "attempts": attempts, "lease": lease}
-        extended = self._many("heartbeat_steps", params, LeaseExpiry) if ids else []
+        extended = self._fetch("heartbeat_steps", params) if ids else []
         leases = {x.id: x.lease_expires_at for x in extended}
         return HeartbeatResult(leases=leases, lost=[i for i in ids if i not in leases])
 
@@ -131,7 +134,7 @@ class StepsRepository(Repository):
         LeaseLost, InvalidInput."""
         params = _cas(step_id, worker_id, attempt)
         one = StepCompletion(step_id=params["id"], attempt=attempt, outputs=outputs)
-        if self.complete_many(worker_id=worker_id, completions=[one]).lost:
+        if (self.complete_many(worker_id=worker_id, completions=[one])).lost:
             raise _lost(params)
 
     def complete_many(
@@ -148,7 +151,9 @@ class StepsRepository(Repository):
         outputs = [as_json(c.outputs, "outputs") for c in completions]
         with self._atomic() as conn:
             locks = self._lock_executions_of(ids, conn)
-            done = self._executions._complete_steps(worker_id, ids, attempts, outputs, locks, conn)
+            done = self._repos.executions._complete_steps(
+                worker_id, ids, attempts, outputs, locks, conn
+            )
         completed = {d.id for d in done}
         return CompleteResult(
             completed=[i for i in ids if i in completed],
@@ -178,7 +183,9 @@ class StepsRepository(Repository):
         errors = [as_text(f.error, "error") for f in failures]
         with self._atomic() as conn:
             locks = self._lock_executions_of(ids, conn)
-            steps = self._executions._fail_steps(worker_id, ids, attempts, errors, locks, conn)
+            steps = self._repos.executions._fail_steps(
+                worker_id, ids, attempts, errors, locks, conn
+            )
         by_id = {s.id: s for s in steps}
         return FailResult(
             steps=[by_id[i] for i in ids if i in by_id], lost=[i for i in ids if i not in by_id]
@@ -197,7 +204,7 @@ class StepsRepository(Repository):
         params = {"worker_id": worker_id, "ids": ids, "attempts": attempts}
         with self._atomic() as conn:
             self._lock_executions_of(ids, conn)  # the engine's lock order
-            released = self._many("release_steps", params, ReleasedStep, conn=conn)
+            released: builtins.list[ReleasedStep] = self._fetch("release_steps", params, conn=conn)
         return [r.id for r in released]
 
     def reap(self, *, batch: int = 100) -> ReapResult:
@@ -208,15 +215,21 @@ class StepsRepository(Repository):
         per resulting status. Raises InvalidInput on a bad batch."""
         check_batch(batch)
         with self._atomic() as conn:
-            timed_out = self._many("expire_timed_out_steps", {"batch": batch}, Step, conn=conn)
-            expired = self._many("requeue_expired_steps", {"batch": batch}, Step, conn=conn)
+            timed_out: builtins.list[Step] = self._fetch(
+                "expire_timed_out_steps", {"batch": batch}, conn=conn
+            )
+            expired: builtins.list[Step] = self._fetch(
+                "requeue_expired_steps", {"batch": batch}, conn=conn
+            )
             reaped = [*timed_out, *expired]
             final = [s for s in reaped if s.status != "queued"]
             if final:
                 # Already held by this transaction (the reaper queries lock them first).
                 ids = {"ids": [s.id for s in final]}
-                locks = self._many("lock_step_executions", ids, ExecutionLock, conn=conn)
-                self._executions._after_failures(final, {x.id: x for x in locks}, conn)
+                locks: builtins.list[ExecutionLock] = self._fetch(
+                    "lock_step_executions", ids, conn=conn
+                )
+                self._repos.executions._after_failures(final, {x.id: x for x in locks}, conn)
         return ReapResult(
             requeued=[s.id for s in reaped if s.status == "queued"],
             failed=[s.id for s in final if s.status == "failed"],
@@ -232,14 +245,16 @@ class StepsRepository(Repository):
             raise InvalidInput(f"task_name must be a string, got {type(task_name).__name__}")
         as_name(task_name, "task_name", blank=True)
         params = {"execution_id": as_uuid(execution_id, "execution id"), "task_name": task_name}
-        return self._many("list_steps_by_task_name", params, Step)
+        found: builtins.list[Step] = self._fetch("list_steps_by_task_name", params)
+        return found
 
     def find_by_child_execution(self, *, execution_id: uuid.UUID | str) -> Step:
         """The step that started the child execution `execution_id` and waits (or waited)
         for it. Raises NotFound (no such execution, or not a child of a step), InvalidInput."""
         child = as_uuid(execution_id, "execution id")
         missing = f"execution {child} was not started by a step"
-        return self._one_or_raise("get_step_by_child_execution", {"id": child}, Step, missing)
+        found: Step = self._require("get_step_by_child_execution", {"id": child}, missing)
+        return found
 
     def find_pending_retries(
         self, *, now: datetime.datetime | None = None, limit: int = 100
@@ -248,7 +263,8 @@ class StepsRepository(Repository):
         due first; raises InvalidInput on a bad limit."""
         _check_find_limit(limit)
         params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
-        return self._many("find_pending_retries", params, Step)
+        found: list[Step] = self._fetch("find_pending_retries", params)
+        return found
 
     def find_timed_out(
         self, *, now: datetime.datetime | None = None, limit: int = 100
@@ -257,7 +273,8 @@ class StepsRepository(Repository):
         first; raises InvalidInput on a bad limit."""
         _check_find_limit(limit)
         params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
-        return self._many("find_timed_out_steps", params, Step)
+        found: list[Step] = self._fetch("find_timed_out_steps", params)
+        return found
 
     def bulk_update_status(self, *, ids: Sequence[uuid.UUID | str], status: str) -> int:
         """Set the status of many steps in one statement, clearing leases and closing the
@@ -268,21 +285,19 @@ class StepsRepository(Repository):
         params = {"ids": as_uuid_list(ids, "step id"), "status": status}
         with self._atomic() as conn:
             # The executions' rows first: the engine's lock order.
-            self._many("lock_step_executions", {"ids": params["ids"]}, ExecutionLock, conn=conn)
-            changed = int(self._scalar("update_steps_status", params, conn=conn))
+            self._fetch("lock_step_executions", {"ids": params["ids"]}, conn=conn)
+            changed = int(self._fetch("update_steps_status", params, conn=conn))
             outcome = {"pending": "lease_lost", "queued": "lease_lost", "skipped": "cancelled"}
             closing = {"ids": params["ids"], "outcome": outcome.get(status, status)}
-            self._execute("close_attempts_of_steps", closing, conn=conn)
+            self._fetch("close_attempts_of_steps", closing, conn=conn)
         return changed
-
-    @cached_property
-    def _executions(self) -> ExecutionsRepository:
-        return ExecutionsRepository(self._executor, self._codec)
 
     def _lock_executions_of(
         self, ids: builtins.list[uuid.UUID], conn: Connection
     ) -> dict[uuid.UUID, ExecutionLock]:
-        locks = self._many("lock_step_executions", {"ids": ids}, ExecutionLock, conn=conn)
+        locks: builtins.list[ExecutionLock] = self._fetch(
+            "lock_step_executions", {"ids": ids}, conn=conn
+        )
         return {lock.id: lock for lock in locks}
 
 

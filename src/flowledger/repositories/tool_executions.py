@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/tool_executions.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Tool executions: tool calls of steps and agent sessions, and per-tool statistics."""
 
 from __future__ import annotations
@@ -37,19 +39,19 @@ class ToolExecutionsRepository(Repository):
             "step_id": as_optional_uuid(step_id, "step id"),
             "session_id": as_optional_uuid(session_id, "session id"),
         }
-        started = self._one("insert_tool_execution", params, ToolExecution, context=params)
+        started: ToolExecution | None = self._fetch("insert_tool_execution", params, context=params)
         assert started is not None  # INSERT ... RETURNING yields its row
         return started
 
     def get(self, *, id: uuid.UUID | str) -> ToolExecution:
         """The tool call with this id; raises NotFound, InvalidInput on a malformed id."""
         call_id = as_uuid(id, "tool execution id")
-        return self._one_or_raise(
+        found: ToolExecution = self._require(
             "get_tool_execution_by_id",
             {"id": call_id},
-            ToolExecution,
             f"tool execution {call_id} not found",
         )
+        return found
 
     def finish(
         self, *, id: uuid.UUID | str, output: Any = None, error: str | None = None
@@ -62,7 +64,7 @@ class ToolExecutionsRepository(Repository):
             "output": None if output is None else as_json(output, "output"),
             "error": as_optional_text(error, "error"),
         }
-        finished = self._one("complete_tool_execution", params, ToolExecution)
+        finished: ToolExecution | None = self._fetch("complete_tool_execution", params)
         if finished is None:
             self.get(id=call_id)  # raises NotFound when it does not exist
             raise Conflict(f"tool execution {call_id} already finished")
@@ -75,4 +77,7 @@ class ToolExecutionsRepository(Repository):
         until = as_instant(until, "until")
         if until < since:
             raise InvalidInput("until must not be before since")
-        return self._many("stats_tool_executions", {"since": since, "until": until}, ToolStats)
+        found: list[ToolStats] = self._fetch(
+            "stats_tool_executions", {"since": since, "until": until}
+        )
+        return found

@@ -1,7 +1,10 @@
+# Generated from src/flowledger/aio/repositories/users.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Users: create, look up (by id or case-insensitive email), list, update, delete."""
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import uuid
 from typing import Any
@@ -45,23 +48,23 @@ class UsersRepository(Repository):
             "role": _check_role(user.role),
             "is_active": as_bool(user.is_active, "user.is_active"),
         }
-        created = self._one("insert_user", params, User, context=params)
+        created: User | None = self._fetch("insert_user", params, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
 
     def get(self, *, id: uuid.UUID | str) -> User:
         """The user with this id; raises NotFound, InvalidInput on a malformed id."""
         user_id = as_uuid(id, "user id")
-        return self._one_or_raise(
-            "get_user_by_id", {"id": user_id}, User, f"user {user_id} not found"
-        )
+        found: User = self._require("get_user_by_id", {"id": user_id}, f"user {user_id} not found")
+        return found
 
     def get_by_email(self, *, email: str) -> User:
         """The user with this email, whatever its letter case; raises NotFound, InvalidInput."""
         _check_email(email)
-        return self._one_or_raise(
-            "get_user_by_email", {"email": email}, User, f"no user with email {email!r}"
+        found: User = self._require(
+            "get_user_by_email", {"email": email}, f"no user with email {email!r}"
         )
+        return found
 
     def list(
         self,
@@ -85,7 +88,7 @@ class UsersRepository(Repository):
             "after_id": after_id,
             "limit": limit,
         }
-        rows = self._many("list_users", params, User)
+        rows: builtins.list[User] = self._fetch("list_users", params)
         return make_page(
             rows,
             limit=limit,
@@ -106,13 +109,14 @@ class UsersRepository(Repository):
             "role": None if patch.role is None else _check_role(patch.role),
             "is_active": as_optional_bool(patch.is_active, "patch.is_active"),
         }
-        return self._one_or_raise("update_user", params, User, f"user {user_id} not found")
+        found: User = self._require("update_user", params, f"user {user_id} not found")
+        return found
 
     def delete(self, *, id: uuid.UUID | str) -> None:
         """Delete the user and their API keys; raises NotFound, Conflict while they own
         workflows (deactivate such a user instead)."""
         user_id = as_uuid(id, "user id")
-        if self._execute("delete_user", {"id": user_id}) == 0:
+        if self._fetch("delete_user", {"id": user_id}) == 0:
             raise NotFound(f"user {user_id} not found")
 
     def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:

@@ -1,3 +1,5 @@
+# Generated from src/flowledger/aio/repositories/workflows.py by .ci/async_to_sync.py.
+# Do not edit: edit the async source, then run python .ci/async_to_sync.py.
 """Workflows: create, look up, edit under optimistic locking, list, and their versions.
 
 A workflow's natural key is (owner, name); its *reference* is the string
@@ -126,23 +128,25 @@ class WorkflowsRepository(Repository):
             "tags": _tags("tags", workflow.tags),
             "failure_mode": _check_failure_mode(workflow.failure_mode),
         }
-        created = self._one("insert_workflow", params, Workflow, context=params)
+        created: Workflow | None = self._fetch("insert_workflow", params, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
 
     def get(self, *, id: uuid.UUID | str) -> Workflow:
         """The workflow with this id; raises NotFound, InvalidInput on a malformed id."""
         workflow_id = as_uuid(id, "workflow id")
-        return self._one_or_raise(
-            "get_workflow_by_id", {"id": workflow_id}, Workflow, _missing(workflow_id)
+        found: Workflow = self._require(
+            "get_workflow_by_id", {"id": workflow_id}, _missing(workflow_id)
         )
+        return found
 
     def get_by_name(self, *, owner_id: uuid.UUID | str, name: str) -> Workflow:
         """The owner's workflow of that name; raises NotFound, InvalidInput."""
         _check_name(name)
         params = {"owner_id": as_uuid(owner_id, "owner id"), "name": name}
         missing = f"owner {params['owner_id']} has no workflow named {name!r}"
-        return self._one_or_raise("get_workflow_by_name", params, Workflow, missing)
+        found: Workflow = self._require("get_workflow_by_name", params, missing)
+        return found
 
     def get_by_ref(self, *, ref: str) -> Workflow:
         """The workflow referenced as "<owner email>/<name>"; raises NotFound, InvalidInput."""
@@ -152,7 +156,8 @@ class WorkflowsRepository(Repository):
             raise InvalidInput(f"workflow reference must be '<owner email>/<name>', got {ref!r}")
         _check_name(name)
         params = {"email": email, "name": name}
-        return self._one_or_raise("get_workflow_by_ref", params, Workflow, f"no workflow {ref!r}")
+        found: Workflow = self._require("get_workflow_by_ref", params, f"no workflow {ref!r}")
+        return found
 
     def update(
         self, *, id: uuid.UUID | str, patch: WorkflowPatch, expected_version: int
@@ -195,7 +200,7 @@ class WorkflowsRepository(Repository):
         """Delete the workflow with its versions, stages and executions; raises NotFound,
         Conflict while an action is implemented by it, InvalidInput on a malformed id."""
         workflow_id = as_uuid(id, "workflow id")
-        if self._execute("delete_workflow", {"id": workflow_id}) == 0:
+        if self._fetch("delete_workflow", {"id": workflow_id}) == 0:
             raise NotFound(_missing(workflow_id))
 
     def list(
@@ -238,7 +243,7 @@ class WorkflowsRepository(Repository):
         }
         scope = listing_scope(order.scope, filters)
         params = {**filters, **self._after(order, scope, cursor), "limit": limit}
-        rows = self._many(order.query, params, Workflow)
+        rows = self._fetch(order.query, params)
         return make_page(rows, limit=limit, key=order.key, codec=self._codec, scope=scope)
 
     def list_by_pack(
@@ -272,7 +277,9 @@ class WorkflowsRepository(Repository):
         """Every definition version of the workflow, oldest first; raises NotFound,
         InvalidInput on a malformed id."""
         wid = as_uuid(workflow_id, "workflow id")
-        found = self._many("list_workflow_versions", {"workflow_id": wid}, WorkflowVersion)
+        found: builtins.list[WorkflowVersion] = self._fetch(
+            "list_workflow_versions", {"workflow_id": wid}
+        )
         # Every workflow has at least version 1 (the insert trigger writes it).
         if not found:
             raise NotFound(_missing(wid))
@@ -283,13 +290,14 @@ class WorkflowsRepository(Repository):
         wid = as_uuid(workflow_id, "workflow id")
         params = {"workflow_id": wid, "version": _version(version)}
         missing = f"workflow {wid} has no version {version}"
-        return self._one_or_raise("get_workflow_version", params, WorkflowVersion, missing)
+        found: WorkflowVersion = self._require("get_workflow_version", params, missing)
+        return found
 
     def _compare_and_set(self, query: str, params: dict[str, Any]) -> Workflow:
-        updated = self._one(query, params, Workflow, context=params)
+        updated: Workflow | None = self._fetch(query, params, context=params)
         if updated is not None:
             return updated
-        current = self._scalar("get_workflow_row_version", {"id": params["id"]})
+        current = self._fetch("get_workflow_row_version", {"id": params["id"]})
         if current is None:
             raise NotFound(_missing(params["id"]))
         raise StaleWrite(

@@ -1,0 +1,271 @@
+"""`flowledger.connect_async()`: the pool, transactions, health and stats, for asyncio.
+
+This module is the one source of both faces: `flowledger.database` (`connect()`,
+`Database`) is generated from it by .ci/async_to_sync.py.
+"""
+
+from __future__ import annotations
+
+import asyncio  # sync: import time
+import hashlib
+import select
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from flowledger import urls
+from flowledger.aio.repositories.base import AsyncConnectionExecutor, AsyncPoolExecutor
+from flowledger.aio.repositories.registry import AsyncRepositories
+from flowledger.aio.wakeups import AsyncWakeUps
+from flowledger.errors import (
+    DatabaseNotConfigured,
+    FlowledgerError,
+    InvalidInput,
+    MigrationError,
+    Unavailable,
+    connection_error,
+    translating,
+)
+from flowledger.repositories.pagination import CursorCodec, UnkeyedCodec
+from flowledger.repositories.queries import get_queries
+from flowledger.settings import (
+    NOT_CONFIGURED,
+    Settings,
+    configure,
+    connection_kwargs,
+    settings_from_env,
+)
+
+__all__ = [
+    "AsyncDatabase",
+    "AsyncPinned",
+    "AsyncTransaction",
+    "Settings",
+    "connect_async",
+    "settings_from_env",
+]
+
+
+class _AsyncOnConnection(AsyncRepositories):
+    """The repositories bound to one connection, which `connection` exposes."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], codec: CursorCodec) -> None:
+        super().__init__(AsyncConnectionExecutor(conn), codec)
+        self.connection = conn
+
+
+class AsyncTransaction(_AsyncOnConnection):
+    """The same repositories, every call on one connection inside one transaction."""
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncTransaction]:
+        """A nested block: a savepoint, rolled back alone when the block raises."""
+        with translating():
+            async with self.connection.transaction():
+                yield self
+
+
+class AsyncPinned(_AsyncOnConnection):
+    """The same repositories, every call on one borrowed connection and no transaction:
+    each statement commits on its own, as with the pool, minus the borrow per call."""
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncTransaction]:
+        """A transaction on the pinned connection: commit on success, rollback on error."""
+        with translating():
+            async with self.connection.transaction():
+                yield AsyncTransaction(self.connection, self._codec)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    configure(conn)
+
+
+async def _check_on_borrow(conn: psycopg.AsyncConnection[Any]) -> None:
+    # A round trip per borrow (the pool's check_connection) would double the cost of a
+    # point lookup. A server that restarted or terminated the backend has already sent
+    # its FATAL message and closed the socket, so an idle connection whose socket is
+    # readable is the one worth a real check; a healthy idle one has nothing to read.
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        await AsyncConnectionPool.check_connection(conn)
+
+
+class AsyncDatabase(AsyncRepositories):
+    """A pool of connections and the repositories that use it. Safe to share between
+    tasks (the sync face: between threads)."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.url:
+            raise DatabaseNotConfigured(NOT_CONFIGURED)
+        self.settings = settings
+        self.url = urls.validate(settings.url)
+        self._conn_kwargs = connection_kwargs(settings)
+        self._pool = AsyncConnectionPool(
+            self.url,
+            min_size=settings.min_size,
+            max_size=settings.max_size,
+            timeout=settings.pool_timeout,
+            max_idle=settings.max_idle,
+            max_lifetime=settings.max_lifetime,
+            kwargs=self._conn_kwargs,
+            configure=_configure,
+            check=_check_on_borrow,
+            open=False,
+            name="flowledger",
+        )
+        # Without a secret of its own, the key is the database's, read by open().
+        codec: CursorCodec = UnkeyedCodec()
+        if settings.cursor_secret is not None:
+            codec = CursorCodec(hashlib.sha256(settings.cursor_secret.encode()).digest())
+        super().__init__(AsyncPoolExecutor(self._pool), codec)
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"<{name} {urls.redact(self.url)} max_size={self.settings.max_size}>"
+
+    async def open(self) -> AsyncDatabase:
+        """Wait until the server answers (bounded retries with backoff), then fill the pool.
+
+        Raises Unavailable after the last attempt, ConnectionRejected at once when the
+        server refuses the login, InvalidInput at once for an invalid connection option.
+        """
+        s = self.settings
+        delay = s.connect_backoff
+        for attempt in range(1, s.connect_attempts + 1):
+            error = await self._try_connect()
+            if error is None:
+                break
+            if not isinstance(error, Unavailable):
+                raise error
+            if attempt == s.connect_attempts:
+                raise Unavailable(f"{error.message} (after {attempt} attempts)")
+            await asyncio.sleep(delay)  # sync: time.sleep(delay)
+            delay *= 2
+        with translating():
+            await self._pool.open(wait=True, timeout=s.pool_timeout)
+        if s.cursor_secret is None:
+            try:
+                self._codec = CursorCodec(await self._cursor_key())
+            except FlowledgerError:
+                # A database that failed to open holds no connections.
+                await self._pool.close()
+                raise
+        return self
+
+    async def _try_connect(self) -> FlowledgerError | None:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, **self._conn_kwargs)
+            await conn.close()
+        except psycopg.Error as exc:
+            # Returned, not raised from exc: libpq's own text may quote the URL, password
+            # included, and a chained exception would carry it into tracebacks and logs.
+            return connection_error(exc, self.url)
+        return None
+
+    async def _cursor_key(self) -> bytes:
+        with translating():
+            async with self._pool.connection() as conn:
+                try:
+                    cur = await conn.execute(get_queries()["get_cursor_key"].sql)
+                    row = await cur.fetchone()
+                except psycopg.errors.UndefinedTable:
+                    row = None
+        if row is None:
+            raise MigrationError(
+                f"{urls.redact(self.url)} has no cursor key (table cursor_key missing or empty):"
+                " run flowledger migrate apply; if the row was deleted, INSERT INTO cursor_key"
+                " DEFAULT VALUES makes a new key (cursors issued before are then refused);"
+                " or set cursor_secret"
+            )
+        return bytes(row[0])
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncTransaction]:
+        """A block whose repository calls share one transaction: commit on success,
+        rollback on any exception; `tx.transaction()` nests as a savepoint."""
+        with translating():
+            async with self._pool.connection() as conn, conn.transaction():
+                yield AsyncTransaction(conn, self._codec)
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[AsyncPinned]:
+        """A block whose repository calls all run on one pooled connection, outside any
+        transaction: for loops of many small calls (a request handler, a worker batch)."""
+        with translating():
+            async with self._pool.connection() as conn:
+                yield AsyncPinned(conn, self._codec)
+
+    async def wake_ups(self) -> AsyncWakeUps:
+        """A connection of its own LISTENing for claimable steps: `wait(timeout)` returns
+        when a start, completion, resume, retry or reaper pass made steps claimable, or
+        after the timeout. Close it when done. Raises Unavailable."""
+        return await AsyncWakeUps.open(self.url, self._conn_kwargs)
+
+    async def health(self, timeout: float = 2.0) -> dict[str, str]:
+        """`{"postgres": "ok"}` or `{"postgres": "error: <message>"}`; never raises."""
+        try:
+            async with self._pool.connection(timeout=timeout) as conn:
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, OSError) as exc:
+            text = urls.scrub(str(exc), self.url).strip()
+            message = text.splitlines()[0] if text else type(exc).__name__
+            return {"postgres": f"error: {message}"}
+        return {"postgres": "ok"}
+
+    def stats(self) -> dict[str, int]:
+        """Pool metrics: size, idle, waiting, connections made/lost, wait time (ms)..."""
+        raw = self._pool.get_stats()
+        return {
+            "size": raw.get("pool_size", 0),
+            "idle": raw.get("pool_available", 0),
+            "waiting": raw.get("requests_waiting", 0),
+            "min_size": raw.get("pool_min", self.settings.min_size),
+            "max_size": raw.get("pool_max", self.settings.max_size),
+            "connections_made": raw.get("connections_num", 0),
+            "connections_lost": raw.get("connections_lost", 0),
+            "connection_errors": raw.get("connections_errors", 0),
+            "requests": raw.get("requests_num", 0),
+            "requests_queued": raw.get("requests_queued", 0),
+            "requests_timed_out": raw.get("requests_errors", 0),
+            "wait_ms": raw.get("requests_wait_ms", 0),
+            "usage_ms": raw.get("usage_ms", 0),
+        }
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Drain: wait up to `timeout` for borrowed connections, then close the pool."""
+        await self._pool.close(timeout=timeout)
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def connect_async(
+    url: str | None = None, *, embedded: bool = False, **settings: Any
+) -> AsyncDatabase:
+    """Open a database on `url`, else `FLOWLEDGER_URL`, else `DATABASE_URL`; with
+    `embedded=True` (and no URL) on the embedded server, started when needed.
+
+    Settings come from keyword arguments, then `FLOWLEDGER_*` environment variables.
+    Raises DatabaseNotConfigured without a URL, InvalidInput for an unknown setting or a
+    malformed URL, ConnectionRejected when the login is refused, and Unavailable when the
+    server cannot be reached after the configured retries.
+    """
+    if url is not None:
+        settings["url"] = url
+    if embedded:
+        if settings.get("url"):
+            raise InvalidInput("pass either url or embedded=True, not both")
+        from flowledger.devserver import EmbeddedServer
+
+        settings["url"] = EmbeddedServer().ensure_running()
+    return await AsyncDatabase(settings_from_env(**settings)).open()

@@ -1,0 +1,1 @@
+"""The async repositories: the source the sync ones are generated from."""
