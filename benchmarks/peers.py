@@ -546,7 +546,7 @@ def setup(base: str) -> dict[str, str]:
         for name in _DBNAME.values():
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             admin.execute(f"CREATE DATABASE {name}")
-    from flowledger.migrate import Migrator
+    from flowledger.tools.migrate import Migrator
 
     Migrator(urls["flowledger"]).apply()
     asyncio.run(_install_python_peers(urls))
@@ -614,7 +614,7 @@ def main() -> int:
 
     base = args.database or os.environ.get("DATABASE_URL")
     if not base:
-        from flowledger.devserver import EmbeddedServer
+        from flowledger.tools.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()
     urls = setup(base)

@@ -55,9 +55,9 @@ from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
 import flowledger
-from flowledger.migrate import Migrator
 from flowledger.records.runs import Execution, NewLogLine
 from flowledger.repositories.queries import get_queries
+from flowledger.tools.migrate import Migrator
 from flowledger.urls import to_libpq_url
 from flowledger.volume import generate
 
@@ -846,7 +846,7 @@ def main() -> int:
     if resolved is not None:
         base = resolved.url
     else:
-        from flowledger.devserver import EmbeddedServer
+        from flowledger.tools.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()
     with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:
