@@ -197,7 +197,10 @@ def _with_db(url: str, dbname: str) -> str:
 
 
 def _migrate(checkout: Path, url: str) -> None:
-    code = "import sys; from flowledger.migrate import Migrator; Migrator(sys.argv[1]).apply()"
+    # A baseline checkout from before the tools/ package has the migrator at the top level.
+    tools = (checkout / "src/flowledger/tools/migrate.py").exists()
+    module = "flowledger.tools.migrate" if tools else "flowledger.migrate"
+    code = f"import sys; from {module} import Migrator; Migrator(sys.argv[1]).apply()"
     env = dict(os.environ, PYTHONPATH=str(checkout / "src"))
     subprocess.run([sys.executable, "-c", code, url], env=env, check=True)
 
@@ -232,7 +235,7 @@ def main() -> int:
     if resolved is not None:
         base = resolved.url
     else:
-        from flowledger.devserver import EmbeddedServer
+        from flowledger.tools.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()
     base = to_libpq_url(base)  # the runs may import an older flowledger: a plain libpq URL

@@ -19,7 +19,7 @@ Setup (the peers are not flowledger dependencies):
     .venv/bin/pip install procrastinate pgqueuer
     (cd benchmarks/peers && npm install)        # graphile-worker, Node >= 18
 
-Usage (without --database it uses the embedded server):
+Usage (without --database, FLOWLEDGER_URL or DATABASE_URL it uses the embedded server):
 
     .venv/bin/python benchmarks/peers.py [--database URL] [--repeats 3] [--tasks 2000]
         [--systems flowledger ...] [--prefetch P] [--drain-only] [--output FILE]
@@ -546,7 +546,7 @@ def setup(base: str) -> dict[str, str]:
         for name in _DBNAME.values():
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             admin.execute(f"CREATE DATABASE {name}")
-    from flowledger.migrate import Migrator
+    from flowledger.tools.migrate import Migrator
 
     Migrator(urls["flowledger"]).apply()
     asyncio.run(_install_python_peers(urls))
@@ -612,9 +612,14 @@ def main() -> int:
     if not (NODE_DIR / "node_modules/graphile-worker").exists():
         parser.error("graphile-worker is missing: run `npm install` in benchmarks/peers")
 
-    base = args.database or os.environ.get("DATABASE_URL")
-    if not base:
-        from flowledger.devserver import EmbeddedServer
+    from flowledger.urls import resolve
+
+    # --database, FLOWLEDGER_URL, DATABASE_URL; a benchmark may default to the embedded server
+    resolved = resolve(args.database, source="--database")
+    if resolved is not None:
+        base = resolved.url
+    else:
+        from flowledger.tools.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()
     urls = setup(base)

@@ -55,10 +55,10 @@ from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
 import flowledger
-from flowledger.migrate import Migrator
 from flowledger.records.runs import Execution, NewLogLine
 from flowledger.repositories.queries import get_queries
-from flowledger.urls import to_libpq_url
+from flowledger.tools.migrate import Migrator
+from flowledger.urls import to_libpq_url, to_yoyo_url
 from flowledger.volume import generate
 
 HERE = Path(__file__).resolve().parent
@@ -177,7 +177,8 @@ async def asyncpg_connect(url: str, *, binary_json: bool = False) -> asyncpg.Con
 
 
 def sa_engine(url: str) -> sa.Engine:
-    sa_url = to_libpq_url(url).replace("postgresql://", "postgresql+psycopg://", 1)
+    # SQLAlchemy names the driver in the scheme, as yoyo does: postgresql+psycopg://
+    sa_url = to_yoyo_url(url)
     return sa.create_engine(sa_url, connect_args={"options": "-c TimeZone=UTC"}, pool_size=2)
 
 
@@ -846,7 +847,7 @@ def main() -> int:
     if resolved is not None:
         base = resolved.url
     else:
-        from flowledger.devserver import EmbeddedServer
+        from flowledger.tools.devserver import EmbeddedServer
 
         base = EmbeddedServer().ensure_running()
     with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:

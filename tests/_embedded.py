@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flowledger.devserver import SERVER_USER_AS_ROOT
+from flowledger.tools.devserver import SERVER_USER_AS_ROOT
 
 NEEDS_ROOT = "needs root: another local user is created with useradd and impersonated with runuser"
 
@@ -55,7 +55,7 @@ def run_cli(
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "FLOWLEDGER_HOME")}
     if home is not None:
         env["FLOWLEDGER_HOME"] = str(home)
-    command: list[str] = [sys.executable, "-m", "flowledger.cli", *args]
+    command: list[str] = [sys.executable, "-m", "flowledger.tools.cli", *args]
     if user is not None:
         # Coverage data of another user could not be written to the checkout.
         env = {k: v for k, v in env.items() if not k.startswith(("COV_CORE", "COVERAGE_"))}
@@ -138,7 +138,7 @@ def run_as_root(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 def python_for(name: str) -> tuple[str, dict[str, str]]:
     """A Python that `name` may run and that imports this checkout's flowledger."""
-    probe = ["-c", "import flowledger.cli, psycopg, psutil"]
+    probe = ["-c", "import flowledger.tools.cli, psycopg, psutil"]
     # The interpreter of this virtualenv may sit under a directory private to root
     # (e.g. /root/.pyenv); a system Python of the same version can use its packages.
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"

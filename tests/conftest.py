@@ -24,8 +24,8 @@ import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from flowledger.database import Database, connect
-from flowledger.devserver import EmbeddedServer
-from flowledger.migrate import Migrator
+from flowledger.tools.devserver import EmbeddedServer
+from flowledger.tools.migrate import Migrator
 
 ROOT = Path(__file__).resolve().parents[1]
 _counter = itertools.count()

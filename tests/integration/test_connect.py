@@ -21,9 +21,7 @@ from hypothesis import strategies as st
 import flowledger
 from _embedded import reachable_dir
 from conftest import PgServer
-from flowledger.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
 from flowledger.database import Database, settings_from_env
-from flowledger.devserver import EmbeddedServer
 from flowledger.errors import (
     ConnectionRejected,
     DatabaseNotConfigured,
@@ -32,6 +30,8 @@ from flowledger.errors import (
     Unavailable,
 )
 from flowledger.records.identity import NewUser
+from flowledger.tools.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
+from flowledger.tools.devserver import EmbeddedServer
 from flowledger.urls import redact, resolve
 
 

@@ -19,7 +19,7 @@ from flowledger.records.memory import NewMemoryItem, NewMemoryModule
 from flowledger.records.runs import NewLogLine
 from flowledger.records.workflows import NewWorkflow
 from flowledger.repositories.pagination import CursorCodec, Page, listing_scope
-from flowledger.seed import SAMPLE_OWNER, seed
+from flowledger.tools.seed import SAMPLE_OWNER, seed
 
 # The key every default-configured Database used before keys came from the database.
 OLD_DEFAULT_KEY = hashlib.sha256(b"flowledger-default-cursor-key").digest()
@@ -281,7 +281,7 @@ def test_cursors_work_across_two_databases_on_one_database(db_url: str) -> None:
 
 
 def test_each_database_has_its_own_random_key(db_url: str, empty_db_url: str) -> None:
-    from flowledger.migrate import Migrator
+    from flowledger.tools.migrate import Migrator
 
     with Migrator(empty_db_url) as mig:
         mig.apply()
@@ -307,7 +307,7 @@ def test_each_database_has_its_own_random_key(db_url: str, empty_db_url: str) ->
 
 
 def test_a_shared_cursor_secret_overrides_the_database_key(db_url: str, empty_db_url: str) -> None:
-    from flowledger.migrate import Migrator
+    from flowledger.tools.migrate import Migrator
 
     with Migrator(empty_db_url) as mig:
         mig.apply()

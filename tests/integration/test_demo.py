@@ -10,13 +10,13 @@ import psycopg
 import pytest
 
 from _runs_factories import add_stage, make_workflow
-from flowledger.cli import EXIT_ERROR, EXIT_OK, main
 from flowledger.database import Database, connect
-from flowledger.demo import WORKERS, run_demo
 from flowledger.errors import Conflict
-from flowledger.migrate import Migrator
 from flowledger.records.events import NewEvent
-from flowledger.seed import DEMO_WORKFLOW, SAMPLE_OWNER, seed
+from flowledger.tools.cli import EXIT_ERROR, EXIT_OK, main
+from flowledger.tools.demo import WORKERS, run_demo
+from flowledger.tools.migrate import Migrator
+from flowledger.tools.seed import DEMO_WORKFLOW, SAMPLE_OWNER, seed
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

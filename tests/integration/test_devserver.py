@@ -29,8 +29,8 @@ from _embedded import (
     run_cli,
     server_uid,
 )
-from flowledger.cli import EXIT_ERROR, EXIT_OK, main
-from flowledger.devserver import SERVER_USER_AS_ROOT, EmbeddedServer
+from flowledger.tools.cli import EXIT_ERROR, EXIT_OK, main
+from flowledger.tools.devserver import SERVER_USER_AS_ROOT, EmbeddedServer
 
 
 @pytest.fixture

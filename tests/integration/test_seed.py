@@ -10,11 +10,11 @@ import pytest
 from psycopg import sql
 
 from _runs_factories import add_stage, make_workflow
-from flowledger.cli import EXIT_OK, main
 from flowledger.database import Database
 from flowledger.errors import Conflict
 from flowledger.records.identity import NewUser
-from flowledger.seed import SeedReport, seed
+from flowledger.tools.cli import EXIT_OK, main
+from flowledger.tools.seed import SeedReport, seed
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 TABLES = (

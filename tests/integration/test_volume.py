@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from flowledger.cli import EXIT_ERROR, EXIT_OK, main
 from flowledger.errors import InvalidInput
+from flowledger.tools.cli import EXIT_ERROR, EXIT_OK, main
 from flowledger.volume import generate
 
 
@@ -27,7 +27,7 @@ def _fingerprint(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
 
 
 def test_volume_is_deterministic_and_consistent(db_url: str, empty_db_url: str) -> None:
-    from flowledger.migrate import Migrator
+    from flowledger.tools.migrate import Migrator
 
     with Migrator(empty_db_url) as mig:
         mig.apply()

@@ -183,7 +183,7 @@ def test_flowledger_worker_command_runs_until_sigterm(
     )
     run = db.executions.start(workflow_id=_pipeline(conn, items=2))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flowledger.cli", "worker", "my_handlers:HANDLERS",
+        [sys.executable, "-m", "flowledger.tools.cli", "worker", "my_handlers:HANDLERS",
          "--database", db_url, "--json", "--worker-id", "cli-worker"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -200,7 +200,8 @@ def test_flowledger_worker_command_runs_until_sigterm(
     assert (report["worker_id"], report["completed"], report["failed"]) == ("cli-worker", 4, 0)
 
     bad = subprocess.run(
-        [sys.executable, "-m", "flowledger.cli", "worker", "nope_module:X", "--database", db_url],
+        [sys.executable, "-m", "flowledger.tools.cli", "worker", "nope_module:X",
+         "--database", db_url],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 1 and "cannot import 'nope_module'" in bad.stderr

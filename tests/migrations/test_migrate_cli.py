@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from _migrations import write_migrations
-from flowledger.cli import EXIT_EDITED, EXIT_ERROR, EXIT_OK, EXIT_PENDING, main
 from flowledger.errors import MigrationError, Unavailable
-from flowledger.migrate import ADVISORY_LOCK_KEY, Migrator, Settings
+from flowledger.tools.cli import EXIT_EDITED, EXIT_ERROR, EXIT_OK, EXIT_PENDING, main
+from flowledger.tools.migrate import ADVISORY_LOCK_KEY, Migrator, Settings
 
 MIGRATIONS = {
     "0001_create_things.sql": "-- things\n"
@@ -329,7 +329,7 @@ def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "flowledger.cli",
+            "flowledger.tools.cli",
             "migrate",
             "apply",
             "--database",

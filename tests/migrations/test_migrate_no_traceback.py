@@ -15,7 +15,7 @@ from psycopg import sql
 
 from _migrations import write_migrations
 from _roles import restricted_role
-from flowledger.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_USAGE
+from flowledger.tools.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_USAGE
 
 MIGRATIONS = {
     "0001_create_things.sql": "-- things\nCREATE TABLE things (id int PRIMARY KEY);\n",
@@ -42,7 +42,7 @@ def flowledger(
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI the way a pipeline does."""
     return subprocess.run(
-        [sys.executable, "-m", "flowledger.cli", *argv],
+        [sys.executable, "-m", "flowledger.tools.cli", *argv],
         stderr=subprocess.PIPE,
         stdout=stdout,
         text=True,

@@ -21,9 +21,9 @@ import pytest
 from _migrations import write_migrations
 from _roles import restricted_role
 from conftest import PgServer
-from flowledger.cli import EXIT_EDITED, EXIT_ERROR, EXIT_INVALID_INDEX, EXIT_OK
 from flowledger.errors import MigrationError
-from flowledger.migrate import (
+from flowledger.tools.cli import EXIT_EDITED, EXIT_ERROR, EXIT_INVALID_INDEX, EXIT_OK
+from flowledger.tools.migrate import (
     ADVISORY_LOCK_KEY,
     YOYO_TESTED,
     Settings,
@@ -53,7 +53,7 @@ def mdir(tmp_path: Path) -> Path:
 def flowledger(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI the way a pipeline does."""
     return subprocess.run(
-        [sys.executable, "-m", "flowledger.cli", *argv],
+        [sys.executable, "-m", "flowledger.tools.cli", *argv],
         capture_output=True,
         text=True,
         timeout=300,
@@ -86,7 +86,7 @@ def test_four_applies_at_once_all_succeed_and_apply_each_migration_once(
     empty_db_url: str, tmp_path: Path, round_: int
 ) -> None:
     """The shipped migrations include CREATE INDEX CONCURRENTLY outside a transaction."""
-    argv = [sys.executable, "-m", "flowledger.cli", "migrate", "apply"]
+    argv = [sys.executable, "-m", "flowledger.tools.cli", "migrate", "apply"]
     procs = [
         subprocess.Popen(
             [*argv, "--database", empty_db_url, "--json"],

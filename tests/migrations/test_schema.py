@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from flowledger._resources import migrations_dir, sql_dir
-from flowledger.migrate import Migrator, load_migrations
+from flowledger.tools.migrate import Migrator, load_migrations
 
 BOOKKEEPING = (
     "_yoyo_migration",

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from flowledger.cli import EXIT_OK, main
-from flowledger.migrate import Migrator
+from flowledger.tools.cli import EXIT_OK, main
+from flowledger.tools.migrate import Migrator
 
 
 def _verdicts(url: str, capsys: pytest.CaptureFixture[str]) -> dict[tuple[str, str], bool]:

@@ -9,8 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from flowledger.cli import EXIT_OK, main
-from flowledger.plans import (
+from flowledger.repositories.queries import get_queries, parse_queries
+from flowledger.tools.cli import EXIT_OK, main
+from flowledger.tools.plans import (
     SMALL_TABLE_PAGES,
     _Index,
     _index_reads,
@@ -18,7 +19,6 @@ from flowledger.plans import (
     check_plans,
     format_report,
 )
-from flowledger.repositories.queries import get_queries, parse_queries
 
 # A query whose name starts with one of these reads rows through a predicate and must
 # carry a `-- plan:` annotation.

@@ -44,7 +44,7 @@ from flowledger.records.runs import (
     Step,
 )
 from flowledger.records.workflows import Workflow
-from flowledger.seed import DEMO_WORKFLOW, SAMPLE_OWNER, SAMPLE_WORKFLOWS, SeedReport, seed
+from flowledger.tools.seed import DEMO_WORKFLOW, SAMPLE_OWNER, SAMPLE_WORKFLOWS, SeedReport, seed
 from flowledger.worker import Worker, Written
 
 __all__ = [

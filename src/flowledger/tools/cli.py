@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import msgspec
 
 from flowledger.errors import DatabaseNotConfigured, FlowledgerError, MigrationError, translating
-from flowledger.migrate import (
+from flowledger.tools.migrate import (
     EditedMigrations,
     Migrator,
     RunResult,
@@ -59,7 +59,7 @@ def resolve_database(args: argparse.Namespace, *, development: bool) -> str:
     `DATABASE_URL`; with none of them the embedded server for a development command
     (said on stderr), DatabaseNotConfigured for the others."""
     from flowledger.database import settings_from_env
-    from flowledger.devserver import EmbeddedServer
+    from flowledger.tools.devserver import EmbeddedServer
     from flowledger.urls import resolve
 
     settings_from_env()  # the same refusal of unknown or invalid FLOWLEDGER_* as connect()
@@ -87,7 +87,7 @@ def resolve_database(args: argparse.Namespace, *, development: bool) -> str:
 
 
 def _migrator(args: argparse.Namespace) -> Migrator:
-    from flowledger.migrate import Settings
+    from flowledger.tools.migrate import Settings
 
     settings = Settings(
         wait_timeout=args.lock_wait,
@@ -179,7 +179,7 @@ def _cmd_migrate_verify(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_db(args: argparse.Namespace, out: _Output) -> int:
-    from flowledger.devserver import EmbeddedServer
+    from flowledger.tools.devserver import EmbeddedServer
 
     server = EmbeddedServer()
     if args.db_command == "start":
@@ -218,7 +218,7 @@ def _cmd_db(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _require_migrated(url: str) -> None:
-    from flowledger.migrate import Migrator
+    from flowledger.tools.migrate import Migrator
 
     with Migrator(url) as mig:
         pending = [s.id for s in mig.status() if s.state != "applied"]
@@ -239,7 +239,7 @@ def _cmd_seed(args: argparse.Namespace, out: _Output) -> int:
     _require_migrated(url)
     if args.scale is None:
         from flowledger.database import connect
-        from flowledger.seed import seed
+        from flowledger.tools.seed import seed
 
         with connect(url, min_size=1, max_size=2) as db:
             report = seed(db)
@@ -266,8 +266,8 @@ def _cmd_seed(args: argparse.Namespace, out: _Output) -> int:
 
 def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     from flowledger.database import connect
-    from flowledger.demo import WORKERS, run_demo
-    from flowledger.migrate import Migrator
+    from flowledger.tools.demo import WORKERS, run_demo
+    from flowledger.tools.migrate import Migrator
 
     url = resolve_database(args, development=True)
     with Migrator(url) as mig:
@@ -319,8 +319,8 @@ def _cmd_check_plans(args: argparse.Namespace, out: _Output) -> int:
     import psycopg
 
     from flowledger.errors import translating
-    from flowledger.migrate import check_connection
-    from flowledger.plans import check_plans, format_report
+    from flowledger.tools.migrate import check_connection
+    from flowledger.tools.plans import check_plans, format_report
     from flowledger.urls import to_libpq_url
 
     url = resolve_database(args, development=True)
