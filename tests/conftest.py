@@ -23,6 +23,8 @@ import psycopg
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from _faces import blocking, run
+from flowledger.aio.database import connect_async
 from flowledger.database import Database, connect
 from flowledger.tools.devserver import EmbeddedServer
 from flowledger.tools.migrate import Migrator
@@ -182,8 +184,30 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         yield connection
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sync_face: tests of sync-only code (worker, tools): `db` is only sync"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test taking `db` runs on both faces, unless it tests sync-only code.
+    if "db" in metafunc.fixturenames:
+        only_sync = metafunc.definition.get_closest_marker("sync_face") is not None
+        metafunc.parametrize("face", ["sync"] if only_sync else ["sync", "async"])
+
+
 @pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    """A flowledger Database (pool of up to 8) on this test's migrated database."""
-    with connect(db_url, min_size=1, max_size=8, connect_attempts=1) as database:
-        yield database
+def db(db_url: str, face: str) -> Iterator[Database]:
+    """A flowledger database (pool of up to 8) on this test's migrated database: the sync
+    `Database`, or (face "async") an `AsyncDatabase` behind a blocking view of it."""
+    settings: dict[str, Any] = {"min_size": 1, "max_size": 8, "connect_attempts": 1}
+    if face == "sync":
+        with connect(db_url, **settings) as database:
+            yield database
+        return
+    adb = run(connect_async(db_url, **settings))
+    try:
+        yield blocking(adb, Database)
+    finally:
+        run(adb.close())

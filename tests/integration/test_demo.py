@@ -18,6 +18,9 @@ from flowledger.tools.demo import WORKERS, run_demo
 from flowledger.tools.migrate import Migrator
 from flowledger.tools.seed import DEMO_WORKFLOW, SAMPLE_OWNER, seed
 
+# Sync-only code (the worker, the tools): `db` is the sync face only.
+pytestmark = pytest.mark.sync_face
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 

@@ -129,9 +129,7 @@ def test_every_query_is_used_and_every_used_name_exists() -> None:
     source = _repository_sources()
     unused = sorted(n for n in QUERIES if f'"{n}"' not in source)
     assert unused == [], f"queries no module uses: {unused}"
-    asked = set(
-        re.findall(r"self\._(?:fetch|require)\(\s*\"(\w+)\"", source)
-    )
+    asked = set(re.findall(r"self\._(?:fetch|require)\(\s*\"(\w+)\"", source))
     assert asked, "no repository names a query"
     missing = sorted(asked - set(QUERIES))
     assert missing == [], f"repositories ask for queries that do not exist: {missing}"

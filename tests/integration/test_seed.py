@@ -32,6 +32,9 @@ TABLES = (
     "outbox",
 )
 
+# Sync-only code (the worker, the tools): `db` is the sync face only.
+pytestmark = pytest.mark.sync_face
+
 
 def _snapshot(conn: Conn) -> dict[str, list[Any]]:
     """Every row of the seeded tables, whole, in id order."""

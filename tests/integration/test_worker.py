@@ -19,6 +19,9 @@ from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep
 from flowledger.worker import Worker
 
+# Sync-only code (the worker, the tools): `db` is the sync face only.
+pytestmark = pytest.mark.sync_face
+
 Conn = psycopg.Connection[Any]
 
 
