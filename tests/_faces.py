@@ -48,13 +48,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _wrap(value: Any) -> Any:
-    if isinstance(value, Blocking):
+    if isinstance(value, Blocking | BaseException):
         return value
+    if type(value).__module__.startswith(_WRAPPED_MODULES):
+        return Blocking(value)  # enters as a context manager too, when it is one
     if hasattr(value, "__aenter__"):
         return _BlockingContext(value)
-    module = type(value).__module__
-    if module.startswith(_WRAPPED_MODULES) and not isinstance(value, BaseException):
-        return Blocking(value)
     return value
 
 

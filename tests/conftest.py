@@ -107,41 +107,70 @@ def migrated_template(pg_server: PgServer) -> Iterator[str]:
         janitor.drop()
 
 
+class _Clone:
+    """One clone handed to a test; `drop()` leaves the DROP to the cloning thread."""
+
+    def __init__(self, clones: _Clones, name: str) -> None:
+        self._clones = clones
+        self.name = name
+
+    def drop(self) -> None:
+        self._clones.discard(self.name)
+
+
 class _Clones:
-    """Clones of the template made ahead, in a thread, while earlier tests run: cloning
-    (~0.3 s, server-side I/O) is most of a database test's time."""
+    """Clones of the template made ahead, and dropped after use, in a thread, while other
+    tests run: cloning (server-side I/O) is most of a database test's time. From
+    PostgreSQL 15 on, a clone is a file copy (STRATEGY FILE_COPY): about twice as fast as
+    the default, which writes the whole template through the WAL."""
 
     def __init__(self, server: PgServer, template: str, ahead: int = 2) -> None:
         self._server = server
         self._template = template
-        self._ready: queue.Queue[tuple[str, DatabaseJanitor] | BaseException] = queue.Queue(ahead)
+        self._ready: queue.Queue[str | BaseException] = queue.Queue(ahead)
+        self._doomed: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
+        self._admin = psycopg.connect(server.url("postgres"), autocommit=True)
+        self._strategy = " STRATEGY FILE_COPY" if self._admin.info.server_version >= 150000 else ""
         self._thread = threading.Thread(target=self._fill, name="template-clones", daemon=True)
         self._thread.start()
+
+    def _drop_doomed(self) -> None:
+        while True:
+            try:
+                name = self._doomed.get_nowait()
+            except queue.Empty:
+                return
+            self._admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def _fill(self) -> None:
         while not self._stop.is_set():
             name = f"fl_test_{os.getpid()}_{next(_counter)}"
-            janitor = self._server.janitor(name, self._template)
             try:
-                janitor.init()
+                self._drop_doomed()
+                self._admin.execute(
+                    f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"{self._strategy}'
+                )
             except BaseException as exc:  # handed to the test that takes it
                 self._ready.put(exc)
                 return
             while not self._stop.is_set():
                 try:
-                    self._ready.put((name, janitor), timeout=0.2)
+                    self._ready.put(name, timeout=0.2)
                     break
                 except queue.Full:
-                    continue
+                    self._drop_doomed()
             else:
-                janitor.drop()
+                self._doomed.put(name)
 
-    def take(self) -> tuple[str, DatabaseJanitor]:
+    def take(self) -> tuple[str, _Clone]:
         item = self._ready.get(timeout=300)
         if isinstance(item, BaseException):
             raise item
-        return item
+        return item, _Clone(self, item)
+
+    def discard(self, name: str) -> None:
+        self._doomed.put(name)
 
     def close(self) -> None:
         self._stop.set()
@@ -149,7 +178,9 @@ class _Clones:
         while not self._ready.empty():
             item = self._ready.get_nowait()
             if not isinstance(item, BaseException):
-                item[1].drop()
+                self._doomed.put(item)
+        self._drop_doomed()
+        self._admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -162,11 +193,11 @@ def _clones(pg_server: PgServer, migrated_template: str) -> Iterator[_Clones]:
 @pytest.fixture
 def db_url(pg_server: PgServer, _clones: _Clones) -> Iterator[str]:
     """URL of a fresh, fully migrated, empty database of this test's own."""
-    name, janitor = _clones.take()
+    name, clone = _clones.take()
     try:
         yield pg_server.url(name)
     finally:
-        janitor.drop()
+        clone.drop()
 
 
 @pytest.fixture

@@ -179,6 +179,7 @@ def test_create_in_a_rolled_back_transaction_leaves_nothing(db: Database) -> Non
 def test_create_validates_before_reaching_the_server(
     db: Database, fields: dict[str, Any], fragment: str
 ) -> None:
+    fields = dict(fields)  # the parameter is shared by both faces' runs
     content = fields.pop("content", "Some rule.")
     with pytest.raises(InvalidInput) as caught:
         db.memory_items.create(item=_new(content, **fields))
@@ -468,6 +469,7 @@ def test_module_names_are_unique_per_project(db: Database) -> None:
 def test_create_module_validates_its_input(
     db: Database, fields: dict[str, Any], fragment: str
 ) -> None:
+    fields = dict(fields)  # the parameter is shared by both faces' runs
     name = fields.pop("name", "m")
     with pytest.raises(InvalidInput) as caught:
         _module(db, name, **fields)
