@@ -13,16 +13,21 @@ from pydantic import BaseModel
 import flowledger
 from flowledger.records.identity import NewUser
 
-# What each flowledger error means to a client; any other error is a 500.
-STATUS = {
+# What each flowledger error means to a client; any other error is a 500, whose message
+# stays in the server's log.
+STATUS: dict[type[flowledger.FlowledgerError], int] = {
     flowledger.NotFound: 404,
     flowledger.Conflict: 409,
+    flowledger.StaleWrite: 409,
     flowledger.InvalidInput: 422,
     flowledger.Unavailable: 503,
+    flowledger.Retryable: 503,
 }
 
 
 class UserIn(BaseModel):
+    """What POST /users takes."""
+
     email: str
     display_name: str
 

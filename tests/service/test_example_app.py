@@ -65,6 +65,15 @@ def _backends(db_url: str) -> int:
     return int(row[0])
 
 
+def _all_closed(db_url: str) -> bool:
+    """Whether every other connection to this database is gone (a closed client's
+    backend leaves pg_stat_activity a moment after the client hung up)."""
+    deadline = time.monotonic() + 5
+    while _backends(db_url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _backends(db_url) == 0
+
+
 def test_readme_shows_the_example_app_as_it_is() -> None:
     blocks = _python_blocks(_readme_section("Async services"))
     shown = [block for block in blocks if "FastAPI(" in block]
@@ -83,7 +92,7 @@ def test_readme_async_example_runs(
     assert "ada@example.com" in out
     assert "{'postgres': 'ok'}" in out
     assert _emails(db_url) == ["ada@example.com"]
-    assert _backends(db_url) == 0
+    assert _all_closed(db_url)
 
 
 def test_create_then_read_a_user(db_url: str) -> None:
@@ -177,6 +186,57 @@ def test_any_exception_rolls_back_the_request_and_answers_500(db_url: str) -> No
     assert _emails(db_url) == []
 
 
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (flowledger.NotFound, 404),
+        (flowledger.Conflict, 409),
+        (flowledger.LeaseLost, 409),
+        (flowledger.StaleWrite, 409),
+        (flowledger.InvalidInput, 422),
+        (flowledger.InvalidCursor, 422),
+        (flowledger.Unavailable, 503),
+        (flowledger.Retryable, 503),
+        (flowledger.ConnectionRejected, 500),
+        (flowledger.DatabaseNotConfigured, 500),
+    ],
+)
+def test_each_flowledger_error_has_its_status(
+    db_url: str, error: type[flowledger.FlowledgerError], status: int
+) -> None:
+    app = example_app.create_app(db_url, **SETTINGS)
+
+    async def fail(tx: example_app.Tx) -> None:
+        await tx.users.create(user=NewUser(email="bob@example.com", display_name="Bob"))
+        raise error("what went wrong")
+
+    app.add_api_route("/fail", fail, methods=["POST"])
+
+    async def scenario() -> httpx.Response:
+        async with serving(app) as client:
+            return await client.post("/fail")
+
+    response = asyncio.run(scenario())
+    assert response.status_code == status
+    detail = "internal error" if status == 500 else "what went wrong"
+    assert response.json() == {"detail": detail}
+    assert _emails(db_url) == []
+
+
+def test_the_module_app_uses_flowledger_url(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWLEDGER_URL", db_url)
+
+    async def scenario() -> httpx.Response:
+        async with serving(example_app.app) as client:
+            return await client.post(
+                "/users", json={"email": "ada@example.com", "display_name": "Ada"}
+            )
+
+    assert asyncio.run(scenario()).status_code == 201
+    assert _emails(db_url) == ["ada@example.com"]
+    assert _all_closed(db_url)
+
+
 def test_a_batch_that_succeeds_commits_every_user(db_url: str) -> None:
     batch = [
         {"email": "bob@example.com", "display_name": "Bob"},
@@ -228,10 +288,7 @@ def test_the_lifespan_closes_the_database(db_url: str) -> None:
             return _backends(db_url)
 
     assert asyncio.run(scenario()) >= 1
-    deadline = time.monotonic() + 5
-    while _backends(db_url) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _backends(db_url) == 0
+    assert _all_closed(db_url)
 
 
 def test_readiness_follows_the_database(db_url: str) -> None:
