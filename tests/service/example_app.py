@@ -1,7 +1,8 @@
-"""A FastAPI service on flowledger: `FLOWLEDGER_URL=... uvicorn example_app:app`."""
+"""A FastAPI service on flowledger; serve `example_app:app` with FLOWLEDGER_URL set."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -13,8 +14,10 @@ from pydantic import BaseModel
 import flowledger
 from flowledger.records.identity import NewUser
 
+log = logging.getLogger("example_app")
+
 # What each flowledger error means to a client; any other error is a 500, whose message
-# stays in the server's log.
+# goes to the log, not to the client.
 STATUS: dict[type[flowledger.FlowledgerError], int] = {
     flowledger.NotFound: 404,
     flowledger.Conflict: 409,
@@ -86,7 +89,10 @@ async def get_user(user_id: str, tx: Tx) -> Response:
 
 async def flowledger_error(request: Request, exc: Exception) -> Response:
     status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
-    return as_json({"detail": str(exc) if status != 500 else "internal error"}, status)
+    if status != 500:
+        return as_json({"detail": str(exc)}, status)
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return as_json({"detail": "internal error"}, 500)
 
 
 def create_app(url: str | None = None, **settings: Any) -> FastAPI:

@@ -202,7 +202,10 @@ def test_any_exception_rolls_back_the_request_and_answers_500(db_url: str) -> No
     ],
 )
 def test_each_flowledger_error_has_its_status(
-    db_url: str, error: type[flowledger.FlowledgerError], status: int
+    db_url: str,
+    error: type[flowledger.FlowledgerError],
+    status: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = example_app.create_app(db_url, **SETTINGS)
 
@@ -220,6 +223,14 @@ def test_each_flowledger_error_has_its_status(
     assert response.status_code == status
     detail = "internal error" if status == 500 else "what went wrong"
     assert response.json() == {"detail": detail}
+    # A 500 hides the message from the client; the log keeps it, with the request.
+    logged = [r for r in caplog.records if r.name == "example_app"]
+    if status == 500:
+        assert [r.getMessage() for r in logged] == ["POST /fail failed"]
+        assert logged[0].exc_info is not None
+        assert str(logged[0].exc_info[1]) == "what went wrong"
+    else:
+        assert logged == []
     assert _emails(db_url) == []
 
 
