@@ -7,6 +7,7 @@ import inspect
 import re
 from collections.abc import Iterator
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,3 +135,26 @@ def test_the_package_exports_both_faces() -> None:
     assert inspect.iscoroutinefunction(flowledger.connect_async)
     sync_shape = _shape(flowledger.connect, sync_text=False)[:-1]
     assert sync_shape == _shape(flowledger.connect_async, sync_text=True)[:-1]
+
+
+def test_a_type_checker_refuses_a_coroutine_handler_on_the_sync_face(tmp_path: Path) -> None:
+    from mypy import api
+
+    (tmp_path / "handlers.py").write_text(
+        "from flowledger import AsyncDatabase, Database\n"
+        "from flowledger.records.events import OutboxEvent\n\n"
+        "async def deliver(events: list[OutboxEvent]) -> None: ...\n\n"
+        "def plain(events: list[OutboxEvent]) -> None: ...\n\n"
+        "def sync_face(db: Database) -> None:\n"
+        "    db.outbox.relay(handler=plain)\n"
+        "    db.outbox.relay(handler=deliver)  # line 10: refused\n\n"
+        "async def async_face(db: AsyncDatabase) -> None:\n"
+        "    await db.outbox.relay(handler=deliver)\n"
+        "    await db.outbox.relay(handler=plain)\n"
+    )
+    out, _, status = api.run(
+        ["--strict", "--no-incremental", "--cache-dir=/dev/null", str(tmp_path / "handlers.py")]
+    )
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert status == 1 and len(errors) == 1, out
+    assert "handlers.py:10:" in errors[0] and "handler" in errors[0]
