@@ -66,7 +66,7 @@ BENCH_DB = "flowledger_bench"
 COLUMNS = (
     "id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,"
     " idempotency_key, parameters, variables, task_graph, error_message, pause_reason,"
-    " started_at, finished_at, row_version, created_at, updated_at"
+    " started_at, finished_at, row_version, created_at, updated_at, failure_mode, parent_step_id"
 )
 LOOKUP_SQL = f"SELECT {COLUMNS} FROM workflow_executions WHERE id = %s"
 KEYSET_SQL = (
@@ -109,6 +109,8 @@ class ExecutionRow(Base):
     row_version: orm.Mapped[int]
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(sa.DateTime(timezone=True))
     updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(sa.DateTime(timezone=True))
+    failure_mode: orm.Mapped[str]
+    parent_step_id: orm.Mapped[uuid.UUID | None]
 
 
 class LogRow(Base):
