@@ -57,6 +57,7 @@ from sqlalchemy.dialects import postgresql as pg
 import flowledger
 from flowledger.migrate import Migrator
 from flowledger.records.runs import Execution, NewLogLine
+from flowledger.repositories._checks import MAX_ITEMS
 from flowledger.repositories.queries import get_queries
 from flowledger.urls import to_libpq_url
 from flowledger.volume import generate
@@ -533,7 +534,11 @@ class Bench:
                 )
                 for s, e, _, m, f, t in raw
             ]
-            return self.db.step_logs.append(lines=lines)
+            # step_logs.append takes at most MAX_ITEMS lines a call (one COPY each).
+            return sum(
+                self.db.step_logs.append(lines=lines[i : i + MAX_ITEMS])
+                for i in range(0, total, MAX_ITEMS)
+            )
 
         def psycopg_copy() -> int:
             truncate()
