@@ -37,12 +37,23 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def bench_server(pg_server: PgServer) -> Iterator[str]:
-    """The test server's URL; the flowledger_bench database run.py creates there is dropped."""
+@pytest.fixture(scope="module")
+def bench_run(
+    pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[subprocess.CompletedProcess[str], Path]]:
+    """run.py's quickest configuration on the test server, into a RESULTS.md that held an
+    earlier run and a marked section; the flowledger_bench database is dropped after."""
     admin_url = pg_server.url("postgres")
+    output = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    output.write_text("# Benchmark results\n\nan earlier run\n" + KEPT)
     try:
-        yield admin_url
+        yield (
+            _run(
+                *("--database", admin_url, "--scale", "200", "--repeats", "1"),
+                *("--only", "pages", "starts", "--output", str(output)),
+            ),
+            output,
+        )
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute("DROP DATABASE IF EXISTS flowledger_bench WITH (FORCE)")
@@ -50,20 +61,15 @@ def bench_server(pg_server: PgServer) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_run_measures_the_chosen_workloads_and_keeps_marked_sections(
-    bench_server: str, tmp_path: Path
+    bench_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    output = tmp_path / "RESULTS.md"
-    output.write_text("# Benchmark results\n\nan earlier run\n" + KEPT)
-    done = _run(
-        *("--database", bench_server, "--scale", "200", "--repeats", "1"),
-        *("--only", "pages", "starts", "--output", str(output)),
-    )
+    done, output = bench_run
     assert done.returncode == 0, done.stderr
     text = output.read_text()
     assert "an earlier run" not in text
     assert text.endswith(KEPT)
     assert "- data: `flowledger seed --scale 200`" in text
-    pages = text.split("## keyset page of 50 records\n")[1].split("\n\n")[1].splitlines()
+    pages = text.split("## keyset page of 50 records\n\n")[1].split("\n\n")[0].splitlines()
     assert [row.split(" | ")[0] for row in pages[2:]] == [
         "| flowledger",
         "| flowledger, db.pinned()",
@@ -77,6 +83,25 @@ def test_run_measures_the_chosen_workloads_and_keeps_marked_sections(
     assert "| flowledger ≥ 1× asyncpg + msgspec (keyset page of 50 records) |" in text
     assert "## point lookup by id" not in text
     assert text.split(KEPT)[0] in done.stdout
+
+
+@pytest.mark.slow
+def test_log_append_contender_writes_all_100000_lines(
+    bench_run: tuple[subprocess.CompletedProcess[str], Path],
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert bench_run[0].returncode == 0, bench_run[0].stderr
+    workloads = _bench("workloads", monkeypatch)
+    ctx = workloads.open_context(pg_server.url("flowledger_bench"), 1)
+    try:
+        plan = workloads.BY_NAME["log_append"].setup(ctx)
+        assert plan.contenders["flowledger step_logs.append"]() == 100_000
+        assert ctx.psy.execute("SELECT count(*) FROM step_logs").fetchone() == (100_000,)
+        plan.finish()
+        assert ctx.psy.execute("SELECT count(*) FROM step_logs").fetchone() == (0,)
+    finally:
+        ctx.close()
 
 
 @pytest.mark.parametrize(
