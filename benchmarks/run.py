@@ -80,7 +80,10 @@ def _arguments() -> argparse.Namespace:
         ),
     )
     parser.add_argument(
-        "--scale", type=int, default=200_000, help="executions to generate (≥ 100,050 for depth)"
+        "--scale",
+        type=int,
+        default=200_000,
+        help="executions to generate (≥ 100,050 with depth, 40,000 with lookups, 50 with pages)",
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
