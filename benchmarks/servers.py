@@ -1,0 +1,42 @@
+"""The server a benchmark runs on: its URL, its other databases, its version.
+
+Standard library only at import time, like measure.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def server_url(database: str | None) -> str:
+    """The server to benchmark: `database`, else $FLOWLEDGER_URL or $DATABASE_URL, else the
+    embedded server (started when it is not running)."""
+    from flowledger.urls import resolve
+
+    resolved = resolve(database, source="--database")
+    if resolved is not None:
+        return resolved.url
+    from flowledger.tools.devserver import EmbeddedServer
+
+    return EmbeddedServer().ensure_running()
+
+
+def with_db(url: str, dbname: str) -> str:
+    """The URL of another database on the same server."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
+
+
+def server_version(conn: psycopg.Connection[Any]) -> str:
+    """`PostgreSQL 18.6` for the server `conn` is connected to."""
+    row = conn.execute("SELECT version()").fetchone()
+    return str(row[0] if row else "?").split(" on ")[0]
+
+
+def recreate_database(admin: psycopg.Connection[Any], name: str) -> None:
+    """Drop the database `name` (its sessions too) and create it empty, through `admin`."""
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.execute(f"CREATE DATABASE {name}")

@@ -1,0 +1,162 @@
+"""benchmarks/run.py still runs end to end, refuses a scale its workloads cannot run on, and
+rewrites RESULTS.md keeping the sections other scripts wrote; its SQL reads what the records
+and the schema hold."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from conftest import PgServer
+from flowledger.records.runs import Execution
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "benchmarks" / "run.py"
+KEPT = (
+    "\n<!-- section: orchestration -->\n## Orchestration\n\nkept as it is\n"
+    "<!-- end: orchestration -->\n"
+)
+
+
+def _bench(module: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A module of benchmarks/, imported the way run.py imports it (its folder on the path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module(module)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(RUN), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def bench_run(
+    pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[subprocess.CompletedProcess[str], Path]]:
+    """run.py's quickest configuration on the test server, into a RESULTS.md that held an
+    earlier run and a marked section; the flowledger_bench database is dropped after."""
+    admin_url = pg_server.url("postgres")
+    output = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    output.write_text("# Benchmark results\n\nan earlier run\n" + KEPT)
+    try:
+        yield (
+            _run(
+                *("--database", admin_url, "--scale", "200", "--repeats", "1"),
+                *("--only", "pages", "starts", "--output", str(output)),
+            ),
+            output,
+        )
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS flowledger_bench WITH (FORCE)")
+
+
+@pytest.mark.slow
+def test_run_measures_the_chosen_workloads_and_keeps_marked_sections(
+    bench_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, output = bench_run
+    assert done.returncode == 0, done.stderr
+    text = output.read_text()
+    assert "an earlier run" not in text
+    assert text.endswith(KEPT)
+    assert "- data: `flowledger seed --scale 200`" in text
+    pages = text.split("## keyset page of 50 records\n\n")[1].split("\n\n")[0].splitlines()
+    assert [row.split(" | ")[0] for row in pages[2:]] == [
+        "| flowledger",
+        "| flowledger, db.pinned()",
+        "| psycopg (tuned)",
+        "| asyncpg + msgspec",
+        "| SQLAlchemy ORM (its own query)",
+        "| SQLAlchemy Core (its own query)",
+        "| pgbench -M prepared (C)",
+    ]
+    assert "| flowledger executions.start |" in text
+    assert "| flowledger ≥ 1× asyncpg + msgspec (keyset page of 50 records) |" in text
+    assert "## point lookup by id" not in text
+    assert text.split(KEPT)[0] in done.stdout
+
+
+@pytest.mark.slow
+def test_log_append_contender_writes_all_100000_lines(
+    bench_run: tuple[subprocess.CompletedProcess[str], Path],
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert bench_run[0].returncode == 0, bench_run[0].stderr
+    workloads = _bench("workloads", monkeypatch)
+    ctx = workloads.open_context(pg_server.url("flowledger_bench"), 1)
+    try:
+        plan = workloads.BY_NAME["log_append"].setup(ctx)
+        assert plan.contenders["flowledger step_logs.append"]() == 100_000
+        assert ctx.psy.execute("SELECT count(*) FROM step_logs").fetchone() == (100_000,)
+        plan.finish()
+        assert ctx.psy.execute("SELECT count(*) FROM step_logs").fetchone() == (0,)
+    finally:
+        ctx.close()
+
+
+@pytest.mark.parametrize(
+    ("only", "message"),
+    [
+        ((), "--scale must be at least 100,050 for the depth benchmark"),
+        (("--only", "starts", "lookups"), "--scale must be at least 40,000 for the lookups"),
+        (("--only", "pages"), "--scale must be at least 50 for the pages benchmark"),
+    ],
+)
+def test_run_refuses_a_scale_too_small_for_a_chosen_workload(
+    only: tuple[str, ...], message: str
+) -> None:
+    done = _run("--database", "postgresql://nobody@/nowhere", "--scale", "10", *only)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_benchmark_sql_reads_every_execution_column_in_record_order(
+    conn: psycopg.Connection[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables = _bench("workloads._tables", monkeypatch)
+    columns = [c.strip() for c in tables.COLUMNS.split(",")]
+    assert columns == list(Execution.__struct_fields__)
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = 'workflow_executions' ORDER BY ordinal_position"
+    ).fetchall()
+    assert sorted(columns) == sorted(r[0] for r in rows)
+    assert sorted(tables.EXECUTIONS.columns.keys()) == sorted(columns)
+
+
+def test_write_section_replaces_its_section_and_run_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = _bench("report", monkeypatch)
+    path = tmp_path / "RESULTS.md"
+    report.write_section(path, "orchestration", "Orchestration", "first")
+    report.write_section(path, "peers", "Peers", "theirs")
+    report.write_section(path, "orchestration", "Orchestration", "second")
+    report.write_results(path, "# Benchmark results\n")
+    text = path.read_text()
+    assert text.startswith("# Benchmark results\n\n<!-- section: peers -->\n## Peers\n\ntheirs\n")
+    assert text.count("<!-- section: orchestration -->") == 1
+    assert "## Orchestration\n\nsecond\n<!-- end: orchestration -->\n" in text
+    assert "first" not in text
+
+
+def test_every_workload_module_is_registered_with_its_interface(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    workloads = _bench("workloads", monkeypatch)
+    modules = sorted(p.stem for p in (ROOT / "benchmarks" / "workloads").glob("[!_]*.py"))
+    assert sorted(w.__name__.rpartition(".")[2] for w in workloads.ALL) == modules
+    for workload in workloads.ALL:
+        assert workload.NAME == workload.__name__.rpartition(".")[2]
+        assert workload.TITLE and workload.COMPARES and workload.__doc__
+        assert workload.MIN_SCALE >= 1 and callable(workload.setup)
