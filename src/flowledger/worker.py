@@ -14,8 +14,10 @@ claimed step first: one it refuses is given back at once, without spending an at
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -25,17 +27,26 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import msgspec
 
+from flowledger.aio.database import AsyncDatabase
 from flowledger.database import Database
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep, Step, StepCompletion, StepFailure, StepLease
 
-__all__ = ["Handler", "Worker", "WorkerStats", "Written", "load_handlers"]
+__all__ = [
+    "AsyncHandler",
+    "AsyncWorker",
+    "Handler",
+    "Worker",
+    "WorkerStats",
+    "Written",
+    "load_handlers",
+]
 
 Handler = Callable[[ClaimedStep], Any]
 Written = Literal["completed", "failed", "lost"]
@@ -76,18 +87,7 @@ class Worker:
         accept: Callable[[ClaimedStep], bool] | None = None,
         on_written: Callable[[ClaimedStep, Written, Step | None], None] | None = None,
     ) -> None:
-        if not isinstance(handlers, Mapping) or not all(callable(h) for h in handlers.values()):
-            raise InvalidInput("handlers must map action refs to callables")
-        for name, value in (("concurrency", concurrency), ("flush_size", flush_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-                raise InvalidInput(f"{name} must be an integer between 1 and 1000, got {value!r}")
-        if prefetch is not None and (
-            isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 1000
-        ):
-            raise InvalidInput(f"prefetch must be an integer between 0 and 1000, got {prefetch!r}")
-        for name, seconds in (("flush_interval", flush_interval), ("idle_wait", idle_wait)):
-            if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
-                raise InvalidInput(f"{name} must be a positive number of seconds, got {seconds!r}")
+        _check_options(handlers, concurrency, prefetch, flush_interval, idle_wait, flush_size)
         self._db = db
         self._handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -157,7 +157,7 @@ class Worker:
         if self._accept is not None:
             refused = [s for s in steps if not self._accept(s)]
             if refused:
-                leases = [StepLease(step_id=s.id, attempt=s.attempt) for s in refused]
+                leases = _leases(refused)
                 self.stats.refused += len(
                     self._db.steps.release_many(worker_id=self.worker_id, steps=leases)
                 )
@@ -205,20 +205,15 @@ class Worker:
         failed = [(s, e) for s, _, e in results if e is not None]
         written: list[tuple[ClaimedStep, Written, Step | None]] = []
         if done:
-            completions = [
-                StepCompletion(step_id=s.id, attempt=s.attempt, outputs=o) for s, o in done
-            ]
-            result = self._db.steps.complete_many(worker_id=self.worker_id, completions=completions)
+            result = self._db.steps.complete_many(
+                worker_id=self.worker_id, completions=_completions(done)
+            )
             self.stats.completed += len(result.completed)
             self.stats.lost += len(result.lost)
             lost = set(result.lost)
             written += [(s, "lost" if s.id in lost else "completed", None) for s, _ in done]
         if failed:
-            failures = [
-                StepFailure(step_id=s.id, attempt=s.attempt, error=f"{type(e).__name__}: {e}")
-                for s, e in failed
-            ]
-            outcome = self._db.steps.fail_many(worker_id=self.worker_id, failures=failures)
+            outcome = self._db.steps.fail_many(worker_id=self.worker_id, failures=_failures(failed))
             self.stats.failed += len(outcome.steps)
             self.stats.lost += len(outcome.lost)
             after = {x.id: x for x in outcome.steps}
@@ -235,7 +230,7 @@ class Worker:
     def _heartbeat(self) -> None:
         if not self._held:
             return
-        leases = [StepLease(step_id=s.id, attempt=s.attempt) for s in self._held.values()]
+        leases = _leases(self._held.values())
         result = self._db.steps.heartbeat_many(
             worker_id=self.worker_id, steps=leases, lease=self._lease
         )
@@ -249,7 +244,7 @@ class Worker:
         unstarted = [s for i, s in self._held.items() if self._futures[i].cancel()]
         pool.shutdown(wait=True)
         if unstarted:
-            leases = [StepLease(step_id=s.id, attempt=s.attempt) for s in unstarted]
+            leases = _leases(unstarted)
             released = self._db.steps.release_many(worker_id=self.worker_id, steps=leases)
             self.stats.released += len(released)
             for step in unstarted:
@@ -257,6 +252,221 @@ class Worker:
         pending, _ = self._collect(pending, 0.0, wait=False)
         if pending:
             self._flush(pending)
+
+
+AsyncHandler = Callable[[ClaimedStep], Awaitable[Any]]
+_Result = tuple[ClaimedStep, Any, BaseException | None]
+
+
+class AsyncWorker:
+    """The worker of the async face: the same claims ahead, batched writes, heartbeats,
+    wake-ups and shutdown as `Worker`, with handlers that are coroutine functions run as
+    tasks (at most `concurrency` at once) on the caller's event loop."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        handlers: Mapping[str, AsyncHandler],
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 16,
+        prefetch: int | None = None,
+        lease: datetime.timedelta = datetime.timedelta(seconds=60),
+        flush_size: int = 100,
+        flush_interval: float = 0.005,
+        idle_wait: float = 1.0,
+    ) -> None:
+        _check_options(handlers, concurrency, prefetch, flush_interval, idle_wait, flush_size)
+        if not all(inspect.iscoroutinefunction(h) for h in handlers.values()):
+            raise InvalidInput("AsyncWorker handlers must be coroutine functions (async def)")
+        self._db = db
+        self._handlers = dict(handlers)
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        buffered = min(1000, 10 * concurrency) if prefetch is None else prefetch
+        self._capacity = concurrency + buffered
+        self._slots = asyncio.Semaphore(concurrency)
+        self._lease = lease
+        self._flush_size = flush_size
+        self._flush_interval = flush_interval
+        self._idle_wait = idle_wait
+        self._stop = asyncio.Event()
+        self._results: asyncio.Queue[_Result] = asyncio.Queue()
+        self._held: dict[uuid.UUID, ClaimedStep] = {}
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._started: set[uuid.UUID] = set()
+        self.stats = WorkerStats()
+
+    def stop(self) -> None:
+        """Ask `run` to finish: no more claims, unstarted steps given back, running ones
+        finished and written."""
+        self._stop.set()
+
+    async def run(self, *, until_idle: bool = False) -> WorkerStats:
+        """Work until `stop()` (or, with `until_idle`, until nothing is left to claim and
+        nothing is held); the statistics."""
+        pending: list[_Result] = []
+        oldest = 0.0
+        next_beat = time.monotonic() + self._lease.total_seconds() / 3
+        try:
+            async with await self._db.wake_ups() as wake:
+                while not self._stop.is_set():
+                    claimed = await self._claim()
+                    collected = await self._collect(wait=not claimed)
+                    if collected and not pending:
+                        oldest = time.monotonic()
+                    pending += collected
+                    if pending and (
+                        len(pending) >= self._flush_size
+                        or time.monotonic() - oldest >= self._flush_interval
+                        or not self._running_besides(pending)
+                    ):
+                        # Completions may have queued dependents: claim before waiting.
+                        await self._flush(pending)
+                        pending = []
+                        continue
+                    if time.monotonic() >= next_beat:
+                        await self._heartbeat()
+                        next_beat = time.monotonic() + self._lease.total_seconds() / 3
+                    if not claimed and not self._held and not pending:
+                        if until_idle:
+                            break
+                        await wake.wait(self._idle_wait)
+        finally:
+            await self._shutdown(pending)
+        return self.stats
+
+    def _running_besides(self, pending: list[_Result]) -> bool:
+        return bool(self._held.keys() - {s.id for s, _, _ in pending})
+
+    async def _claim(self) -> int:
+        room = self._capacity - len(self._held)
+        if room <= 0:
+            return 0
+        steps = await self._db.steps.claim(worker_id=self.worker_id, limit=room, lease=self._lease)
+        self.stats.claimed += len(steps)
+        for step in steps:
+            self._held[step.id] = step
+            self._tasks[step.id] = asyncio.create_task(self._execute(step))
+        return len(steps)
+
+    async def _execute(self, step: ClaimedStep) -> None:
+        async with self._slots:
+            self._started.add(step.id)
+            handler = self._handlers.get(step.action_ref or "")
+            try:
+                if handler is None:
+                    raise LookupError(
+                        f"worker {self.worker_id} has no handler for {step.action_ref!r}"
+                    )
+                outputs = await handler(step)
+            # A handler is the application's code: whatever it raises fails this attempt.
+            except Exception as exc:
+                self._results.put_nowait((step, None, exc))
+            else:
+                self._results.put_nowait((step, outputs, None))
+
+    async def _collect(self, *, wait: bool) -> list[_Result]:
+        # Gather what finished; wait up to the flush interval for more only when the
+        # handlers are all there is to wait for.
+        results: list[_Result] = []
+        deadline = time.monotonic() + (self._flush_interval if wait and self._held else 0.0)
+        while True:
+            try:
+                results.append(self._results.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0 or len(results) >= self._flush_size:
+                return results
+            try:
+                results.append(await asyncio.wait_for(self._results.get(), left))
+            except TimeoutError:
+                return results
+
+    async def _flush(self, results: list[_Result]) -> None:
+        done = [(s, o) for s, o, e in results if e is None]
+        failed = [(s, e) for s, _, e in results if e is not None]
+        if done:
+            written = await self._db.steps.complete_many(
+                worker_id=self.worker_id, completions=_completions(done)
+            )
+            self.stats.completed += len(written.completed)
+            self.stats.lost += len(written.lost)
+        if failed:
+            outcome = await self._db.steps.fail_many(
+                worker_id=self.worker_id, failures=_failures(failed)
+            )
+            self.stats.failed += len(outcome.steps)
+            self.stats.lost += len(outcome.lost)
+        for step, _, _ in results:
+            self._held.pop(step.id, None)
+            self._tasks.pop(step.id, None)
+            self._started.discard(step.id)
+
+    async def _heartbeat(self) -> None:
+        if not self._held:
+            return
+        result = await self._db.steps.heartbeat_many(
+            worker_id=self.worker_id, steps=_leases(self._held.values()), lease=self._lease
+        )
+        if result.lost:
+            log.warning("worker %s lost the lease of %d steps", self.worker_id, len(result.lost))
+
+    async def _shutdown(self, pending: list[_Result]) -> None:
+        # Steps whose handler has not started go back unspent; running ones finish.
+        unstarted = [s for i, s in self._held.items() if i not in self._started]
+        for step in unstarted:
+            self._tasks.pop(step.id).cancel()
+            self._held.pop(step.id)
+        running = list(self._tasks.values())
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        if unstarted:
+            released = await self._db.steps.release_many(
+                worker_id=self.worker_id, steps=_leases(unstarted)
+            )
+            self.stats.released += len(released)
+        pending += await self._collect(wait=False)
+        if pending:
+            await self._flush(pending)
+
+
+def _check_options(
+    handlers: object,
+    concurrency: object,
+    prefetch: object,
+    flush_interval: object,
+    idle_wait: object,
+    flush_size: object,
+) -> None:
+    if not isinstance(handlers, Mapping) or not all(callable(h) for h in handlers.values()):
+        raise InvalidInput("handlers must map action refs to callables")
+    for name, value in (("concurrency", concurrency), ("flush_size", flush_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+            raise InvalidInput(f"{name} must be an integer between 1 and 1000, got {value!r}")
+    if prefetch is not None and (
+        isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 1000
+    ):
+        raise InvalidInput(f"prefetch must be an integer between 0 and 1000, got {prefetch!r}")
+    for name, seconds in (("flush_interval", flush_interval), ("idle_wait", idle_wait)):
+        if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
+            raise InvalidInput(f"{name} must be a positive number of seconds, got {seconds!r}")
+
+
+def _completions(done: list[tuple[ClaimedStep, Any]]) -> list[StepCompletion]:
+    return [StepCompletion(step_id=s.id, attempt=s.attempt, outputs=o) for s, o in done]
+
+
+def _failures(failed: list[tuple[ClaimedStep, BaseException]]) -> list[StepFailure]:
+    return [
+        StepFailure(step_id=s.id, attempt=s.attempt, error=f"{type(e).__name__}: {e}")
+        for s, e in failed
+    ]
+
+
+def _leases(steps: Iterable[ClaimedStep]) -> list[StepLease]:
+    return [StepLease(step_id=s.id, attempt=s.attempt) for s in steps]
 
 
 def load_handlers(spec: str) -> Mapping[str, Handler]:
