@@ -9,6 +9,7 @@ This module is the one source of both faces: `flowledger.database` (`connect()`,
 from __future__ import annotations
 
 import hashlib
+import logging
 import select
 import time
 from collections.abc import Iterator
@@ -28,7 +29,11 @@ from flowledger.errors import (
     connection_error,
     translating,
 )
-from flowledger.repositories.base import ConnectionExecutor, PoolExecutor
+from flowledger.repositories.base import (
+    ConnectionExecutor,
+    PoolExecutor,
+    slow_threshold,
+)
 from flowledger.repositories.pagination import CursorCodec, UnkeyedCodec
 from flowledger.repositories.queries import get_queries
 from flowledger.repositories.registry import Repositories
@@ -51,11 +56,14 @@ __all__ = [
 ]
 
 
+log = logging.getLogger("flowledger.pool")
+
+
 class _AsyncOnConnection(Repositories):
     """The repositories bound to one connection, which `connection` exposes."""
 
-    def __init__(self, conn: psycopg.Connection[Any], codec: CursorCodec) -> None:
-        super().__init__(ConnectionExecutor(conn), codec)
+    def __init__(self, conn: psycopg.Connection[Any], codec: CursorCodec, slow: float) -> None:
+        super().__init__(ConnectionExecutor(conn), codec, slow)
         self.connection = conn
 
 
@@ -79,7 +87,7 @@ class Pinned(_AsyncOnConnection):
         """A transaction on the pinned connection: commit on success, rollback on error."""
         with translating():
             with self.connection.transaction():
-                yield Transaction(self.connection, self._codec)
+                yield Transaction(self.connection, self._codec, self._slow)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -96,7 +104,19 @@ def _check_on_borrow(conn: psycopg.Connection[Any]) -> None:
     poller = select.poll()
     poller.register(conn.pgconn.socket, select.POLLIN)
     if poller.poll(0):
-        ConnectionPool.check_connection(conn)
+        try:
+            ConnectionPool.check_connection(conn)
+        except psycopg.Error as exc:
+            log.warning(
+                "a pooled connection was lost (%s); the pool replaces it", type(exc).__name__
+            )
+            raise
+
+
+class _AsyncPool(ConnectionPool):
+    """The pool, knowing after how long a wait for a connection is worth a warning."""
+
+    wait_warning = 1.0
 
 
 class Database(Repositories):
@@ -109,7 +129,7 @@ class Database(Repositories):
         self.settings = settings
         self.url = urls.validate(settings.url)
         self._conn_kwargs = connection_kwargs(settings)
-        self._pool = ConnectionPool(
+        self._pool = _AsyncPool(
             self.url,
             min_size=settings.min_size,
             max_size=settings.max_size,
@@ -122,11 +142,14 @@ class Database(Repositories):
             open=False,
             name="flowledger",
         )
+        self._pool.wait_warning = settings.pool_wait_warning_seconds
         # Without a secret of its own, the key is the database's, read by open().
         codec: CursorCodec = UnkeyedCodec()
         if settings.cursor_secret is not None:
             codec = CursorCodec(hashlib.sha256(settings.cursor_secret.encode()).digest())
-        super().__init__(PoolExecutor(self._pool), codec)
+        super().__init__(
+            PoolExecutor(self._pool), codec, slow_threshold(settings.slow_query_seconds)
+        )
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -148,6 +171,14 @@ class Database(Repositories):
                 raise error
             if attempt == s.connect_attempts:
                 raise Unavailable(f"{error.message} (after {attempt} attempts)")
+            log.warning(
+                "attempt %d of %d to reach %s failed (%s); retrying in %.2f s",
+                attempt,
+                s.connect_attempts,
+                urls.redact(self.url),
+                error.message,
+                delay,
+            )
             time.sleep(delay)
             delay *= 2
         with translating():
@@ -194,7 +225,7 @@ class Database(Repositories):
         rollback on any exception; `tx.transaction()` nests as a savepoint."""
         with translating():
             with self._pool.connection() as conn, conn.transaction():
-                yield Transaction(conn, self._codec)
+                yield Transaction(conn, self._codec, self._slow)
 
     @contextmanager
     def pinned(self) -> Iterator[Pinned]:
@@ -202,7 +233,7 @@ class Database(Repositories):
         transaction: for loops of many small calls (a request handler, a worker batch)."""
         with translating():
             with self._pool.connection() as conn:
-                yield Pinned(conn, self._codec)
+                yield Pinned(conn, self._codec, self._slow)
 
     def wake_ups(self) -> WakeUps:
         """A connection of its own LISTENing for claimable steps: `wait(timeout)` returns

@@ -56,6 +56,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # own random key (table cursor_key, made by its migrations), shared by every process
     # on that database; a secret of your own lets several databases accept each other's.
     cursor_secret: str | None = None
+    # A repository call taking longer than this many seconds (pool wait included) is
+    # logged on `flowledger.query` at WARNING: its query name, duration and row count,
+    # never its parameters. None turns it off.
+    slow_query_seconds: float | None = 1.0
+    # A borrow that waited longer than this for a free pooled connection is logged on
+    # `flowledger.pool` at WARNING, with the pool's size and its waiting callers.
+    pool_wait_warning_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
@@ -63,6 +70,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "pool sizes must satisfy 0 <= min_size <= max_size, max_size >= 1:"
                 f" min_size={self.min_size}, max_size={self.max_size}"
             )
+        if self.slow_query_seconds is not None and not self.slow_query_seconds >= 0:
+            raise InvalidInput("slow_query_seconds must be >= 0 (or None to turn it off)")
+        if not self.pool_wait_warning_seconds >= 0:
+            raise InvalidInput("pool_wait_warning_seconds must be >= 0")
         if self.pool_timeout <= 0 or self.connect_attempts < 1:
             raise InvalidInput("pool_timeout must be > 0 and connect_attempts >= 1")
         if self.cursor_secret is not None and len(self.cursor_secret) < _MIN_CURSOR_SECRET:

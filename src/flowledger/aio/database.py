@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio  # sync: import time
 import hashlib
+import logging
 import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from flowledger import urls
-from flowledger.aio.repositories.base import AsyncConnectionExecutor, AsyncPoolExecutor
+from flowledger.aio.repositories.base import (
+    AsyncConnectionExecutor,
+    AsyncPoolExecutor,
+    slow_threshold,
+)
 from flowledger.aio.repositories.registry import AsyncRepositories
 from flowledger.aio.wakeups import AsyncWakeUps
 from flowledger.errors import (
@@ -49,11 +54,14 @@ __all__ = [
 ]
 
 
+log = logging.getLogger("flowledger.pool")
+
+
 class _AsyncOnConnection(AsyncRepositories):
     """The repositories bound to one connection, which `connection` exposes."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], codec: CursorCodec) -> None:
-        super().__init__(AsyncConnectionExecutor(conn), codec)
+    def __init__(self, conn: psycopg.AsyncConnection[Any], codec: CursorCodec, slow: float) -> None:
+        super().__init__(AsyncConnectionExecutor(conn), codec, slow)
         self.connection = conn
 
 
@@ -77,7 +85,7 @@ class AsyncPinned(_AsyncOnConnection):
         """A transaction on the pinned connection: commit on success, rollback on error."""
         with translating():
             async with self.connection.transaction():
-                yield AsyncTransaction(self.connection, self._codec)
+                yield AsyncTransaction(self.connection, self._codec, self._slow)
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -94,7 +102,19 @@ async def _check_on_borrow(conn: psycopg.AsyncConnection[Any]) -> None:
     poller = select.poll()
     poller.register(conn.pgconn.socket, select.POLLIN)
     if poller.poll(0):
-        await AsyncConnectionPool.check_connection(conn)
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error as exc:
+            log.warning(
+                "a pooled connection was lost (%s); the pool replaces it", type(exc).__name__
+            )
+            raise
+
+
+class _AsyncPool(AsyncConnectionPool):
+    """The pool, knowing after how long a wait for a connection is worth a warning."""
+
+    wait_warning = 1.0
 
 
 class AsyncDatabase(AsyncRepositories):
@@ -107,7 +127,7 @@ class AsyncDatabase(AsyncRepositories):
         self.settings = settings
         self.url = urls.validate(settings.url)
         self._conn_kwargs = connection_kwargs(settings)
-        self._pool = AsyncConnectionPool(
+        self._pool = _AsyncPool(
             self.url,
             min_size=settings.min_size,
             max_size=settings.max_size,
@@ -120,11 +140,14 @@ class AsyncDatabase(AsyncRepositories):
             open=False,
             name="flowledger",
         )
+        self._pool.wait_warning = settings.pool_wait_warning_seconds
         # Without a secret of its own, the key is the database's, read by open().
         codec: CursorCodec = UnkeyedCodec()
         if settings.cursor_secret is not None:
             codec = CursorCodec(hashlib.sha256(settings.cursor_secret.encode()).digest())
-        super().__init__(AsyncPoolExecutor(self._pool), codec)
+        super().__init__(
+            AsyncPoolExecutor(self._pool), codec, slow_threshold(settings.slow_query_seconds)
+        )
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -146,6 +169,14 @@ class AsyncDatabase(AsyncRepositories):
                 raise error
             if attempt == s.connect_attempts:
                 raise Unavailable(f"{error.message} (after {attempt} attempts)")
+            log.warning(
+                "attempt %d of %d to reach %s failed (%s); retrying in %.2f s",
+                attempt,
+                s.connect_attempts,
+                urls.redact(self.url),
+                error.message,
+                delay,
+            )
             await asyncio.sleep(delay)  # sync: time.sleep(delay)
             delay *= 2
         with translating():
@@ -192,7 +223,7 @@ class AsyncDatabase(AsyncRepositories):
         rollback on any exception; `tx.transaction()` nests as a savepoint."""
         with translating():
             async with self._pool.connection() as conn, conn.transaction():
-                yield AsyncTransaction(conn, self._codec)
+                yield AsyncTransaction(conn, self._codec, self._slow)
 
     @asynccontextmanager
     async def pinned(self) -> AsyncIterator[AsyncPinned]:
@@ -200,7 +231,7 @@ class AsyncDatabase(AsyncRepositories):
         transaction: for loops of many small calls (a request handler, a worker batch)."""
         with translating():
             async with self._pool.connection() as conn:
-                yield AsyncPinned(conn, self._codec)
+                yield AsyncPinned(conn, self._codec, self._slow)
 
     async def wake_ups(self) -> AsyncWakeUps:
         """A connection of its own LISTENing for claimable steps: `wait(timeout)` returns

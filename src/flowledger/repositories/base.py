@@ -9,6 +9,9 @@ A repository method names its query and binds parameters; the query's own annota
 from __future__ import annotations
 
 import importlib
+import logging
+import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from itertools import starmap
@@ -36,6 +39,9 @@ __all__ = [
 ]
 
 Params = Mapping[str, Any]
+query_log = logging.getLogger("flowledger.query")
+pool_log = logging.getLogger("flowledger.pool")
+_clock = time.perf_counter
 Connection = psycopg.Connection[Any]
 Cursor = psycopg.Cursor[Any]
 
@@ -74,7 +80,10 @@ class _Borrowed:
         self._pool = pool
 
     def __enter__(self) -> Connection:
+        started = _clock()
         conn: Connection = self._pool.getconn()
+        if _clock() - started > self._pool.wait_warning:
+            _waited(self._pool, _clock() - started)
         self._conn = conn
         return conn
 
@@ -90,9 +99,23 @@ class _BorrowedCursor(_Borrowed):
     __slots__ = ()
 
     def __enter__(self) -> Cursor:  # type: ignore[override]
+        started = _clock()
         conn: Connection = self._pool.getconn()
+        if _clock() - started > self._pool.wait_warning:
+            _waited(self._pool, _clock() - started)
         self._conn = conn
         return _cursor(conn)
+
+
+def _waited(pool: Any, seconds: float) -> None:
+    stats = pool.get_stats()
+    pool_log.warning(
+        "waited %.3f s for a pooled connection (size %d of max %d, %d callers waiting)",
+        seconds,
+        stats.get("pool_size", 0),
+        pool.max_size,
+        stats.get("requests_waiting", 0),
+    )
 
 
 class _Fixed:
@@ -187,6 +210,22 @@ _Plan = tuple[str, Callable[..., Any], Callable[..., Any]]
 _PLANS: dict[str, _Plan] = {}
 
 
+def _slow_call(name: str, seconds: float, rows: int) -> None:
+    # The name and the figures only: parameters may hold personal data or secrets.
+    query_log.warning(
+        "slow query %s: %.3f s, %d rows",
+        name,
+        seconds,
+        rows,
+        extra={"query": name, "duration_s": round(seconds, 6), "rows": rows},
+    )
+
+
+def slow_threshold(seconds: float | None) -> float:
+    """The threshold `_fetch` compares with: infinity when slow-call logging is off."""
+    return math.inf if seconds is None else seconds
+
+
 def record_of(query: Query) -> Callable[..., Any]:
     """What decodes a row of the query: the struct its ``-- record:`` names, or that
     struct's ``from_row`` when it has one (a field needing more than a positional copy);
@@ -216,6 +255,7 @@ class Repository:
     def __init__(self, repos: Repositories) -> None:
         self._repos = repos
         self._executor = repos._executor
+        self._slow = repos._slow
 
     @property
     def _codec(self) -> CursorCodec:
@@ -231,18 +271,24 @@ class Repository:
     ) -> Any:
         """Run query `name`: what its ``-- returns:`` says (one record or None, a list of
         records, a scalar, a row count, None), rows decoded into its ``-- record:``."""
-        # The hot path of every repository call: no generator-based context managers.
+        # The hot path of every repository call: no generator-based context managers,
+        # and the slow-call check costs two clock reads.
         sql, fetch, record = _PLANS.get(name) or _plan(name)
+        started = _clock()
         try:
             if conn is not None:
                 cur = _cursor(conn)
                 cur.execute(sql, params)
-                return fetch(cur, record)
-            with self._executor.cursor() as cur:
-                cur.execute(sql, params)
-                return fetch(cur, record)
+                result = fetch(cur, record)
+            else:
+                with self._executor.cursor() as cur:
+                    cur.execute(sql, params)
+                    result = fetch(cur, record)
         except psycopg.Error as exc:
             raise translate_error(exc, context=context) from exc
+        if _clock() - started > self._slow:
+            _slow_call(name, _clock() - started, cur.rowcount)
+        return result
 
     def _require(
         self,

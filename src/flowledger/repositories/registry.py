@@ -9,6 +9,7 @@ neighbours: a repository reaches another only as `self._repos.<name>`.
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 
 from flowledger.repositories.actions import ActionsRepository
@@ -38,9 +39,11 @@ __all__ = ["Repositories"]
 class Repositories:
     """The repository attributes shared by a database, its transactions and pinned blocks."""
 
-    def __init__(self, executor: Executor, codec: CursorCodec) -> None:
+    def __init__(self, executor: Executor, codec: CursorCodec, slow: float = math.inf) -> None:
         self._executor = executor
         self._codec = codec
+        # Seconds over which a repository call is logged as slow (math.inf: never).
+        self._slow = slow
 
     @cached_property
     def users(self) -> UsersRepository:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import datetime
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +50,8 @@ from flowledger.repositories._checks import (
 from flowledger.repositories.base import Connection, Repository, as_uuid
 
 __all__ = ["StepsRepository"]
+
+engine_log = logging.getLogger("flowledger.engine")
 
 _DEFAULT_LEASE = datetime.timedelta(seconds=30)
 _MAX_CLAIM = 1000
@@ -230,11 +233,21 @@ class StepsRepository(Repository):
                     "lock_step_executions", ids, conn=conn
                 )
                 self._repos.executions._after_failures(final, {x.id: x for x in locks}, conn)
-        return ReapResult(
+        result = ReapResult(
             requeued=[s.id for s in reaped if s.status == "queued"],
             failed=[s.id for s in final if s.status == "failed"],
             timed_out=[s.id for s in final if s.status == "timed_out"],
         )
+        if reaped:
+            # Normal operation reaps nothing: a lease that ran out is a worker that died or
+            # stalled, worth a line at WARNING.
+            engine_log.warning(
+                "reaper: %d steps requeued, %d failed, %d timed out",
+                len(result.requeued),
+                len(result.failed),
+                len(result.timed_out),
+            )
+        return result
 
     def find_by_task_name(
         self, *, execution_id: uuid.UUID | str, task_name: str

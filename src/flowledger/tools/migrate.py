@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import logging
 import math
 import os
 import re
@@ -53,6 +54,7 @@ with warnings.catch_warnings():
     from yoyo.migrations import read_sql_migration
 
 # Arbitrary but fixed: every flowledger migration run, whatever the database, takes it.
+log = logging.getLogger("flowledger.migrate")
 ADVISORY_LOCK_KEY = 0x666C6F776C6467  # "flowldg"
 # pg_locks shows a bigint advisory key as two oids: the high and the low 32 bits.
 _LOCK_CLASSID, _LOCK_OBJID = ADVISORY_LOCK_KEY >> 32, ADVISORY_LOCK_KEY & 0xFFFFFFFF
@@ -596,10 +598,13 @@ class Migrator:
             raise MigrationError(f"{m.id} has no rollback file; it cannot be rolled back")
         # Each run checks again: a pooler may hand the next statement to another server.
         self._check_session(pid)
+        started = time.monotonic()
         if m.transactional:
             self._run_in_transaction(m, direction, path, statements)
         else:
             self._run_outside_transaction(m, direction, path, statements)
+        done = "applied" if direction == "apply" else "rolled back"
+        log.info("%s %s (%.2f s)", done, m.id, time.monotonic() - started)
 
     def _timeouts(self, scope: str) -> sql.Composed:
         return sql.SQL("SET {scope} lock_timeout = {}; SET {scope} statement_timeout = {}").format(

@@ -7,6 +7,9 @@ A repository method names its query and binds parameters; the query's own annota
 from __future__ import annotations
 
 import importlib
+import logging
+import math
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from itertools import starmap
@@ -34,6 +37,9 @@ __all__ = [
 ]
 
 Params = Mapping[str, Any]
+query_log = logging.getLogger("flowledger.query")
+pool_log = logging.getLogger("flowledger.pool")
+_clock = time.perf_counter
 AsyncConnection = psycopg.AsyncConnection[Any]
 AsyncCursor = psycopg.AsyncCursor[Any]
 
@@ -72,7 +78,10 @@ class _Borrowed:
         self._pool = pool
 
     async def __aenter__(self) -> AsyncConnection:
+        started = _clock()
         conn: AsyncConnection = await self._pool.getconn()
+        if _clock() - started > self._pool.wait_warning:
+            _waited(self._pool, _clock() - started)
         self._conn = conn
         return conn
 
@@ -88,9 +97,23 @@ class _BorrowedCursor(_Borrowed):
     __slots__ = ()
 
     async def __aenter__(self) -> AsyncCursor:  # type: ignore[override]
+        started = _clock()
         conn: AsyncConnection = await self._pool.getconn()
+        if _clock() - started > self._pool.wait_warning:
+            _waited(self._pool, _clock() - started)
         self._conn = conn
         return _cursor(conn)
+
+
+def _waited(pool: Any, seconds: float) -> None:
+    stats = pool.get_stats()
+    pool_log.warning(
+        "waited %.3f s for a pooled connection (size %d of max %d, %d callers waiting)",
+        seconds,
+        stats.get("pool_size", 0),
+        pool.max_size,
+        stats.get("requests_waiting", 0),
+    )
 
 
 class _Fixed:
@@ -185,6 +208,22 @@ _Plan = tuple[str, Callable[..., Any], Callable[..., Any]]
 _PLANS: dict[str, _Plan] = {}
 
 
+def _slow_call(name: str, seconds: float, rows: int) -> None:
+    # The name and the figures only: parameters may hold personal data or secrets.
+    query_log.warning(
+        "slow query %s: %.3f s, %d rows",
+        name,
+        seconds,
+        rows,
+        extra={"query": name, "duration_s": round(seconds, 6), "rows": rows},
+    )
+
+
+def slow_threshold(seconds: float | None) -> float:
+    """The threshold `_fetch` compares with: infinity when slow-call logging is off."""
+    return math.inf if seconds is None else seconds
+
+
 def record_of(query: Query) -> Callable[..., Any]:
     """What decodes a row of the query: the struct its ``-- record:`` names, or that
     struct's ``from_row`` when it has one (a field needing more than a positional copy);
@@ -214,6 +253,7 @@ class AsyncRepository:
     def __init__(self, repos: AsyncRepositories) -> None:
         self._repos = repos
         self._executor = repos._executor
+        self._slow = repos._slow
 
     @property
     def _codec(self) -> CursorCodec:
@@ -229,18 +269,24 @@ class AsyncRepository:
     ) -> Any:
         """Run query `name`: what its ``-- returns:`` says (one record or None, a list of
         records, a scalar, a row count, None), rows decoded into its ``-- record:``."""
-        # The hot path of every repository call: no generator-based context managers.
+        # The hot path of every repository call: no generator-based context managers,
+        # and the slow-call check costs two clock reads.
         sql, fetch, record = _PLANS.get(name) or _plan(name)
+        started = _clock()
         try:
             if conn is not None:
                 cur = conn.cursor()  # sync: cur = _cursor(conn)
                 await cur.execute(sql, params)
-                return await fetch(cur, record)
-            async with self._executor.cursor() as cur:
-                await cur.execute(sql, params)
-                return await fetch(cur, record)
+                result = await fetch(cur, record)
+            else:
+                async with self._executor.cursor() as cur:
+                    await cur.execute(sql, params)
+                    result = await fetch(cur, record)
         except psycopg.Error as exc:
             raise translate_error(exc, context=context) from exc
+        if _clock() - started > self._slow:
+            _slow_call(name, _clock() - started, cur.rowcount)
+        return result
 
     async def _require(
         self,

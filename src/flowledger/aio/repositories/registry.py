@@ -7,6 +7,7 @@ neighbours: a repository reaches another only as `self._repos.<name>`.
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 
 from flowledger.aio.repositories.actions import AsyncActionsRepository
@@ -36,9 +37,11 @@ __all__ = ["AsyncRepositories"]
 class AsyncRepositories:
     """The repository attributes shared by a database, its transactions and pinned blocks."""
 
-    def __init__(self, executor: AsyncExecutor, codec: CursorCodec) -> None:
+    def __init__(self, executor: AsyncExecutor, codec: CursorCodec, slow: float = math.inf) -> None:
         self._executor = executor
         self._codec = codec
+        # Seconds over which a repository call is logged as slow (math.inf: never).
+        self._slow = slow
 
     @cached_property
     def users(self) -> AsyncUsersRepository:
