@@ -163,3 +163,29 @@ def test_migrations_applied_are_logged_at_info(
         applied = mig.apply().migrations
     messages = [r.getMessage() for r in _flowledger(caplog)]
     assert [m.split(" (")[0] for m in messages] == [f"applied {m}" for m in applied]
+
+
+def test_the_readme_json_lines_example_renders_a_slow_call(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Logs", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)  # the README's own configuration, as written
+    logger = logging.getLogger("flowledger")
+    try:
+        with flowledger.connect(db_url, connect_attempts=1, slow_query_seconds=0) as db:
+            db.users.list(limit=1)
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    [line] = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert line["logger"] == "flowledger.query" and line["query"] == "list_users"
+    assert line["rows"] == 0 and line["duration_s"] >= 0
