@@ -9,9 +9,11 @@ neighbours: a repository reaches another only as `self._repos.<name>`.
 
 from __future__ import annotations
 
+import datetime
 import math
 from functools import cached_property
 
+from flowledger.records.metrics import EngineMetrics
 from flowledger.repositories.actions import ActionsRepository
 from flowledger.repositories.api_keys import ApiKeysRepository
 from flowledger.repositories.base import Executor
@@ -22,6 +24,7 @@ from flowledger.repositories.memory import (
     MemoryModulesRepository,
     MemoryPacksRepository,
 )
+from flowledger.repositories.metrics import MetricsRepository
 from flowledger.repositories.outbox import OutboxRepository
 from flowledger.repositories.packs import PacksRepository
 from flowledger.repositories.pagination import CursorCodec
@@ -125,3 +128,16 @@ class Repositories:
     def memory_packs(self) -> MemoryPacksRepository:
         """Immutable context packs built from modules under a token budget."""
         return MemoryPacksRepository(self)
+
+    def metrics(
+        self, *, tool_window: datetime.timedelta = datetime.timedelta(minutes=15)
+    ) -> EngineMetrics:
+        """A snapshot of the engine: the step queue (due, delayed, oldest due age, running,
+        expired leases), executions per status, steps per status (the planner's estimate),
+        the outbox backlog and its oldest age, per-tool failure rates over `tool_window`.
+        Each figure comes from an indexed query. Raises InvalidInput (window)."""
+        return self._metrics.collect(tool_window=tool_window)
+
+    @cached_property
+    def _metrics(self) -> MetricsRepository:
+        return MetricsRepository(self)

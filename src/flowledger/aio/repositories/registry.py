@@ -7,6 +7,7 @@ neighbours: a repository reaches another only as `self._repos.<name>`.
 
 from __future__ import annotations
 
+import datetime
 import math
 from functools import cached_property
 
@@ -20,6 +21,7 @@ from flowledger.aio.repositories.memory import (
     AsyncMemoryModulesRepository,
     AsyncMemoryPacksRepository,
 )
+from flowledger.aio.repositories.metrics import AsyncMetricsRepository
 from flowledger.aio.repositories.outbox import AsyncOutboxRepository
 from flowledger.aio.repositories.packs import AsyncPacksRepository
 from flowledger.aio.repositories.sessions import AsyncSessionsRepository
@@ -29,6 +31,7 @@ from flowledger.aio.repositories.steps import AsyncStepsRepository
 from flowledger.aio.repositories.tool_executions import AsyncToolExecutionsRepository
 from flowledger.aio.repositories.users import AsyncUsersRepository
 from flowledger.aio.repositories.workflows import AsyncWorkflowsRepository
+from flowledger.records.metrics import EngineMetrics
 from flowledger.repositories.pagination import CursorCodec
 
 __all__ = ["AsyncRepositories"]
@@ -123,3 +126,16 @@ class AsyncRepositories:
     def memory_packs(self) -> AsyncMemoryPacksRepository:
         """Immutable context packs built from modules under a token budget."""
         return AsyncMemoryPacksRepository(self)
+
+    async def metrics(
+        self, *, tool_window: datetime.timedelta = datetime.timedelta(minutes=15)
+    ) -> EngineMetrics:
+        """A snapshot of the engine: the step queue (due, delayed, oldest due age, running,
+        expired leases), executions per status, steps per status (the planner's estimate),
+        the outbox backlog and its oldest age, per-tool failure rates over `tool_window`.
+        Each figure comes from an indexed query. Raises InvalidInput (window)."""
+        return await self._metrics.collect(tool_window=tool_window)
+
+    @cached_property
+    def _metrics(self) -> AsyncMetricsRepository:
+        return AsyncMetricsRepository(self)
