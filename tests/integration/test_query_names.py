@@ -5,6 +5,7 @@ pg_stat_activity and pg_prepared_statements."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,16 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Private:
+    """The private server's database URL and its log file."""
+
+    url: str
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def stats_url() -> Iterator[str]:
+def private() -> Iterator[Private]:
     """A migrated database on a private PostgreSQL 15 with pg_stat_statements loaded,
     over TCP; the server and its directory are removed afterwards."""
     if not (PG15 / "postgres").exists():
@@ -56,6 +66,7 @@ def stats_url() -> Iterator[str]:
     options = (
         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+        " -c log_min_duration_statement=0"
     )
     try:
         if os.geteuid() == 0:
@@ -67,7 +78,7 @@ def stats_url() -> Iterator[str]:
             conn.execute("CREATE EXTENSION pg_stat_statements")
         with Migrator(url) as migrator:
             migrator.apply()
-        yield url
+        yield Private(url, root / "log")
     finally:
         if (data / "postmaster.pid").exists():
             _pg(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
@@ -82,10 +93,10 @@ def _statements(conn: psycopg.Connection[Any], name: str) -> list[tuple[str, int
     return [(str(q), int(c)) for q, c in rows]
 
 
-def test_pg_stat_statements_groups_calls_under_the_name(stats_url: str) -> None:
+def test_pg_stat_statements_groups_calls_under_the_name(private: Private) -> None:
     with (
-        psycopg.connect(stats_url, autocommit=True) as observer,
-        flowledger.connect(stats_url, prepare_threshold=None) as db,
+        psycopg.connect(private.url, autocommit=True) as observer,
+        flowledger.connect(private.url, prepare_threshold=None) as db,
     ):
         first = db.users.create(user=NewUser(email="one@example.com", display_name="One"))
         second = db.users.create(user=NewUser(email="two@example.com", display_name="Two"))
@@ -96,13 +107,18 @@ def test_pg_stat_statements_groups_calls_under_the_name(stats_url: str) -> None:
         assert text.startswith("/* flowledger:get_user_by_id */ SELECT ")
         assert calls == 2
         assert "one@example.com" not in text and str(first.id) not in text
+    # The server log's statement lines (log_min_duration_statement) carry the name too.
+    logged = private.log.read_text()
+    assert re.search(
+        r"(execute [^:]+|statement): /\* flowledger:get_user_by_id \*/ SELECT ", logged
+    )
 
 
-def test_pg_stat_activity_names_the_running_query(stats_url: str) -> None:
+def test_pg_stat_activity_names_the_running_query(private: Private) -> None:
     with (
-        psycopg.connect(stats_url, autocommit=True) as observer,
-        psycopg.connect(stats_url) as locker,
-        flowledger.connect(stats_url) as db,
+        psycopg.connect(private.url, autocommit=True) as observer,
+        psycopg.connect(private.url) as locker,
+        flowledger.connect(private.url) as db,
     ):
         user = db.users.create(user=NewUser(email="wait@example.com", display_name="Wait"))
         locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
@@ -125,8 +141,8 @@ def test_pg_stat_activity_names_the_running_query(stats_url: str) -> None:
         ]
 
 
-def test_prepared_statements_keep_the_name(stats_url: str) -> None:
-    with flowledger.connect(stats_url, prepare_threshold=2) as db:
+def test_prepared_statements_keep_the_name(private: Private) -> None:
+    with flowledger.connect(private.url, prepare_threshold=2) as db:
         user = db.users.create(user=NewUser(email="prep@example.com", display_name="Prep"))
         with db.pinned() as pinned:
             for _ in range(4):
@@ -142,15 +158,15 @@ def test_prepared_statements_keep_the_name(stats_url: str) -> None:
     )
 
 
-def test_spans_name_the_peer_over_tcp(stats_url: str) -> None:
+def test_spans_name_the_peer_over_tcp(private: Private) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with flowledger.connect(stats_url) as db:
+    with flowledger.connect(private.url) as db:
         instrument(db, tracer_provider=provider)
         db.users.list()
     [span] = [s for s in exporter.get_finished_spans() if s.name == "flowledger list_users"]
     attributes = dict(span.attributes or {})
     assert attributes["net.peer.name"] == "127.0.0.1"
-    assert attributes["net.peer.port"] == int(stats_url.split(":")[2].split("/")[0])
+    assert attributes["net.peer.port"] == int(private.url.split(":")[2].split("/")[0])
     assert attributes["db.name"] == "postgres"

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -15,9 +16,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 from psycopg.conninfo import conninfo_to_dict
 
 import flowledger
+from _runs_factories import add_stage, make_workflow
 from flowledger.errors import Conflict, NotFound
 from flowledger.otel import instrument, operation
 from flowledger.records.identity import NewUser
+from flowledger.records.runs import NewLogLine
 from flowledger.repositories.queries import query
 
 EMAIL = "Ada.Secret@example.com"
@@ -162,3 +165,45 @@ def test_instrument_refuses_other_objects() -> None:
 )
 def test_operation_is_the_first_keyword(sql: str, expected: str) -> None:
     assert operation(sql) == expected
+
+
+def _steps(db_url: str) -> tuple[uuid.UUID, uuid.UUID]:
+    with psycopg.connect(db_url, autocommit=True) as conn, flowledger.connect(db_url) as db:
+        workflow = make_workflow(conn)
+        add_stage(conn, workflow, "s")
+        execution = db.executions.start(workflow_id=workflow)
+        [step] = db.steps.list_by_execution(execution_id=execution.id)
+        return execution.id, step.id
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_claims_and_copy_appends_are_spans(
+    db_url: str, face: str, exporter: InMemorySpanExporter
+) -> None:
+    execution_id, step_id = _steps(db_url)
+    lines = [NewLogLine(step_id=step_id, execution_id=execution_id, message="secret-line")]
+    provider = _provider(exporter)
+    if face == "sync":
+        with flowledger.connect(db_url, **SETTINGS) as db:
+            instrument(db, tracer_provider=provider)
+            assert len(db.steps.claim(worker_id="w1", limit=10)) == 1
+            assert db.step_logs.append(lines=lines) == 1
+    else:
+
+        async def main() -> None:
+            async with await flowledger.connect_async(db_url, **SETTINGS) as db:
+                await instrument(db, tracer_provider=provider)
+                assert len(await db.steps.claim(worker_id="w1", limit=10)) == 1
+                assert await db.step_logs.append(lines=lines) == 1
+
+        asyncio.run(main())
+    spans = _flowledger_spans(exporter)
+    assert [s.name for s in spans] == ["flowledger claim_steps", "flowledger append_step_logs"]
+    claim, append = (dict(s.attributes or {}) for s in spans)
+    assert claim["db.operation"] == "WITH"
+    assert (append["db.operation"], append["db.statement"]) == (
+        "COPY",
+        query("append_step_logs").sql,
+    )
+    assert all(s.status.status_code is StatusCode.UNSET for s in spans)
+    assert "secret-line" not in str(append)
