@@ -41,6 +41,7 @@ from psycopg.copy import AsyncCopy, AsyncWriter, Copy, Writer
 from flowledger import __version__
 from flowledger.aio.database import AsyncDatabase
 from flowledger.database import Database
+from flowledger.errors import InvalidInput
 from flowledger.repositories.queries import get_queries
 
 __all__ = ["instrument"]
@@ -229,7 +230,7 @@ def instrument(
     db: Database | AsyncDatabase, *, tracer_provider: TracerProvider | None = None
 ) -> Coroutine[Any, Any, None] | None:
     """Trace every repository query of `db` from now on, with `tracer_provider` (default:
-    the global one); the async face's is awaited. Raises TypeError for anything else."""
+    the global one); the async face's is awaited. Raises InvalidInput for anything else."""
     tracer = _tracer(tracer_provider)
     if isinstance(db, AsyncDatabase):
         db._cursor_factory = type("AsyncTracedCursor", (_AsyncTracedCursor,), {"_tracer": tracer})
@@ -239,7 +240,7 @@ def instrument(
         if not db._pool.closed:
             db._pool.drain()
         return None
-    raise TypeError(f"instrument() takes a Database or an AsyncDatabase, not {type(db).__name__}")
+    raise InvalidInput(f"db: expected a Database or an AsyncDatabase, not {type(db).__name__}")
 
 
 async def _drain_async(db: AsyncDatabase) -> None:

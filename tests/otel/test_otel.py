@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 import flowledger
 from _runs_factories import add_stage, make_workflow
-from flowledger.errors import Conflict, NotFound
+from flowledger.errors import Conflict, InvalidInput, NotFound
 from flowledger.otel import instrument, operation
 from flowledger.records.identity import NewUser
 from flowledger.records.runs import NewLogLine
@@ -142,6 +142,9 @@ def test_an_uninstrumented_database_makes_no_spans(
     provider = _provider(exporter)
     with flowledger.connect(db_url, **SETTINGS) as db:
         db.users.list()
+        with db.pinned() as pinned:
+            # Not a subclass: the very cursor class, whose execute runs unchanged.
+            assert type(pinned.connection.cursor()) is psycopg.Cursor
         with flowledger.connect(db_url, **SETTINGS) as traced:
             instrument(traced, tracer_provider=provider)
             traced.users.list()
@@ -150,7 +153,9 @@ def test_an_uninstrumented_database_makes_no_spans(
 
 
 def test_instrument_refuses_other_objects() -> None:
-    with pytest.raises(TypeError, match="not str"):
+    with pytest.raises(
+        InvalidInput, match=r"^db: expected a Database or an AsyncDatabase, not str$"
+    ):
         instrument("postgresql://x/y")  # type: ignore[call-overload]
 
 
