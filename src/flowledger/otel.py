@@ -44,7 +44,7 @@ from flowledger.database import Database
 from flowledger.errors import InvalidInput
 from flowledger.repositories.queries import get_queries
 
-__all__ = ["instrument"]
+__all__ = ["instrument", "operation"]
 
 _PREFIX = "/* flowledger:"
 _LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
@@ -61,8 +61,7 @@ _SPANS: dict[str, tuple[str, _Attributes]] = {}
 
 def operation(sql: str) -> str:
     """The statement's first SQL keyword, upper-cased (``SELECT``, ``WITH``, ``COPY``)."""
-    rest = sql[_LEADING_COMMENTS.match(sql).end() :]  # type: ignore[union-attr]
-    keyword = _KEYWORD.match(rest)
+    keyword = _KEYWORD.match(_LEADING_COMMENTS.sub("", sql, count=1))
     return keyword.group(0).upper() if keyword else ""
 
 
