@@ -90,10 +90,6 @@ class Pinned(_AsyncOnConnection):
                 yield Transaction(self.connection, self._codec, self._slow)
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    configure(conn)
-
-
 def _check_on_borrow(conn: psycopg.Connection[Any]) -> None:
     # A round trip per borrow (the pool's check_connection) would double the cost of a
     # point lookup. A server that restarted or terminated the backend has already sent
@@ -129,6 +125,9 @@ class Database(Repositories):
         self.settings = settings
         self.url = urls.validate(settings.url)
         self._conn_kwargs = connection_kwargs(settings)
+        # The cursor class of every pooled connection: flowledger.otel's traced one once
+        # instrumented. Set when a connection is made, so a call pays nothing for it.
+        self._cursor_factory: type[psycopg.Cursor[Any]] | None = None
         self._pool = _AsyncPool(
             self.url,
             min_size=settings.min_size,
@@ -137,7 +136,7 @@ class Database(Repositories):
             max_idle=settings.max_idle,
             max_lifetime=settings.max_lifetime,
             kwargs=self._conn_kwargs,
-            configure=_configure,
+            configure=self._configure,
             check=_check_on_borrow,
             open=False,
             name="flowledger",
@@ -154,6 +153,11 @@ class Database(Repositories):
     def __repr__(self) -> str:
         name = type(self).__name__
         return f"<{name} {urls.redact(self.url)} max_size={self.settings.max_size}>"
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        configure(conn)
+        if self._cursor_factory is not None:
+            conn.cursor_factory = self._cursor_factory
 
     def open(self) -> Database:
         """Wait until the server answers (bounded retries with backoff), then fill the pool.

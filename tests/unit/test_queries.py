@@ -17,6 +17,7 @@ from flowledger.repositories.queries import (
     get_queries,
     load_queries,
     lookup_query,
+    name_comment,
     parse_queries,
 )
 
@@ -64,7 +65,9 @@ def test_good_file_parses_every_block() -> None:
     assert list(queries) == ["get_workflow_by_id", "list_workflows_by_status", "count_workflows"]
     assert queries["get_workflow_by_id"] == Query(
         name="get_workflow_by_id",
-        sql="SELECT id, name\n  FROM workflows\n WHERE id = %(id)s::uuid",
+        sql="/* flowledger:get_workflow_by_id */ SELECT id, name\n  FROM workflows\n"
+        " WHERE id = %(id)s::uuid",
+        text="SELECT id, name\n  FROM workflows\n WHERE id = %(id)s::uuid",
         description="One workflow by primary key.",
         file="sql/workflows.sql",
         line=4,
@@ -86,7 +89,7 @@ def test_description_lines_are_joined_and_annotations_parsed() -> None:
 
 
 def test_body_keeps_its_comments_and_drops_commentary_between_blocks() -> None:
-    sql = parse_queries(GOOD, file="f.sql")["list_workflows_by_status"].sql
+    sql = parse_queries(GOOD, file="f.sql")["list_workflows_by_status"].text
     assert sql.startswith("-- Keyset: (updated_at, id) strictly after the cursor.\nSELECT id")
     assert "   -- the status filter keeps the index when NULL\n" in sql
     assert "name LIKE 'a%%;'" in sql
@@ -100,12 +103,20 @@ def test_seqscan_reason_may_contain_parentheses() -> None:
         kind="seqscan-ok", reason="small table (under 10k rows); count(*) reads it all anyway"
     )
     assert counted.returns is None
-    assert counted.sql == "SELECT count(*) FROM workflows"
+    assert counted.text == "SELECT count(*) FROM workflows"
 
 
 def test_crlf_line_endings() -> None:
     text = "-- name: get_x\r\n-- Desc.\r\nSELECT 1;\r\n"
-    assert parse_queries(text, file="f.sql")["get_x"].sql == "SELECT 1"
+    assert parse_queries(text, file="f.sql")["get_x"].text == "SELECT 1"
+
+
+def test_sql_sent_opens_with_the_name_comment() -> None:
+    for name, found in parse_queries(GOOD, file="f.sql").items():
+        assert found.sql == f"/* flowledger:{name} */ {found.text}"
+    for name, found in get_queries().items():
+        assert found.sql.startswith(f"/* flowledger:{name} */ "), name
+        assert found.sql.removeprefix(name_comment(name)) == found.text
 
 
 def test_empty_file_has_no_queries() -> None:

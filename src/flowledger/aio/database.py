@@ -88,10 +88,6 @@ class AsyncPinned(_AsyncOnConnection):
                 yield AsyncTransaction(self.connection, self._codec, self._slow)
 
 
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    configure(conn)
-
-
 async def _check_on_borrow(conn: psycopg.AsyncConnection[Any]) -> None:
     # A round trip per borrow (the pool's check_connection) would double the cost of a
     # point lookup. A server that restarted or terminated the backend has already sent
@@ -127,6 +123,9 @@ class AsyncDatabase(AsyncRepositories):
         self.settings = settings
         self.url = urls.validate(settings.url)
         self._conn_kwargs = connection_kwargs(settings)
+        # The cursor class of every pooled connection: flowledger.otel's traced one once
+        # instrumented. Set when a connection is made, so a call pays nothing for it.
+        self._cursor_factory: type[psycopg.AsyncCursor[Any]] | None = None
         self._pool = _AsyncPool(
             self.url,
             min_size=settings.min_size,
@@ -135,7 +134,7 @@ class AsyncDatabase(AsyncRepositories):
             max_idle=settings.max_idle,
             max_lifetime=settings.max_lifetime,
             kwargs=self._conn_kwargs,
-            configure=_configure,
+            configure=self._configure,
             check=_check_on_borrow,
             open=False,
             name="flowledger",
@@ -152,6 +151,11 @@ class AsyncDatabase(AsyncRepositories):
     def __repr__(self) -> str:
         name = type(self).__name__
         return f"<{name} {urls.redact(self.url)} max_size={self.settings.max_size}>"
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        configure(conn)
+        if self._cursor_factory is not None:
+            conn.cursor_factory = self._cursor_factory
 
     async def open(self) -> AsyncDatabase:
         """Wait until the server answers (bounded retries with backoff), then fill the pool.

@@ -17,6 +17,11 @@ first, then the optional annotations ``plan`` (``index <name>[, <name>...]`` or
 runs to the next ``-- name:`` line or the end of the file; comments inside it are kept,
 trailing comments and blank lines (commentary between blocks) and the final ``;`` are
 dropped. A body holds one statement: a line ending in ``;`` may not be followed by more SQL.
+
+``Query.sql``, the text sent to the server, opens with the query's name as a comment in
+the sqlcommenter style, ``/* flowledger:claim_steps */ SELECT ...``: the server keeps
+comments, so the name shows in pg_stat_statements, pg_stat_activity, the server log and
+pg_prepared_statements. ``Query.text`` is the body as written.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ __all__ = [
     "get_queries",
     "load_queries",
     "lookup_query",
+    "name_comment",
     "parse_queries",
     "query",
 ]
@@ -85,10 +91,12 @@ class PlanSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
-    """One named SQL statement and where it was written."""
+    """One named SQL statement and where it was written: ``sql`` is what is sent to the
+    server (``text`` behind the name comment), ``text`` the body as written."""
 
     name: str
     sql: str
+    text: str
     description: str
     file: str
     line: int
@@ -113,6 +121,12 @@ class UnknownQuery(FlowledgerError, KeyError):
     def __str__(self) -> str:
         # KeyError would show the repr of the message, quotes and all.
         return self.message
+
+
+def name_comment(name: str) -> str:
+    """The comment that opens query ``name``'s SQL: ``/* flowledger:<name> */ ``."""
+    # Safe to splice: a query name matches _QUERY_NAME, so it cannot close the comment.
+    return f"/* flowledger:{name} */ "
 
 
 def parse_queries(text: str, *, file: str) -> dict[str, Query]:
@@ -236,12 +250,13 @@ def _parse_block(lines: list[str], name: str, start: int, end: int, file: str) -
     while body and (not body[-1].strip() or _is_comment(body[-1])):
         body.pop()
     _check_body(body, name, file, first_line=k + 1)
-    sql = "\n".join(body).strip().removesuffix(";").rstrip()
-    if all(not line.strip() or _is_comment(line) for line in sql.splitlines()):
+    text = "\n".join(body).strip().removesuffix(";").rstrip()
+    if all(not line.strip() or _is_comment(line) for line in text.splitlines()):
         raise QueryFileError(file, line_no, f"query {name!r} has an empty body")
     return Query(
         name=name,
-        sql=sql,
+        sql=name_comment(name) + text,
+        text=text,
         description=" ".join(part for part in description if part),
         file=file,
         line=line_no,
