@@ -599,32 +599,44 @@ class Run:
         return found
 
     async def _profile(self, c: Contenders, workload: str) -> str:
-        """Where the time of flowledger's `workload` at C goes: the share of profiled time
-        per package, and the functions that take most of it themselves."""
+        """Where this process's CPU goes in flowledger's `workload` at C (cProfile with a CPU
+        clock, so time spent waiting for the server is not in it): the share per package
+        (own time) and the cumulative share of the driver's stages."""
         works, claims = self._works(c, workload)
         if claims is not None:
             await claims.queue()
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.process_time)
         profiler.enable()
         await works[FLOWLEDGER]()
         profiler.disable()
-        stats = pstats.Stats(profiler)
-        raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+        raw: dict[tuple[str, int, str], tuple[Any, ...]] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
         total = sum(v[2] for v in raw.values()) or 1.0
         shares: dict[str, float] = {}
-        for (path, _, _), v in raw.items():
+        stages = dict.fromkeys(STAGES.values(), 0.0)
+        for (path, _, fn), v in raw.items():
             shares[_package(path)] = shares.get(_package(path), 0.0) + v[2] / total
-        top = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:6]
+            for (suffix, name), stage in STAGES.items():
+                if path.endswith(suffix) and fn == name:
+                    stages[stage] += v[3] / total
         by_package = ", ".join(
             f"{name} {share:.0%}" for name, share in sorted(shares.items(), key=lambda kv: -kv[1])
         )
-        functions = "; ".join(
-            f"{_package(path)}:{fn} {v[2] / total:.0%}" for (path, _, fn), v in top
-        )
+        by_stage = ", ".join(f"{stage} {share:.0%}" for stage, share in stages.items())
         return (
-            f"{workload}, C={c.size} (cProfile of one run, own time): by package {by_package}."
-            f" Top: {functions}."
+            f"{workload}, C={c.size}, client CPU under cProfile: own time by package"
+            f" {by_package}; cumulative: {by_stage}."
         )
+
+
+# (file, function) -> the driver stage it is; cumulative CPU shares in the profiles.
+STAGES = {
+    ("psycopg/_queries.py", "dump"): "psycopg dumping parameters",
+    ("psycopg/cursor_async.py", "fetchone"): "psycopg fetching and loading rows",
+    ("psycopg/cursor_async.py", "fetchall"): "psycopg fetching and loading rows",
+    ("psycopg/waiting.py", "wait_async"): "psycopg's I/O loop (wait_async)",
+    ("psycopg_pool/pool_async.py", "getconn"): "pool borrow + return",
+    ("psycopg_pool/pool_async.py", "putconn"): "pool borrow + return",
+}
 
 
 def _package(path: str) -> str:
@@ -632,7 +644,7 @@ def _package(path: str) -> str:
         if f"/{name}/" in path:
             return name
     if path == "~":
-        return "builtins (incl. the socket wait)"
+        return "builtins"
     return "other"
 
 
