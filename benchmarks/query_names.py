@@ -37,7 +37,8 @@ CALLS = {"point lookup by id": 3000, "keyset page of 50 records": 600}
 CHUNKS = 20
 
 sys.path.insert(0, str(HERE))
-from orchestration import _with_db, write_section  # noqa: E402
+from report import write_section  # noqa: E402
+from servers import with_db  # noqa: E402
 
 
 @functools.cache
@@ -111,11 +112,11 @@ def main() -> int:
 
         server_url = EmbeddedServer().ensure_running()
     server_url = to_libpq_url(server_url)
-    with psycopg.connect(_with_db(server_url, "postgres"), autocommit=True) as admin:
+    with psycopg.connect(with_db(server_url, "postgres"), autocommit=True) as admin:
         server = str(admin.execute("SELECT version()").fetchone()[0]).split(" on ")[0]  # type: ignore[index]
         admin.execute("DROP DATABASE IF EXISTS flowledger_qnames WITH (FORCE)")
         admin.execute("CREATE DATABASE flowledger_qnames")
-    url = _with_db(server_url, "flowledger_qnames")
+    url = with_db(server_url, "flowledger_qnames")
     with Migrator(url) as migrator:
         migrator.apply()
 
