@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from conftest import ROOT, PgServer
+from flowledger.testing import embedded_home
 
 pytest_plugins = ["pytester"]
 
@@ -32,6 +33,7 @@ DOWNSTREAM = textwrap.dedent(
 
     def test_a_fresh_migrated_database(flowledger_db, flowledger_url, flowledger_template):
         assert flowledger_db.users.list().items == []
+        assert flowledger_db.stats()["max_size"] == 4
         with psycopg.connect(flowledger_url) as conn:
             name = conn.execute("SELECT current_database()").fetchone()[0]
         assert name.startswith("flowledger_test_") and name != flowledger_template
@@ -68,6 +70,27 @@ DOWNSTREAM = textwrap.dedent(
     """
 )
 DOWNSTREAM_TESTS = 6
+# The same opener under pytest-asyncio (installed only in the wheel's venv).
+UNDER_PYTEST_ASYNCIO = textwrap.dedent(
+    """
+    import pytest
+
+    from flowledger.records.identity import NewUser
+
+    @pytest.mark.asyncio
+    async def test_async_face_under_pytest_asyncio(flowledger_async_db):
+        async with flowledger_async_db() as db:
+            await db.users.create(user=NewUser(email="c@example.com", display_name="C"))
+            assert [u.email for u in (await db.users.list()).items] == ["c@example.com"]
+    """
+)
+
+
+def readme_example() -> str:
+    """The Python example of README.md's "Testing your service with flowledger"."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Testing your service with flowledger", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 def _server_options(pg_server: PgServer) -> list[str]:
@@ -93,9 +116,9 @@ def _leftover_databases(pg_server: PgServer, pid: int) -> list[str]:
 def test_downstream_tests_pass_on_the_given_server(
     pytester: pytest.Pytester, pg_server: PgServer
 ) -> None:
-    pytester.makepyfile(test_service=DOWNSTREAM)
+    pytester.makepyfile(test_service=DOWNSTREAM, test_readme=readme_example())
     result = pytester.runpytest("-p", "no:cacheprovider", *_server_options(pg_server))
-    result.assert_outcomes(passed=DOWNSTREAM_TESTS)
+    result.assert_outcomes(passed=DOWNSTREAM_TESTS + 2)
     assert _leftover_databases(pg_server, os.getpid()) == []
 
 
@@ -114,6 +137,17 @@ def test_without_pytest_postgresql_the_embedded_server_under_the_ini_home(
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:pytest_postgresql")
     result.assert_outcomes(passed=1)
+
+
+def test_the_embedded_home_is_the_ini_option_else_flowledger_home_else_dot_flowledger_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("FLOWLEDGER_HOME", raising=False)
+    assert embedded_home(pytester.parseconfig()) == pytester.path / ".flowledger" / "test"
+    monkeypatch.setenv("FLOWLEDGER_HOME", str(tmp_path / "env-home"))
+    assert embedded_home(pytester.parseconfig()) == tmp_path / "env-home"
+    pytester.makeini("[pytest]\nflowledger_home = pg/here\n")
+    assert embedded_home(pytester.parseconfig()) == pytester.path / "pg" / "here"
 
 
 def test_nothing_starts_unless_a_fixture_is_requested(pytester: pytest.Pytester) -> None:
@@ -150,14 +184,16 @@ def test_the_wheel_with_the_testing_extra_runs_downstream_tests(
         (wheel,) = (tmp_path / "dist").glob("flowledger-*.whl")
         _run(sys.executable, "-m", "venv", "venv", cwd=tmp_path)
         venv = tmp_path / "venv" / "bin"
-        _run(venv / "pip", "install", "-q", f"{wheel}[testing]", "anyio", cwd=tmp_path)
+        extras = ("anyio", "pytest-asyncio")
+        _run(venv / "pip", "install", "-q", f"{wheel}[testing]", *extras, cwd=tmp_path)
         where = _run(venv / "python", "-c", "import flowledger.testing as t; print(t.__file__)")
         assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout
         service = tmp_path / "service"
         service.mkdir()
         (service / "test_service.py").write_text(DOWNSTREAM)
+        (service / "test_asyncio.py").write_text(UNDER_PYTEST_ASYNCIO)
         args = ["-p", "no:cacheprovider", *_server_options(pg_server)]
         proc = _run(venv / "pytest", "-q", *args, cwd=service)
-        assert f"{DOWNSTREAM_TESTS} passed" in proc.stdout, proc.stdout
+        assert f"{DOWNSTREAM_TESTS + 1} passed" in proc.stdout, proc.stdout
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
