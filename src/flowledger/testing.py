@@ -6,10 +6,11 @@ fresh database per test, a connected `Database`, an `AsyncDatabase` opener, fact
 fixture: nothing here starts a server or connects anywhere until a test requests one of
 its fixtures, all named `flowledger_*`.
 
-The server is the one given with pytest-postgresql's own `--postgresql-host`, `-port`,
-`-user` and `-password` options, else the embedded PostgreSQL kept under the `flowledger_home`
-ini option (relative to the ini file), else `$FLOWLEDGER_HOME`, else `.flowledger/test`
-under the rootdir; it is started if needed and left running for the next run.
+The server is the one given with pytest-postgresql's own command-line options
+`--postgresql-host`, `-port`, `-user` and `-password` (its ini settings configure its own
+fixtures), else the embedded PostgreSQL kept under the `flowledger_home` ini option
+(relative to the ini file), else `$FLOWLEDGER_HOME`, else `.flowledger/test` under the
+rootdir; it is started if needed and left running for the next run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 from psycopg import sql
 
 import flowledger
+from flowledger.errors import connection_error, translating
 from flowledger.records.identity import NewUser, User
 from flowledger.records.runs import Execution
 from flowledger.records.workflows import NewStage, NewWorkflow, Workflow
@@ -39,6 +41,7 @@ HOME_INI = "flowledger_home"
 # server's max_connections, and one connect attempt makes a bad URL fail at once.
 POOL_SETTINGS: dict[str, Any] = {"min_size": 1, "max_size": 4, "connect_attempts": 1}
 _names = itertools.count()
+_WITH_HOST = ("port", "user", "password")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,12 +93,16 @@ def embedded_home(config: pytest.Config) -> Path:
 @pytest.fixture(scope="session")
 def flowledger_server(pytestconfig: pytest.Config) -> FlowledgerServer:
     """The server of this run: `--postgresql-host` etc. when given, else the embedded one
-    (started if needed); raises flowledger.Unavailable when it cannot start."""
+    (started if needed); raises InvalidInput for a port, user or password without a host,
+    Unavailable when the embedded server cannot start."""
     host = _option(pytestconfig, "host")
     if host:
         port = int(_option(pytestconfig, "port") or 5432)
         user = _option(pytestconfig, "user") or "postgres"
         return FlowledgerServer(host, port, user, _option(pytestconfig, "password"), False)
+    stray = [f"--postgresql-{name}" for name in _WITH_HOST if _option(pytestconfig, name)]
+    if stray:
+        raise flowledger.InvalidInput(f"{', '.join(stray)} given without --postgresql-host")
     server = EmbeddedServer(embedded_home(pytestconfig))
     server.ensure_running()
     socket_dir = server.status().socket_dir
@@ -108,13 +115,36 @@ def flowledger_server(pytestconfig: pytest.Config) -> FlowledgerServer:
 def _flowledger_admin(
     flowledger_server: FlowledgerServer,
 ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-    with psycopg.connect(flowledger_server.url("postgres"), autocommit=True) as conn:
+    url = flowledger_server.url("postgres")
+    error = None
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+    except psycopg.Error as exc:
+        error = connection_error(exc, url)  # not chained: libpq's text may hold the password
+    if error is not None:
+        raise error
+    with conn:
         yield conn
+
+
+def _create(admin: psycopg.Connection[tuple[Any, ...]], name: str, template: str = "") -> None:
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        # From PostgreSQL 15 on, a file copy is about twice as fast as writing the
+        # template through the WAL (the default strategy).
+        if admin.info.server_version >= 150000:
+            query += sql.SQL(" STRATEGY FILE_COPY")
+    with translating({"database": name}):
+        admin.execute(query)
 
 
 def _drop(admin: psycopg.Connection[tuple[Any, ...]], name: str) -> None:
     # FORCE: a connection the test left open must not keep its database alive.
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with translating({"database": name}):
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +154,7 @@ def flowledger_template(
     """Name of a database migrated once (flowledger's migrations) that every test's
     database is cloned from; dropped at the end of the session."""
     name = f"flowledger_template_{os.getpid()}_{next(_names)}"
-    _flowledger_admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    _create(_flowledger_admin, name)
     try:
         with Migrator(flowledger_server.url(name)) as migrator:
             migrator.apply()
@@ -141,14 +171,7 @@ def flowledger_url(
 ) -> Iterator[str]:
     """URL of a fresh, fully migrated, empty database of this test's own, dropped after."""
     name = f"flowledger_test_{os.getpid()}_{next(_names)}"
-    # From PostgreSQL 15 on, a file copy is about twice as fast as writing the template
-    # through the WAL (the default strategy).
-    strategy = " STRATEGY FILE_COPY" if _flowledger_admin.info.server_version >= 150000 else ""
-    _flowledger_admin.execute(
-        sql.SQL("CREATE DATABASE {} TEMPLATE {}" + strategy).format(
-            sql.Identifier(name), sql.Identifier(flowledger_template)
-        )
-    )
+    _create(_flowledger_admin, name, flowledger_template)
     try:
         yield flowledger_server.url(name)
     finally:

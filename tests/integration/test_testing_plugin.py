@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from conftest import ROOT, PgServer
-from flowledger.testing import embedded_home
+from flowledger.testing import FlowledgerServer, embedded_home
 
 pytest_plugins = ["pytester"]
 
@@ -150,6 +151,37 @@ def test_the_embedded_home_is_the_ini_option_else_flowledger_home_else_dot_flowl
     assert embedded_home(pytester.parseconfig()) == pytester.path / "pg" / "here"
 
 
+def test_a_port_user_or_password_without_a_host_is_refused(pytester: pytest.Pytester) -> None:
+    home = pytester.path / "home"
+    pytester.makeini("[pytest]\nflowledger_home = home\n")
+    pytester.makepyfile(test_server="def test_server(flowledger_server):\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--postgresql-port=5433")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*InvalidInput: --postgresql-port given without *-host*"])
+    assert not home.exists()
+
+
+def test_an_unreachable_server_is_unavailable_and_its_password_never_shown(
+    pytester: pytest.Pytester,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pytester.makepyfile(test_db="def test_db(flowledger_db):\n    pass\n")
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--postgresql-host=127.0.0.1",
+        f"--postgresql-port={port}",
+        "--postgresql-password=s3cret-pw",
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*Unavailable: cannot connect to *127.0.0.1*{port}*"])
+    assert "s3cret-pw" not in result.stdout.str() + result.stderr.str()
+    server = FlowledgerServer("127.0.0.1", port, "postgres", "s3cret-pw", False)
+    assert "s3cret-pw" not in repr(server)
+
+
 def test_nothing_starts_unless_a_fixture_is_requested(pytester: pytest.Pytester) -> None:
     home = pytester.path / "home"
     pytester.makeini("[pytest]\nflowledger_home = home\n")
@@ -192,8 +224,9 @@ def test_the_wheel_with_the_testing_extra_runs_downstream_tests(
         service.mkdir()
         (service / "test_service.py").write_text(DOWNSTREAM)
         (service / "test_asyncio.py").write_text(UNDER_PYTEST_ASYNCIO)
+        (service / "test_readme.py").write_text(readme_example())
         args = ["-p", "no:cacheprovider", *_server_options(pg_server)]
         proc = _run(venv / "pytest", "-q", *args, cwd=service)
-        assert f"{DOWNSTREAM_TESTS + 1} passed" in proc.stdout, proc.stdout
+        assert f"{DOWNSTREAM_TESTS + 3} passed" in proc.stdout, proc.stdout
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
