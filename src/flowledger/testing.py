@@ -93,13 +93,16 @@ def embedded_home(config: pytest.Config) -> Path:
 @pytest.fixture(scope="session")
 def flowledger_server(pytestconfig: pytest.Config) -> FlowledgerServer:
     """The server of this run: `--postgresql-host` etc. when given, else the embedded one
-    (started if needed); raises InvalidInput for a port, user or password without a host,
-    Unavailable when the embedded server cannot start."""
+    (started if needed); raises InvalidInput for a bad port or for a port, user or password
+    without a host, Unavailable when the embedded server cannot start."""
     host = _option(pytestconfig, "host")
     if host:
-        port = int(_option(pytestconfig, "port") or 5432)
+        port = _option(pytestconfig, "port") or "5432"
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise flowledger.InvalidInput(f"--postgresql-port must be a port number, not {port!r}")
         user = _option(pytestconfig, "user") or "postgres"
-        return FlowledgerServer(host, port, user, _option(pytestconfig, "password"), False)
+        password = _option(pytestconfig, "password")
+        return FlowledgerServer(host, int(port), user, password, False)
     stray = [f"--postgresql-{name}" for name in _WITH_HOST if _option(pytestconfig, name)]
     if stray:
         raise flowledger.InvalidInput(f"{', '.join(stray)} given without --postgresql-host")

@@ -151,7 +151,9 @@ def test_the_embedded_home_is_the_ini_option_else_flowledger_home_else_dot_flowl
     assert embedded_home(pytester.parseconfig()) == pytester.path / "pg" / "here"
 
 
-def test_a_port_user_or_password_without_a_host_is_refused(pytester: pytest.Pytester) -> None:
+def test_a_bad_port_or_a_port_user_or_password_without_a_host_is_refused(
+    pytester: pytest.Pytester,
+) -> None:
     home = pytester.path / "home"
     pytester.makeini("[pytest]\nflowledger_home = home\n")
     pytester.makepyfile(test_server="def test_server(flowledger_server):\n    pass\n")
@@ -159,6 +161,11 @@ def test_a_port_user_or_password_without_a_host_is_refused(pytester: pytest.Pyte
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*InvalidInput: --postgresql-port given without *-host*"])
     assert not home.exists()
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--postgresql-host=h", "--postgresql-port=x"
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*InvalidInput: --postgresql-port must be a port number, not 'x'"])
 
 
 def test_an_unreachable_server_is_unavailable_and_its_password_never_shown(
