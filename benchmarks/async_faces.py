@@ -653,7 +653,8 @@ def sync_baseline(
 ) -> dict[str, dict[str, float]]:
     """Medians of the sync hot path of this tree and of `checkout`, alternated."""
     trees = {"now": HERE.parent, "before": checkout}
-    samples: dict[str, dict[str, list[float]]] = {t: {"lookup": [], "page": []} for t in trees}
+    keys = ("lookup", "page", "lookup_cpu", "page_cpu")
+    samples: dict[str, dict[str, list[float]]] = {t: {k: [] for k in keys} for t in trees}
     payload = json.dumps([str(i) for i in ids])
     for repeat in range(repeats):
         for tree, root in trees.items():
@@ -742,13 +743,18 @@ def report(
             " (before),"
             " one pool connection, each measurement in a fresh process, alternated:",
             "",
-            "| workload | now /s | before /s | now ÷ before | goal ≥ 0.97 |",
-            "|---|---:|---:|---:|:---:|",
+            "| workload | now /s | before /s | now ÷ before | client CPU µs per call, now"
+            " / before | before ÷ now (CPU) | goal ≥ 0.97 (rate) |",
+            "|---|---:|---:|---:|---:|---:|:---:|",
         ]
         for key, label in (("lookup", LOOKUP), ("page", PAGE)):
             now, before = sync["now"][key], sync["before"][key]
+            cpu_now, cpu_before = sync["now"][f"{key}_cpu"], sync["before"][f"{key}_cpu"]
             met = "yes" if now / before >= SYNC_GOAL else "NO"
-            lines.append(f"| {label} | {now:,.0f} | {before:,.0f} | {now / before:.2f}× | {met} |")
+            lines.append(
+                f"| {label} | {now:,.0f} | {before:,.0f} | {now / before:.2f}× |"
+                f" {cpu_now:,.0f} / {cpu_before:,.0f} | {cpu_before / cpu_now:.2f}× | {met} |"
+            )
     missed = run.missed()
     if missed:
         lines += ["", "Where a goal is missed (and for claims under 0.9× asyncpg's):", ""]

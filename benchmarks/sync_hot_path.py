@@ -9,7 +9,8 @@ this tree's src/ and to a baseline checkout's, so that both run on one database:
 
 It reads the execution ids to look up (a JSON list) on stdin and prints one JSON object:
 `{"module": the flowledger imported, "lookup": calls per second, "page": pages per
-second}`. It imports only what every
+second, "lookup_cpu" / "page_cpu": this process's CPU µs per call}` (the CPU figure
+depends far less than the rate on what else the machine runs). It imports only what every
 checkout has: `flowledger.connect` and the executions repository.
 """
 
@@ -38,18 +39,20 @@ def measure(url: str, ids: list[str], pages: int) -> dict[str, float]:
             get(id=i)
         for _ in range(max(1, pages // 10)):
             page(limit=50)
-        rates: dict[str, list[float]] = {"lookup": [], "page": []}
+        rates: dict[str, list[float]] = {"lookup": [], "page": [], "lookup_cpu": [], "page_cpu": []}
         for _ in range(ROUNDS):
             gc.collect()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for i in ids:
                 get(id=i)
             rates["lookup"].append(len(ids) / (time.perf_counter() - start))
+            rates["lookup_cpu"].append((time.process_time() - cpu) / len(ids) * 1e6)
             gc.collect()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for _ in range(pages):
                 page(limit=50)
             rates["page"].append(pages / (time.perf_counter() - start))
+            rates["page_cpu"].append((time.process_time() - cpu) / pages * 1e6)
         return {key: statistics.median(values) for key, values in rates.items()}
     finally:
         db.close()

@@ -53,7 +53,8 @@ def _repository_methods() -> list[tuple[str, str]]:
     found = []
     for attr in sorted(vars(Repositories)):
         prop = vars(Repositories)[attr]
-        if not isinstance(prop, cached_property):
+        # Private ones (the metrics reader behind db.metrics()) are not the public API.
+        if not isinstance(prop, cached_property) or attr.startswith("_"):
             continue
         cls = typing.get_type_hints(prop.func)["return"]
         if isinstance(cls, type) and issubclass(cls, Repository):
