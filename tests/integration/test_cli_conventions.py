@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 import flowledger
 from _migrations import write_migrations
-from flowledger.tools.migrate import Migrator
+from flowledger.tools.migrate import ADVISORY_LOCK_KEY, Migrator
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -426,6 +427,43 @@ def _run_until(argv: list[str], ctx: Ctx, sig: signal.Signals) -> tuple[int, str
                 break
         returncode = proc.wait(timeout=60)
         return returncode, proc.stdout.read(), proc.stderr.read()
+
+
+def test_a_command_interrupted_with_ctrl_c_exits_130(empty_db_url: str, tmp_path: Path) -> None:
+    """`migrate apply` waiting for another run's lock, interrupted: one line, exit 130."""
+    mdir = write_migrations(tmp_path, MIGRATIONS)
+    with psycopg.connect(empty_db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        argv = ["migrate", "apply", "--database", empty_db_url, "--migrations-dir", str(mdir)]
+        with subprocess.Popen(
+            [sys.executable, "-m", "flowledger", *argv, "--lock-wait", "120"],
+            cwd=tmp_path,
+            env=_environment(None),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            _wait_for_another_session(holder, deadline=time.monotonic() + 60)
+            time.sleep(0.5)  # into its wait for the lock
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130
+            assert proc.stderr is not None and proc.stderr.read() == "flowledger: interrupted\n"
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT to_regclass('things')").fetchone() == (None,)
+
+
+def _wait_for_another_session(
+    conn: psycopg.Connection[tuple[object, ...]], deadline: float
+) -> None:
+    while time.monotonic() < deadline:
+        others = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        if others and others[0]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the command never connected")
 
 
 # -- without the embedded extra ------------------------------------------------------------
