@@ -45,7 +45,8 @@ EXIT_INVALID_INDEX = 5
 EXIT_INTERRUPTED = 130
 
 # Options taken before or after the command's name (`flowledger --json db status` is
-# `flowledger db status --json`), each by the commands listed in _GLOBALS_OF.
+# `flowledger db status --json`), each by the commands whose parser lists it in
+# `globals_taken`: any other pairing is a usage error, not an ignored option.
 _DATABASE, _EMBEDDED, _JSON, _QUIET = "--database", "--embedded", "--json", "--quiet"
 
 
@@ -425,7 +426,7 @@ def _add_common(
         default=argparse.SUPPRESS,
         help="use the embedded development server under .flowledger/ (started when needed)",
     )
-    _add_json(p, name, quiet=quiet, taken={_DATABASE, _EMBEDDED})
+    _add_json(p, name, quiet=quiet, taken=frozenset({_DATABASE, _EMBEDDED}))
 
 
 def _add_json(
@@ -433,7 +434,7 @@ def _add_json(
     name: str,
     *,
     quiet: str | None = None,
-    taken: frozenset[str] | set[str] = frozenset(),
+    taken: frozenset[str] = frozenset(),
 ) -> None:
     """--json, and --quiet (described by `quiet`) when given; records the command's name
     and the options of _add_globals it takes (`taken` and these)."""
