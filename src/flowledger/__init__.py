@@ -8,6 +8,7 @@ from flowledger.errors import (
     Conflict,
     ConnectionRejected,
     DatabaseNotConfigured,
+    ExtraNotInstalled,
     FlowledgerError,
     InvalidCursor,
     InvalidInput,
@@ -20,7 +21,8 @@ from flowledger.errors import (
 from flowledger.repositories.pagination import Page
 from flowledger.settings import Settings
 
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it from here (hatch).
+__version__ = "0.2.0"
 
 __all__ = [
     "AsyncDatabase",
@@ -30,6 +32,7 @@ __all__ = [
     "ConnectionRejected",
     "Database",
     "DatabaseNotConfigured",
+    "ExtraNotInstalled",
     "FlowledgerError",
     "InvalidCursor",
     "InvalidInput",

@@ -88,6 +88,11 @@ class MigrationError(FlowledgerError):
     """Applying, rolling back or verifying migrations failed."""
 
 
+class ExtraNotInstalled(FlowledgerError):
+    """A feature needs an optional part of flowledger that is not installed; the message
+    names the extra to install (e.g. `pip install 'flowledger[embedded]'`)."""
+
+
 CONSTRAINT_MESSAGES: Mapping[str, str] = MappingProxyType(
     {
         "users_email_key": "a user with email {email!r} already exists",

