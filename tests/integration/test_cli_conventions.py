@@ -80,7 +80,8 @@ def console_script() -> tuple[str, ...]:
 def one_error_line(proc: subprocess.CompletedProcess[str], code: int) -> str:
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == code, (proc.stdout, proc.stderr)
-    lines = proc.stderr.splitlines()
+    # Warnings (start-up retries...) come first as `flowledger: warning:` lines.
+    lines = [x for x in proc.stderr.splitlines() if not x.startswith("flowledger: warning: ")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
 

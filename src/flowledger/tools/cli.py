@@ -595,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_globals(parser, args)
     out = _Output(args.json)
+    _route_logs(as_json=args.json)
     handler: Callable[[argparse.Namespace, _Output], int] = args.handler
     try:
         code = handler(args, out)
@@ -618,6 +619,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowledger: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _route_logs(*, as_json: bool) -> None:
+    # flowledger's warnings (start-up retries, lost leases, reaper passes, slow calls) as
+    # `flowledger: warning:` lines on stderr; with --json, stderr keeps only the error
+    # document, so they are dropped.
+    import logging
+
+    logger = logging.getLogger("flowledger")
+    logger.propagate = False
+    if as_json:
+        logger.addHandler(logging.NullHandler())
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("flowledger: warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
 
 
 def _report(out: _Output, exc: FlowledgerError) -> None:
