@@ -365,6 +365,15 @@ CASES: dict[tuple[str, int], Case] = {
     ("db url", 0): lambda c: c.on_test_server("db", "url"),
     ("db url", 1): lambda c: c.in_unusable_home("db", "url"),
     ("db url", 2): lambda c: ["db", "url", "postgres"],
+    ("db init", 0): lambda c: c.on_test_server("db", "init"),
+    ("db init", 1): lambda c: c.in_unusable_home("db", "init"),
+    ("db init", 2): lambda c: ["db", "init", "--database", UNREACHABLE],
+    ("db reset", 0): lambda c: c.on_test_server("db", "reset", "--yes"),
+    ("db reset", 1): lambda c: c.in_unusable_home("db", "reset", "--yes"),
+    ("db reset", 2): lambda c: ["db", "reset"],  # without --yes
+    ("stats", 0): lambda c: ["stats", "--database", c.url(migrated=True)],
+    ("stats", 1): lambda c: ["stats", "--database", c.url(migrated=False)],
+    ("stats", 2): lambda c: ["stats", "--tool-window", "soon"],
 }
 
 

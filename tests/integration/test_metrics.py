@@ -86,3 +86,30 @@ def test_the_tool_window_is_checked(db: Database) -> None:
         with pytest.raises(InvalidInput, match="tool_window"):
             db.metrics(tool_window=bad)  # type: ignore[arg-type]
     assert db.metrics(tool_window=datetime.timedelta(hours=1)).tool_window_seconds == 3600
+
+
+def test_flowledger_stats_prints_the_metrics_three_ways(
+    db_url: str, conn: Conn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from flowledger.tools.cli import EXIT_OK, EXIT_USAGE, main
+
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "only")
+    conn.execute(
+        "INSERT INTO workflow_executions (workflow_id, workflow_version, status, started_at)"
+        " VALUES (%s, 1, 'paused', now())",
+        (wf,),
+    )
+    assert main(["stats", "--database", db_url]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "steps due 0, delayed 0, running 0" in text and "paused 1" in text
+    assert main(["stats", "--database", db_url, "--json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["executions_by_status"]["paused"] == 1 and doc["steps"]["due"] == 0
+    assert main(["--json", "stats", "--database", db_url, "--tool-window", "60"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["tool_window_seconds"] == 60
+    assert main(["stats", "--database", db_url, "--prometheus"]) == EXIT_OK
+    assert 'flowledger_executions{status="paused"} 1\n' in capsys.readouterr().out
+    assert main(["stats", "--database", db_url, "--prometheus", "--json"]) == EXIT_USAGE

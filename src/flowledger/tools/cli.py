@@ -192,6 +192,8 @@ def _cmd_db(args: argparse.Namespace, out: _Output) -> int:
     from flowledger.tools.devserver import EmbeddedServer
 
     server = EmbeddedServer()
+    if args.db_command in ("init", "reset"):
+        return _db_init(server, args, out)
     if args.db_command == "start":
         url = server.ensure_running()
         out.emit({"running": True, "url": url, "pgdata": str(server.pgdata)}, [f"running: {url}"])
@@ -221,6 +223,77 @@ def _cmd_db(args: argparse.Namespace, out: _Output) -> int:
     else:
         url = server.ensure_running()
         out.emit({"url": url}, [url])
+    return EXIT_OK
+
+
+def _db_init(server: Any, args: argparse.Namespace, out: _Output) -> int:
+    """`db init`: start the embedded server when needed, apply every migration, with
+    --seed add the sample data. `db reset`: the same after rolling every migration back
+    (every table and its rows are dropped: --yes is required)."""
+    from flowledger.tools.migrate import Migrator
+
+    if args.db_command == "reset" and not args.yes:
+        print(
+            "flowledger: usage error: db reset drops every table of the embedded database and"
+            " its rows: confirm with --yes",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    url = server.ensure_running()
+    rolled_back: list[str] = []
+    with Migrator(url) as mig:
+        if args.db_command == "reset":
+            rolled_back = mig.rollback(all_=True).migrations
+        applied = mig.apply().migrations
+    payload: dict[str, Any] = {"url": url, "rolled_back": rolled_back, "applied": applied}
+    lines = [f"{len(rolled_back)} migrations rolled back"] if args.db_command == "reset" else []
+    lines += [f"{len(applied)} migrations applied: {url}"]
+    if args.seed:
+        from flowledger.database import connect
+        from flowledger.tools.seed import seed
+
+        with connect(url, min_size=1, max_size=2) as db:
+            payload["seeded"] = seed(db).as_json()
+        lines.append("sample data seeded")
+    out.emit(payload, lines)
+    return EXIT_OK
+
+
+# -- stats --------------------------------------------------------------------------------
+
+
+def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:
+    import datetime
+
+    from flowledger.database import connect
+
+    if args.prometheus and out.as_json:
+        print(
+            "flowledger: usage error: --prometheus and --json exclude each other", file=sys.stderr
+        )
+        return EXIT_USAGE
+    url = resolve_database(args, development=True)
+    window = datetime.timedelta(seconds=args.tool_window)
+    with connect(url, min_size=1, max_size=1) as db:
+        metrics = db.metrics(tool_window=window)
+    if args.prometheus:
+        sys.stdout.write(metrics.prometheus())
+        return EXIT_OK
+    s = metrics.steps
+    lines = [
+        f"steps due {s.due}, delayed {s.delayed}, running {s.running},"
+        f" leases expired {s.leases_expired}, oldest due {s.oldest_due_seconds or 0:.1f} s",
+        "executions " + ", ".join(f"{k} {v}" for k, v in metrics.executions_by_status.items()),
+        "steps (estimated) "
+        + ", ".join(f"{k} {v}" for k, v in metrics.steps_by_status_estimated.items()),
+        f"outbox backlog {metrics.outbox.backlog},"
+        f" oldest {metrics.outbox.oldest_seconds or 0:.1f} s",
+    ]
+    lines += [
+        f"tool {t.tool_name}: {t.failures}/{t.calls} failed ({t.failure_rate:.1%})"
+        for t in metrics.tools
+    ]
+    out.emit(msgspec.to_builtins(metrics), lines)
     return EXIT_OK
 
 
@@ -575,6 +648,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plans.set_defaults(handler=_cmd_check_plans)
 
+    stats = sub.add_parser("stats", help="engine metrics: queue, executions, outbox, tools")
+    _add_common(stats, "stats", development=True)
+    stats.add_argument(
+        "--prometheus", action="store_true", help="Prometheus' text format (for a scraper)"
+    )
+    stats.add_argument(
+        "--tool-window",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="per-tool failure rates over this many seconds (default 900)",
+    )
+    stats.set_defaults(handler=_cmd_stats)
+
     db = sub.add_parser("db", help="manage the embedded PostgreSQL under .flowledger/")
     dsub = db.add_subparsers(dest="db_command", required=True)
     for name, help_ in (
@@ -582,9 +669,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("stop", "stop the embedded server (exit 0 also when it was not running)"),
         ("status", "is the embedded server running? (exit 1 when not)"),
         ("url", "print a URL of the embedded server (starting it when needed)"),
+        ("init", "start the embedded server if needed and apply every migration"),
+        ("reset", "roll every migration back and apply them again (drops all data)"),
     ):
         p = dsub.add_parser(name, help=help_)
         _add_json(p, f"db {name}")
+        if name in ("init", "reset"):
+            p.add_argument("--seed", action="store_true", help="then add the sample data")
+        if name == "reset":
+            p.add_argument("--yes", action="store_true", help="confirm: every row is dropped")
         p.set_defaults(handler=_cmd_db)
     return parser
 
