@@ -58,8 +58,8 @@ import flowledger
 from flowledger.migrate import Migrator
 from flowledger.records.runs import Execution, NewLogLine
 from flowledger.repositories.queries import get_queries
+from flowledger.tools.volume import generate
 from flowledger.urls import to_libpq_url
-from flowledger.volume import generate
 
 HERE = Path(__file__).resolve().parent
 BENCH_DB = "flowledger_bench"

@@ -10,7 +10,7 @@ import pytest
 
 from flowledger.cli import EXIT_ERROR, EXIT_OK, main
 from flowledger.errors import InvalidInput
-from flowledger.volume import generate
+from flowledger.tools.volume import generate
 
 
 def _fingerprint(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
