@@ -67,6 +67,21 @@ def test_volume_refuses_a_second_run_and_bad_scale(db_url: str) -> None:
             generate(conn, scale=10)
 
 
+def test_volume_reports_progress_per_top_level_table(db_url: str) -> None:
+    ticks: list[tuple[str, int, int]] = []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        generate(conn, scale=30, progress=lambda *tick: ticks.append(tick))
+
+    assert ticks == [
+        ("users", 5, 5),
+        ("workflows", 10, 10),
+        ("workflow_executions", 30, 30),
+        ("memory_items", 100, 100),
+        ("analyze", 0, 1),
+        ("analyze", 1, 1),
+    ]
+
+
 def test_seed_scale_command(
     db_url: str, empty_db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
