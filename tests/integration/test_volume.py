@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import psycopg
@@ -80,6 +81,20 @@ def test_volume_reports_progress_per_top_level_table(db_url: str) -> None:
         ("analyze", 0, 1),
         ("analyze", 1, 1),
     ]
+
+
+def test_a_failed_copy_raises_and_leaves_no_thread_behind(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE outbox ADD COLUMN region text NOT NULL")
+        threads = threading.active_count()
+        with pytest.raises(psycopg.errors.NotNullViolation) as failure:
+            generate(conn, scale=30)
+
+        # Checked while the error (and the frames it holds) is still alive.
+        assert failure.value.sqlstate == "23502"
+        assert threading.active_count() == threads
+        # The chunk holding the failed copy was rolled back whole.
+        assert conn.execute("SELECT count(*) FROM workflow_executions").fetchone() == (0,)
 
 
 def test_seed_scale_command(
