@@ -39,7 +39,7 @@ Usage (without --database, FLOWLEDGER_URL or DATABASE_URL it uses the embedded s
         [--output benchmarks/RESULTS.md]
 
 It creates (or with --reuse keeps) the database `flowledger_async_bench` on that server,
-migrates it and generates the volume (flowledger.volume, as benchmarks/run.py does);
+migrates it and generates the volume (flowledger.tools.volume, as benchmarks/run.py does);
 `--output` writes the tables into RESULTS.md as the `async_faces` section, which
 benchmarks/run.py keeps when it rewrites the file.
 """
@@ -86,8 +86,8 @@ from flowledger.records.runs import StartRequest
 from flowledger.records.workflows import NewStage, NewWorkflow
 from flowledger.repositories.queries import get_queries
 from flowledger.tools.migrate import Migrator
+from flowledger.tools.volume import generate
 from flowledger.urls import resolve, to_libpq_url
-from flowledger.volume import generate
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -698,7 +698,7 @@ def report(
         f" the median of {a.repeats} interleaved repeats; compare ratios within this run",
         f"- Python {platform.python_version()}, psycopg {psycopg.__version__}, asyncpg"
         f" {asyncpg.__version__}, SQLAlchemy {sa.__version__}, msgspec {msgspec.__version__}",
-        f"- data: flowledger.volume at scale {a.scale} (executions), ANALYZEd; per repeat"
+        f"- data: flowledger.tools.volume at scale {a.scale} (executions), ANALYZEd; per repeat"
         f" {len(run.ids)} lookups, {a.pages} pages, {a.steps} claimed + completed steps",
         "- contenders, each with a pool of exactly C connections, every call borrowing one:"
         " flowledger `connect_async(min_size=C, max_size=C)`; psycopg `AsyncConnectionPool`"

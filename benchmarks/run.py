@@ -38,8 +38,8 @@ import psycopg
 
 import workloads
 from flowledger.tools.migrate import Migrator
+from flowledger.tools.volume import generate
 from flowledger.urls import to_libpq_url
-from flowledger.volume import generate
 from report import render, write_results
 from servers import recreate_database, server_url, server_version, with_db
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import psycopg
@@ -10,7 +11,7 @@ import pytest
 
 from flowledger.errors import InvalidInput
 from flowledger.tools.cli import EXIT_ERROR, EXIT_OK, main
-from flowledger.volume import generate
+from flowledger.tools.volume import generate
 
 
 def _fingerprint(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
@@ -65,6 +66,35 @@ def test_volume_refuses_a_second_run_and_bad_scale(db_url: str) -> None:
         generate(conn, scale=10)
         with pytest.raises(InvalidInput, match="already holds generated volume"):
             generate(conn, scale=10)
+
+
+def test_volume_reports_progress_per_top_level_table(db_url: str) -> None:
+    ticks: list[tuple[str, int, int]] = []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        generate(conn, scale=30, progress=lambda *tick: ticks.append(tick))
+
+    assert ticks == [
+        ("users", 5, 5),
+        ("workflows", 10, 10),
+        ("workflow_executions", 30, 30),
+        ("memory_items", 100, 100),
+        ("analyze", 0, 1),
+        ("analyze", 1, 1),
+    ]
+
+
+def test_a_failed_copy_raises_and_leaves_no_thread_behind(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE outbox ADD COLUMN region text NOT NULL")
+        threads = threading.active_count()
+        with pytest.raises(psycopg.errors.NotNullViolation) as failure:
+            generate(conn, scale=30)
+
+        # Checked while the error (and the frames it holds) is still alive.
+        assert failure.value.sqlstate == "23502"
+        assert threading.active_count() == threads
+        # The chunk holding the failed copy was rolled back whole.
+        assert conn.execute("SELECT count(*) FROM workflow_executions").fetchone() == (0,)
 
 
 def test_seed_scale_command(

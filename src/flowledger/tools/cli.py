@@ -329,7 +329,7 @@ def _cmd_seed(args: argparse.Namespace, out: _Output) -> int:
         payload = report.as_json()
         out.emit(payload, [f"{k:<20} {v}" for k, v in payload.items()])
         return EXIT_OK
-    from flowledger.volume import generate, stderr_progress
+    from flowledger.tools.volume import generate, stderr_progress
 
     with translating(), psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
         volume = generate(
