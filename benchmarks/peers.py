@@ -454,7 +454,7 @@ def batched_script(batch: int) -> str:
     queries = get_queries()
 
     def sql(name: str) -> str:
-        return pgbench_sql(queries[name].sql).rstrip(";\n ")
+        return pgbench_sql(queries[name].text).rstrip(";\n ")
 
     return "\n".join(
         [

@@ -68,7 +68,7 @@ def _claim_complete_script() -> str:
     queries = get_queries()
 
     def sql(name: str) -> str:
-        return pgbench_sql(queries[name].sql)
+        return pgbench_sql(queries[name].text)
 
     return "\n".join(
         [

@@ -31,9 +31,10 @@ CALLS = 200  # pages per measured call
 def setup(ctx: Context) -> Plan:
     """Every contender's loop of CALLS first pages, and pgbench's ceiling."""
     list_sql = get_queries()["list_executions"].sql
-    # pgbench variables cannot be NULL: the filters go in as NULL literals.
+    # pgbench variables cannot be NULL: the filters go in as NULL literals. The body
+    # without its name comment: pgbench would read `:list_executions` as a variable.
     script = (
-        re.sub(r"%\((?!limit)\w+\)s", "NULL", list_sql)
+        re.sub(r"%\((?!limit)\w+\)s", "NULL", get_queries()["list_executions"].text)
         .replace("%(limit)s", ":limit")
         .replace("%%", "%")
         + ";\n"

@@ -64,7 +64,9 @@ def test_quickest_run_measures_every_contender_and_writes_its_section(
     # Three contenders claim and complete every queued step, per round and level (and
     # flowledger once more per claim profile), each completion finishing its execution and
     # writing its event, as flowledger's does.
-    profiled = text.count("- claim + complete, C=")
+    profiled = len(
+        re.findall(r"^- claim \+ complete, C=\d+, client CPU under cProfile", text, re.M)
+    )
     assert completed == (STEPS * (ROUNDS * 3 * len(LEVELS) + profiled),)
     assert events == completed
 
@@ -96,7 +98,10 @@ def test_quickest_run_measures_every_contender_and_writes_its_section(
         row = rf"\| {re.escape(workload)} \| {c} \| {re.escape(who)} \| {cells} \|"
         assert re.search(row, section), (workload, c, who)
     for workload in ("point lookup by id", "page of 50"):
-        now_before = rf"\| {workload} \| [\d,]+ \| [\d,]+ \| [\d.]+× \| (yes|NO) \|"
+        now_before = (
+            rf"\| {workload} \| [\d,]+ \| [\d,]+ \| [\d.]+× \| [\d,]+ / [\d,]+ \| [\d.]+× \|"
+            r" (yes|NO) \|"
+        )
         assert re.search(now_before, section)
     # The server URL is not repeated in the report (it may hold a password).
     assert "--database URL" in section
