@@ -104,12 +104,16 @@ def test_a_lost_pooled_connection_is_logged_and_replaced(
     caplog.set_level(logging.WARNING, logger="flowledger.pool")
     with flowledger.connect(db_url, connect_attempts=1, min_size=1, max_size=1) as db:
         db.users.list(limit=1)
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND application_name = 'flowledger'"
+        others = (
+            "FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND application_name = 'flowledger'"
         )
+        conn.execute(f"SELECT pg_terminate_backend(pid) {others}")
+        # The pool replaces a connection the server has closed: wait until it has.
         deadline = time.monotonic() + 5
+        while conn.execute(f"SELECT count(*) {others}").fetchone() != (0,):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         while not _flowledger(caplog) and time.monotonic() < deadline:
             db.users.list(limit=1)  # served by a replacement connection
             time.sleep(0.05)
@@ -189,3 +193,16 @@ def test_the_readme_json_lines_example_renders_a_slow_call(
     [line] = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
     assert line["logger"] == "flowledger.query" and line["query"] == "list_users"
     assert line["rows"] == 0 and line["duration_s"] >= 0
+
+
+def test_the_command_leaves_the_logging_set_up_as_it_found_it(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowledger.tools.cli import EXIT_OK, main
+
+    logger = logging.getLogger("flowledger")
+    before = (list(logger.handlers), logger.propagate)
+    assert main(["stats", "--database", db_url]) == EXIT_OK
+    assert main(["--json", "stats", "--database", db_url]) == EXIT_OK
+    capsys.readouterr()
+    assert (list(logger.handlers), logger.propagate) == before

@@ -20,7 +20,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -688,7 +689,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_globals(parser, args)
     out = _Output(args.json)
-    _route_logs(as_json=args.json)
+    with _logs_routed(as_json=args.json):
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: _Output) -> int:
     handler: Callable[[argparse.Namespace, _Output], int] = args.handler
     try:
         code = handler(args, out)
@@ -714,21 +719,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _route_logs(*, as_json: bool) -> None:
-    # flowledger's warnings (start-up retries, lost leases, reaper passes, slow calls) as
-    # `flowledger: warning:` lines on stderr; with --json, stderr keeps only the error
-    # document, so they are dropped.
+@contextmanager
+def _logs_routed(*, as_json: bool) -> Iterator[None]:
+    """flowledger's warnings (start-up retries, lost leases, reaper passes, slow calls) as
+    `flowledger: warning:` lines on stderr while the command runs; with --json, stderr
+    keeps only the error document, so they are dropped. The logging set-up is restored
+    afterwards (main() also runs inside other programs, tests among them)."""
     import logging
 
     logger = logging.getLogger("flowledger")
+    handler: logging.Handler = logging.NullHandler()
+    if not as_json:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("flowledger: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+    propagate = logger.propagate
     logger.propagate = False
-    if as_json:
-        logger.addHandler(logging.NullHandler())
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("flowledger: warning: %(message)s"))
-    handler.setLevel(logging.WARNING)
     logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _report(out: _Output, exc: FlowledgerError) -> None:
