@@ -113,3 +113,20 @@ def test_flowledger_stats_prints_the_metrics_three_ways(
     assert main(["stats", "--database", db_url, "--prometheus"]) == EXIT_OK
     assert 'flowledger_executions{status="paused"} 1\n' in capsys.readouterr().out
     assert main(["stats", "--database", db_url, "--prometheus", "--json"]) == EXIT_USAGE
+
+
+def test_the_scrape_benchmark_runs(db_url: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "metrics_scrape.py"
+    done = subprocess.run(
+        [sys.executable, str(script), db_url, "--calls", "3"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("db.metrics(): median ")
+    assert done.stdout.count(" ms on the server") == 5
