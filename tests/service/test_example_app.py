@@ -55,11 +55,13 @@ def _emails(db_url: str) -> list[str]:
 
 
 def _backends(db_url: str) -> int:
-    """Connections to this database other than the one asking."""
+    """The app's connections to this database (the pool's application_name; not this
+    one, and not an autovacuum worker that happens to visit the database)."""
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend' AND application_name = 'flowledger'"
         ).fetchone()
     assert row is not None
     return int(row[0])
