@@ -50,10 +50,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def _wrap(value: Any) -> Any:
     if isinstance(value, Blocking | BaseException):
         return value
-    if type(value).__module__.startswith(_WRAPPED_MODULES):
-        return Blocking(value)  # enters as a context manager too, when it is one
-    if hasattr(value, "__aenter__"):
-        return _BlockingContext(value)
+    # Objects of the async face (entered as context managers too, when they are one) and
+    # async context managers (transaction(), pinned()).
+    if type(value).__module__.startswith(_WRAPPED_MODULES) or hasattr(value, "__aenter__"):
+        return Blocking(value)
     return value
 
 
@@ -96,21 +96,6 @@ class Blocking:
 
     def __exit__(self, *exc: Any) -> Any:
         return run(self._target.__aexit__(*exc))
-
-
-class _BlockingContext:
-    """A blocking view of an async context manager."""
-
-    __slots__ = ("_cm",)
-
-    def __init__(self, cm: Any) -> None:
-        self._cm = cm
-
-    def __enter__(self) -> Any:
-        return _wrap(run(self._cm.__aenter__()))
-
-    def __exit__(self, *exc: Any) -> Any:
-        return run(self._cm.__aexit__(*exc))
 
 
 def blocking(target: Any, as_type: Callable[..., T] | type[T]) -> T:
