@@ -51,10 +51,6 @@ _LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOT
 _KEYWORD = re.compile(r"[A-Za-z]+")
 
 _Attributes = dict[str, AttributeValue]
-# psycopg's execute is overloaded on the query's type (template strings take no params);
-# a traced cursor passes on whatever it was given, which the implementation accepts.
-_EXECUTE: Callable[..., Any] = psycopg.Cursor.execute
-_AEXECUTE: Callable[..., Awaitable[Any]] = psycopg.AsyncCursor.execute
 # query name -> (span name, the query's own attributes), built on a query's first span.
 _SPANS: dict[str, tuple[str, _Attributes]] = {}
 
@@ -127,6 +123,11 @@ class _TracedCursor(psycopg.Cursor[Any]):
     """A cursor whose flowledger statements each run in a span."""
 
     _tracer: ClassVar[Tracer]
+    # The execute of the database's own cursor class, which this one derives from too
+    # (behind a transaction pooler it sends the statement timeout). psycopg's execute is
+    # overloaded on the query's type (template strings take no params); a traced cursor
+    # passes on whatever it was given, which the implementation accepts.
+    _execute: ClassVar[Callable[..., Any]]
 
     def __init__(self, connection: psycopg.Connection[Any], **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
@@ -142,11 +143,11 @@ class _TracedCursor(psycopg.Cursor[Any]):
     ) -> Self:
         span = _span_of(query)
         if span is None:
-            _EXECUTE(self, query, params, prepare=prepare, binary=binary)
+            self._execute(self, query, params, prepare=prepare, binary=binary)
             return self
         name, attributes = span
         with _traced(self._tracer, name, {**self._span_attributes, **attributes}):
-            _EXECUTE(self, query, params, prepare=prepare, binary=binary)
+            self._execute(self, query, params, prepare=prepare, binary=binary)
             return self
 
     @contextmanager
@@ -170,6 +171,7 @@ class _AsyncTracedCursor(psycopg.AsyncCursor[Any]):
     """A cursor whose flowledger statements each run in a span (the async face)."""
 
     _tracer: ClassVar[Tracer]
+    _execute: ClassVar[Callable[..., Awaitable[Any]]]  # as `_TracedCursor._execute`
 
     def __init__(self, connection: psycopg.AsyncConnection[Any], **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
@@ -185,11 +187,11 @@ class _AsyncTracedCursor(psycopg.AsyncCursor[Any]):
     ) -> Self:
         span = _span_of(query)
         if span is None:
-            await _AEXECUTE(self, query, params, prepare=prepare, binary=binary)
+            await self._execute(self, query, params, prepare=prepare, binary=binary)
             return self
         name, attributes = span
         with _traced(self._tracer, name, {**self._span_attributes, **attributes}):
-            await _AEXECUTE(self, query, params, prepare=prepare, binary=binary)
+            await self._execute(self, query, params, prepare=prepare, binary=binary)
             return self
 
     @asynccontextmanager
@@ -232,10 +234,20 @@ def instrument(
     the global one); the async face's is awaited. Raises InvalidInput for anything else."""
     tracer = _tracer(tracer_provider)
     if isinstance(db, AsyncDatabase):
-        db._cursor_factory = type("AsyncTracedCursor", (_AsyncTracedCursor,), {"_tracer": tracer})
+        base = db._cursor_base
+        db._cursor_factory = type(
+            "AsyncTracedCursor",
+            (_AsyncTracedCursor, base),
+            {"_tracer": tracer, "_execute": staticmethod(base.execute)},
+        )
         return _drain_async(db)
     if isinstance(db, Database):
-        db._cursor_factory = type("TracedCursor", (_TracedCursor,), {"_tracer": tracer})
+        sync_base = db._cursor_base
+        db._cursor_factory = type(
+            "TracedCursor",
+            (_TracedCursor, sync_base),
+            {"_tracer": tracer, "_execute": staticmethod(sync_base.execute)},
+        )
         if not db._pool.closed:
             db._pool.drain()
         return None

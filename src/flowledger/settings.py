@@ -18,7 +18,16 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from flowledger import urls
 from flowledger.errors import InvalidInput
 
-__all__ = ["NOT_CONFIGURED", "Settings", "configure", "connection_kwargs", "settings_from_env"]
+__all__ = [
+    "NOT_CONFIGURED",
+    "POOLERS",
+    "Settings",
+    "configure",
+    "connection_kwargs",
+    "settings_from_env",
+    "startup_statements",
+    "timeout_ms",
+]
 
 _ENV_PREFIX = "FLOWLEDGER_"
 # FLOWLEDGER_* variables that are not connection settings: the embedded server's home,
@@ -26,7 +35,9 @@ _ENV_PREFIX = "FLOWLEDGER_"
 _OTHER_VARIABLES = frozenset({"FLOWLEDGER_HOME"})
 _OTHER_PREFIXES = ("FLOWLEDGER_TEST_",)
 # Settings whose values are secrets: never echoed in a message or a repr.
-_SECRET_FIELDS = frozenset({"url", "cursor_secret"})
+_SECRET_FIELDS = frozenset({"url", "listen_url", "cursor_secret"})
+_URL_FIELDS = frozenset({"url", "listen_url"})
+POOLERS = ("session", "transaction")
 
 NOT_CONFIGURED = (
     "no database configured: pass connect(url=...), set FLOWLEDGER_URL or DATABASE_URL,"
@@ -46,9 +57,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_lifetime: float = 3600.0  # seconds before a connection is recycled
     statement_timeout: float | None = 30.0  # seconds; None keeps the server's default
     application_name: str = "flowledger"
-    # psycopg's server-side prepare threshold; None turns prepared statements off,
-    # which PgBouncer < 1.21 in transaction mode requires.
+    # psycopg's server-side prepare threshold; None turns prepared statements off.
+    # With pooler="transaction" it must be None (connect() makes it so when unset).
     prepare_threshold: int | None = 5
+    # What sits between this process and PostgreSQL: None (a direct connection),
+    # "session" (a session-mode pooler: a client keeps its server connection, so nothing
+    # changes) or "transaction" (PgBouncer pool_mode=transaction and the like: no
+    # prepared statements, nothing session-scoped in the startup packet, the statement
+    # timeout applied with each statement). A pooler found while this is None is refused.
+    pooler: str | None = None
+    # Where `wake_ups()` LISTENs: a URL of the same database that keeps a session (a
+    # direct connection). None: `url`, which a transaction pooler cannot serve.
+    listen_url: str | None = None
     connect_attempts: int = 5
     connect_backoff: float = 0.25  # first wait between attempts, doubled each time
     connect_timeout: int = 10
@@ -65,6 +85,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_wait_warning_seconds: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.pooler is not None and self.pooler not in POOLERS:
+            raise InvalidInput(
+                f"pooler must be None, 'session' or 'transaction', got {self.pooler!r}"
+            )
+        if self.pooler == "transaction" and self.prepare_threshold is not None:
+            raise InvalidInput(
+                "prepare_threshold must be None with pooler='transaction': a prepared"
+                " statement lives on one server connection, and a transaction pooler hands"
+                " the next statement to another"
+            )
         if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
             raise InvalidInput(
                 "pool sizes must satisfy 0 <= min_size <= max_size, max_size >= 1:"
@@ -84,7 +114,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         shown = []
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if name == "url" and value:
+            if name in _URL_FIELDS and value:
                 value = urls.redact(value)
             elif name in _SECRET_FIELDS and value:
                 value = "***"
@@ -123,6 +153,10 @@ def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any
         sources[name] = f"setting {name!r}"
     resolved = urls.resolve(overrides.get("url"), environ=env)
     raw["url"] = resolved.url if resolved else None
+    if raw.get("pooler") == "transaction" and "prepare_threshold" not in raw:
+        # Prepared statements cannot work through a transaction pooler: off, unless the
+        # caller asked for them, which __post_init__ then refuses by name.
+        raw["prepare_threshold"] = None
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -167,17 +201,45 @@ def configure(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> N
     conn.adapters.register_loader("json", _JsonTextLoader)
 
 
-def connection_kwargs(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments of every connection the pool (and a wake-up listener) opens."""
-    options = "-c TimeZone=UTC"  # psycopg maps only the literal name UTC to timezone.utc
-    if settings.statement_timeout is not None:
-        options += f" -c statement_timeout={int(settings.statement_timeout * 1000)}"
-    return {
+def timeout_ms(settings: Settings) -> int | None:
+    """The statement timeout in whole milliseconds, as PostgreSQL takes it; None: none."""
+    if settings.statement_timeout is None:
+        return None
+    return int(settings.statement_timeout * 1000)
+
+
+def startup_statements(settings: Settings) -> list[str]:
+    """What a new pooled connection runs first behind a pooler, for what a direct one gets
+    in its startup packet: `SET TimeZone` (PgBouncer tracks it per client and replays it
+    on every server connection it lends); behind a session pooler also the timeout."""
+    if settings.pooler is None:
+        return []
+    statements = ["SET TimeZone TO 'UTC'"]
+    timeout = timeout_ms(settings)
+    if settings.pooler == "session" and timeout is not None:
+        statements.append(f"SET statement_timeout TO {timeout}")
+    return statements
+
+
+def connection_kwargs(settings: Settings, *, session: bool = False) -> dict[str, Any]:
+    """The keyword arguments of every connection the pool opens; `session=True`: of a
+    connection that keeps its session whatever `pooler` says (a wake-up listener's)."""
+    kwargs: dict[str, Any] = {
         # A lone statement needs no BEGIN/COMMIT round trips; multi-statement work
         # opens an explicit transaction (`_atomic()`, `db.transaction()`).
         "autocommit": True,
-        "options": options,
         "application_name": settings.application_name,
         "prepare_threshold": settings.prepare_threshold,
         "connect_timeout": settings.connect_timeout,
     }
+    if settings.pooler is not None and not session:
+        # PgBouncer refuses (or, told to ignore it, drops) the startup packet's
+        # `options`, in either pool mode: the settings are SET once the connection is
+        # made (`startup_statements`), except a transaction pooler's timeout, which
+        # travels with each statement (`AsyncPooledCursor`).
+        return kwargs
+    options = "-c TimeZone=UTC"  # psycopg maps only the literal name UTC to timezone.utc
+    timeout = timeout_ms(settings)
+    if timeout is not None:
+        options += f" -c statement_timeout={timeout}"
+    return kwargs | {"options": options}

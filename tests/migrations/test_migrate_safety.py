@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +14,7 @@ import psycopg
 import pytest
 
 from _migrations import write_migrations
+from _pgbouncer import dbname_of, pgbouncer
 from _roles import restricted_role
 from conftest import PgServer
 from flowledger.errors import MigrationError
@@ -328,51 +324,12 @@ def test_yoyo_reads_the_bookkeeping_flowledger_writes(
         backend.connection.close()
 
 
-def _pgbouncer() -> str | None:
-    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
-
-
 @pytest.fixture
 def transaction_pooler(pg_server: PgServer, empty_db_url: str) -> Iterator[str]:
     """A PgBouncer in pool_mode=transaction in front of the test server; yields the URL of
-    the test database through it. Its round-robin reuse of server connections makes
-    consecutive transactions land on different server connections, as under load."""
-    binary = _pgbouncer()
-    if binary is None:
-        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
-    if not pg_server.host.startswith("/"):
-        pytest.skip("the pgbouncer test needs the server's Unix socket (the embedded server)")
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root: run it as the server's owner
-        owner = pwd.getpwuid(os.stat(pg_server.host).st_uid).pw_name
-        if owner == "root":
-            pytest.skip("pgbouncer cannot run as root and no other user owns the server")
-        run_as = ["-u", owner]
-    home = Path(tempfile.mkdtemp(prefix="fl-pgbouncer-"))
-    home.chmod(0o777)
-    (home / "users.txt").write_text(f'"{pg_server.user}" ""\n')
-    (home / "pgbouncer.ini").write_text(
-        f"[databases]\n* = host={pg_server.host} port={pg_server.port}\n"
-        "[pgbouncer]\nlisten_addr =\n"
-        f"unix_socket_dir = {home}\nlisten_port = 6432\n"
-        f"auth_type = trust\nauth_file = {home}/users.txt\n"
-        "pool_mode = transaction\nserver_round_robin = 1\ndefault_pool_size = 4\n"
-        f"logfile = {home}/pgbouncer.log\n"
-    )
-    for name in ("pgbouncer.ini", "users.txt"):
-        (home / name).chmod(0o644)
-    proc = subprocess.Popen([binary, "-q", *run_as, str(home / "pgbouncer.ini")])
-    try:
-        deadline = time.monotonic() + 10
-        while not (home / ".s.PGSQL.6432").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "pgbouncer did not start"
-            time.sleep(0.05)
-        dbname = empty_db_url.split("@/", 1)[1].split("?", 1)[0]
-        yield f"postgresql://{pg_server.user}@/{dbname}?host={home}&port=6432"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(home)
+    the test database through it."""
+    with pgbouncer(pg_server, dbname_of(empty_db_url)) as url:
+        yield url
 
 
 def test_a_transaction_mode_pooler_is_refused_and_leaves_no_lock(

@@ -10,11 +10,14 @@ import asyncio  # sync: import time
 import hashlib
 import logging
 import select
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar, Self
+from weakref import WeakKeyDictionary
 
 import psycopg
+from psycopg.abc import Params, Query
+from psycopg.copy import AsyncCopy, AsyncWriter
 from psycopg_pool import AsyncConnectionPool
 
 from flowledger import urls
@@ -42,6 +45,8 @@ from flowledger.settings import (
     configure,
     connection_kwargs,
     settings_from_env,
+    startup_statements,
+    timeout_ms,
 )
 
 __all__ = [
@@ -55,6 +60,24 @@ __all__ = [
 
 
 log = logging.getLogger("flowledger.pool")
+
+# What PgBouncer answers a login that carries `options` it was not told to ignore.
+_REFUSED_OPTIONS = "unsupported startup parameter"
+_POOLER_HINT = (
+    "behind a transaction-mode pooler (PgBouncer pool_mode=transaction) set"
+    " pooler='transaction' (FLOWLEDGER_POOLER=transaction); behind a session-mode one,"
+    " pooler='session'"
+)
+_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _ms(setting: str) -> int | None:
+    """A duration as `SHOW` prints it ('30s', '1500ms', '0'), in milliseconds."""
+    number = setting.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = setting[len(number) :] or "ms"
+    if not number.isdigit() or unit not in _UNITS_MS:
+        return None
+    return int(number) * _UNITS_MS[unit]
 
 
 class _AsyncOnConnection(AsyncRepositories):
@@ -107,6 +130,66 @@ async def _check_on_borrow(conn: psycopg.AsyncConnection[Any]) -> None:
             raise
 
 
+# Behind a transaction pooler, the statement sent with each of a connection's statements;
+# one plain cursor per connection sends it (a cursor per statement costs more).
+_AUX: WeakKeyDictionary[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] = (
+    WeakKeyDictionary()
+)
+
+
+# psycopg's execute is overloaded on the query's type (template strings take no params);
+# the pooled cursor passes on whatever it was given, which the implementation accepts.
+_EXECUTE: Callable[..., Any] = psycopg.AsyncCursor.execute
+
+
+def _aux(conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[Any]:
+    cur = _AUX.get(conn)
+    if cur is None:
+        cur = _AUX[conn] = psycopg.AsyncCursor(conn)
+    return cur
+
+
+class AsyncPooledCursor(psycopg.AsyncCursor[Any]):
+    """The cursor of a connection behind a transaction pooler (pooler="transaction"): every
+    statement goes out in one pipeline behind `SET LOCAL statement_timeout` (as
+    set_config), one round trip, so the timeout holds on whichever server connection the
+    pooler lends for it; a COPY gets it first, inside the transaction it runs in."""
+
+    timeout_sql: ClassVar[bytes] = b""
+
+    @classmethod
+    def bound(cls, milliseconds: int) -> type[AsyncPooledCursor]:
+        """This class, sending a timeout of `milliseconds` with each statement."""
+        sql = f"SELECT set_config('statement_timeout', '{int(milliseconds)}', true)"
+        return type(cls.__name__, (cls,), {"timeout_sql": sql.encode()})
+
+    async def execute(
+        self,
+        query: Query,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
+        conn = self.connection
+        async with conn.pipeline():
+            await _aux(conn).execute(self.timeout_sql)
+            await _EXECUTE(self, query, params, prepare=prepare, binary=binary)
+        return self
+
+    @asynccontextmanager
+    async def copy(
+        self,
+        statement: Query,
+        params: Params | None = None,
+        *,
+        writer: AsyncWriter | None = None,
+    ) -> AsyncIterator[AsyncCopy]:
+        await _aux(self.connection).execute(self.timeout_sql)
+        async with super().copy(statement, params, writer=writer) as copy:
+            yield copy
+
+
 class _AsyncPool(AsyncConnectionPool):
     """The pool, knowing after how long a wait for a connection is worth a warning."""
 
@@ -123,9 +206,19 @@ class AsyncDatabase(AsyncRepositories):
         self.settings = settings
         self.url = urls.validate(settings.url)
         self._conn_kwargs = connection_kwargs(settings)
-        # The cursor class of every pooled connection: flowledger.otel's traced one once
-        # instrumented. Set when a connection is made, so a call pays nothing for it.
+        self._startup = startup_statements(settings)
+        self.listen_url = urls.validate(settings.listen_url) if settings.listen_url else None
+        # The cursor class of every pooled connection: behind a transaction pooler one
+        # that sends the statement timeout with each statement; flowledger.otel's traced
+        # one (derived from it) once instrumented. Set when a connection is made, so a
+        # call pays nothing for the choice.
+        self._cursor_base: type[psycopg.AsyncCursor[Any]] = psycopg.AsyncCursor
+        timeout = timeout_ms(settings)
+        if settings.pooler == "transaction" and timeout is not None:
+            self._cursor_base = AsyncPooledCursor.bound(timeout)
         self._cursor_factory: type[psycopg.AsyncCursor[Any]] | None = None
+        if self._cursor_base is not psycopg.AsyncCursor:
+            self._cursor_factory = self._cursor_base
         self._pool = _AsyncPool(
             self.url,
             min_size=settings.min_size,
@@ -154,6 +247,8 @@ class AsyncDatabase(AsyncRepositories):
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         configure(conn)
+        for statement in self._startup:
+            await psycopg.AsyncCursor(conn).execute(statement.encode())
         if self._cursor_factory is not None:
             conn.cursor_factory = self._cursor_factory
 
@@ -197,11 +292,44 @@ class AsyncDatabase(AsyncRepositories):
     async def _try_connect(self) -> FlowledgerError | None:
         try:
             conn = await psycopg.AsyncConnection.connect(self.url, **self._conn_kwargs)
-            await conn.close()
+            try:
+                return await self._check_route(conn)
+            finally:
+                await conn.close()
         except psycopg.Error as exc:
             # Returned, not raised from exc: libpq's own text may quote the URL, password
             # included, and a chained exception would carry it into tracebacks and logs.
-            return connection_error(exc, self.url)
+            error = connection_error(exc, self.url)
+            if _REFUSED_OPTIONS in str(exc) and self.settings.pooler is None:
+                return InvalidInput(f"{error.message}; {_POOLER_HINT}")
+            return error
+
+    async def _check_route(self, conn: psycopg.AsyncConnection[Any]) -> FlowledgerError | None:
+        """None when `conn` reaches PostgreSQL as the settings assume; else the error that
+        says what to set. Best effort, one round trip when the pool opens."""
+        cur = await conn.execute(
+            "SELECT pg_backend_pid(), current_setting('TimeZone'),"
+            " current_setting('statement_timeout')"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        pid, zone, timeout = row
+        where = urls.redact(self.url)
+        if self.settings.pooler is None and pid != conn.info.backend_pid:
+            # A pooler answers the login itself, with a process id of its own.
+            return InvalidInput(
+                f"{where} is a connection pooler (the server process {pid} is not the"
+                f" {conn.info.backend_pid} the login reported); {_POOLER_HINT}"
+            )
+        if "options" not in self._conn_kwargs:
+            return None
+        wanted = timeout_ms(self.settings)
+        if zone != "UTC" or (wanted is not None and _ms(timeout) != wanted):
+            return InvalidInput(
+                f"{where} dropped the connection's startup options (TimeZone {zone!r},"
+                f" statement_timeout {timeout!r}): a pooler told to ignore them;"
+                f" {_POOLER_HINT}"
+            )
         return None
 
     async def _cursor_key(self) -> bytes:
@@ -240,7 +368,20 @@ class AsyncDatabase(AsyncRepositories):
     async def wake_ups(self) -> AsyncWakeUps:
         """A connection of its own LISTENing for claimable steps: `wait(timeout)` returns
         when a start, completion, resume, retry or reaper pass made steps claimable, or
-        after the timeout. Close it when done. Raises Unavailable."""
+        after the timeout. Close it when done. It connects to `listen_url` when set.
+        Raises Unavailable; InvalidInput behind a transaction pooler without
+        `listen_url` (LISTEN needs a session)."""
+        if self.listen_url is not None:
+            return await AsyncWakeUps.open(
+                self.listen_url, connection_kwargs(self.settings, session=True)
+            )
+        if self.settings.pooler == "transaction":
+            raise InvalidInput(
+                "wake-ups LISTEN, which needs a session of its own: a transaction pooler"
+                " hands the connection to others between statements, and notifications"
+                " would go to whoever holds it; set listen_url (FLOWLEDGER_LISTEN_URL) to"
+                " a direct URL of the same database"
+            )
         return await AsyncWakeUps.open(self.url, self._conn_kwargs)
 
     async def health(self, timeout: float = 2.0) -> dict[str, str]:
