@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -441,3 +442,22 @@ def test_the_async_face_holds_timeout_and_time_zone_and_traces(bouncer: str) -> 
     names = {s.name for s in exporter.get_finished_spans()}
     assert {"flowledger insert_user", "flowledger get_user_by_id"} <= names, names
     exporter.shutdown()
+
+
+def test_the_pooler_benchmark_runs(
+    bouncer: str, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        import pooler  # benchmarks/pooler.py
+
+        assert (
+            pooler.main(
+                ["--direct", db_url, "--bouncer", bouncer, "--calls", "20", "--rounds", "1"]
+            )
+            == 0
+        )
+    finally:
+        sys.path.pop(0)
+    out = capsys.readouterr().out
+    assert "PgBouncer, pooler=transaction" in out and "psycopg by hand" in out
