@@ -22,7 +22,10 @@ Setup (the peers are not flowledger dependencies):
 Usage (without --database it uses the embedded server):
 
     .venv/bin/python benchmarks/peers.py [--database URL] [--repeats 3] [--tasks 2000]
-        [--systems flowledger ...] [--prefetch P] [--drain-only] [--output FILE]
+        [--systems flowledger ...] [--prefetch P] [--drain-only]
+        [--output benchmarks/RESULTS.md]
+
+`--output` writes the report into RESULTS.md as its `peers` section (which run.py keeps).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from measure import median, pgbench, pgbench_sql, ratio
+from report import write_section
 from servers import recreate_database, server_url, with_db
 
 if TYPE_CHECKING:
@@ -599,8 +603,20 @@ def main() -> int:
     report = _report(measured, args)
     print(report)
     if args.output:
-        args.output.write_text(report + "\n")
+        write_section(args.output, "peers", PEERS_TITLE, as_section(report))
     return 0
+
+
+PEERS_TITLE = "Against other PostgreSQL task engines"
+
+
+def as_section(report: str) -> str:
+    """The report as a RESULTS.md section: its own title dropped, headings one level down."""
+    lines = report.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    body = "\n".join("#" + line if line.startswith("## ") else line for line in lines)
+    return body.strip("\n")
 
 
 def _measured(url: str) -> Measured:
@@ -671,6 +687,7 @@ def _command(args: argparse.Namespace) -> str:
         + (f" --systems {' '.join(args.systems)}" if args.systems != list(SYSTEMS) else "")
         + (f" --prefetch {args.prefetch}" if args.prefetch is not None else "")
         + (" --drain-only" if args.drain_only else "")
+        + (f" --output {args.output}" if args.output else "")
     )
 
 

@@ -160,3 +160,23 @@ def test_every_workload_module_is_registered_with_its_interface(
         assert workload.NAME == workload.__name__.rpartition(".")[2]
         assert workload.TITLE and workload.COMPARES and workload.__doc__
         assert workload.MIN_SCALE >= 1 and callable(workload.setup)
+
+
+def test_the_peers_report_becomes_the_peers_section_of_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peers = _bench("peers", monkeypatch)
+    report = "# flowledger against PostgreSQL task engines\n\nCommand: x\n\n## 1. Drain\n\n| a |"
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n")
+    _bench("report", monkeypatch).write_section(
+        path, "peers", peers.PEERS_TITLE, peers.as_section(report)
+    )
+    text = path.read_text()
+    assert "<!-- section: peers -->\n## Against other PostgreSQL task engines\n\nCommand: x" in text
+    assert "\n### 1. Drain\n\n| a |\n<!-- end: peers -->\n" in text
+    assert "# flowledger against" not in text
+    # The results of record hold the side-by-side table, and no separate file does.
+    results = Path(__file__).resolve().parents[2] / "benchmarks"
+    assert not (results / "PEERS.md").exists()
+    assert "### 1. Drain: tasks/s from enqueued to done" in (results / "RESULTS.md").read_text()
