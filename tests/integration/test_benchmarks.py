@@ -180,3 +180,19 @@ def test_the_peers_report_becomes_the_peers_section_of_results(
     results = Path(__file__).resolve().parents[2] / "benchmarks"
     assert not (results / "PEERS.md").exists()
     assert "### 1. Drain: tasks/s from enqueued to done" in (results / "RESULTS.md").read_text()
+
+
+def test_the_wal_breakdown_runs(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wal = _bench("wal_breakdown", monkeypatch)
+    with psycopg.connect(db_url) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_walinspect'"
+        ).fetchone()
+    if found is None:
+        pytest.skip("the server has no pg_walinspect (PostgreSQL 15+ contrib)")
+    assert wal.main([db_url, "--tasks", "30", "--batch", "7"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("30 tasks drained, ")
+    assert "Btree/INSERT_LEAF" in out and "execution_steps_pkey" in out
