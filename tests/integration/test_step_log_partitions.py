@@ -4,6 +4,7 @@ the default partition), dropped for retention; concurrent runs; bad input refuse
 from __future__ import annotations
 
 import datetime
+import itertools
 import threading
 import uuid
 from typing import Any
@@ -64,7 +65,7 @@ def test_a_migrated_database_has_this_month_the_next_three_and_the_default(db: D
     months = [p for p in partitions if not p.is_default]
     assert months[0].name == f"step_logs_{now:%Y_%m}" and months[0].starts_at == first
     assert len(months) == 4
-    for before, after in zip(months, months[1:], strict=False):
+    for before, after in itertools.pairwise(months):
         assert before.ends_at == after.starts_at  # contiguous, oldest first
     assert all(p.total_bytes > 0 for p in partitions)
     assert db.step_logs.ensure_partitions() == []  # already there
@@ -124,15 +125,15 @@ def test_lines_of_a_month_without_partition_go_to_the_default_one_and_move_into_
         )
 
 
-def test_concurrent_ensure_partitions_make_each_partition_once(
-    db: Database, db_url: str
-) -> None:
+def test_concurrent_ensure_partitions_make_each_partition_once(db: Database, db_url: str) -> None:
     start = _at(2033, 1, 10)
     results: list[list[LogPartition]] = []
     errors: list[BaseException] = []
     with psycopg.connect(db_url, autocommit=True) as holder:
         # Both runs queue behind this lock, so they are released at the same moment.
-        holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", ("flowledger:step_logs partitions",))
+        holder.execute(
+            "SELECT pg_advisory_lock(hashtextextended('flowledger:step_logs partitions', 0))"
+        )
 
         def run() -> None:
             try:

@@ -46,8 +46,7 @@ def _with_lines_before_0017(url: str) -> list[tuple[Any, ...]]:
         assert row is not None
         ex = row[0]
         step = conn.execute(
-            "INSERT INTO execution_steps (execution_id, task_name)"
-            " VALUES (%s, 's') RETURNING id",
+            "INSERT INTO execution_steps (execution_id, task_name) VALUES (%s, 's') RETURNING id",
             (ex,),
         ).fetchone()
         assert step is not None
@@ -55,7 +54,7 @@ def _with_lines_before_0017(url: str) -> list[tuple[Any, ...]]:
             conn.execute(
                 "INSERT INTO step_logs (step_id, execution_id, message, logged_at, fields)"
                 " VALUES (%s, %s, %s, %s, %s)",
-                (step[0], ex, f"line {i}", at, '{"i": %d}' % i),
+                (step[0], ex, f"line {i}", at, f'{{"i": {i}}}'),
             )
         conn.execute("DELETE FROM step_logs WHERE message = 'line 1'")
         return _lines(conn)
