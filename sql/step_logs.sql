@@ -31,3 +31,29 @@ SELECT id, step_id, execution_id, level, message, fields, logged_at
         OR (logged_at, id) > (%(after_logged_at)s::timestamptz, %(after_id)s::bigint))
  ORDER BY logged_at, id
  LIMIT %(limit)s::int + 1;
+
+-- name: lock_step_log_partitions
+-- Serialise partition maintenance (ensure_partitions, drop_partitions) until the end of
+-- the transaction, so that two processes running it at once take turns and the second
+-- finds the partitions the first made.
+-- plan: seqscan-ok (no table: a transaction-level advisory lock)
+-- returns: none
+SELECT pg_advisory_xact_lock(hashtextextended('flowledger:step_logs partitions', 0));
+
+-- name: list_step_log_partitions
+-- The partitions of step_logs, oldest month first and the default one last: each one's
+-- bounds, read back from its partition bound (NULL for MINVALUE, MAXVALUE and the
+-- default), and its size on disk with its indexes.
+-- plan: seqscan-ok (the system catalogs: a few rows per partition)
+-- returns: many
+-- record: runs.LogPartition
+SELECT c.relname::text AS name,
+       (regexp_match(b.bound, 'FROM \(''([^'']+)''\)'))[1]::timestamptz AS starts_at,
+       (regexp_match(b.bound, 'TO \(''([^'']+)''\)'))[1]::timestamptz AS ends_at,
+       b.bound = 'DEFAULT' AS is_default,
+       pg_total_relation_size(c.oid) AS total_bytes
+  FROM pg_inherits i
+  JOIN pg_class c ON c.oid = i.inhrelid
+ CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
+ WHERE i.inhparent = 'step_logs'::regclass
+ ORDER BY b.bound = 'DEFAULT', 2 NULLS FIRST, 1;

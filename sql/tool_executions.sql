@@ -51,3 +51,20 @@ SELECT tool_name,
    AND status <> 'running'
  GROUP BY tool_name
  ORDER BY tool_name;
+
+-- name: prune_tool_executions
+-- Delete up to one batch of tool calls finished before the cutoff, oldest first; running
+-- calls are never deleted. Found through created_at, which a recorded call's finished_at
+-- never precedes, so the range on created_at holds every call the cutoff takes.
+-- plan: index tool_executions_created_idx
+-- returns: rowcount
+DELETE FROM tool_executions
+ WHERE id IN (
+     SELECT id
+       FROM tool_executions
+      WHERE created_at < %(cutoff)s::timestamptz
+        AND status <> 'running' AND finished_at < %(cutoff)s::timestamptz
+      ORDER BY created_at
+      LIMIT %(batch)s::int
+        FOR UPDATE SKIP LOCKED
+ );

@@ -298,6 +298,7 @@ def test_prune_refuses_an_age_beyond_a_century(
 ) -> None:
     _refused(snapshot, lambda: db.outbox.prune(older_than=older_than), "older_than")
     _refused(snapshot, lambda: db.executions.prune_finished(older_than=older_than), "older_than")
+    _refused(snapshot, lambda: db.tool_executions.prune(older_than=older_than), "older_than")
 
 
 @pytest.mark.parametrize(

@@ -157,23 +157,25 @@ def _build_world(db: Database) -> World:
 
 
 class Tables:
-    """A checksum of every row of every table, read on a connection of its own."""
+    """A checksum of every row of every table, read on a connection of its own. The tables
+    are listed afresh each time: a call may make or drop some (step_logs' partitions), and
+    one that raises must leave the set of tables as it was too."""
 
     def __init__(self, url: str) -> None:
         self._conn = psycopg.connect(url, autocommit=True)
+
+    def checksum(self) -> dict[str, str]:
         tables = [
             r[0]
             for r in self._conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
             )
         ]
-        self._sql = " UNION ALL ".join(
+        query = " UNION ALL ".join(
             f"SELECT '{t}', md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {t} r"
             for t in tables
         )
-
-    def checksum(self) -> dict[str, str]:
-        return dict(self._conn.execute(self._sql).fetchall())
+        return dict(self._conn.execute(query).fetchall())
 
     def close(self) -> None:
         self._conn.close()
@@ -279,6 +281,11 @@ aware = st.datetimes(
     min_value=datetime.datetime(2000, 1, 1), max_value=datetime.datetime(2100, 1, 1)
 ).map(lambda d: d.replace(tzinfo=UTC))
 
+_near_now = st.integers(-90, 90).map(
+    lambda days: datetime.datetime.now(UTC) + datetime.timedelta(days=days)
+)
+_LATEST_NOW = datetime.datetime(9999, 11, 1, tzinfo=UTC)
+
 
 def _handler_ok(events: list[Any]) -> None:
     return None
@@ -377,10 +384,17 @@ class Strategies:
         if tp is bool:
             return st.booleans()
         if tp is int:
+            if name == "months_ahead":
+                # Each month ahead may make a partition (a table the checksums then read).
+                return st.integers(-2, 4) | st.sampled_from([60, 61])
             return st.integers(-2, 12) | st.sampled_from([1, 50, 500, 1000])
         if tp is float:
             return st.floats(-1, 2, allow_nan=False)
         if tp is datetime.datetime:
+            if name == "now":
+                # The reference time of step_logs.ensure_partitions: months near the present
+                # (their partitions mostly exist), and the last months it can make.
+                return st.one_of(_near_now, st.just(_LATEST_NOW))
             return aware
         if tp is datetime.timedelta:
             return st.timedeltas(datetime.timedelta(seconds=-60), datetime.timedelta(days=2))
@@ -461,7 +475,8 @@ def test_method_returns_or_raises_a_flowledger_error_and_changes_nothing_when_it
         except FlowledgerError as exc:
             assert str(exc), f"{type(exc).__name__} without a message"
             after = tables.checksum()
-            changed = sorted(t for t in after if after[t] != state["before"][t])
+            before = state["before"]
+            changed = sorted(t for t in after.keys() | before if after.get(t) != before.get(t))
             assert not changed, f"raised {exc!r} but changed {changed}"
         else:
             state["before"] = tables.checksum()

@@ -196,3 +196,51 @@ def test_the_wal_breakdown_runs(
     out = capsys.readouterr().out
     assert out.startswith("30 tasks drained, ")
     assert "Btree/INSERT_LEAF" in out and "execution_steps_pkey" in out
+
+
+RETENTION = ROOT / "benchmarks" / "retention.py"
+
+
+def test_retention_benchmark_removes_the_same_rows_both_ways(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    """benchmarks/retention.py at a tiny size: the section it writes, both ways removing
+    the same lines, the partition drop shrinking the table where DELETE and VACUUM do not;
+    its database dropped afterwards."""
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# Benchmark results\n" + KEPT)
+    done = subprocess.run(
+        [
+            *(sys.executable, str(RETENTION), "--database", pg_server.url("postgres")),
+            *("--rows", "4000", "--months", "4", "--output", str(output)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    text = output.read_text()
+    assert text.startswith("# Benchmark results\n" + KEPT)
+    section = text.split("## Retention: dropping partitions vs DELETE\n\n")[1]
+    assert "Command: `python benchmarks/retention.py --rows 4000 --months 4`" in section
+    # January and February 2024 out of January to April: 60 of 121 days.
+    assert "4,000 step_log lines of 1,000 steps over 4 months; 1,983 of them" in section
+    rows = [r.split(" | ") for r in section.splitlines() if r.startswith("| ") and "---" not in r]
+    ways = {r[0].removeprefix("| "): r[1:] for r in rows[1:]}
+    assert list(ways) == [
+        "drop partitions (db.step_logs.drop_partitions)",
+        "DELETE ... WHERE logged_at < cutoff (unpartitioned)",
+        "then VACUUM of the unpartitioned table",
+    ]
+
+    def mib(cell: str) -> float:
+        return float(cell.strip(" |").removesuffix(" MiB").replace(",", ""))
+
+    drop, delete, vacuum = ways.values()
+    assert mib(drop[4]) < mib(drop[3])  # the dropped months' files are gone
+    assert mib(delete[4]) == mib(delete[3]) and mib(vacuum[4]) == mib(vacuum[3])
+    with psycopg.connect(pg_server.url("postgres")) as admin:
+        gone = admin.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = 'flowledger_retention'"
+        ).fetchone()
+    assert gone == (0,)

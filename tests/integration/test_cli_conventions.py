@@ -138,6 +138,7 @@ def _handlers(tmp_path: Path) -> str:
         ["demo"],
         ["worker", "HANDLERS"],
         ["check-plans"],
+        ["maintain"],
     ],
 )
 def test_database_and_json_before_the_command(command: list[str], tmp_path: Path) -> None:
@@ -375,6 +376,9 @@ CASES: dict[tuple[str, int], Case] = {
     ("stats", 0): lambda c: ["stats", "--database", c.url(migrated=True)],
     ("stats", 1): lambda c: ["stats", "--database", c.url(migrated=False)],
     ("stats", 2): lambda c: ["stats", "--tool-window", "soon"],
+    ("maintain", 0): lambda c: ["maintain", "--database", c.url(migrated=True)],
+    ("maintain", 1): lambda c: ["maintain", "--database", c.url(migrated=False)],
+    ("maintain", 2): lambda c: ["maintain", "--months-ahead", "-1"],
 }
 
 

@@ -68,3 +68,52 @@ def test_stats_per_tool(db: Database, conn: Conn) -> None:
     assert search.p95_ms == pytest.approx(95.5)
     assert (calc.count, calc.failures, calc.failure_rate) == (1, 0, 0.0)
     assert db.tool_executions.stats(since=until, until=until) == []
+
+
+def test_prune_deletes_calls_finished_before_the_cutoff_in_batches(
+    db: Database, conn: Conn
+) -> None:
+    old = [db.tool_executions.start(tool_name="grep", input={"n": n}) for n in range(5)]
+    for call in old[:4]:
+        db.tool_executions.finish(id=call.id, output={"ok": True})
+    recent = db.tool_executions.finish(id=db.tool_executions.start(tool_name="ls", input={}).id)
+    conn.execute(
+        "UPDATE tool_executions SET created_at = created_at - interval '3 days',"
+        " started_at = started_at - interval '3 days',"
+        " finished_at = finished_at - interval '3 days' WHERE id = ANY(%s)",
+        ([c.id for c in old],),
+    )
+    # Started three days ago, finished an hour ago: not old enough.
+    conn.execute(
+        "UPDATE tool_executions SET finished_at = now() - interval '1 hour' WHERE id = %s",
+        (old[3].id,),
+    )
+
+    assert db.tool_executions.prune(older_than=datetime.timedelta(days=1), batch=2) == 3
+
+    left = {r[0] for r in conn.execute("SELECT id FROM tool_executions")}
+    assert left == {old[3].id, old[4].id, recent.id}  # old[4] is still running
+    assert db.tool_executions.prune(older_than=datetime.timedelta(days=1)) == 0
+    cutoff = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=1)
+    assert db.tool_executions.prune(older_than=cutoff) == 2  # never the running call
+    assert {r[0] for r in conn.execute("SELECT id FROM tool_executions")} == {old[4].id}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"older_than": datetime.datetime(2024, 1, 1)}, "older_than"),
+        ({"older_than": "1d"}, "older_than"),
+        ({"older_than": datetime.timedelta(days=10**8)}, "older_than"),
+        ({"older_than": datetime.timedelta(days=1), "batch": 0}, "batch"),
+        ({"older_than": datetime.timedelta(days=1), "batch": True}, "batch"),
+    ],
+)
+def test_prune_refuses_bad_input(
+    db: Database, conn: Conn, kwargs: dict[str, Any], argument: str
+) -> None:
+    call = db.tool_executions.finish(id=db.tool_executions.start(tool_name="t", input={}).id)
+    conn.execute("UPDATE tool_executions SET created_at = '2001-01-01Z'")
+    with pytest.raises(InvalidInput, match=argument):
+        db.tool_executions.prune(**kwargs)
+    assert db.tool_executions.get(id=call.id).id == call.id

@@ -25,6 +25,7 @@ __all__ = [
     "LeaseExpiry",
     "LogLevel",
     "LogLine",
+    "LogPartition",
     "NewLogLine",
     "ReapResult",
     "ReleasedStep",
@@ -310,6 +311,18 @@ class LogLine(msgspec.Struct, frozen=True, gc=False):
     message: str
     fields: dict[str, Any]
     logged_at: datetime.datetime
+
+
+class LogPartition(msgspec.Struct, frozen=True, gc=False):
+    """One partition of step_logs: the lines logged in [starts_at, ends_at), one UTC month
+    for those flowledger makes; the default partition (`is_default`, no bounds) holds the
+    lines of months that have none. `total_bytes` is its size on disk, indexes included."""
+
+    name: str
+    starts_at: datetime.datetime | None
+    ends_at: datetime.datetime | None
+    is_default: bool
+    total_bytes: int
 
 
 class ToolExecution(msgspec.Struct, frozen=True, gc=False):

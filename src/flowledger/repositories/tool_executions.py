@@ -1,6 +1,6 @@
 # Generated from src/flowledger/aio/repositories/tool_executions.py by .ci/async_to_sync.py.
 # Do not edit: edit the async source, then run python .ci/async_to_sync.py.
-"""Tool executions: tool calls of steps and agent sessions, and per-tool statistics."""
+"""Tool executions: tool calls of steps and agent sessions, per-tool statistics, pruning."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from flowledger.repositories._checks import (
     as_json,
     as_name,
     as_optional_text,
+    check_batch,
+    cutoff_of,
 )
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 
@@ -22,7 +24,7 @@ __all__ = ["ToolExecutionsRepository"]
 
 
 class ToolExecutionsRepository(Repository):
-    """Tool calls: start, finish (duration measured by the server), statistics."""
+    """Tool calls: start, finish (duration measured by the server), statistics, prune."""
 
     def start(
         self,
@@ -81,3 +83,13 @@ class ToolExecutionsRepository(Repository):
             "stats_tool_executions", {"since": since, "until": until}
         )
         return found
+
+    def prune(
+        self, *, older_than: datetime.datetime | datetime.timedelta, batch: int = 1000
+    ) -> int:
+        """Delete tool calls that finished before `older_than` (a time, or an age; running
+        calls never), one bounded transaction per batch; the number deleted. Raises
+        InvalidInput on a bad cutoff or batch."""
+        check_batch(batch)
+        params = {"cutoff": cutoff_of(older_than), "batch": batch}
+        return self._delete_in_batches("prune_tool_executions", params)

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
@@ -36,6 +36,9 @@ from flowledger.tools.migrate import (
     check_duration,
     check_seconds,
 )
+
+if TYPE_CHECKING:
+    from flowledger.records.runs import LogPartition
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -430,6 +433,96 @@ def _cmd_check_plans(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK if report.ok else EXIT_ERROR
 
 
+# -- maintain -----------------------------------------------------------------------------
+
+
+def _cmd_maintain(args: argparse.Namespace, out: _Output) -> int:
+    import datetime
+
+    from flowledger.database import connect
+    from flowledger.tools.migrate import check_connection
+
+    url = resolve_database(args, development=False)
+    check_connection(url)
+    _require_migrated(url)
+    cutoff: datetime.datetime | None = args.drop_older_than
+    if isinstance(args.drop_older_than, datetime.timedelta):
+        cutoff = datetime.datetime.now(datetime.UTC) - args.drop_older_than
+    with connect(url, min_size=1, max_size=1) as db:
+        created = db.step_logs.ensure_partitions(months_ahead=args.months_ahead)
+        dropped = [] if cutoff is None else db.step_logs.drop_partitions(older_than=cutoff)
+        partitions = db.step_logs.partitions()
+    lines = [f"created {_partition_line(p)}" for p in created]
+    lines += [f"dropped {_partition_line(p)}" for p in dropped]
+    months = [p for p in partitions if not p.is_default]
+    if not created:
+        through = f" through {months[-1].name}" if months else ""
+        lines.append(f"nothing to create: {args.months_ahead} months ahead are there{through}")
+    if cutoff is not None and not dropped:
+        utc = cutoff.astimezone(datetime.UTC)
+        lines.append(f"nothing to drop: no partition ends at or before {utc:%Y-%m-%d %H:%M} UTC")
+    default = next(p for p in partitions if p.is_default)
+    lines.append(
+        f"{len(months)} monthly partitions; step_logs_default {default.total_bytes:,} bytes"
+    )
+    payload = {
+        "months_ahead": args.months_ahead,
+        "cutoff": None if cutoff is None else msgspec.to_builtins(cutoff),
+        "created": msgspec.to_builtins(created),
+        "dropped": msgspec.to_builtins(dropped),
+        "partitions": msgspec.to_builtins(partitions),
+    }
+    out.emit(payload, lines)
+    return EXIT_OK
+
+
+def _partition_line(p: LogPartition) -> str:
+    return f"{p.name} [{p.starts_at:%Y-%m-%d}, {p.ends_at:%Y-%m-%d}) {p.total_bytes:,} bytes"
+
+
+def _months_ahead_arg(text: str) -> int:
+    from flowledger.repositories.step_logs import MAX_MONTHS_AHEAD
+
+    try:
+        months = int(text)
+    except ValueError:
+        months = -1
+    if not 0 <= months <= MAX_MONTHS_AHEAD:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of months from 0 to {MAX_MONTHS_AHEAD}, got {text!r}"
+        )
+    return months
+
+
+def _cutoff_arg(text: str) -> Any:
+    """A number of days (an age: the cutoff is that long before now), or a date or an
+    ISO 8601 time with its offset (midnight UTC for a date)."""
+    import datetime
+
+    from flowledger.repositories._checks import MAX_AGE
+
+    if text.isdigit():
+        if int(text) > MAX_AGE.days:
+            raise argparse.ArgumentTypeError(
+                f"must be at most {MAX_AGE.days:,} days (a century), got {text!r}"
+            )
+        return datetime.timedelta(days=int(text))
+    try:
+        if len(text) == 10:
+            return datetime.datetime.combine(
+                datetime.date.fromisoformat(text), datetime.time(), datetime.UTC
+            )
+        at = datetime.datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        at = None
+    if at is None or at.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            "must be a number of days, a date (2026-01-31) or a time with its offset"
+            f" (2026-01-31T00:00:00+00:00), got {text!r}"
+        )
+    return at
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -662,6 +755,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-tool failure rates over this many seconds (default 900)",
     )
     stats.set_defaults(handler=_cmd_stats)
+
+    maintain = sub.add_parser(
+        "maintain",
+        help="make step_logs' monthly partitions ahead; with --drop-older-than, drop old ones",
+    )
+    _add_common(maintain, "maintain", development=False)
+    maintain.add_argument(
+        "--months-ahead",
+        type=_months_ahead_arg,
+        default=3,
+        metavar="N",
+        help="make a partition for this month and the N next ones (default 3)",
+    )
+    maintain.add_argument(
+        "--drop-older-than",
+        type=_cutoff_arg,
+        metavar="DAYS|DATE",
+        help="drop the monthly partitions whose every line is older than DAYS days ago, or"
+        " than DATE (2026-01-31, or a time with its offset)",
+    )
+    maintain.set_defaults(handler=_cmd_maintain)
 
     db = sub.add_parser("db", help="manage the embedded PostgreSQL under .flowledger/")
     dsub = db.add_subparsers(dest="db_command", required=True)

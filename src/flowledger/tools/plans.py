@@ -25,6 +25,10 @@ Verdicts judge the plan's shape, not the name of the index the planner happened 
   conditions (or the joins above it) constrain;
 * with `index a, b` the all-parameters-set plan must read at least one purposeful index.
 
+A partitioned table (step_logs) is read through the indexes of its partitions, which
+PostgreSQL makes for each partition of a partitioned index: reading one of them counts
+as reading the partitioned index it belongs to, the one the annotation names.
+
 Every setting is `SET LOCAL` inside the check's own transaction: nothing outlives the
 check on the connection (a pooled one stays as it was).
 """
@@ -140,20 +144,28 @@ class _Index:
     # Pages of the table: on a table this small every index costs the planner the same,
     # so which one it reads says nothing about the query.
     table_pages: int
+    # For the index of one partition, the partitioned index it belongs to (at the top of
+    # the tree): the one a `-- plan:` annotation names. None for an index of a plain table.
+    parent: str | None = None
 
 
 def _indexes(conn: psycopg.Connection[Any]) -> dict[str, _Index]:
-    """Every index of the application schema, by name."""
+    """Every index of the application schema, by name; the index of a partition with the
+    partitioned index it belongs to (pg_partition_root), which plans never name."""
     rows = conn.execute(
         "SELECT c.relname, t.relname,"
         "       CASE WHEN i.indpred IS NULL THEN pg_get_indexdef(i.indexrelid, 1, true) END,"
-        "       t.relpages"
+        "       t.relpages,"
+        "       (SELECT r.relname FROM pg_class r"
+        "         WHERE r.oid = pg_partition_root(i.indexrelid) AND r.oid <> i.indexrelid)"
         "  FROM pg_index i"
         "  JOIN pg_class c ON c.oid = i.indexrelid"
         "  JOIN pg_class t ON t.oid = i.indrelid"
         " WHERE c.relnamespace = 'public'::regnamespace"
     ).fetchall()
-    return {name: _Index(table, leading, pages) for name, table, leading, pages in rows}
+    return {
+        name: _Index(table, leading, pages, parent) for name, table, leading, pages, parent in rows
+    }
 
 
 def _mentions(text: str, key: str) -> bool:
@@ -182,6 +194,8 @@ def _index_reads(
         if (
             index is None  # outside the application schema (a catalog): not ours to judge
             or name in q.plan.indexes
+            # A partitioned table is read through its partitions' own indexes.
+            or index.parent in q.plan.indexes
             or index.leading is None
             or (cond and _mentions(cond, index.leading))
             or (not cond and _orders_by(q.sql, index.leading))

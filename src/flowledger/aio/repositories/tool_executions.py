@@ -1,4 +1,4 @@
-"""Tool executions: tool calls of steps and agent sessions, and per-tool statistics."""
+"""Tool executions: tool calls of steps and agent sessions, per-tool statistics, pruning."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from flowledger.repositories._checks import (
     as_json,
     as_name,
     as_optional_text,
+    check_batch,
+    cutoff_of,
 )
 
 __all__ = ["AsyncToolExecutionsRepository"]
 
 
 class AsyncToolExecutionsRepository(AsyncRepository):
-    """Tool calls: start, finish (duration measured by the server), statistics."""
+    """Tool calls: start, finish (duration measured by the server), statistics, prune."""
 
     async def start(
         self,
@@ -81,3 +83,13 @@ class AsyncToolExecutionsRepository(AsyncRepository):
             "stats_tool_executions", {"since": since, "until": until}
         )
         return found
+
+    async def prune(
+        self, *, older_than: datetime.datetime | datetime.timedelta, batch: int = 1000
+    ) -> int:
+        """Delete tool calls that finished before `older_than` (a time, or an age; running
+        calls never), one bounded transaction per batch; the number deleted. Raises
+        InvalidInput on a bad cutoff or batch."""
+        check_batch(batch)
+        params = {"cutoff": cutoff_of(older_than), "batch": batch}
+        return await self._delete_in_batches("prune_tool_executions", params)
