@@ -35,7 +35,7 @@ from flowledger.errors import FlowledgerError, InvalidInput, LeaseLost, Unavaila
 from flowledger.otel import instrument
 from flowledger.records.events import OutboxEvent
 from flowledger.records.identity import NewUser
-from flowledger.records.runs import StartRequest, StepCompletion, StepFailure
+from flowledger.records.runs import NewLogLine, StartRequest, StepCompletion, StepFailure
 
 pytestmark = pytest.mark.pgbouncer
 
@@ -461,3 +461,28 @@ def test_the_pooler_benchmark_runs(
         sys.path.pop(0)
     out = capsys.readouterr().out
     assert "PgBouncer, pooler=transaction" in out and "psycopg by hand" in out
+
+
+def test_log_lines_and_partition_maintenance_through_pgbouncer(bouncer: str, conn: Conn) -> None:
+    """COPY of log lines (the timeout sent first, inside its transaction), and partition
+    DDL under a transaction-level advisory lock, through the pooler."""
+    workflow_id = make_workflow(conn)
+    add_stage(conn, workflow_id, "only")
+    with _pooled(bouncer, max_size=2) as db:
+        execution = db.executions.start(workflow_id=workflow_id)
+        (step,) = db.steps.claim(worker_id="w", limit=1)
+        lines = [
+            NewLogLine(step_id=step.id, execution_id=execution.id, message=f"line {i}")
+            for i in range(50)
+        ]
+        assert db.step_logs.append(lines=lines) == 50
+        page = db.step_logs.list_by_step(step_id=step.id, limit=100)
+        assert [line.message for line in page.items] == [f"line {i}" for i in range(50)]
+        future = datetime.datetime(2031, 1, 1, tzinfo=datetime.UTC)
+        made = db.step_logs.ensure_partitions(months_ahead=2, now=future)
+        assert [p.name for p in made] == [
+            "step_logs_2031_01",
+            "step_logs_2031_02",
+            "step_logs_2031_03",
+        ]
+        assert {p.name for p in db.step_logs.partitions()} >= {p.name for p in made}
