@@ -128,6 +128,15 @@ def _build_world(db: Database) -> World:
     module = db.memory_modules.create(module=NewMemoryModule(project="proj", name=f"m{n}"))
     db.memory_modules.add_item(module_id=module.id, item_id=item.id)
     built = db.memory_packs.build(project="proj", module_ids=[module.id], token_budget=100)
+    scheduled = db.workflows.create(
+        workflow=NewWorkflow(
+            owner_id=user.id,
+            name=f"cron{n}",
+            status="active",
+            trigger_type="schedule",
+            schedule="*/5 * * * *",
+        )
+    )
     task = db.tasks.create(task=NewTask(title=f"task {n}", task_type="docs", workspace_path="/w"))
     db.tasks.attach(workflow_id=wf.id, task_id=task.id)
     w.by_kind = {
@@ -135,7 +144,7 @@ def _build_world(db: Database) -> World:
         "api_key": [key.key.id],
         "pack": [pack.id],
         "action": [action.id],
-        "workflow": [wf.id],
+        "workflow": [wf.id, scheduled.id],
         "stage": [first.id, second.id],
         "execution": [run.id],
         "step": [s.id for s in steps],
@@ -332,6 +341,7 @@ _REPO_KINDS = {
     "memory_modules": "memory_module",
     "memory_packs": "memory_pack",
     "tasks": "task",
+    "schedules": "workflow",
 }
 _NAME = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
 _FRESH_TEXT = {

@@ -49,6 +49,7 @@ def insert(conn: Conn, table: str, row: Mapping[str, Any]) -> Any:
         "configurations": "key",
         "memory_module_items": "module_id",
         "workflow_tasks": "workflow_id",
+        "workflow_schedules": "workflow_id",
         "cursor_key": "singleton",
     }.get(table, "id")
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
@@ -240,6 +241,11 @@ def _workflow_task(conn: Conn, given: Row) -> Row:
     }
 
 
+def _schedule(conn: Conn, given: Row) -> Row:
+    # A manual workflow: a scheduled one gets its schedule row from a trigger.
+    return {"workflow_id": parent(conn, given, "workflow_id", "workflows")}
+
+
 BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "users": _user,
     "api_keys": _api_key,
@@ -263,6 +269,7 @@ BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "cursor_key": _cursor_key,
     "tasks": _task,
     "workflow_tasks": _workflow_task,
+    "workflow_schedules": _schedule,
 }
 
 SAME_ID = Derived("its own id", lambda conn, row: row["id"])
@@ -506,6 +513,10 @@ CHECK_CASES: list[tuple[str, str, Row]] = [
     _case("tasks_workspace_path_check", "tasks", workspace_path="p" * 513),
     _case("workflow_tasks_sequence_check", "workflow_tasks", sequence=-1),
     _case("workflow_tasks_config_check", "workflow_tasks", config=NOT_OBJECT),
+    _case("workflow_schedules_catch_up_check", "workflow_schedules", catch_up="every"),
+    _case("workflow_schedules_max_catch_up_check", "workflow_schedules", max_catch_up=0),
+    _case("workflow_schedules_max_catch_up_check", "workflow_schedules", max_catch_up=1001),
+    _case("workflow_schedules_error_check", "workflow_schedules", error=" "),
 ]
 
 # Rows at the edge of what the CHECKs allow.
@@ -546,6 +557,8 @@ ACCEPTED_CASES: list[tuple[str, Row]] = [
     ("tasks", {"title": "t" * 255, "task_type": "a" + "._-9" * 15 + "zz"}),
     ("tasks", {"status": "cancelled", "workspace_path": "p" * 512}),
     ("workflow_tasks", {"sequence": 2**31 - 1, "config": Jsonb({"a": 1})}),
+    ("workflow_schedules", {"catch_up": "all", "max_catch_up": 1000, "error": "bad rule"}),
+    ("workflow_schedules", {"max_catch_up": 1, "next_fire_at": T0, "last_fired_at": T0}),
 ]
 
 
@@ -859,13 +872,18 @@ UPDATED_AT_CHANGES: dict[str, tuple[str, Any]] = {
     "memory_context_modules": ("priority", 2),
     "tasks": ("status", "done"),
     "workflow_tasks": ("sequence", 4),
+    "workflow_schedules": ("next_fire_at", T1),
 }
 
 
 def test_updated_at_moves_only_when_a_row_changes(conn: Conn) -> None:
     outcomes = {}
     for table, (column, value) in UPDATED_AT_CHANGES.items():
-        key = {"configurations": "key", "workflow_tasks": "workflow_id"}.get(table, "id")
+        key = {
+            "configurations": "key",
+            "workflow_tasks": "workflow_id",
+            "workflow_schedules": "workflow_id",
+        }.get(table, "id")
         stamps = sql.SQL("SELECT created_at, updated_at, now() FROM {} WHERE {} = %s").format(
             sql.Identifier(table), sql.Identifier(key)
         )

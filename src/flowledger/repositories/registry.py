@@ -28,6 +28,7 @@ from flowledger.repositories.metrics import MetricsRepository
 from flowledger.repositories.outbox import OutboxRepository
 from flowledger.repositories.packs import PacksRepository
 from flowledger.repositories.pagination import CursorCodec
+from flowledger.repositories.schedules import SchedulesRepository
 from flowledger.repositories.sessions import SessionsRepository
 from flowledger.repositories.stages import StagesRepository
 from flowledger.repositories.step_logs import StepLogsRepository
@@ -104,6 +105,11 @@ class Repositories:
     def stages(self) -> StagesRepository:
         """Stages of workflows: add, reorder, remove, update; positions stay 0..n-1."""
         return StagesRepository(self)
+
+    @cached_property
+    def schedules(self) -> SchedulesRepository:
+        """Schedules of cron-triggered workflows: fire due ticks once each, catch-up policy."""
+        return SchedulesRepository(self)
 
     @cached_property
     def tasks(self) -> TasksRepository:
