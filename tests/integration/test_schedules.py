@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from flowledger.database import Database
-from flowledger.errors import InvalidInput, NotFound
+from flowledger.errors import InvalidCursor, InvalidInput, NotFound
 from flowledger.records.identity import NewUser
 from flowledger.records.schedules import FiredTick
 from flowledger.records.workflows import NewStage, NewWorkflow, Workflow, WorkflowPatch
@@ -213,6 +213,9 @@ def test_ticks_of_a_disabled_or_draft_workflow_pass_unfired(
     # Back to enabled and active: the next tick fires, the passed ones never do.
     assert [f.tick for f in db.schedules.fire_due(now=tick + 20 * MINUTE)] == [tick + 20 * MINUTE]
     assert _keys(db, wf.id) == [_key(tick + 20 * MINUTE)]
+    db.workflows.archive(id=wf.id, expected_version=_version(db, wf))
+    assert db.schedules.fire_due(now=tick + 30 * MINUTE) == []
+    assert db.schedules.get(workflow_id=wf.id).next_fire_at == tick + 35 * MINUTE
 
 
 def test_the_database_clock_is_the_default_now(db: Database, owner_id: uuid.UUID) -> None:
@@ -250,6 +253,44 @@ def test_a_rule_that_cannot_be_evaluated_stops_its_schedule_and_says_why(
     )
     assert db.schedules.get(workflow_id=wf.id).error is None
     assert _first_tick(db, wf).minute == 0
+
+
+def test_list_pages_through_every_schedule(db: Database, owner_id: uuid.UUID) -> None:
+    made = [_scheduled(db, owner_id, f"wf{n}").id for n in range(5)]
+    db.workflows.create(workflow=NewWorkflow(owner_id=owner_id, name="manual"))
+
+    seen, cursor = [], None
+    while True:
+        page = db.schedules.list(limit=2, cursor=cursor)
+        seen += [s.workflow_id for s in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+    assert seen == sorted(made)
+    with pytest.raises(InvalidCursor):
+        db.schedules.list(cursor=db.tasks.list(limit=1).next_cursor or "x")
+
+
+def test_the_readme_example(db: Database, owner_id: uuid.UUID) -> None:
+    wf = db.workflows.create(
+        workflow=NewWorkflow(
+            owner_id=owner_id,
+            name="hourly-sync",
+            status="active",
+            trigger_type="schedule",
+            schedule="@hourly",
+        )
+    )
+    schedule = db.schedules.set_policy(workflow_id=wf.id, catch_up="all", max_catch_up=24)
+    assert (schedule.catch_up, schedule.max_catch_up) == ("all", 24)
+    tick = _first_tick(db, wf)
+
+    # Two days later: the 24 most recent hourly ticks, oldest first.
+    fired = db.schedules.fire_due(now=tick + datetime.timedelta(days=2))
+
+    assert [f.tick for f in fired] == [tick + datetime.timedelta(hours=h) for h in range(25, 49)]
+    assert fired[0].execution.idempotency_key == _key(tick + datetime.timedelta(hours=25))
 
 
 def test_set_policy_and_its_errors(db: Database, owner_id: uuid.UUID, conn: Conn) -> None:
