@@ -51,7 +51,7 @@ SELECT now();
 -- name: claim_unplanned_schedules
 -- Schedules whose rule is new or changed (no next tick computed yet), locked for this
 -- scheduler; those another scheduler holds are skipped.
--- plan: index workflow_schedules_next_fire_idx
+-- plan: index workflow_schedules_unplanned_idx
 -- returns: many
 -- record: schedules.UnplannedSchedule
 SELECT s.workflow_id, w.schedule AS rule, s.rule_set_at

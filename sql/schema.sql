@@ -1350,9 +1350,12 @@ CREATE TABLE workflow_schedules (
         CHECK (error IS NULL OR length(btrim(error)) > 0)
 );
 
--- What the scheduler reads: rules not yet planned (NULL) and ticks due, earliest first.
+-- What the scheduler reads: the ticks due, earliest first.
 CREATE INDEX workflow_schedules_next_fire_idx ON workflow_schedules (next_fire_at)
     WHERE error IS NULL;
+-- Rules new or changed, waiting for a scheduler to plan their first tick.
+CREATE INDEX workflow_schedules_unplanned_idx ON workflow_schedules (workflow_id)
+    WHERE next_fire_at IS NULL AND error IS NULL;
 
 CREATE TRIGGER workflow_schedules_set_updated_at
     BEFORE UPDATE ON workflow_schedules

@@ -194,3 +194,16 @@ def test_usage_errors(argv: list[str], error: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert error in proc.stderr.splitlines()[-1]
+
+
+def test_a_database_not_migrated_is_an_error(empty_db_url: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        _cli("--once", "--database", empty_db_url),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("flowledger: error: the database is not fully migrated")
