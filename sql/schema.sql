@@ -1278,3 +1278,144 @@ CREATE TABLE cursor_key (
     CONSTRAINT cursor_key_singleton_check CHECK (singleton),
     CONSTRAINT cursor_key_key_check CHECK (octet_length(key) >= 32)
 );
+
+-- ============================================================================
+-- Tasks: planning and work items, attached to workflows in order
+-- ============================================================================
+
+CREATE TABLE tasks (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    title text NOT NULL,
+    description text NOT NULL DEFAULT '',
+    task_type text NOT NULL,
+    status text NOT NULL DEFAULT 'pending',
+    config jsonb NOT NULL DEFAULT '{}',
+    metadata jsonb NOT NULL DEFAULT '{}',
+    -- Where the work happens (a checkout, a directory); NULL when it has no place.
+    workspace_path text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT tasks_title_check CHECK (length(btrim(title)) > 0 AND length(title) <= 255),
+    CONSTRAINT tasks_description_check CHECK (length(description) <= 1000000),
+    CONSTRAINT tasks_task_type_check CHECK (task_type ~ '^[a-z][a-z0-9_.-]{0,62}$'),
+    CONSTRAINT tasks_status_check
+        CHECK (status IN ('pending', 'in_progress', 'done', 'cancelled')),
+    CONSTRAINT tasks_config_check CHECK (jsonb_typeof(config) = 'object'),
+    CONSTRAINT tasks_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
+    -- 512 characters of at most 4 bytes each fit a btree entry.
+    CONSTRAINT tasks_workspace_path_check
+        CHECK (length(btrim(workspace_path)) > 0 AND length(workspace_path) <= 512)
+);
+
+-- Each listing pages newest first on (created_at, id) within its filter.
+CREATE INDEX tasks_created_idx ON tasks (created_at, id);
+CREATE INDEX tasks_status_created_idx ON tasks (status, created_at, id);
+CREATE INDEX tasks_task_type_created_idx ON tasks (task_type, created_at, id);
+CREATE INDEX tasks_workspace_created_idx ON tasks (workspace_path, created_at, id)
+    WHERE workspace_path IS NOT NULL;
+
+CREATE TRIGGER tasks_set_updated_at
+    BEFORE UPDATE ON tasks
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- The tasks attached to a workflow, in order (sequence: unique per workflow).
+CREATE TABLE workflow_tasks (
+    workflow_id uuid NOT NULL,
+    task_id uuid NOT NULL,
+    sequence integer NOT NULL,
+    config jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Also the index of workflow_tasks_workflow_id_fkey (leading column).
+    CONSTRAINT workflow_tasks_pkey PRIMARY KEY (workflow_id, task_id),
+    CONSTRAINT workflow_tasks_workflow_id_fkey FOREIGN KEY (workflow_id)
+        REFERENCES workflows (id) ON DELETE CASCADE,
+    CONSTRAINT workflow_tasks_task_id_fkey FOREIGN KEY (task_id)
+        REFERENCES tasks (id) ON DELETE CASCADE,
+    CONSTRAINT workflow_tasks_sequence_check CHECK (sequence >= 0),
+    CONSTRAINT workflow_tasks_config_check CHECK (jsonb_typeof(config) = 'object'),
+    -- Deferrable so that a reorder can renumber every task in one UPDATE.
+    CONSTRAINT workflow_tasks_workflow_id_sequence_key UNIQUE (workflow_id, sequence)
+        DEFERRABLE INITIALLY IMMEDIATE
+);
+
+-- The index of workflow_tasks_task_id_fkey: deleting a task finds its links.
+CREATE INDEX workflow_tasks_task_id_idx ON workflow_tasks (task_id);
+
+CREATE TRIGGER workflow_tasks_set_updated_at
+    BEFORE UPDATE ON workflow_tasks
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- ============================================================================
+-- Schedules: when scheduled workflows fire
+-- ============================================================================
+
+-- One row per workflow whose trigger_type is 'schedule', kept by the triggers below. The
+-- cron rule itself stays in workflows.schedule; the scheduler (db.schedules.fire_due)
+-- computes next_fire_at from it, since SQL cannot evaluate cron.
+CREATE TABLE workflow_schedules (
+    workflow_id uuid PRIMARY KEY,
+    -- Missed ticks: 'latest' fires only the most recent one, 'all' every one of them, at
+    -- most max_catch_up (the most recent).
+    catch_up text NOT NULL DEFAULT 'latest',
+    max_catch_up integer NOT NULL DEFAULT 10,
+    -- When the current rule was set: its first tick is the first one after this.
+    rule_set_at timestamptz NOT NULL DEFAULT now(),
+    -- The next tick to fire; NULL until a scheduler computed it for the current rule.
+    next_fire_at timestamptz,
+    -- The last tick fired.
+    last_fired_at timestamptz,
+    -- Why the rule cannot be evaluated (written before rules were checked); such a
+    -- schedule does not fire until its rule is changed.
+    error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT workflow_schedules_workflow_id_fkey FOREIGN KEY (workflow_id)
+        REFERENCES workflows (id) ON DELETE CASCADE,
+    CONSTRAINT workflow_schedules_catch_up_check CHECK (catch_up IN ('latest', 'all')),
+    CONSTRAINT workflow_schedules_max_catch_up_check CHECK (max_catch_up BETWEEN 1 AND 1000),
+    CONSTRAINT workflow_schedules_error_check
+        CHECK (error IS NULL OR length(btrim(error)) > 0)
+);
+
+-- What the scheduler reads: the ticks due, earliest first.
+CREATE INDEX workflow_schedules_next_fire_idx ON workflow_schedules (next_fire_at)
+    WHERE error IS NULL;
+-- Rules new or changed, waiting for a scheduler to plan their first tick.
+CREATE INDEX workflow_schedules_unplanned_idx ON workflow_schedules (workflow_id)
+    WHERE next_fire_at IS NULL AND error IS NULL;
+
+CREATE TRIGGER workflow_schedules_set_updated_at
+    BEFORE UPDATE ON workflow_schedules
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- A workflow that gets a cron rule gets a schedule row; a changed rule is planned afresh
+-- (from now on) and clears an error; a workflow that loses its rule loses the row. The
+-- catch-up policy stays across rule changes.
+CREATE FUNCTION sync_workflow_schedule() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NEW.schedule IS NULL THEN
+        DELETE FROM workflow_schedules WHERE workflow_id = NEW.id;
+    ELSE
+        INSERT INTO workflow_schedules (workflow_id)
+        VALUES (NEW.id)
+        ON CONFLICT (workflow_id) DO UPDATE
+            SET rule_set_at = now(), next_fire_at = NULL, error = NULL;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER workflows_schedule_on_insert
+    AFTER INSERT ON workflows
+    FOR EACH ROW
+    WHEN (NEW.schedule IS NOT NULL)
+    EXECUTE FUNCTION sync_workflow_schedule();
+
+CREATE TRIGGER workflows_schedule_on_update
+    AFTER UPDATE OF schedule ON workflows
+    FOR EACH ROW
+    WHEN (NEW.schedule IS DISTINCT FROM OLD.schedule)
+    EXECUTE FUNCTION sync_workflow_schedule();

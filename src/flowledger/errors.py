@@ -143,6 +143,12 @@ CONSTRAINT_MESSAGES: Mapping[str, str] = MappingProxyType(
         "memory_context_modules_project_name_key": (
             "a context module named {name!r} already exists in project {project!r}"
         ),
+        "workflow_tasks_pkey": "task {task_id} is already attached to workflow {workflow_id}",
+        "workflow_tasks_workflow_id_sequence_key": (
+            "sequence {sequence} is already taken in workflow {workflow_id}"
+        ),
+        "workflow_tasks_workflow_id_fkey": "workflow {workflow_id} does not exist",
+        "workflow_tasks_task_id_fkey": "task {task_id} does not exist",
         "configurations_key_check": (
             "configuration key {key!r} must be dot-separated lowercase words "
             "(letters, digits, '_', each starting with a letter)"

@@ -40,6 +40,7 @@ from flowledger.records.catalog import NewAction, NewPack
 from flowledger.records.identity import NewUser
 from flowledger.records.memory import NewMemoryItem, NewMemoryModule
 from flowledger.records.runs import NewLogLine
+from flowledger.records.tasks import NewTask
 from flowledger.records.workflows import NewStage, NewWorkflow
 from flowledger.repositories.base import Repository
 from flowledger.repositories.registry import Repositories
@@ -127,12 +128,23 @@ def _build_world(db: Database) -> World:
     module = db.memory_modules.create(module=NewMemoryModule(project="proj", name=f"m{n}"))
     db.memory_modules.add_item(module_id=module.id, item_id=item.id)
     built = db.memory_packs.build(project="proj", module_ids=[module.id], token_budget=100)
+    scheduled = db.workflows.create(
+        workflow=NewWorkflow(
+            owner_id=user.id,
+            name=f"cron{n}",
+            status="active",
+            trigger_type="schedule",
+            schedule="*/5 * * * *",
+        )
+    )
+    task = db.tasks.create(task=NewTask(title=f"task {n}", task_type="docs", workspace_path="/w"))
+    db.tasks.attach(workflow_id=wf.id, task_id=task.id)
     w.by_kind = {
         "user": [user.id],
         "api_key": [key.key.id],
         "pack": [pack.id],
         "action": [action.id],
-        "workflow": [wf.id],
+        "workflow": [wf.id, scheduled.id],
         "stage": [first.id, second.id],
         "execution": [run.id],
         "step": [s.id for s in steps],
@@ -141,6 +153,7 @@ def _build_world(db: Database) -> World:
         "memory_item": [item.id],
         "memory_module": [module.id],
         "memory_pack": [built.id],
+        "task": [task.id],
         "config": [],
         "outbox": [run.id],
         "step_log": [s.id for s in steps],
@@ -149,8 +162,10 @@ def _build_world(db: Database) -> World:
     w.texts = [user.email, f"k{n}", pack.ref, action.ref, wf.name, "a", "b", f"i{n}"]
     w.texts += [f"w{n}", f"c{n}", "grep", cfg.key, "proj", f"m{n}", "decision", "active"]
     w.texts += [f"{user.email}/{wf.name}", key.secret, "execution", "info", "queued"]
+    w.texts += ["docs", "/w", "pending", "done"]
     w.texts += [c.lease_owner or "" for c in claimed]
-    for page in (db.users.list(limit=1), db.workflows.list(limit=1), db.packs.list(limit=1)):
+    listings = (db.users.list(limit=1), db.workflows.list(limit=1), db.packs.list(limit=1))
+    for page in (*listings, db.tasks.list(limit=1)):
         if page.next_cursor:
             w.cursors.append(page.next_cursor)
     return w
@@ -315,6 +330,8 @@ _ID_KINDS = {
     "module_id": "memory_module",
     "module_ids": "memory_module",
     "aggregate_id": "execution",
+    "task_id": "task",
+    "task_ids": "task",
 }
 _REPO_KINDS = {
     "users": "user",
@@ -330,6 +347,8 @@ _REPO_KINDS = {
     "memory_items": "memory_item",
     "memory_modules": "memory_module",
     "memory_packs": "memory_pack",
+    "tasks": "task",
+    "schedules": "workflow",
 }
 _NAME = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
 _FRESH_TEXT = {

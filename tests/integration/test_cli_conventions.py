@@ -137,6 +137,7 @@ def _handlers(tmp_path: Path) -> str:
         ["seed"],
         ["demo"],
         ["worker", "HANDLERS"],
+        ["scheduler"],
         ["check-plans"],
         ["maintain"],
     ],
@@ -310,6 +311,11 @@ class Ctx:
         self.env["PYTHONUNBUFFERED"] = "1"
         return ["worker", _handlers(self.tmp_path), "--database", self.url(migrated=True)]
 
+    def scheduler(self) -> list[str]:
+        self.terminate_after = "stop with Ctrl-C"
+        self.env["PYTHONUNBUFFERED"] = "1"
+        return ["scheduler", "--database", self.url(migrated=True)]
+
 
 def _leave_an_invalid_index(url: str) -> None:
     """A unique index whose concurrent build failed on duplicates: left invalid."""
@@ -352,6 +358,9 @@ CASES: dict[tuple[str, int], Case] = {
     ("worker", 0): lambda c: c.worker(),  # stopped with SIGTERM
     ("worker", 1): lambda c: ["worker", "no_such_module:HANDLERS", "--database", UNREACHABLE],
     ("worker", 2): lambda c: ["worker"],
+    ("scheduler", 0): lambda c: c.scheduler(),  # stopped with SIGTERM
+    ("scheduler", 1): lambda c: ["scheduler", "--once", "--database", UNREACHABLE],
+    ("scheduler", 2): lambda c: ["scheduler", "--interval", "soon"],
     ("check-plans", 0): lambda c: ["check-plans", "--database", c.url(migrated=True)],
     ("check-plans", 1): lambda c: ["check-plans", "--database", c.url(migrated=False)],
     ("check-plans", 2): lambda c: ["check-plans", "--realistic=yes"],

@@ -138,6 +138,15 @@ def test_create_rejects_an_unknown_owner_or_pack(db: Database, owner: User) -> N
         ({"schedule": "0 2 * * *"}, "a schedule is required exactly when"),
         ({"trigger_type": "schedule", "schedule": "every day"}, "schedule must be a cron rule"),
         ({"trigger_type": "schedule", "schedule": "0 2 * *"}, "schedule must be a cron rule"),
+        # Shaped like cron, yet no evaluator can run them.
+        (
+            {"trigger_type": "schedule", "schedule": "61 * * * *"},
+            "'61 \\* \\* \\* \\*': Bad minute",
+        ),
+        ({"trigger_type": "schedule", "schedule": "0 0 30 2 *"}, "Bad day-of-month"),
+        ({"trigger_type": "schedule", "schedule": "0 2 * * 8"}, "Bad day-of-week"),
+        ({"trigger_type": "schedule", "schedule": "*/0 * * * *"}, "Bad minute"),
+        ({"trigger_type": "schedule", "schedule": "@every"}, "schedule must be a cron rule"),
         ({"definition": ["not", "an", "object"]}, "definition must be a JSON object"),
         ({"param_schema": "{}"}, "param_schema must be a JSON object"),
         ({"tags": "etl"}, "tags must be a list of non-blank strings"),
@@ -289,6 +298,14 @@ def test_update_trigger_and_schedule(db: Database, owner: User) -> None:
         id=wf.id, patch=WorkflowPatch(trigger_type="manual"), expected_version=3
     )
     assert (manual.trigger_type, manual.schedule) == ("manual", None)
+    # A rule cron cannot evaluate is refused, and the stored one is kept.
+    with pytest.raises(InvalidInput, match="Bad hour"):
+        db.workflows.update(
+            id=wf.id,
+            patch=WorkflowPatch(trigger_type="schedule", schedule="0 24 * * *"),
+            expected_version=4,
+        )
+    assert db.workflows.get(id=wf.id).row_version == 4
     # A rule for a manual workflow breaks workflows_schedule_check.
     with pytest.raises(InvalidInput, match="a schedule is required exactly when"):
         db.workflows.update(id=wf.id, patch=WorkflowPatch(schedule="@daily"), expected_version=4)

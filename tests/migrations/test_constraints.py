@@ -48,6 +48,8 @@ def insert(conn: Conn, table: str, row: Mapping[str, Any]) -> Any:
     returning = {
         "configurations": "key",
         "memory_module_items": "module_id",
+        "workflow_tasks": "workflow_id",
+        "workflow_schedules": "workflow_id",
         "cursor_key": "singleton",
     }.get(table, "id")
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
@@ -227,6 +229,23 @@ def _context_pack(conn: Conn, given: Row) -> Row:
     }
 
 
+def _task(conn: Conn, given: Row) -> Row:
+    return {"title": f"Task {next(_serial)}", "task_type": "docs"}
+
+
+def _workflow_task(conn: Conn, given: Row) -> Row:
+    return {
+        "workflow_id": parent(conn, given, "workflow_id", "workflows"),
+        "task_id": parent(conn, given, "task_id", "tasks"),
+        "sequence": 0,
+    }
+
+
+def _schedule(conn: Conn, given: Row) -> Row:
+    # A manual workflow: a scheduled one gets its schedule row from a trigger.
+    return {"workflow_id": parent(conn, given, "workflow_id", "workflows")}
+
+
 BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "users": _user,
     "api_keys": _api_key,
@@ -248,6 +267,9 @@ BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "memory_module_items": _module_item,
     "memory_context_packs": _context_pack,
     "cursor_key": _cursor_key,
+    "tasks": _task,
+    "workflow_tasks": _workflow_task,
+    "workflow_schedules": _schedule,
 }
 
 SAME_ID = Derived("its own id", lambda conn, row: row["id"])
@@ -479,6 +501,22 @@ CHECK_CASES: list[tuple[str, str, Row]] = [
     _case("memory_context_packs_items_check", "memory_context_packs", items=NOT_ARRAY),
     _case("cursor_key_singleton_check", "cursor_key", singleton=False),
     _case("cursor_key_key_check", "cursor_key", key=b"\x00" * 31),
+    _case("tasks_title_check", "tasks", title=" "),
+    _case("tasks_title_check", "tasks", title="t" * 256),
+    _case("tasks_description_check", "tasks", description="d" * 1_000_001),
+    _case("tasks_task_type_check", "tasks", task_type="Docs"),
+    _case("tasks_task_type_check", "tasks", task_type="d" * 64),
+    _case("tasks_status_check", "tasks", status="finished"),
+    _case("tasks_config_check", "tasks", config=NOT_OBJECT),
+    _case("tasks_metadata_check", "tasks", metadata=NOT_OBJECT),
+    _case("tasks_workspace_path_check", "tasks", workspace_path=" "),
+    _case("tasks_workspace_path_check", "tasks", workspace_path="p" * 513),
+    _case("workflow_tasks_sequence_check", "workflow_tasks", sequence=-1),
+    _case("workflow_tasks_config_check", "workflow_tasks", config=NOT_OBJECT),
+    _case("workflow_schedules_catch_up_check", "workflow_schedules", catch_up="every"),
+    _case("workflow_schedules_max_catch_up_check", "workflow_schedules", max_catch_up=0),
+    _case("workflow_schedules_max_catch_up_check", "workflow_schedules", max_catch_up=1001),
+    _case("workflow_schedules_error_check", "workflow_schedules", error=" "),
 ]
 
 # Rows at the edge of what the CHECKs allow.
@@ -516,6 +554,11 @@ ACCEPTED_CASES: list[tuple[str, Row]] = [
     ("memory_items", {"confidence": 1.0}),
     ("memory_context_packs", {"token_count": 1000}),
     ("memory_context_packs", {"token_count": 0, "module_ids": []}),
+    ("tasks", {"title": "t" * 255, "task_type": "a" + "._-9" * 15 + "zz"}),
+    ("tasks", {"status": "cancelled", "workspace_path": "p" * 512}),
+    ("workflow_tasks", {"sequence": 2**31 - 1, "config": Jsonb({"a": 1})}),
+    ("workflow_schedules", {"catch_up": "all", "max_catch_up": 1000, "error": "bad rule"}),
+    ("workflow_schedules", {"max_catch_up": 1, "next_fire_at": T0, "last_fired_at": T0}),
 ]
 
 
@@ -603,6 +646,12 @@ UNIQUE_CASES: list[tuple[str, Row, str]] = [
         "memory_module_items",
         {"item_id": ANOTHER_ITEM},
         "memory_module_items_module_id_position_key",
+    ),
+    ("workflow_tasks", {"sequence": 1}, "workflow_tasks_pkey"),
+    (
+        "workflow_tasks",
+        {"task_id": Derived("another task", lambda conn, row: make(conn, "tasks"))},
+        "workflow_tasks_workflow_id_sequence_key",
     ),
 ]
 
@@ -821,13 +870,20 @@ UPDATED_AT_CHANGES: dict[str, tuple[str, Any]] = {
     "configurations": ("value", Jsonb(8)),
     "memory_items": ("access_count", 1),
     "memory_context_modules": ("priority", 2),
+    "tasks": ("status", "done"),
+    "workflow_tasks": ("sequence", 4),
+    "workflow_schedules": ("next_fire_at", T1),
 }
 
 
 def test_updated_at_moves_only_when_a_row_changes(conn: Conn) -> None:
     outcomes = {}
     for table, (column, value) in UPDATED_AT_CHANGES.items():
-        key = "key" if table == "configurations" else "id"
+        key = {
+            "configurations": "key",
+            "workflow_tasks": "workflow_id",
+            "workflow_schedules": "workflow_id",
+        }.get(table, "id")
         stamps = sql.SQL("SELECT created_at, updated_at, now() FROM {} WHERE {} = %s").format(
             sql.Identifier(table), sql.Identifier(key)
         )

@@ -21,12 +21,13 @@ def _names(requirements: list[str]) -> set[str]:
     return {re.split(r"[<>=!~;\s]", r, maxsplit=1)[0] for r in requirements}
 
 
-def test_the_core_depends_on_four_packages() -> None:
+def test_the_core_depends_on_five_packages() -> None:
     assert _names(_project()["dependencies"]) == {
         "psycopg",
         "psycopg-pool",
         "msgspec",
         "yoyo-migrations",
+        "cronsim",
     }
 
 

@@ -28,10 +28,12 @@ from flowledger.repositories.metrics import MetricsRepository
 from flowledger.repositories.outbox import OutboxRepository
 from flowledger.repositories.packs import PacksRepository
 from flowledger.repositories.pagination import CursorCodec
+from flowledger.repositories.schedules import SchedulesRepository
 from flowledger.repositories.sessions import SessionsRepository
 from flowledger.repositories.stages import StagesRepository
 from flowledger.repositories.step_logs import StepLogsRepository
 from flowledger.repositories.steps import StepsRepository
+from flowledger.repositories.tasks import TasksRepository
 from flowledger.repositories.tool_executions import ToolExecutionsRepository
 from flowledger.repositories.users import UsersRepository
 from flowledger.repositories.workflows import WorkflowsRepository
@@ -103,6 +105,16 @@ class Repositories:
     def stages(self) -> StagesRepository:
         """Stages of workflows: add, reorder, remove, update; positions stay 0..n-1."""
         return StagesRepository(self)
+
+    @cached_property
+    def schedules(self) -> SchedulesRepository:
+        """Schedules of cron-triggered workflows: fire due ticks once each, catch-up policy."""
+        return SchedulesRepository(self)
+
+    @cached_property
+    def tasks(self) -> TasksRepository:
+        """Tasks: planning and work items; attach to workflows in order, reorder, list."""
+        return TasksRepository(self)
 
     @cached_property
     def sessions(self) -> SessionsRepository:

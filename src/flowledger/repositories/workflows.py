@@ -40,13 +40,13 @@ from flowledger.repositories._checks import (
     as_instant,
     as_int,
     as_json,
-    as_name,
     as_optional_bool,
     as_struct,
     as_text,
     as_text_list,
     show,
 )
+from flowledger.repositories._cron import check_rule
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 from flowledger.repositories.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -61,13 +61,6 @@ __all__ = ["WorkflowsRepository"]
 
 # Mirrors workflows_name_check.
 _NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-# A cron rule: five fields (minute to weekday) or six (with seconds), in the usual syntax,
-# or one of the common macros.
-_CRON_FIELD: Final = re.compile(r"[0-9A-Za-z*?/,#-]+")
-_CRON_MACROS: Final = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
-
 
 # Descriptions feed the search vector (to_tsvector), which PostgreSQL caps at 1 MB.
 MAX_DESCRIPTION_LENGTH: Final = 100_000
@@ -439,15 +432,8 @@ def _check_trigger(trigger_type: str, schedule: str | None) -> None:
 
 
 def _check_schedule(schedule: str) -> None:
-    as_name(schedule, "schedule")
-    fields = schedule.split()
-    if len(fields) == 1 and fields[0].lower() in _CRON_MACROS:
-        return
-    if len(fields) not in (5, 6) or not all(_CRON_FIELD.fullmatch(f) for f in fields):
-        raise InvalidInput(
-            f"schedule must be a cron rule (5 or 6 fields, e.g. '0 3 * * *') or one of "
-            f"{', '.join(sorted(_CRON_MACROS))}; got {schedule!r}"
-        )
+    # Evaluated by the evaluator the scheduler fires with, so a rule stored is one it runs.
+    check_rule(schedule, "schedule")
 
 
 def _object(field: str, value: Any) -> Jsonb:

@@ -412,6 +412,62 @@ def _cmd_worker(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+# -- scheduler ----------------------------------------------------------------------------
+
+
+def _cmd_scheduler(args: argparse.Namespace, out: _Output) -> int:
+    import signal
+    import threading
+
+    from flowledger.database import connect
+    from flowledger.records.schedules import FiredTick
+    from flowledger.tools.scheduler import run_scheduler
+
+    url = resolve_database(args, development=False)
+    _require_migrated(url)
+    ticks: list[dict[str, str]] = []
+
+    def report(fired: list[FiredTick]) -> None:
+        for f in fired:
+            tick = {
+                "workflow_id": str(f.workflow_id),
+                "tick": f.tick.isoformat(),
+                "execution_id": str(f.execution.id),
+            }
+            if args.once:
+                ticks.append(tick)
+            if not out.as_json:
+                print(f"fired {tick['workflow_id']} at {tick['tick']}: {tick['execution_id']}")
+
+    stop = threading.Event()
+    with connect(url, min_size=1, max_size=1) as db:
+        if not args.once:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            if not out.as_json:
+                print(
+                    f"scheduler: firing due ticks, waking at least every {args.interval:g} s;"
+                    " stop with Ctrl-C",
+                    flush=True,
+                )
+        stats = run_scheduler(
+            db,
+            interval=args.interval,
+            limit=args.limit,
+            stop=stop,
+            report=report,
+            once=args.once,
+        )
+    payload: dict[str, Any] = {"passes": stats.passes, "fired": stats.fired}
+    if args.once:
+        payload["ticks"] = ticks
+    else:
+        payload["failed_passes"] = stats.failed_passes
+    summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in payload.items() if k != "ticks")
+    out.emit(payload, [f"scheduler stopped: {summary}"])
+    return EXIT_OK
+
+
 # -- check-plans --------------------------------------------------------------------------
 
 
@@ -540,6 +596,25 @@ def _seconds_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be a finite number of seconds >= 0, got {text!r}"
         ) from exc
+
+
+def _interval_arg(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    # At most a day: a scheduler that sleeps longer would notice a new rule too late.
+    if not 0 < seconds <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be seconds in (0, 86400], got {text!r}")
+    return seconds
+
+
+def _limit_arg(text: str) -> int:
+    from flowledger.repositories.schedules import MAX_FIRE_LIMIT
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_FIRE_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer 1..{MAX_FIRE_LIMIT}, got {text!r}")
+    return int(text)
 
 
 def _duration_arg(text: str) -> str:
@@ -732,6 +807,29 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--concurrency", type=int, default=4, help="handler threads (default 4)")
     work.add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
     work.set_defaults(handler=_cmd_worker)
+
+    sched = sub.add_parser(
+        "scheduler", help="start the executions of scheduled workflows, once per cron tick"
+    )
+    _add_common(sched, "scheduler", development=False)
+    sched.add_argument(
+        "--once", action="store_true", help="fire what is due now, then exit (for cron jobs)"
+    )
+    sched.add_argument(
+        "--interval",
+        type=_interval_arg,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest sleep between passes: how late a new or changed rule is noticed (default 60)",
+    )
+    sched.add_argument(
+        "--limit",
+        type=_limit_arg,
+        default=100,
+        metavar="N",
+        help="schedules handled per pass (default 100)",
+    )
+    sched.set_defaults(handler=_cmd_scheduler)
 
     plans = sub.add_parser("check-plans", help="EXPLAIN every annotated query and check its plan")
     _add_common(plans, "check-plans", development=True, quiet="print plans of failing queries only")

@@ -24,10 +24,12 @@ from flowledger.aio.repositories.memory import (
 from flowledger.aio.repositories.metrics import AsyncMetricsRepository
 from flowledger.aio.repositories.outbox import AsyncOutboxRepository
 from flowledger.aio.repositories.packs import AsyncPacksRepository
+from flowledger.aio.repositories.schedules import AsyncSchedulesRepository
 from flowledger.aio.repositories.sessions import AsyncSessionsRepository
 from flowledger.aio.repositories.stages import AsyncStagesRepository
 from flowledger.aio.repositories.step_logs import AsyncStepLogsRepository
 from flowledger.aio.repositories.steps import AsyncStepsRepository
+from flowledger.aio.repositories.tasks import AsyncTasksRepository
 from flowledger.aio.repositories.tool_executions import AsyncToolExecutionsRepository
 from flowledger.aio.repositories.users import AsyncUsersRepository
 from flowledger.aio.repositories.workflows import AsyncWorkflowsRepository
@@ -101,6 +103,16 @@ class AsyncRepositories:
     def stages(self) -> AsyncStagesRepository:
         """Stages of workflows: add, reorder, remove, update; positions stay 0..n-1."""
         return AsyncStagesRepository(self)
+
+    @cached_property
+    def schedules(self) -> AsyncSchedulesRepository:
+        """Schedules of cron-triggered workflows: fire due ticks once each, catch-up policy."""
+        return AsyncSchedulesRepository(self)
+
+    @cached_property
+    def tasks(self) -> AsyncTasksRepository:
+        """Tasks: planning and work items; attach to workflows in order, reorder, list."""
+        return AsyncTasksRepository(self)
 
     @cached_property
     def sessions(self) -> AsyncSessionsRepository:
