@@ -10,7 +10,7 @@
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE id = %(id)s::uuid;
 
@@ -22,7 +22,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE execution_id = %(execution_id)s::uuid
  ORDER BY task_name, task_index;
@@ -38,25 +38,56 @@ SELECT id, step_id, execution_id, attempt, worker_id, started_at, finished_at, o
  ORDER BY attempt;
 
 -- name: claim_steps
--- Claim up to `limit` due queued steps of running executions in (priority, available_at, id)
--- order, skipping rows other workers hold; lease them to the worker, count the attempt and
--- open its step_attempts row, all in one statement. What to run comes from the stage
--- snapshot the execution pinned (never the live stage), with `inputs`: the outputs of the
--- steps it depends on by task name (a with_items task's as a list in item order). The
--- attempt < max_attempts guard keeps one over-budget row (e.g. requeued by hand) from
+-- Claim up to `limit` due queued steps of running executions in the queues asked for (NULL:
+-- every queue) that are not paused, in (priority, available_at, id) order, skipping rows
+-- other workers hold; lease them to the worker, count the attempt and open its
+-- step_attempts row, all in one statement. Each queue's front is read in claim order from
+-- the claim index (which leads with the queue), up to `limit` rows locked per queue, and
+-- the best `limit` of those are claimed: the exact global order, at the price of rows of
+-- other queues locked (not claimed) until the statement ends. Every queue: the queues
+-- holding queued steps, found with one index descent each. What to run comes from the
+-- stage snapshot the execution pinned (never the live stage), with `inputs`: the outputs
+-- of the steps it depends on by task name (a with_items task's as a list in item order).
+-- The attempt < max_attempts guard keeps one over-budget row (e.g. requeued by hand) from
 -- failing every claim on its CHECK.
--- plan: index execution_steps_claim_idx
+-- plan: index execution_steps_queue_claim_idx
 -- returns: many
 -- record: runs.ClaimedStep
-WITH candidates AS MATERIALIZED (
-    SELECT s.id
-      FROM execution_steps s
-      JOIN workflow_executions e ON e.id = s.execution_id
-     WHERE s.status = 'queued' AND s.available_at <= now() AND e.status = 'running'
-       AND s.attempt < s.max_attempts
-     ORDER BY s.priority, s.available_at, s.id
+WITH RECURSIVE present (name) AS (
+    (SELECT s.queue
+       FROM execution_steps s
+      WHERE s.status = 'queued' AND %(queues)s::text[] IS NULL
+      ORDER BY s.queue
+      LIMIT 1)
+    UNION ALL
+    SELECT (SELECT s.queue
+              FROM execution_steps s
+             WHERE s.status = 'queued' AND s.queue > p.name
+             ORDER BY s.queue
+             LIMIT 1)
+      FROM present p
+     WHERE p.name IS NOT NULL
+), open AS (
+    SELECT w.name
+      FROM (SELECT p.name FROM present p WHERE p.name IS NOT NULL AND %(queues)s::text[] IS NULL
+            UNION
+            SELECT q.name FROM unnest(%(queues)s::text[]) AS q (name)) AS w
+     WHERE NOT EXISTS (SELECT 1 FROM queue_states qs WHERE qs.name = w.name AND qs.paused)
+), candidates AS MATERIALIZED (
+    SELECT f.id
+      FROM open o
+     CROSS JOIN LATERAL (
+           SELECT s.id, s.priority, s.available_at
+             FROM execution_steps s
+             JOIN workflow_executions e ON e.id = s.execution_id
+            WHERE s.queue = o.name AND s.status = 'queued' AND s.available_at <= now()
+              AND e.status = 'running' AND s.attempt < s.max_attempts
+            ORDER BY s.priority, s.available_at, s.id
+            LIMIT %(limit)s::int
+              FOR UPDATE OF s SKIP LOCKED
+           ) AS f
+     ORDER BY f.priority, f.available_at, f.id
      LIMIT %(limit)s::int
-       FOR UPDATE OF s SKIP LOCKED
 ), claimed AS (
     UPDATE execution_steps s
        SET status = 'running', lease_owner = %(worker_id)s::text,
@@ -66,7 +97,7 @@ WITH candidates AS MATERIALIZED (
      WHERE s.id = c.id
     RETURNING s.id, s.execution_id, s.stage_id, s.version_stage_id, s.task_name, s.task_index,
               s.attempt, s.max_attempts, s.timeout_seconds, s.lease_owner, s.lease_expires_at,
-              s.priority, s.available_at
+              s.priority, s.available_at, s.queue
 ), opened AS (
     INSERT INTO step_attempts (step_id, execution_id, attempt, worker_id)
     SELECT id, execution_id, attempt, %(worker_id)s::text
@@ -76,7 +107,7 @@ SELECT c.id, c.execution_id, c.stage_id, c.task_name, c.task_index, c.attempt,
        c.max_attempts, c.timeout_seconds, c.lease_owner, c.lease_expires_at,
        v.action_ref, v.config, v.with_items -> c.task_index AS item,
        coalesce(v.depends_on, '{}') AS depends_on,
-       coalesce(i.inputs, '{}'::jsonb) AS inputs
+       coalesce(i.inputs, '{}'::jsonb) AS inputs, c.queue
   FROM claimed c
   LEFT JOIN workflow_version_stages v ON v.id = c.version_stage_id
   LEFT JOIN LATERAL (
@@ -243,7 +274,8 @@ WITH input AS (
     RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
-              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
 ), closed AS (
     UPDATE step_attempts AS a
        SET finished_at = greatest(now(), a.started_at), outcome = 'failed', error = f.error
@@ -253,7 +285,7 @@ WITH input AS (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM failed;
 
 -- name: requeue_expired_steps
@@ -295,7 +327,8 @@ WITH due AS MATERIALIZED (
     RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
-              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
 ), closed AS (
     UPDATE step_attempts a
        SET finished_at = greatest(now(), a.started_at), outcome = 'lease_lost',
@@ -309,7 +342,7 @@ WITH due AS MATERIALIZED (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM reaped
   LEFT JOIN hint ON true;
 
@@ -353,7 +386,8 @@ WITH due AS MATERIALIZED (
     RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
-              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
 ), closed AS (
     UPDATE step_attempts a
        SET finished_at = greatest(now(), a.started_at), outcome = 'timed_out',
@@ -367,7 +401,7 @@ WITH due AS MATERIALIZED (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM expired
   LEFT JOIN hint ON true;
 
@@ -379,7 +413,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE status = 'queued' AND attempt > 0 AND available_at > %(now)s::timestamptz
  ORDER BY available_at
@@ -393,7 +427,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE status = 'running' AND started_at < %(now)s::timestamptz - interval '1 second'
    AND started_at + make_interval(secs => timeout_seconds) < %(now)s::timestamptz
@@ -465,7 +499,7 @@ RETURNING id;
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE execution_id = %(execution_id)s::uuid AND task_name = %(task_name)s::text
  ORDER BY task_index;
@@ -478,7 +512,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE id = (SELECT parent_step_id FROM workflow_executions WHERE id = %(id)s::uuid);
 

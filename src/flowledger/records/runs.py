@@ -26,6 +26,8 @@ __all__ = [
     "LogLevel",
     "LogLine",
     "NewLogLine",
+    "QueueMark",
+    "QueueState",
     "ReapResult",
     "ReleasedStep",
     "StartRequest",
@@ -161,6 +163,7 @@ class Step(msgspec.Struct, frozen=True, gc=False):
     error: str | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    queue: str
 
 
 class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
@@ -170,7 +173,7 @@ class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
     `action_ref`, `config`, `item` (the with_items element of this task_index, None without
     fan-out) and `depends_on` come from the stage snapshot the execution pinned at start;
     `inputs` holds the outputs of the steps it depends on, by task name (a with_items task's
-    as a list in item order).
+    as a list in item order); `queue` is the queue it was claimed from.
     """
 
     id: uuid.UUID
@@ -188,6 +191,26 @@ class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
     item: Any
     depends_on: list[str]
     inputs: dict[str, Any]
+    queue: str
+
+
+class QueueMark(msgspec.Struct, frozen=True, gc=False):
+    """A queue as pause or resume left it."""
+
+    name: str
+    paused: bool
+    updated_at: datetime.datetime
+
+
+class QueueState(msgspec.Struct, frozen=True, gc=False):
+    """A queue: whether it is paused (since `updated_at`; None when it never was paused or
+    resumed) and how many of its steps are queued and running."""
+
+    name: str
+    paused: bool
+    queued: int
+    running: int
+    updated_at: datetime.datetime | None
 
 
 class StepAttempt(msgspec.Struct, frozen=True, gc=False):

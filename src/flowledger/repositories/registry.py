@@ -28,6 +28,7 @@ from flowledger.repositories.metrics import MetricsRepository
 from flowledger.repositories.outbox import OutboxRepository
 from flowledger.repositories.packs import PacksRepository
 from flowledger.repositories.pagination import CursorCodec
+from flowledger.repositories.queues import QueuesRepository
 from flowledger.repositories.sessions import SessionsRepository
 from flowledger.repositories.stages import StagesRepository
 from flowledger.repositories.step_logs import StepLogsRepository
@@ -77,6 +78,11 @@ class Repositories:
     def steps(self) -> StepsRepository:
         """Steps: claim with a lease, heartbeat, complete, fail with retries, reap."""
         return StepsRepository(self)
+
+    @cached_property
+    def queues(self) -> QueuesRepository:
+        """Named queues: pause and resume (durable), list with queued and running counts."""
+        return QueuesRepository(self)
 
     @cached_property
     def outbox(self) -> OutboxRepository:

@@ -41,6 +41,7 @@ from flowledger.repositories._checks import (
     as_json,
     as_name,
     as_optional_instant,
+    as_optional_queues,
     as_text,
     as_uuid_list,
     check_batch,
@@ -79,14 +80,21 @@ class AsyncStepsRepository(AsyncRepository):
         return found
 
     async def claim(
-        self, *, worker_id: str, limit: int = 1, lease: datetime.timedelta = _DEFAULT_LEASE
+        self,
+        *,
+        worker_id: str,
+        limit: int = 1,
+        lease: datetime.timedelta = _DEFAULT_LEASE,
+        queues: Sequence[str] | None = None,
     ) -> list[ClaimedStep]:
-        """Up to `limit` due steps of running executions, now leased to `worker_id`
-        (priority, available_at, id order; never one step to two workers); raises InvalidInput."""
+        """Up to `limit` due steps of running executions in `queues` (None: every queue),
+        never of a paused queue, now leased to `worker_id` (priority, available_at, id
+        order; never one step to two workers); raises InvalidInput."""
         _check_worker(worker_id)
         _check_lease(lease)
         _check_find_limit(limit)
-        params = {"worker_id": worker_id, "limit": limit, "lease": lease}
+        names = as_optional_queues(queues, "queues")
+        params = {"worker_id": worker_id, "limit": limit, "lease": lease, "queues": names}
         found: list[ClaimedStep] = await self._fetch("claim_steps", params)
         return found
 
