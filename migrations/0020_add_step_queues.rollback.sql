@@ -83,6 +83,46 @@ BEGIN
 END;
 $$;
 
+-- A step waiting for a signal cannot wait any more: it is queued to run again.
+UPDATE execution_steps
+   SET status = 'queued', available_at = now()
+ WHERE status = 'waiting' AND signal_name IS NOT NULL
+   AND id NOT IN (SELECT parent_step_id FROM workflow_executions
+                   WHERE parent_step_id IS NOT NULL);
+
+CREATE OR REPLACE FUNCTION check_step_transition() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- Parenthesised: PL/pgSQL ends an IF condition at the first bare THEN.
+    IF (CASE OLD.status
+            WHEN 'pending' THEN NEW.status IN ('queued', 'skipped', 'cancelled')
+            WHEN 'queued' THEN NEW.status IN ('running', 'cancelled', 'skipped')
+            WHEN 'running' THEN NEW.status IN ('completed', 'failed', 'queued', 'timed_out',
+                                               'cancelled', 'waiting')
+            WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled')
+            WHEN 'failed' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'timed_out' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'skipped' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'cancelled' THEN NEW.status IN ('queued', 'pending')
+            ELSE false
+        END) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'illegal execution_steps status transition: % -> %',
+                    OLD.status, NEW.status
+        USING ERRCODE = 'check_violation',
+              CONSTRAINT = TG_NAME,
+              SCHEMA = TG_TABLE_SCHEMA,
+              TABLE = TG_TABLE_NAME,
+              COLUMN = 'status';
+END;
+$$;
+
+DROP TABLE execution_signals;
+ALTER TABLE execution_steps DROP COLUMN signal_id;
+ALTER TABLE execution_steps DROP COLUMN signal_deadline;
+ALTER TABLE execution_steps DROP COLUMN signal_name;
 DROP TABLE queue_states;
 ALTER TABLE execution_steps DROP COLUMN queue;
 ALTER TABLE workflow_version_stages DROP COLUMN queue;

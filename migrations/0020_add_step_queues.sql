@@ -1,6 +1,7 @@
 -- Named queues: every step runs in the queue of its stage ('default' unless the stage names
 -- one), copied into the stage snapshot and onto the step at start; claims can ask for some
--- queues only, and a paused queue's steps are never claimed.
+-- queues only, and a paused queue's steps are never claimed. Durable timers and signals: a
+-- step can wait for a signal sent to its execution (execution_signals), with a deadline.
 -- depends: 0016_create_cursor_key
 -- squawk-ignore-file ban-drop-function -- workflow_stage_graph gains a column; a function's
 -- result type cannot change in place, and nothing stores a reference to it
@@ -15,6 +16,10 @@ ALTER TABLE workflow_version_stages ADD COLUMN queue text NOT NULL DEFAULT 'defa
 ALTER TABLE execution_steps ADD COLUMN queue text NOT NULL DEFAULT 'default';
 ALTER TABLE execution_steps ADD CONSTRAINT execution_steps_queue_check
     CHECK (queue ~ '^[a-z][a-z0-9_-]{0,62}$') NOT VALID;
+-- Durable timers and signals: what a waiting step waits for, until when, and what woke it.
+ALTER TABLE execution_steps ADD COLUMN signal_name text;
+ALTER TABLE execution_steps ADD COLUMN signal_deadline timestamptz;
+ALTER TABLE execution_steps ADD COLUMN signal_id uuid;
 
 -- Queues paused or resumed at least once. A queue with no row here is running; claims skip
 -- the queues whose row says paused.
@@ -28,6 +33,71 @@ CREATE TABLE queue_states (
 CREATE TRIGGER queue_states_set_updated_at
     BEFORE UPDATE ON queue_states
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Plain CREATE INDEX, not CONCURRENTLY, below: the table is new in this transaction.
+-- Signals sent to executions: each is consumed by exactly one step waiting for its name
+-- (at once when one waits, else by the next step that waits for it, oldest first). A
+-- signal nothing waits for is kept: signals queue, they do not replace each other.
+CREATE TABLE execution_signals (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    execution_id uuid NOT NULL,
+    name text NOT NULL,
+    payload jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- The step it woke, and when; both NULL while nothing consumed it.
+    consumed_by uuid,
+    consumed_at timestamptz,
+    CONSTRAINT execution_signals_execution_id_fkey FOREIGN KEY (execution_id)
+        REFERENCES workflow_executions (id) ON DELETE CASCADE,
+    CONSTRAINT execution_signals_consumed_by_fkey FOREIGN KEY (consumed_by)
+        REFERENCES execution_steps (id) ON DELETE CASCADE,
+    CONSTRAINT execution_signals_name_check CHECK (name ~ '^[a-z][a-z0-9_.-]{0,62}$'),
+    CONSTRAINT execution_signals_consumed_check
+        CHECK ((consumed_by IS NULL) = (consumed_at IS NULL))
+);
+
+-- The signals an execution holds unconsumed, by name, oldest first (what a wait reads).
+CREATE INDEX execution_signals_pending_idx ON execution_signals (execution_id, name, id)
+    WHERE consumed_at IS NULL;
+-- The index of execution_signals_execution_id_fkey.
+CREATE INDEX execution_signals_execution_idx ON execution_signals (execution_id);
+-- The index of execution_signals_consumed_by_fkey.
+CREATE INDEX execution_signals_consumed_by_idx ON execution_signals (consumed_by)
+    WHERE consumed_by IS NOT NULL;
+
+-- Legal status changes of a step. running -> queued is a retry, a lost lease being
+-- requeued or a sleep; running -> waiting starts a child execution or waits for a signal,
+-- and waiting -> queued is that signal (or its timeout) arriving; a pending step is
+-- skipped when something it depends on failed. completed is final; failed, timed_out,
+-- skipped and cancelled go back to pending or queued only when their execution is retried.
+CREATE OR REPLACE FUNCTION check_step_transition() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- Parenthesised: PL/pgSQL ends an IF condition at the first bare THEN.
+    IF (CASE OLD.status
+            WHEN 'pending' THEN NEW.status IN ('queued', 'skipped', 'cancelled')
+            WHEN 'queued' THEN NEW.status IN ('running', 'cancelled', 'skipped')
+            WHEN 'running' THEN NEW.status IN ('completed', 'failed', 'queued', 'timed_out',
+                                               'cancelled', 'waiting')
+            WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled', 'queued')
+            WHEN 'failed' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'timed_out' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'skipped' THEN NEW.status IN ('queued', 'pending')
+            WHEN 'cancelled' THEN NEW.status IN ('queued', 'pending')
+            ELSE false
+        END) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'illegal execution_steps status transition: % -> %',
+                    OLD.status, NEW.status
+        USING ERRCODE = 'check_violation',
+              CONSTRAINT = TG_NAME,
+              SCHEMA = TG_TABLE_SCHEMA,
+              TABLE = TG_TABLE_NAME,
+              COLUMN = 'status';
+END;
+$$;
 
 DROP FUNCTION workflow_stage_graph(uuid);
 

@@ -6,3 +6,4 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS execution_steps_claim_idx
     ON execution_steps (priority, available_at, id)
     WHERE status = 'queued';
 DROP INDEX CONCURRENTLY IF EXISTS execution_steps_queue_claim_idx;
+DROP INDEX CONCURRENTLY IF EXISTS execution_steps_signal_deadline_idx;

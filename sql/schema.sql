@@ -841,6 +841,13 @@ CREATE TABLE execution_steps (
     deps_remaining integer NOT NULL DEFAULT 0,
     -- The queue of its stage snapshot: claims can ask for some queues only.
     queue text NOT NULL DEFAULT 'default',
+    -- The signal it waits for (status waiting) or last waited for.
+    signal_name text,
+    -- While it waits for signal_name: when it is woken without one (NULL: never).
+    signal_deadline timestamptz,
+    -- The signal that woke it (its payload is an input of the next claims); NULL when
+    -- none did (never waited, or woken by the deadline).
+    signal_id uuid,
     CONSTRAINT execution_steps_execution_id_fkey FOREIGN KEY (execution_id)
         REFERENCES workflow_executions (id) ON DELETE CASCADE,
     CONSTRAINT execution_steps_stage_id_fkey FOREIGN KEY (stage_id)
@@ -888,6 +895,10 @@ CREATE INDEX execution_steps_version_stage_id_idx ON execution_steps (version_st
 -- Timeouts: running steps by start time (started_at + timeout_seconds).
 CREATE INDEX execution_steps_running_started_idx ON execution_steps (started_at)
     WHERE status = 'running';
+-- The reaper: steps waiting for a signal with a deadline (added by 0021, built
+-- CONCURRENTLY there).
+CREATE INDEX execution_steps_signal_deadline_idx ON execution_steps (signal_deadline)
+    WHERE status = 'waiting';
 
 CREATE TRIGGER execution_steps_set_updated_at
     BEFORE UPDATE ON execution_steps
@@ -906,9 +917,40 @@ CREATE TRIGGER queue_states_set_updated_at
     BEFORE UPDATE ON queue_states
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 
--- Legal status changes of a step. running -> queued is a retry or a lost lease
--- being requeued; running -> waiting starts a child execution; a pending step
--- is skipped when something it depends on failed. completed is final; failed,
+-- Signals sent to executions: each is consumed by exactly one step waiting for its name
+-- (at once when one waits, else by the next step that waits for it, oldest first). A
+-- signal nothing waits for is kept: signals queue, they do not replace each other.
+CREATE TABLE execution_signals (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    execution_id uuid NOT NULL,
+    name text NOT NULL,
+    payload jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- The step it woke, and when; both NULL while nothing consumed it.
+    consumed_by uuid,
+    consumed_at timestamptz,
+    CONSTRAINT execution_signals_execution_id_fkey FOREIGN KEY (execution_id)
+        REFERENCES workflow_executions (id) ON DELETE CASCADE,
+    CONSTRAINT execution_signals_consumed_by_fkey FOREIGN KEY (consumed_by)
+        REFERENCES execution_steps (id) ON DELETE CASCADE,
+    CONSTRAINT execution_signals_name_check CHECK (name ~ '^[a-z][a-z0-9_.-]{0,62}$'),
+    CONSTRAINT execution_signals_consumed_check
+        CHECK ((consumed_by IS NULL) = (consumed_at IS NULL))
+);
+
+-- The signals an execution holds unconsumed, by name, oldest first (what a wait reads).
+CREATE INDEX execution_signals_pending_idx ON execution_signals (execution_id, name, id)
+    WHERE consumed_at IS NULL;
+-- The index of execution_signals_execution_id_fkey.
+CREATE INDEX execution_signals_execution_idx ON execution_signals (execution_id);
+-- The index of execution_signals_consumed_by_fkey.
+CREATE INDEX execution_signals_consumed_by_idx ON execution_signals (consumed_by)
+    WHERE consumed_by IS NOT NULL;
+
+-- Legal status changes of a step. running -> queued is a retry, a lost lease
+-- being requeued or a sleep; running -> waiting starts a child execution or
+-- waits for a signal, and waiting -> queued is that signal (or its timeout)
+-- arriving; a pending step is skipped when something it depends on failed. completed is final; failed,
 -- timed_out, skipped and cancelled go back to pending or queued only when
 -- their execution is retried.
 CREATE FUNCTION check_step_transition() RETURNS trigger
@@ -921,7 +963,7 @@ BEGIN
             WHEN 'queued' THEN NEW.status IN ('running', 'cancelled', 'skipped')
             WHEN 'running' THEN NEW.status IN ('completed', 'failed', 'queued', 'timed_out',
                                                'cancelled', 'waiting')
-            WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled')
+            WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled', 'queued')
             WHEN 'failed' THEN NEW.status IN ('queued', 'pending')
             WHEN 'timed_out' THEN NEW.status IN ('queued', 'pending')
             WHEN 'skipped' THEN NEW.status IN ('queued', 'pending')

@@ -47,7 +47,8 @@ SELECT id, step_id, execution_id, attempt, worker_id, started_at, finished_at, o
 -- other queues locked (not claimed) until the statement ends. Every queue: the queues
 -- holding queued steps, found with one index descent each. What to run comes from the
 -- stage snapshot the execution pinned (never the live stage), with `inputs`: the outputs
--- of the steps it depends on by task name (a with_items task's as a list in item order).
+-- of the steps it depends on by task name (a with_items task's as a list in item order),
+-- and the payload of the signal that last woke it as "signal:<name>".
 -- The attempt < max_attempts guard keeps one over-budget row (e.g. requeued by hand) from
 -- failing every claim on its CHECK.
 -- plan: index execution_steps_queue_claim_idx
@@ -97,7 +98,7 @@ WITH RECURSIVE present (name) AS (
      WHERE s.id = c.id
     RETURNING s.id, s.execution_id, s.stage_id, s.version_stage_id, s.task_name, s.task_index,
               s.attempt, s.max_attempts, s.timeout_seconds, s.lease_owner, s.lease_expires_at,
-              s.priority, s.available_at, s.queue
+              s.priority, s.available_at, s.queue, s.signal_id
 ), opened AS (
     INSERT INTO step_attempts (step_id, execution_id, attempt, worker_id)
     SELECT id, execution_id, attempt, %(worker_id)s::text
@@ -107,9 +108,13 @@ SELECT c.id, c.execution_id, c.stage_id, c.task_name, c.task_index, c.attempt,
        c.max_attempts, c.timeout_seconds, c.lease_owner, c.lease_expires_at,
        v.action_ref, v.config, v.with_items -> c.task_index AS item,
        coalesce(v.depends_on, '{}') AS depends_on,
-       coalesce(i.inputs, '{}'::jsonb) AS inputs, c.queue
+       coalesce(i.inputs, '{}'::jsonb)
+           || CASE WHEN g.id IS NULL THEN '{}'::jsonb
+                   ELSE jsonb_build_object('signal:' || g.name, g.payload) END AS inputs,
+       c.queue
   FROM claimed c
   LEFT JOIN workflow_version_stages v ON v.id = c.version_stage_id
+  LEFT JOIN execution_signals g ON g.id = c.signal_id
   LEFT JOIN LATERAL (
       SELECT jsonb_object_agg(
                  dv.name,
@@ -542,3 +547,143 @@ WITH released AS (
       FROM (SELECT 1 FROM released LIMIT 1) AS any_released
 )
 SELECT r.id FROM released AS r LEFT JOIN hint ON true;
+
+-- name: requeue_sleeping_step
+-- A durable timer: the worker that holds a step (id at attempt) ends the attempt with
+-- "run me again at `until`": queued with available_at = until (now when that has passed),
+-- so no claim takes it before then; the attempt is given back like a release (the count
+-- it had before the claim, the claim's attempt row deleted), so sleeping spends no
+-- attempt. The workers' wake-up is sent when it is claimable at once. The step; no row
+-- when the lease was lost.
+-- plan: index execution_steps_pkey
+-- returns: one
+-- record: runs.Step
+WITH slept AS (
+    UPDATE execution_steps AS s
+       SET status = 'queued', attempt = s.attempt - 1, lease_owner = NULL,
+           lease_expires_at = NULL, available_at = greatest(%(until)s::timestamptz, now())
+     WHERE s.id = %(id)s::uuid AND s.status = 'running'
+       AND s.lease_owner = %(worker_id)s::text AND s.attempt = %(attempt)s::int
+    RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
+              s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
+              s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
+), dropped AS (
+    DELETE FROM step_attempts AS a
+     USING slept AS r
+     WHERE a.step_id = r.id AND a.attempt = r.attempt + 1 AND a.finished_at IS NULL
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM slept AS r
+     WHERE r.available_at <= now()
+)
+SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
+       max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
+       heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
+       updated_at, queue
+  FROM slept
+  LEFT JOIN hint ON true;
+
+-- name: wait_step_for_signal
+-- The worker that holds a step (id at attempt) ends the attempt waiting for the signal
+-- `name` of its execution: when one is stored unconsumed (sent before the wait), the
+-- oldest is consumed at once and the step is queued with it as its input (the workers
+-- woken); else the step is waiting (no lease, not claimable) until a send, or until
+-- now() + `timeout` (NULL: none) when the reaper queues it without one. Either way the attempt
+-- is given back like a release (no attempt spent). The caller holds the execution's row.
+-- The step; no row when the lease was lost.
+-- plan: index execution_steps_pkey, execution_signals_pending_idx
+-- returns: one
+-- record: runs.Step
+WITH pending AS MATERIALIZED (
+    SELECT g.id
+      FROM execution_signals g
+     WHERE g.execution_id = (SELECT x.execution_id FROM execution_steps x
+                              WHERE x.id = %(id)s::uuid)
+       AND g.name = %(name)s::text AND g.consumed_at IS NULL
+     ORDER BY g.id
+     LIMIT 1
+       FOR UPDATE
+), waited AS (
+    UPDATE execution_steps AS s
+       SET status = CASE WHEN p.id IS NULL THEN 'waiting' ELSE 'queued' END,
+           attempt = s.attempt - 1, lease_owner = NULL, lease_expires_at = NULL,
+           available_at = now(), signal_name = %(name)s::text, signal_id = p.id,
+           signal_deadline = CASE WHEN p.id IS NULL THEN now() + %(timeout)s::interval END
+      FROM (SELECT 1) AS one
+      LEFT JOIN pending AS p ON true
+     WHERE s.id = %(id)s::uuid AND s.status = 'running'
+       AND s.lease_owner = %(worker_id)s::text AND s.attempt = %(attempt)s::int
+    RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
+              s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
+              s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue, s.signal_id
+), consumed AS (
+    UPDATE execution_signals AS g
+       SET consumed_by = w.id, consumed_at = now()
+      FROM waited AS w
+     WHERE g.id = w.signal_id
+), dropped AS (
+    DELETE FROM step_attempts AS a
+     USING waited AS r
+     WHERE a.step_id = r.id AND a.attempt = r.attempt + 1 AND a.finished_at IS NULL
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM waited AS r
+     WHERE r.status = 'queued'
+)
+SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
+       max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
+       heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
+       updated_at, queue
+  FROM waited
+  LEFT JOIN hint ON true;
+
+-- name: queue_overdue_waits
+-- Reaper, signal deadlines: steps waiting for a signal past their deadline (a batch) are
+-- queued without one (no signal among their inputs); the workers are woken. Their
+-- executions are locked first, skipping those another transaction holds (a send holds its
+-- execution's row), then the steps: what is skipped is left for the next pass.
+-- plan: index execution_steps_signal_deadline_idx
+-- returns: many
+-- record: runs.Step
+WITH due AS MATERIALIZED (
+    SELECT id, execution_id
+      FROM execution_steps
+     WHERE status = 'waiting' AND signal_deadline < now()
+     ORDER BY signal_deadline
+     LIMIT %(batch)s::int
+), held AS MATERIALIZED (
+    SELECT e.id
+      FROM workflow_executions e
+     WHERE e.id IN (SELECT execution_id FROM due)
+     ORDER BY e.id
+       FOR NO KEY UPDATE OF e SKIP LOCKED
+), overdue AS MATERIALIZED (
+    SELECT s.id
+      FROM execution_steps s
+     WHERE s.id IN (SELECT d.id FROM due d JOIN held h ON h.id = d.execution_id)
+       AND s.status = 'waiting' AND s.signal_deadline < now()
+       FOR NO KEY UPDATE OF s SKIP LOCKED
+), woken AS (
+    UPDATE execution_steps s
+       SET status = 'queued', available_at = now(), signal_deadline = NULL, signal_id = NULL
+      FROM overdue o
+     WHERE s.id = o.id
+    RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
+              s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
+              s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM (SELECT 1 FROM woken LIMIT 1) AS any_woken
+)
+SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
+       max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
+       heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
+       updated_at, queue
+  FROM woken
+  LEFT JOIN hint ON true;

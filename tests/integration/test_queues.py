@@ -62,6 +62,7 @@ def test_steps_run_in_their_stage_queue_and_claims_take_only_the_queues_asked_fo
         ("mail", 0): "email",
     }
     assert _claimed(db, ["batch"]) == []  # a queue nothing runs in
+    assert _claimed(db, [f"q{i}" for i in range(100)]) == []  # the most a claim takes
     assert _claimed(db, ["gpu"]) == ["gpu:render", "gpu:render"]
     assert _claimed(db, ["default", "email"]) == ["default:plain", "email:mail"]
     assert _claimed(db, None) == []
@@ -215,7 +216,7 @@ BAD_QUEUES: list[Any] = [
     ["a b"],
     5,
     {"gpu": 1},
-    ["gpu"] * 101,
+    [f"q{i}" for i in range(101)],
 ]
 BAD_NAMES: list[Any] = [None, "", " ", "Gpu", "a" * 64, "9lives", 5, ["gpu"], b"gpu", "gpu\x00"]
 

@@ -30,6 +30,7 @@ __all__ = [
     "QueueState",
     "ReapResult",
     "ReleasedStep",
+    "Signal",
     "StartRequest",
     "Step",
     "StepAttempt",
@@ -213,6 +214,19 @@ class QueueState(msgspec.Struct, frozen=True, gc=False):
     updated_at: datetime.datetime | None
 
 
+class Signal(msgspec.Struct, frozen=True, gc=False):
+    """A signal sent to an execution: consumed by the step `consumed_by` (at
+    `consumed_at`), or both None while it waits for a step to wait for its name."""
+
+    id: uuid.UUID
+    execution_id: uuid.UUID
+    name: str
+    payload: Any
+    created_at: datetime.datetime
+    consumed_by: uuid.UUID | None
+    consumed_at: datetime.datetime | None
+
+
 class StepAttempt(msgspec.Struct, frozen=True, gc=False):
     """The write-once history row of one attempt of a step."""
 
@@ -233,6 +247,8 @@ class ReapResult(msgspec.Struct, frozen=True, kw_only=True):
     requeued: list[uuid.UUID]
     failed: list[uuid.UUID]
     timed_out: list[uuid.UUID]
+    # Steps whose wait for a signal passed its deadline, queued without one.
+    woken: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 class StartRequest(msgspec.Struct, frozen=True, kw_only=True):

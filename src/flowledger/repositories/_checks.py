@@ -161,6 +161,21 @@ def as_queue(value: object, what: str) -> str:
     return value
 
 
+# A signal name, as execution_signals_name_check.
+_SIGNAL: Final = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+
+
+def as_signal_name(value: object, what: str) -> str:
+    """A signal name: lowercase letters, digits, '.', '-' or '_', starting with a letter,
+    at most 63 characters; InvalidInput naming `what` otherwise."""
+    if not isinstance(value, str) or not _SIGNAL.fullmatch(value):
+        raise InvalidInput(
+            f"{what} must be a signal name (lowercase letters, digits, '.', '-' or '_', "
+            f"starting with a letter, at most 63 characters), got {show(value)}"
+        )
+    return value
+
+
 def as_optional_queues(value: object, what: str) -> list[str] | None:
     """None (every queue) or a non-empty list or tuple of distinct queue names."""
     if value is None:

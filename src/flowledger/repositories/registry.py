@@ -30,6 +30,7 @@ from flowledger.repositories.packs import PacksRepository
 from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.queues import QueuesRepository
 from flowledger.repositories.sessions import SessionsRepository
+from flowledger.repositories.signals import SignalsRepository
 from flowledger.repositories.stages import StagesRepository
 from flowledger.repositories.step_logs import StepLogsRepository
 from flowledger.repositories.steps import StepsRepository
@@ -83,6 +84,11 @@ class Repositories:
     def queues(self) -> QueuesRepository:
         """Named queues: pause and resume (durable), list with queued and running counts."""
         return QueuesRepository(self)
+
+    @cached_property
+    def signals(self) -> SignalsRepository:
+        """Signals to executions: each consumed once by a step waiting for its name."""
+        return SignalsRepository(self)
 
     @cached_property
     def outbox(self) -> OutboxRepository:
