@@ -240,7 +240,7 @@ def test_bad_sends_are_refused_naming_the_argument(
 
 
 @pytest.mark.concurrency
-@pytest.mark.parametrize("round_", range(3))
+@pytest.mark.parametrize("round_", range(5))
 def test_every_signal_wakes_exactly_one_step_under_concurrent_waits_sends_and_claims(
     db: Database, conn: Conn, round_: int
 ) -> None:
@@ -253,20 +253,21 @@ def test_every_signal_wakes_exactly_one_step_under_concurrent_waits_sends_and_cl
     woken: list[ClaimedStep] = []
     lock = threading.Lock()
     stop = threading.Event()
-    start = threading.Barrier(3 + 2)
+    # Each wait starts together with a send (a barrier per waiter/sender pair): the race
+    # of a send that does not see the wait yet and a wait that does not see the signal.
+    pairs = [threading.Barrier(2) for _ in (0, 1)]
 
     def wait_half(half: int) -> None:
-        start.wait()
         for step in held[half::2]:
+            pairs[half].wait()
             db.steps.wait_for_signal(step_id=step.id, worker_id="w", attempt=1, name="go")
 
-    def send_all() -> None:
-        start.wait()
-        for n in range(count):
+    def send_half(half: int) -> None:
+        for n in range(half, count, 2):
+            pairs[half].wait()
             db.signals.send(execution_id=run.id, name="go", payload=n)
 
     def claim_loop(n: int) -> None:
-        start.wait()
         while not stop.is_set():
             got = db.steps.claim(worker_id=f"c{n}", limit=5)
             with lock:
@@ -275,11 +276,11 @@ def test_every_signal_wakes_exactly_one_step_under_concurrent_waits_sends_and_cl
                 time.sleep(0.005)
 
     threads = [threading.Thread(target=wait_half, args=(h,)) for h in (0, 1)]
-    threads += [threading.Thread(target=send_all)]
+    threads += [threading.Thread(target=send_half, args=(h,)) for h in (0, 1)]
     threads += [threading.Thread(target=claim_loop, args=(n,)) for n in (0, 1)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with lock:
             if len(woken) >= count:
