@@ -40,7 +40,7 @@ from servers import recreate_database, server_url, server_version, with_db
 
 HERE = Path(__file__).resolve().parent
 BENCH_DB = "flowledger_queues_bench"
-STEPS = 3_000
+STEPS = 600
 CONFIGS = ((1, 1), (4, 10))  # (workers, batch)
 # (workload, label, queues the steps are spread over, queues the claims ask for)
 RUNS: tuple[tuple[str, str, tuple[str, ...], list[str] | None], ...] = (
@@ -148,7 +148,8 @@ def _report(
     samples: dict[tuple[int, int, int], list[float]], server: str, repeats: int, seconds: float
 ) -> str:
     lines = [
-        f"Command: `python benchmarks/queues.py --repeats {repeats} --output benchmarks/RESULTS.md`",
+        f"Command: `python benchmarks/queues.py --repeats {repeats}"
+        " --output benchmarks/RESULTS.md`",
         f"- server: {server}; run took {seconds / 60:.1f} min; medians of {repeats}"
         f" interleaved runs; {STEPS:,} steps queued per run",
         "",

@@ -227,3 +227,22 @@ def test_a_worker_of_some_queues_runs_only_their_steps(db: Database, conn: Conn)
     assert statuses == {"cpu": "queued", "gpu": "completed"}
     with pytest.raises(InvalidInput, match="queues"):
         Worker(db, {"core.noop": lambda s: None}, queues="gpu")
+
+
+def test_a_handler_that_sleeps_its_step_leaves_it_queued_and_its_result_dropped(
+    db: Database, conn: Conn
+) -> None:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "poll", max_attempts=1)
+    run = db.executions.start(workflow_id=wf)
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+
+    def poll(step: ClaimedStep) -> None:
+        db.steps.sleep(
+            step_id=step.id, worker_id=step.lease_owner, attempt=step.attempt, until=until
+        )
+
+    stats = Worker(db, {"core.noop": poll}).run(until_idle=True)
+    assert (stats.claimed, stats.completed, stats.lost) == (1, 0, 1)
+    [step] = db.steps.list_by_execution(execution_id=run.id)
+    assert (step.status, step.attempt, step.available_at) == ("queued", 0, until)
