@@ -295,3 +295,36 @@ def test_every_signal_wakes_exactly_one_step_under_concurrent_waits_sends_and_cl
     signals = db.signals.list_by_execution(execution_id=run.id)
     assert len(signals) == count
     assert sorted(str(s.consumed_by) for s in signals) == sorted(str(s.id) for s in held)
+
+
+def test_a_wait_that_finds_its_signal_and_a_reaped_timeout_wake_the_workers(
+    db: Database, conn: Conn
+) -> None:
+    run = _run(db, conn, items=2)
+    first, second = db.steps.claim(worker_id="w", limit=2)
+    db.signals.send(execution_id=run.id, name="go")
+    db.steps.wait_for_signal(
+        step_id=second.id, worker_id="w", attempt=1, name="later",
+        timeout=datetime.timedelta(milliseconds=200),
+    )  # fmt: skip
+    with db.wake_ups() as wake:
+        while wake.wait(0.05):
+            pass
+        db.steps.wait_for_signal(step_id=first.id, worker_id="w", attempt=1, name="go")
+        assert wake.wait(5) is True
+        while wake.wait(0.05):
+            pass
+        time.sleep(0.3)
+        assert db.steps.reap().woken == [second.id]
+        assert wake.wait(5) is True
+
+
+def test_a_sleep_into_the_future_sends_no_wake_up(db: Database, conn: Conn) -> None:
+    _run(db, conn)
+    step = _claim_one(db)
+    with db.wake_ups() as wake:
+        while wake.wait(0.05):
+            pass
+        until = datetime.datetime.now(UTC) + datetime.timedelta(minutes=5)
+        db.steps.sleep(step_id=step.id, worker_id="w", attempt=1, until=until)
+        assert wake.wait(0.3) is False
