@@ -26,6 +26,7 @@ ALTER TABLE execution_steps ADD COLUMN signal_id uuid;
 CREATE TABLE queue_states (
     name text PRIMARY KEY,
     paused boolean NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT queue_states_name_check CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$')
 );

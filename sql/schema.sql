@@ -909,6 +909,7 @@ CREATE TRIGGER execution_steps_set_updated_at
 CREATE TABLE queue_states (
     name text PRIMARY KEY,
     paused boolean NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT queue_states_name_check CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$')
 );

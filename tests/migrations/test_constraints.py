@@ -49,6 +49,7 @@ def insert(conn: Conn, table: str, row: Mapping[str, Any]) -> Any:
         "configurations": "key",
         "memory_module_items": "module_id",
         "cursor_key": "singleton",
+        "queue_states": "name",
     }.get(table, "id")
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
         sql.Identifier(table),
@@ -227,6 +228,17 @@ def _context_pack(conn: Conn, given: Row) -> Row:
     }
 
 
+def _queue_state(conn: Conn, given: Row) -> Row:
+    return {"name": f"queue-{next(_serial)}", "paused": True}
+
+
+def _signal(conn: Conn, given: Row) -> Row:
+    return {
+        "execution_id": parent(conn, given, "execution_id", "workflow_executions"),
+        "name": "go",
+    }
+
+
 BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "users": _user,
     "api_keys": _api_key,
@@ -248,6 +260,8 @@ BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "memory_module_items": _module_item,
     "memory_context_packs": _context_pack,
     "cursor_key": _cursor_key,
+    "queue_states": _queue_state,
+    "execution_signals": _signal,
 }
 
 SAME_ID = Derived("its own id", lambda conn, row: row["id"])
@@ -391,6 +405,12 @@ CHECK_CASES: list[tuple[str, str, Row]] = [
     ),
     _case("execution_steps_duration_ms_check", "execution_steps", duration_ms=-1),
     _case("execution_steps_deps_remaining_check", "execution_steps", deps_remaining=-1),
+    _case("execution_steps_queue_check", "execution_steps", queue="GPU"),
+    _case("execution_steps_queue_check", "execution_steps", queue="a" * 64),
+    _case("workflow_stages_queue_check", "workflow_stages", queue="no way"),
+    _case("queue_states_name_check", "queue_states", name="9lives"),
+    _case("execution_signals_name_check", "execution_signals", name="Go"),
+    _case("execution_signals_consumed_check", "execution_signals", consumed_at=T0),
     _case("workflows_failure_mode_check", "workflows", failure_mode="ignore"),
     _case("workflow_executions_failure_mode_check", "workflow_executions", failure_mode="x"),
     _case(
@@ -498,6 +518,7 @@ ACCEPTED_CASES: list[tuple[str, Row]] = [
     ("workflow_executions", {"status": "cancelled", "finished_at": T0}),
     ("workflow_executions", {"status": "paused", "started_at": T0, "pause_reason": "approval"}),
     ("workflow_executions", {"status": "failed", "started_at": T0, "finished_at": T0}),
+    ("execution_steps", {"queue": "gpu-large_2"}),
     ("execution_steps", {"priority": -1000}),
     ("execution_steps", {"priority": 1000}),
     ("execution_steps", {"attempt": 3, "max_attempts": 3}),
@@ -821,13 +842,14 @@ UPDATED_AT_CHANGES: dict[str, tuple[str, Any]] = {
     "configurations": ("value", Jsonb(8)),
     "memory_items": ("access_count", 1),
     "memory_context_modules": ("priority", 2),
+    "queue_states": ("paused", False),
 }
 
 
 def test_updated_at_moves_only_when_a_row_changes(conn: Conn) -> None:
     outcomes = {}
     for table, (column, value) in UPDATED_AT_CHANGES.items():
-        key = "key" if table == "configurations" else "id"
+        key = {"configurations": "key", "queue_states": "name"}.get(table, "id")
         stamps = sql.SQL("SELECT created_at, updated_at, now() FROM {} WHERE {} = %s").format(
             sql.Identifier(table), sql.Identifier(key)
         )
@@ -972,7 +994,7 @@ STEP_LEGAL = {
     "pending": {"queued", "skipped", "cancelled"},
     "queued": {"running", "cancelled", "skipped"},
     "running": {"completed", "failed", "queued", "timed_out", "cancelled", "waiting"},
-    "waiting": {"completed", "failed", "cancelled"},
+    "waiting": {"completed", "failed", "cancelled", "queued"},
     "failed": {"queued", "pending"},
     "timed_out": {"queued", "pending"},
     "completed": set(),
