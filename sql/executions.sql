@@ -31,7 +31,7 @@ WITH request AS MATERIALIZED (
        FOR SHARE OF w
 ), stage AS MATERIALIZED (
     SELECT v.workflow_id, v.id, v.stage_id, v.name, v.position, v.depends_on, v.retry_policy,
-           v.timeout_seconds,
+           v.timeout_seconds, v.queue,
            CASE WHEN v.with_items IS NULL THEN 1 ELSE jsonb_array_length(v.with_items) END
                AS width,
            (SELECT coalesce(sum(CASE WHEN d.with_items IS NULL THEN 1
@@ -68,10 +68,10 @@ WITH request AS MATERIALIZED (
 ), created_steps AS (
     INSERT INTO execution_steps (execution_id, stage_id, version_stage_id, task_name,
                                  task_index, status, deps_remaining, max_attempts,
-                                 timeout_seconds)
+                                 timeout_seconds, queue)
     SELECT x.id, s.stage_id, s.id, s.name, i.task_index,
            CASE WHEN s.waits_for = 0 THEN 'queued' ELSE 'pending' END, s.waits_for,
-           (s.retry_policy ->> 'max_attempts')::numeric::int, s.timeout_seconds
+           (s.retry_policy ->> 'max_attempts')::numeric::int, s.timeout_seconds, s.queue
       FROM execution AS x
       JOIN stage AS s ON s.workflow_id = x.workflow_id
      CROSS JOIN LATERAL generate_series(0, s.width - 1) AS i (task_index)

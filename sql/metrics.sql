@@ -5,7 +5,7 @@
 -- The live step queue: queued steps due now and delayed (a retry backoff, a future
 -- available_at), the age of the oldest due one, running steps, and those whose lease has
 -- expired and that no reaper pass has requeued yet.
--- plan: index execution_steps_claim_idx, execution_steps_lease_expiry_idx
+-- plan: index execution_steps_queue_claim_idx, execution_steps_lease_expiry_idx
 -- returns: one
 -- record: metrics.StepQueue
 SELECT (SELECT count(*) FROM execution_steps

@@ -324,6 +324,8 @@ CREATE TABLE workflow_stages (
     timeout_seconds integer NOT NULL DEFAULT 3600,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    -- The queue its steps run in (claims can ask for some queues only).
+    queue text NOT NULL DEFAULT 'default',
     CONSTRAINT workflow_stages_workflow_id_fkey FOREIGN KEY (workflow_id)
         REFERENCES workflows (id) ON DELETE CASCADE,
     CONSTRAINT workflow_stages_position_check CHECK (position >= 0),
@@ -345,6 +347,7 @@ CREATE TABLE workflow_stages (
         END
     ),
     CONSTRAINT workflow_stages_timeout_seconds_check CHECK (timeout_seconds > 0),
+    CONSTRAINT workflow_stages_queue_check CHECK (queue ~ '^[a-z][a-z0-9_-]{0,62}$'),
     -- Deferrable so that a reorder can swap positions in one transaction
     -- (SET CONSTRAINTS ... DEFERRED) or renumber in a single UPDATE. Also the
     -- index of workflow_stages_workflow_id_fkey (leading column).
@@ -379,6 +382,7 @@ CREATE TABLE workflow_version_stages (
     retry_policy jsonb NOT NULL,
     -- squawk-ignore prefer-bigint-over-int -- bounded: seconds, int4 spans 68 years
     timeout_seconds integer NOT NULL,
+    queue text NOT NULL DEFAULT 'default',
     CONSTRAINT workflow_version_stages_version_fkey FOREIGN KEY (workflow_id, version)
         REFERENCES workflow_versions (workflow_id, version) ON DELETE CASCADE,
     -- Also the index of workflow_version_stages_version_fkey (leading columns).
@@ -396,12 +400,13 @@ CREATE TRIGGER workflow_version_stages_immutable
 CREATE FUNCTION workflow_stage_graph(wid uuid)
     RETURNS TABLE (stage_id uuid, "position" integer, name text, action_ref text,
                    depends_on text[], dependents text[], downstream text[], config jsonb,
-                   with_items jsonb, retry_policy jsonb, timeout_seconds integer)
+                   with_items jsonb, retry_policy jsonb, timeout_seconds integer,
+                   queue text)
     LANGUAGE sql STABLE
 AS $$
     WITH RECURSIVE live AS (
         SELECT s.id, s.position, s.name, s.action_ref, s.config, s.with_items,
-               s.retry_policy, s.timeout_seconds,
+               s.retry_policy, s.timeout_seconds, s.queue,
                coalesce(s.depends_on,
                         CASE WHEN lag(s.name) OVER w IS NULL THEN '{}'::text[]
                              ELSE ARRAY[lag(s.name) OVER w] END) AS deps
@@ -418,7 +423,7 @@ AS $$
     SELECT l.id, l.position, l.name, l.action_ref, l.deps,
            ARRAY(SELECT e.name FROM edges AS e WHERE e.dep = l.name ORDER BY e.name),
            ARRAY(SELECT w.origin FROM walk AS w WHERE w.node = l.name ORDER BY w.origin),
-           l.config, l.with_items, l.retry_policy, l.timeout_seconds
+           l.config, l.with_items, l.retry_policy, l.timeout_seconds, l.queue
       FROM live AS l
      ORDER BY l.position
 $$;
@@ -486,9 +491,11 @@ BEGIN
     PERFORM check_workflow_stages(wid);
     INSERT INTO workflow_version_stages (workflow_id, version, stage_id, position, name,
                                          action_ref, depends_on, dependents, downstream,
-                                         config, with_items, retry_policy, timeout_seconds)
+                                         config, with_items, retry_policy, timeout_seconds,
+                                         queue)
     SELECT wid, ver, g.stage_id, g.position, g.name, g.action_ref, g.depends_on, g.dependents,
-           g.downstream, g.config, g.with_items, g.retry_policy, g.timeout_seconds
+           g.downstream, g.config, g.with_items, g.retry_policy, g.timeout_seconds,
+           g.queue
       FROM workflow_stage_graph(wid) AS g;
 END;
 $$;
@@ -513,13 +520,13 @@ BEGIN
     PERFORM check_workflow_stages(wid);
     IF (SELECT jsonb_agg(jsonb_build_array(g.stage_id, g.name, g.action_ref, g.depends_on,
                                            g.config, g.with_items, g.retry_policy,
-                                           g.timeout_seconds)
+                                           g.timeout_seconds, g.queue)
                          ORDER BY g.position)
           FROM workflow_stage_graph(wid) AS g)
        IS DISTINCT FROM
        (SELECT jsonb_agg(jsonb_build_array(v.stage_id, v.name, v.action_ref, v.depends_on,
                                            v.config, v.with_items, v.retry_policy,
-                                           v.timeout_seconds)
+                                           v.timeout_seconds, v.queue)
                          ORDER BY v.position)
           FROM workflow_version_stages AS v
          WHERE v.workflow_id = wid AND v.version = current_version) THEN
@@ -833,6 +840,15 @@ CREATE TABLE execution_steps (
     version_stage_id uuid,
     -- Steps it depends on not yet completed; a pending step is queued at 0.
     deps_remaining integer NOT NULL DEFAULT 0,
+    -- The queue of its stage snapshot: claims can ask for some queues only.
+    queue text NOT NULL DEFAULT 'default',
+    -- The signal it waits for (status waiting) or last waited for.
+    signal_name text,
+    -- While it waits for signal_name: when it is woken without one (NULL: never).
+    signal_deadline timestamptz,
+    -- The signal that woke it (its payload is an input of the next claims); NULL when
+    -- none did (never waited, or woken by the deadline).
+    signal_id uuid,
     CONSTRAINT execution_steps_execution_id_fkey FOREIGN KEY (execution_id)
         REFERENCES workflow_executions (id) ON DELETE CASCADE,
     CONSTRAINT execution_steps_stage_id_fkey FOREIGN KEY (stage_id)
@@ -857,12 +873,15 @@ CREATE TABLE execution_steps (
         (status = 'running') = (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL)
     ),
     CONSTRAINT execution_steps_duration_ms_check CHECK (duration_ms >= 0),
+    CONSTRAINT execution_steps_queue_check CHECK (queue ~ '^[a-z][a-z0-9_-]{0,62}$'),
     -- Also the index of execution_steps_execution_id_fkey (leading column).
     CONSTRAINT execution_steps_execution_task_key UNIQUE (execution_id, task_name, task_index)
 );
 
--- The claim query polls exactly this: queued steps in claim order.
-CREATE INDEX execution_steps_claim_idx ON execution_steps (priority, available_at, id)
+-- The claim query polls exactly this: queued steps of one queue in claim order (added by
+-- 0021, built CONCURRENTLY there).
+CREATE INDEX execution_steps_queue_claim_idx
+    ON execution_steps (queue, priority, available_at, id)
     WHERE status = 'queued';
 -- The reaper: running steps whose lease has expired.
 CREATE INDEX execution_steps_lease_expiry_idx ON execution_steps (lease_expires_at)
@@ -877,14 +896,63 @@ CREATE INDEX execution_steps_version_stage_id_idx ON execution_steps (version_st
 -- Timeouts: running steps by start time (started_at + timeout_seconds).
 CREATE INDEX execution_steps_running_started_idx ON execution_steps (started_at)
     WHERE status = 'running';
+-- The reaper: steps waiting for a signal with a deadline (added by 0021, built
+-- CONCURRENTLY there).
+CREATE INDEX execution_steps_signal_deadline_idx ON execution_steps (signal_deadline)
+    WHERE status = 'waiting';
 
 CREATE TRIGGER execution_steps_set_updated_at
     BEFORE UPDATE ON execution_steps
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 
--- Legal status changes of a step. running -> queued is a retry or a lost lease
--- being requeued; running -> waiting starts a child execution; a pending step
--- is skipped when something it depends on failed. completed is final; failed,
+-- Queues paused or resumed at least once. A queue with no row here is running; claims skip
+-- the queues whose row says paused.
+CREATE TABLE queue_states (
+    name text PRIMARY KEY,
+    paused boolean NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT queue_states_name_check CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$')
+);
+
+CREATE TRIGGER queue_states_set_updated_at
+    BEFORE UPDATE ON queue_states
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Signals sent to executions: each is consumed by exactly one step waiting for its name
+-- (at once when one waits, else by the next step that waits for it, oldest first). A
+-- signal nothing waits for is kept: signals queue, they do not replace each other.
+CREATE TABLE execution_signals (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
+    execution_id uuid NOT NULL,
+    name text NOT NULL,
+    payload jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- The step it woke, and when; both NULL while nothing consumed it.
+    consumed_by uuid,
+    consumed_at timestamptz,
+    CONSTRAINT execution_signals_execution_id_fkey FOREIGN KEY (execution_id)
+        REFERENCES workflow_executions (id) ON DELETE CASCADE,
+    CONSTRAINT execution_signals_consumed_by_fkey FOREIGN KEY (consumed_by)
+        REFERENCES execution_steps (id) ON DELETE CASCADE,
+    CONSTRAINT execution_signals_name_check CHECK (name ~ '^[a-z][a-z0-9_.-]{0,62}$'),
+    CONSTRAINT execution_signals_consumed_check
+        CHECK ((consumed_by IS NULL) = (consumed_at IS NULL))
+);
+
+-- The signals an execution holds unconsumed, by name, oldest first (what a wait reads).
+CREATE INDEX execution_signals_pending_idx ON execution_signals (execution_id, name, id)
+    WHERE consumed_at IS NULL;
+-- The index of execution_signals_execution_id_fkey.
+CREATE INDEX execution_signals_execution_idx ON execution_signals (execution_id);
+-- The index of execution_signals_consumed_by_fkey.
+CREATE INDEX execution_signals_consumed_by_idx ON execution_signals (consumed_by)
+    WHERE consumed_by IS NOT NULL;
+
+-- Legal status changes of a step. running -> queued is a retry, a lost lease
+-- being requeued or a sleep; running -> waiting starts a child execution or
+-- waits for a signal, and waiting -> queued is that signal (or its timeout)
+-- arriving; a pending step is skipped when something it depends on failed. completed is final; failed,
 -- timed_out, skipped and cancelled go back to pending or queued only when
 -- their execution is retried.
 CREATE FUNCTION check_step_transition() RETURNS trigger
@@ -897,7 +965,7 @@ BEGIN
             WHEN 'queued' THEN NEW.status IN ('running', 'cancelled', 'skipped')
             WHEN 'running' THEN NEW.status IN ('completed', 'failed', 'queued', 'timed_out',
                                                'cancelled', 'waiting')
-            WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled')
+            WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled', 'queued')
             WHEN 'failed' THEN NEW.status IN ('queued', 'pending')
             WHEN 'timed_out' THEN NEW.status IN ('queued', 'pending')
             WHEN 'skipped' THEN NEW.status IN ('queued', 'pending')

@@ -10,7 +10,7 @@
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE id = %(id)s::uuid;
 
@@ -22,7 +22,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE execution_id = %(execution_id)s::uuid
  ORDER BY task_name, task_index;
@@ -38,25 +38,57 @@ SELECT id, step_id, execution_id, attempt, worker_id, started_at, finished_at, o
  ORDER BY attempt;
 
 -- name: claim_steps
--- Claim up to `limit` due queued steps of running executions in (priority, available_at, id)
--- order, skipping rows other workers hold; lease them to the worker, count the attempt and
--- open its step_attempts row, all in one statement. What to run comes from the stage
--- snapshot the execution pinned (never the live stage), with `inputs`: the outputs of the
--- steps it depends on by task name (a with_items task's as a list in item order). The
--- attempt < max_attempts guard keeps one over-budget row (e.g. requeued by hand) from
+-- Claim up to `limit` due queued steps of running executions in the queues asked for (NULL:
+-- every queue) that are not paused, in (priority, available_at, id) order, skipping rows
+-- other workers hold; lease them to the worker, count the attempt and open its
+-- step_attempts row, all in one statement. Each queue's front is read in claim order from
+-- the claim index (which leads with the queue), up to `limit` rows locked per queue, and
+-- the best `limit` of those are claimed: the exact global order, at the price of rows of
+-- other queues locked (not claimed) until the statement ends. Every queue: the queues
+-- holding queued steps, found with one index descent each. What to run comes from the
+-- stage snapshot the execution pinned (never the live stage), with `inputs`: the outputs
+-- of the steps it depends on by task name (a with_items task's as a list in item order),
+-- and the payload of the signal that last woke it as "signal:<name>".
+-- The attempt < max_attempts guard keeps one over-budget row (e.g. requeued by hand) from
 -- failing every claim on its CHECK.
--- plan: index execution_steps_claim_idx
+-- plan: index execution_steps_queue_claim_idx
 -- returns: many
 -- record: runs.ClaimedStep
-WITH candidates AS MATERIALIZED (
-    SELECT s.id
-      FROM execution_steps s
-      JOIN workflow_executions e ON e.id = s.execution_id
-     WHERE s.status = 'queued' AND s.available_at <= now() AND e.status = 'running'
-       AND s.attempt < s.max_attempts
-     ORDER BY s.priority, s.available_at, s.id
+WITH RECURSIVE present (name) AS (
+    (SELECT s.queue
+       FROM execution_steps s
+      WHERE s.status = 'queued' AND %(queues)s::text[] IS NULL
+      ORDER BY s.queue
+      LIMIT 1)
+    UNION ALL
+    SELECT (SELECT s.queue
+              FROM execution_steps s
+             WHERE s.status = 'queued' AND s.queue > p.name
+             ORDER BY s.queue
+             LIMIT 1)
+      FROM present p
+     WHERE p.name IS NOT NULL
+), open AS (
+    SELECT w.name
+      FROM (SELECT p.name FROM present p WHERE p.name IS NOT NULL AND %(queues)s::text[] IS NULL
+            UNION
+            SELECT q.name FROM unnest(%(queues)s::text[]) AS q (name)) AS w
+     WHERE NOT EXISTS (SELECT 1 FROM queue_states qs WHERE qs.name = w.name AND qs.paused)
+), candidates AS MATERIALIZED (
+    SELECT f.id
+      FROM open o
+     CROSS JOIN LATERAL (
+           SELECT s.id, s.priority, s.available_at
+             FROM execution_steps s
+             JOIN workflow_executions e ON e.id = s.execution_id
+            WHERE s.queue = o.name AND s.status = 'queued' AND s.available_at <= now()
+              AND e.status = 'running' AND s.attempt < s.max_attempts
+            ORDER BY s.priority, s.available_at, s.id
+            LIMIT %(limit)s::int
+              FOR UPDATE OF s SKIP LOCKED
+           ) AS f
+     ORDER BY f.priority, f.available_at, f.id
      LIMIT %(limit)s::int
-       FOR UPDATE OF s SKIP LOCKED
 ), claimed AS (
     UPDATE execution_steps s
        SET status = 'running', lease_owner = %(worker_id)s::text,
@@ -66,7 +98,7 @@ WITH candidates AS MATERIALIZED (
      WHERE s.id = c.id
     RETURNING s.id, s.execution_id, s.stage_id, s.version_stage_id, s.task_name, s.task_index,
               s.attempt, s.max_attempts, s.timeout_seconds, s.lease_owner, s.lease_expires_at,
-              s.priority, s.available_at
+              s.priority, s.available_at, s.queue, s.signal_id
 ), opened AS (
     INSERT INTO step_attempts (step_id, execution_id, attempt, worker_id)
     SELECT id, execution_id, attempt, %(worker_id)s::text
@@ -76,9 +108,13 @@ SELECT c.id, c.execution_id, c.stage_id, c.task_name, c.task_index, c.attempt,
        c.max_attempts, c.timeout_seconds, c.lease_owner, c.lease_expires_at,
        v.action_ref, v.config, v.with_items -> c.task_index AS item,
        coalesce(v.depends_on, '{}') AS depends_on,
-       coalesce(i.inputs, '{}'::jsonb) AS inputs
+       coalesce(i.inputs, '{}'::jsonb)
+           || CASE WHEN g.id IS NULL THEN '{}'::jsonb
+                   ELSE jsonb_build_object('signal:' || g.name, g.payload) END AS inputs,
+       c.queue
   FROM claimed c
   LEFT JOIN workflow_version_stages v ON v.id = c.version_stage_id
+  LEFT JOIN execution_signals g ON g.id = c.signal_id
   LEFT JOIN LATERAL (
       SELECT jsonb_object_agg(
                  dv.name,
@@ -243,7 +279,8 @@ WITH input AS (
     RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
-              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
 ), closed AS (
     UPDATE step_attempts AS a
        SET finished_at = greatest(now(), a.started_at), outcome = 'failed', error = f.error
@@ -253,7 +290,7 @@ WITH input AS (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM failed;
 
 -- name: requeue_expired_steps
@@ -295,7 +332,8 @@ WITH due AS MATERIALIZED (
     RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
-              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
 ), closed AS (
     UPDATE step_attempts a
        SET finished_at = greatest(now(), a.started_at), outcome = 'lease_lost',
@@ -309,7 +347,7 @@ WITH due AS MATERIALIZED (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM reaped
   LEFT JOIN hint ON true;
 
@@ -353,7 +391,8 @@ WITH due AS MATERIALIZED (
     RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
-              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
 ), closed AS (
     UPDATE step_attempts a
        SET finished_at = greatest(now(), a.started_at), outcome = 'timed_out',
@@ -367,7 +406,7 @@ WITH due AS MATERIALIZED (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM expired
   LEFT JOIN hint ON true;
 
@@ -379,7 +418,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE status = 'queued' AND attempt > 0 AND available_at > %(now)s::timestamptz
  ORDER BY available_at
@@ -393,7 +432,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE status = 'running' AND started_at < %(now)s::timestamptz - interval '1 second'
    AND started_at + make_interval(secs => timeout_seconds) < %(now)s::timestamptz
@@ -465,7 +504,7 @@ RETURNING id;
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE execution_id = %(execution_id)s::uuid AND task_name = %(task_name)s::text
  ORDER BY task_index;
@@ -478,7 +517,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at
+       updated_at, queue
   FROM execution_steps
  WHERE id = (SELECT parent_step_id FROM workflow_executions WHERE id = %(id)s::uuid);
 
@@ -508,3 +547,143 @@ WITH released AS (
       FROM (SELECT 1 FROM released LIMIT 1) AS any_released
 )
 SELECT r.id FROM released AS r LEFT JOIN hint ON true;
+
+-- name: requeue_sleeping_step
+-- A durable timer: the worker that holds a step (id at attempt) ends the attempt with
+-- "run me again at `until`": queued with available_at = until (now when that has passed),
+-- so no claim takes it before then; the attempt is given back like a release (the count
+-- it had before the claim, the claim's attempt row deleted), so sleeping spends no
+-- attempt. The workers' wake-up is sent when it is claimable at once. The step; no row
+-- when the lease was lost.
+-- plan: index execution_steps_pkey
+-- returns: one
+-- record: runs.Step
+WITH slept AS (
+    UPDATE execution_steps AS s
+       SET status = 'queued', attempt = s.attempt - 1, lease_owner = NULL,
+           lease_expires_at = NULL, available_at = greatest(%(until)s::timestamptz, now())
+     WHERE s.id = %(id)s::uuid AND s.status = 'running'
+       AND s.lease_owner = %(worker_id)s::text AND s.attempt = %(attempt)s::int
+    RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
+              s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
+              s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
+), dropped AS (
+    DELETE FROM step_attempts AS a
+     USING slept AS r
+     WHERE a.step_id = r.id AND a.attempt = r.attempt + 1 AND a.finished_at IS NULL
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM slept AS r
+     WHERE r.available_at <= now()
+)
+SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
+       max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
+       heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
+       updated_at, queue
+  FROM slept
+  LEFT JOIN hint ON true;
+
+-- name: wait_step_for_signal
+-- The worker that holds a step (id at attempt) ends the attempt waiting for the signal
+-- `name` of its execution: when one is stored unconsumed (sent before the wait), the
+-- oldest is consumed at once and the step is queued with it as its input (the workers
+-- woken); else the step is waiting (no lease, not claimable) until a send, or until
+-- now() + `timeout` (NULL: none) when the reaper queues it without one. Either way the attempt
+-- is given back like a release (no attempt spent). The caller holds the execution's row.
+-- The step; no row when the lease was lost.
+-- plan: index execution_steps_pkey, execution_signals_pending_idx
+-- returns: one
+-- record: runs.Step
+WITH pending AS MATERIALIZED (
+    SELECT g.id
+      FROM execution_signals g
+     WHERE g.execution_id = (SELECT x.execution_id FROM execution_steps x
+                              WHERE x.id = %(id)s::uuid)
+       AND g.name = %(name)s::text AND g.consumed_at IS NULL
+     ORDER BY g.id
+     LIMIT 1
+       FOR UPDATE
+), waited AS (
+    UPDATE execution_steps AS s
+       SET status = CASE WHEN p.id IS NULL THEN 'waiting' ELSE 'queued' END,
+           attempt = s.attempt - 1, lease_owner = NULL, lease_expires_at = NULL,
+           available_at = now(), signal_name = %(name)s::text, signal_id = p.id,
+           signal_deadline = CASE WHEN p.id IS NULL THEN now() + %(timeout)s::interval END
+      FROM (SELECT 1) AS one
+      LEFT JOIN pending AS p ON true
+     WHERE s.id = %(id)s::uuid AND s.status = 'running'
+       AND s.lease_owner = %(worker_id)s::text AND s.attempt = %(attempt)s::int
+    RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
+              s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
+              s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue, s.signal_id
+), consumed AS (
+    UPDATE execution_signals AS g
+       SET consumed_by = w.id, consumed_at = now()
+      FROM waited AS w
+     WHERE g.id = w.signal_id
+), dropped AS (
+    DELETE FROM step_attempts AS a
+     USING waited AS r
+     WHERE a.step_id = r.id AND a.attempt = r.attempt + 1 AND a.finished_at IS NULL
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM waited AS r
+     WHERE r.status = 'queued'
+)
+SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
+       max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
+       heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
+       updated_at, queue
+  FROM waited
+  LEFT JOIN hint ON true;
+
+-- name: queue_overdue_waits
+-- Reaper, signal deadlines: steps waiting for a signal past their deadline (a batch) are
+-- queued without one (no signal among their inputs); the workers are woken. Their
+-- executions are locked first, skipping those another transaction holds (a send holds its
+-- execution's row), then the steps: what is skipped is left for the next pass.
+-- plan: index execution_steps_signal_deadline_idx
+-- returns: many
+-- record: runs.Step
+WITH due AS MATERIALIZED (
+    SELECT id, execution_id
+      FROM execution_steps
+     WHERE status = 'waiting' AND signal_deadline < now()
+     ORDER BY signal_deadline
+     LIMIT %(batch)s::int
+), held AS MATERIALIZED (
+    SELECT e.id
+      FROM workflow_executions e
+     WHERE e.id IN (SELECT execution_id FROM due)
+     ORDER BY e.id
+       FOR NO KEY UPDATE OF e SKIP LOCKED
+), overdue AS MATERIALIZED (
+    SELECT s.id
+      FROM execution_steps s
+     WHERE s.id IN (SELECT d.id FROM due d JOIN held h ON h.id = d.execution_id)
+       AND s.status = 'waiting' AND s.signal_deadline < now()
+       FOR NO KEY UPDATE OF s SKIP LOCKED
+), woken AS (
+    UPDATE execution_steps s
+       SET status = 'queued', available_at = now(), signal_deadline = NULL, signal_id = NULL
+      FROM overdue o
+     WHERE s.id = o.id
+    RETURNING s.id, s.execution_id, s.stage_id, s.task_name, s.task_index, s.status,
+              s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
+              s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
+              s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
+              s.queue
+), hint AS (
+    SELECT pg_notify('flowledger_steps', '') AS sent
+      FROM (SELECT 1 FROM woken LIMIT 1) AS any_woken
+)
+SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
+       max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
+       heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
+       updated_at, queue
+  FROM woken
+  LEFT JOIN hint ON true;

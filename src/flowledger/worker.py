@@ -7,7 +7,8 @@ on notifications, and on shutdown finishes or gives back what it holds.
 
 A handler receives the `ClaimedStep` (its `config`, `item` and `inputs`) and returns the
 step's outputs; an exception fails the attempt (retried as the stage's policy says). A step
-whose action has no handler fails with a message saying so. `accept` (optional) sees each
+whose action has no handler fails with a message saying so. `queues` (optional) limits
+the claims to those queues (default: every queue). `accept` (optional) sees each
 claimed step first: one it refuses is given back at once, without spending an attempt;
 `on_written` (optional) is told what became of each result once its batch is written.
 """
@@ -27,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from flowledger.aio.database import AsyncDatabase
 from flowledger.database import Database
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep, Step, StepCompletion, StepFailure, StepLease
+from flowledger.repositories._checks import as_optional_queues
 
 __all__ = [
     "AsyncHandler",
@@ -86,8 +88,11 @@ class Worker:
         idle_wait: float = 1.0,
         accept: Callable[[ClaimedStep], bool] | None = None,
         on_written: Callable[[ClaimedStep, Written, Step | None], None] | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
         _check_options(handlers, concurrency, prefetch, flush_interval, idle_wait, flush_size)
+        # None: every queue, as steps.claim; checked here, not at the first claim.
+        self._queues = as_optional_queues(queues, "queues")
         self._db = db
         self._handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -152,7 +157,9 @@ class Worker:
         room = self._capacity - len(self._held)
         if room <= 0:
             return 0
-        steps = self._db.steps.claim(worker_id=self.worker_id, limit=room, lease=self._lease)
+        steps = self._db.steps.claim(
+            worker_id=self.worker_id, limit=room, lease=self._lease, queues=self._queues
+        )
         self.stats.claimed += len(steps)
         if self._accept is not None:
             refused = [s for s in steps if not self._accept(s)]
@@ -275,10 +282,12 @@ class AsyncWorker:
         flush_size: int = 100,
         flush_interval: float = 0.005,
         idle_wait: float = 1.0,
+        queues: Sequence[str] | None = None,
     ) -> None:
         _check_options(handlers, concurrency, prefetch, flush_interval, idle_wait, flush_size)
         if not all(inspect.iscoroutinefunction(h) for h in handlers.values()):
             raise InvalidInput("AsyncWorker handlers must be coroutine functions (async def)")
+        self._queues = as_optional_queues(queues, "queues")
         self._db = db
         self._handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -342,7 +351,9 @@ class AsyncWorker:
         room = self._capacity - len(self._held)
         if room <= 0:
             return 0
-        steps = await self._db.steps.claim(worker_id=self.worker_id, limit=room, lease=self._lease)
+        steps = await self._db.steps.claim(
+            worker_id=self.worker_id, limit=room, lease=self._lease, queues=self._queues
+        )
         self.stats.claimed += len(steps)
         for step in steps:
             self._held[step.id] = step

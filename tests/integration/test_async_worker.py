@@ -16,6 +16,7 @@ from _runs_factories import add_stage, make_workflow
 from flowledger.aio.database import AsyncDatabase
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep
+from flowledger.records.workflows import StagePatch
 from flowledger.worker import AsyncWorker
 
 Conn = psycopg.Connection[Any]
@@ -169,3 +170,37 @@ def test_bad_async_worker_settings_are_refused(db_url: str) -> None:
             AsyncWorker(db, {"core.noop": lambda step: None})  # type: ignore[dict-item,return-value]
 
     _run(db_url, body)
+
+
+def test_an_async_worker_of_some_queues_runs_only_their_steps(db_url: str, conn: Conn) -> None:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "cpu", depends_on=[])
+    add_stage(conn, wf, "gpu", depends_on=[], with_items=[1, 2])
+    seen: list[str] = []
+
+    async def handler(step: ClaimedStep) -> None:
+        seen.append(step.queue)
+
+    async def body(db: AsyncDatabase) -> Any:
+        [_, gpu] = await db.stages.list(workflow_id=wf)
+        await db.stages.update(id=gpu.id, patch=StagePatch(queue="gpu"))
+        run = await db.executions.start(workflow_id=wf)
+        stats = await AsyncWorker(db, {"core.noop": handler}, queues=["gpu"]).run(until_idle=True)
+        steps = await db.steps.list_by_execution(execution_id=run.id)
+        return stats, {s.task_name: s.status for s in steps}
+
+    stats, statuses = _run(db_url, body)
+    assert (stats.claimed, seen) == (2, ["gpu", "gpu"])
+    assert statuses == {"cpu": "queued", "gpu": "completed"}
+
+
+def test_an_async_worker_refuses_bad_queues(db_url: str) -> None:
+    async def body(db: AsyncDatabase) -> Any:
+        with pytest.raises(InvalidInput, match="queues"):
+            AsyncWorker(db, {"core.noop": _noop}, queues=["Not A Queue"])
+
+    _run(db_url, body)
+
+
+async def _noop(step: ClaimedStep) -> None:
+    return None

@@ -17,6 +17,7 @@ from _runs_factories import add_stage, make_workflow
 from flowledger.database import Database
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep
+from flowledger.records.workflows import StagePatch
 from flowledger.worker import Worker
 
 # Sync-only code (the worker, the tools): `db` is the sync face only.
@@ -209,3 +210,39 @@ def test_flowledger_worker_command_runs_until_sigterm(
     )  # fmt: skip
     assert bad.returncode == 1 and "cannot import 'nope_module'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_worker_of_some_queues_runs_only_their_steps(db: Database, conn: Conn) -> None:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "cpu", depends_on=[])
+    add_stage(conn, wf, "gpu", depends_on=[], with_items=[1, 2])
+    db.stages.update(id=db.stages.list(workflow_id=wf)[1].id, patch=StagePatch(queue="gpu"))
+    run = db.executions.start(workflow_id=wf)
+    seen: list[str] = []
+    stats = Worker(db, {"core.noop": lambda s: seen.append(s.queue)}, queues=["gpu"]).run(
+        until_idle=True
+    )
+    assert (stats.claimed, seen) == (2, ["gpu", "gpu"])
+    statuses = {s.task_name: s.status for s in db.steps.list_by_execution(execution_id=run.id)}
+    assert statuses == {"cpu": "queued", "gpu": "completed"}
+    with pytest.raises(InvalidInput, match="queues"):
+        Worker(db, {"core.noop": lambda s: None}, queues="gpu")
+
+
+def test_a_handler_that_sleeps_its_step_leaves_it_queued_and_its_result_dropped(
+    db: Database, conn: Conn
+) -> None:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "poll", max_attempts=1)
+    run = db.executions.start(workflow_id=wf)
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+
+    def poll(step: ClaimedStep) -> None:
+        db.steps.sleep(
+            step_id=step.id, worker_id=step.lease_owner, attempt=step.attempt, until=until
+        )
+
+    stats = Worker(db, {"core.noop": poll}).run(until_idle=True)
+    assert (stats.claimed, stats.completed, stats.lost) == (1, 0, 1)
+    [step] = db.steps.list_by_execution(execution_id=run.id)
+    assert (step.status, step.attempt, step.available_at) == ("queued", 0, until)

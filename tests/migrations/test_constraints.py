@@ -51,6 +51,7 @@ def insert(conn: Conn, table: str, row: Mapping[str, Any]) -> Any:
         "workflow_tasks": "workflow_id",
         "workflow_schedules": "workflow_id",
         "cursor_key": "singleton",
+        "queue_states": "name",
     }.get(table, "id")
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
         sql.Identifier(table),
@@ -246,6 +247,17 @@ def _schedule(conn: Conn, given: Row) -> Row:
     return {"workflow_id": parent(conn, given, "workflow_id", "workflows")}
 
 
+def _queue_state(conn: Conn, given: Row) -> Row:
+    return {"name": f"queue-{next(_serial)}", "paused": True}
+
+
+def _signal(conn: Conn, given: Row) -> Row:
+    return {
+        "execution_id": parent(conn, given, "execution_id", "workflow_executions"),
+        "name": "go",
+    }
+
+
 BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "users": _user,
     "api_keys": _api_key,
@@ -270,6 +282,8 @@ BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "tasks": _task,
     "workflow_tasks": _workflow_task,
     "workflow_schedules": _schedule,
+    "queue_states": _queue_state,
+    "execution_signals": _signal,
 }
 
 SAME_ID = Derived("its own id", lambda conn, row: row["id"])
@@ -413,6 +427,12 @@ CHECK_CASES: list[tuple[str, str, Row]] = [
     ),
     _case("execution_steps_duration_ms_check", "execution_steps", duration_ms=-1),
     _case("execution_steps_deps_remaining_check", "execution_steps", deps_remaining=-1),
+    _case("execution_steps_queue_check", "execution_steps", queue="GPU"),
+    _case("execution_steps_queue_check", "execution_steps", queue="a" * 64),
+    _case("workflow_stages_queue_check", "workflow_stages", queue="no way"),
+    _case("queue_states_name_check", "queue_states", name="9lives"),
+    _case("execution_signals_name_check", "execution_signals", name="Go"),
+    _case("execution_signals_consumed_check", "execution_signals", consumed_at=T0),
     _case("workflows_failure_mode_check", "workflows", failure_mode="ignore"),
     _case("workflow_executions_failure_mode_check", "workflow_executions", failure_mode="x"),
     _case(
@@ -536,6 +556,7 @@ ACCEPTED_CASES: list[tuple[str, Row]] = [
     ("workflow_executions", {"status": "cancelled", "finished_at": T0}),
     ("workflow_executions", {"status": "paused", "started_at": T0, "pause_reason": "approval"}),
     ("workflow_executions", {"status": "failed", "started_at": T0, "finished_at": T0}),
+    ("execution_steps", {"queue": "gpu-large_2"}),
     ("execution_steps", {"priority": -1000}),
     ("execution_steps", {"priority": 1000}),
     ("execution_steps", {"attempt": 3, "max_attempts": 3}),
@@ -873,6 +894,7 @@ UPDATED_AT_CHANGES: dict[str, tuple[str, Any]] = {
     "tasks": ("status", "done"),
     "workflow_tasks": ("sequence", 4),
     "workflow_schedules": ("next_fire_at", T1),
+    "queue_states": ("paused", False),
 }
 
 
@@ -883,6 +905,7 @@ def test_updated_at_moves_only_when_a_row_changes(conn: Conn) -> None:
             "configurations": "key",
             "workflow_tasks": "workflow_id",
             "workflow_schedules": "workflow_id",
+            "queue_states": "name",
         }.get(table, "id")
         stamps = sql.SQL("SELECT created_at, updated_at, now() FROM {} WHERE {} = %s").format(
             sql.Identifier(table), sql.Identifier(key)
@@ -1028,7 +1051,7 @@ STEP_LEGAL = {
     "pending": {"queued", "skipped", "cancelled"},
     "queued": {"running", "cancelled", "skipped"},
     "running": {"completed", "failed", "queued", "timed_out", "cancelled", "waiting"},
-    "waiting": {"completed", "failed", "cancelled"},
+    "waiting": {"completed", "failed", "cancelled", "queued"},
     "failed": {"queued", "pending"},
     "timed_out": {"queued", "pending"},
     "completed": set(),

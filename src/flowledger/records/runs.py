@@ -27,8 +27,11 @@ __all__ = [
     "LogLine",
     "LogPartition",
     "NewLogLine",
+    "QueueMark",
+    "QueueState",
     "ReapResult",
     "ReleasedStep",
+    "Signal",
     "StartRequest",
     "Step",
     "StepAttempt",
@@ -162,6 +165,7 @@ class Step(msgspec.Struct, frozen=True, gc=False):
     error: str | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    queue: str
 
 
 class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
@@ -171,7 +175,7 @@ class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
     `action_ref`, `config`, `item` (the with_items element of this task_index, None without
     fan-out) and `depends_on` come from the stage snapshot the execution pinned at start;
     `inputs` holds the outputs of the steps it depends on, by task name (a with_items task's
-    as a list in item order).
+    as a list in item order); `queue` is the queue it was claimed from.
     """
 
     id: uuid.UUID
@@ -189,6 +193,39 @@ class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
     item: Any
     depends_on: list[str]
     inputs: dict[str, Any]
+    queue: str
+
+
+class QueueMark(msgspec.Struct, frozen=True, gc=False):
+    """A queue as pause or resume left it."""
+
+    name: str
+    paused: bool
+    updated_at: datetime.datetime
+
+
+class QueueState(msgspec.Struct, frozen=True, gc=False):
+    """A queue: whether it is paused (since `updated_at`; None when it never was paused or
+    resumed) and how many of its steps are queued and running."""
+
+    name: str
+    paused: bool
+    queued: int
+    running: int
+    updated_at: datetime.datetime | None
+
+
+class Signal(msgspec.Struct, frozen=True, gc=False):
+    """A signal sent to an execution: consumed by the step `consumed_by` (at
+    `consumed_at`), or both None while it waits for a step to wait for its name."""
+
+    id: uuid.UUID
+    execution_id: uuid.UUID
+    name: str
+    payload: Any
+    created_at: datetime.datetime
+    consumed_by: uuid.UUID | None
+    consumed_at: datetime.datetime | None
 
 
 class StepAttempt(msgspec.Struct, frozen=True, gc=False):
@@ -211,6 +248,8 @@ class ReapResult(msgspec.Struct, frozen=True, kw_only=True):
     requeued: list[uuid.UUID]
     failed: list[uuid.UUID]
     timed_out: list[uuid.UUID]
+    # Steps whose wait for a signal passed its deadline, queued without one.
+    woken: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 class StartRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -146,6 +146,8 @@ class Stage(msgspec.Struct, frozen=True, gc=False):
     with_items: list[Any] | None
     retry_policy: RetryPolicy
     timeout_seconds: int
+    # The queue its steps run in.
+    queue: str
     created_at: datetime.datetime
     updated_at: datetime.datetime
 
@@ -177,6 +179,8 @@ class NewStage(msgspec.Struct, frozen=True, kw_only=True):
     with_items: list[Any] | None = None
     retry_policy: RetryPolicy = RetryPolicy()
     timeout_seconds: int = 3600
+    # The queue its steps run in: workers can claim from some queues only.
+    queue: str = "default"
 
 
 class StagePatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -194,3 +198,4 @@ class StagePatch(msgspec.Struct, frozen=True, kw_only=True):
     with_items: list[Any] | UnsetType | None = UNSET
     retry_policy: RetryPolicy | UnsetType = UNSET
     timeout_seconds: int | UnsetType = UNSET
+    queue: str | UnsetType = UNSET

@@ -11,6 +11,7 @@ import datetime
 import decimal
 import itertools
 import math
+import re
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final, TypeVar
@@ -141,6 +142,52 @@ def as_name(value: object, what: str, *, blank: bool = False) -> str:
 def as_optional_name(value: object, what: str) -> str | None:
     """Like `as_name`, letting None through."""
     return None if value is None else as_name(value, what)
+
+
+# A queue name, as the queue CHECKs of workflow_stages, execution_steps and queue_states.
+_QUEUE: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+# More queues than a claim could read the fronts of in one statement is a mistake.
+MAX_CLAIM_QUEUES: Final = 100
+
+
+def as_queue(value: object, what: str) -> str:
+    """A queue name: lowercase letters, digits, '-' or '_', starting with a letter, at most
+    63 characters; InvalidInput naming `what` otherwise."""
+    if not isinstance(value, str) or not _QUEUE.fullmatch(value):
+        raise InvalidInput(
+            f"{what} must be a queue name (lowercase letters, digits, '-' or '_', starting "
+            f"with a letter, at most 63 characters), got {show(value)}"
+        )
+    return value
+
+
+# A signal name, as execution_signals_name_check.
+_SIGNAL: Final = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+
+
+def as_signal_name(value: object, what: str) -> str:
+    """A signal name: lowercase letters, digits, '.', '-' or '_', starting with a letter,
+    at most 63 characters; InvalidInput naming `what` otherwise."""
+    if not isinstance(value, str) or not _SIGNAL.fullmatch(value):
+        raise InvalidInput(
+            f"{what} must be a signal name (lowercase letters, digits, '.', '-' or '_', "
+            f"starting with a letter, at most 63 characters), got {show(value)}"
+        )
+    return value
+
+
+def as_optional_queues(value: object, what: str) -> list[str] | None:
+    """None (every queue) or a non-empty list or tuple of distinct queue names."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        raise InvalidInput(f"{what} must be a list of queue names or None, got {show(value)}")
+    if not value or len(value) > MAX_CLAIM_QUEUES:
+        raise InvalidInput(f"{what} must name 1 to {MAX_CLAIM_QUEUES} queues, got {len(value)}")
+    names = [as_queue(v, what) for v in value]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"{what} names a queue more than once: {show(value)}")
+    return names
 
 
 def as_choice(value: object, what: str, allowed: Collection[str]) -> str:

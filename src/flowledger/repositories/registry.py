@@ -28,8 +28,10 @@ from flowledger.repositories.metrics import MetricsRepository
 from flowledger.repositories.outbox import OutboxRepository
 from flowledger.repositories.packs import PacksRepository
 from flowledger.repositories.pagination import CursorCodec
+from flowledger.repositories.queues import QueuesRepository
 from flowledger.repositories.schedules import SchedulesRepository
 from flowledger.repositories.sessions import SessionsRepository
+from flowledger.repositories.signals import SignalsRepository
 from flowledger.repositories.stages import StagesRepository
 from flowledger.repositories.step_logs import StepLogsRepository
 from flowledger.repositories.steps import StepsRepository
@@ -79,6 +81,16 @@ class Repositories:
     def steps(self) -> StepsRepository:
         """Steps: claim with a lease, heartbeat, complete, fail with retries, reap."""
         return StepsRepository(self)
+
+    @cached_property
+    def queues(self) -> QueuesRepository:
+        """Named queues: pause and resume (durable), list with queued and running counts."""
+        return QueuesRepository(self)
+
+    @cached_property
+    def signals(self) -> SignalsRepository:
+        """Signals to executions: each consumed once by a step waiting for its name."""
+        return SignalsRepository(self)
 
     @cached_property
     def outbox(self) -> OutboxRepository:

@@ -29,6 +29,7 @@ from flowledger.repositories._checks import (
     as_json,
     as_name,
     as_number,
+    as_queue,
     as_struct,
     as_text_list,
     as_uuid_list,
@@ -78,6 +79,7 @@ class StagesRepository(Repository):
             "with_items": _with_items(stage.with_items),
             "retry_policy": _retry_policy(stage.retry_policy),
             "timeout_seconds": _timeout(stage.timeout_seconds),
+            "queue": as_queue(stage.queue, "queue"),
         }
         if position is not None and (
             isinstance(position, bool) or not isinstance(position, int) or position < 0
@@ -173,6 +175,7 @@ def _patch_params(patch: StagePatch) -> dict[str, Any]:
         "with_items": _maybe(_with_items, patch.with_items),
         "retry_policy": _maybe(_retry_policy, patch.retry_policy),
         "timeout_seconds": _maybe(_timeout, patch.timeout_seconds),
+        "queue": _maybe(lambda q: as_queue(q, "queue"), patch.queue),
     }
 
 

@@ -395,7 +395,13 @@ def _cmd_worker(args: argparse.Namespace, out: _Output) -> int:
     handlers = load_handlers(args.handlers)
     url = resolve_database(args, development=False)
     with connect(url, min_size=1, max_size=args.concurrency + 2) as db:
-        worker = Worker(db, handlers, worker_id=args.worker_id, concurrency=args.concurrency)
+        worker = Worker(
+            db,
+            handlers,
+            worker_id=args.worker_id,
+            concurrency=args.concurrency,
+            queues=args.queue,
+        )
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: worker.stop())
         if not out.as_json:
@@ -806,6 +812,12 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("handlers", help="e.g. myapp.handlers:HANDLERS")
     work.add_argument("--concurrency", type=int, default=4, help="handler threads (default 4)")
     work.add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
+    work.add_argument(
+        "--queue",
+        action="append",
+        metavar="NAME",
+        help="claim steps of this queue only (repeat for several; default: every queue)",
+    )
     work.set_defaults(handler=_cmd_worker)
 
     sched = sub.add_parser(

@@ -259,7 +259,7 @@ WORKFLOW_STAGES = Table(
         " created_at timestamptz, updated_at timestamptz"
     ),
     by_database=frozenset(
-        {"depends_on", "config", "with_items", "retry_policy", "timeout_seconds"}
+        {"depends_on", "config", "with_items", "retry_policy", "timeout_seconds", "queue"}
     ),
     refs=frozenset({"workflows"}),
     make=_stages,
@@ -446,7 +446,19 @@ EXECUTION_STEPS = Table(
         " started_at timestamptz, completed_at timestamptz, duration_ms int8,"
         " outputs jsonb, error text, created_at timestamptz, updated_at timestamptz"
     ),
-    by_database=frozenset({"task_index", "max_attempts", "timeout_seconds", "heartbeat_at"}),
+    # queue: every stage of the volume runs in 'default'; no step waits for a signal.
+    by_database=frozenset(
+        {
+            "task_index",
+            "max_attempts",
+            "timeout_seconds",
+            "heartbeat_at",
+            "queue",
+            "signal_name",
+            "signal_deadline",
+            "signal_id",
+        }
+    ),
     refs=frozenset({"workflow_executions", "workflow_stages", "workflow_version_stages"}),
     make=_steps,
     row=_step_row,

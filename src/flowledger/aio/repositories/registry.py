@@ -24,8 +24,10 @@ from flowledger.aio.repositories.memory import (
 from flowledger.aio.repositories.metrics import AsyncMetricsRepository
 from flowledger.aio.repositories.outbox import AsyncOutboxRepository
 from flowledger.aio.repositories.packs import AsyncPacksRepository
+from flowledger.aio.repositories.queues import AsyncQueuesRepository
 from flowledger.aio.repositories.schedules import AsyncSchedulesRepository
 from flowledger.aio.repositories.sessions import AsyncSessionsRepository
+from flowledger.aio.repositories.signals import AsyncSignalsRepository
 from flowledger.aio.repositories.stages import AsyncStagesRepository
 from flowledger.aio.repositories.step_logs import AsyncStepLogsRepository
 from flowledger.aio.repositories.steps import AsyncStepsRepository
@@ -77,6 +79,16 @@ class AsyncRepositories:
     def steps(self) -> AsyncStepsRepository:
         """Steps: claim with a lease, heartbeat, complete, fail with retries, reap."""
         return AsyncStepsRepository(self)
+
+    @cached_property
+    def queues(self) -> AsyncQueuesRepository:
+        """Named queues: pause and resume (durable), list with queued and running counts."""
+        return AsyncQueuesRepository(self)
+
+    @cached_property
+    def signals(self) -> AsyncSignalsRepository:
+        """Signals to executions: each consumed once by a step waiting for its name."""
+        return AsyncSignalsRepository(self)
 
     @cached_property
     def outbox(self) -> AsyncOutboxRepository:

@@ -36,11 +36,14 @@ from flowledger.records.runs import (
 )
 from flowledger.repositories._checks import (
     INT32_MAX,
+    as_instant,
     as_int,
     as_interval,
     as_json,
     as_name,
     as_optional_instant,
+    as_optional_queues,
+    as_signal_name,
     as_text,
     as_uuid_list,
     check_batch,
@@ -55,6 +58,8 @@ _DEFAULT_LEASE = datetime.timedelta(seconds=30)
 _MAX_CLAIM = 1000
 # A worker holding a step longer heartbeats; a longer lease only delays the reaper.
 MAX_LEASE = datetime.timedelta(days=1)
+# A wait for a signal longer than a year is a mistake, not a plan.
+_MAX_WAIT = datetime.timedelta(days=366)
 
 
 class AsyncStepsRepository(AsyncRepository):
@@ -79,14 +84,21 @@ class AsyncStepsRepository(AsyncRepository):
         return found
 
     async def claim(
-        self, *, worker_id: str, limit: int = 1, lease: datetime.timedelta = _DEFAULT_LEASE
+        self,
+        *,
+        worker_id: str,
+        limit: int = 1,
+        lease: datetime.timedelta = _DEFAULT_LEASE,
+        queues: Sequence[str] | None = None,
     ) -> list[ClaimedStep]:
-        """Up to `limit` due steps of running executions, now leased to `worker_id`
-        (priority, available_at, id order; never one step to two workers); raises InvalidInput."""
+        """Up to `limit` due steps of running executions in `queues` (None: every queue),
+        never of a paused queue, now leased to `worker_id` (priority, available_at, id
+        order; never one step to two workers); raises InvalidInput."""
         _check_worker(worker_id)
         _check_lease(lease)
         _check_find_limit(limit)
-        params = {"worker_id": worker_id, "limit": limit, "lease": lease}
+        names = as_optional_queues(queues, "queues")
+        params = {"worker_id": worker_id, "limit": limit, "lease": lease, "queues": names}
         found: list[ClaimedStep] = await self._fetch("claim_steps", params)
         return found
 
@@ -212,12 +224,63 @@ class AsyncStepsRepository(AsyncRepository):
             )
         return [r.id for r in released]
 
+    async def sleep(
+        self,
+        *,
+        step_id: uuid.UUID | str,
+        worker_id: str,
+        attempt: int,
+        until: datetime.datetime,
+    ) -> Step:
+        """The step, queued again to run at `until` (at once when that has passed): a
+        durable timer that spends no attempt (the attempt is given back, its row deleted)
+        and that no claim takes before `until`. Raises LeaseLost, InvalidInput."""
+        params = _cas(step_id, worker_id, attempt)
+        params["until"] = as_instant(until, "until")
+        async with self._atomic() as conn:
+            await self._lock_executions_of([params["id"]], conn)  # the engine's lock order
+            slept: Step | None = await self._fetch("requeue_sleeping_step", params, conn=conn)
+        if slept is None:
+            raise _lost(params)
+        return slept
+
+    async def wait_for_signal(
+        self,
+        *,
+        step_id: uuid.UUID | str,
+        worker_id: str,
+        attempt: int,
+        name: str,
+        timeout: datetime.timedelta | None = None,
+    ) -> Step:
+        """The step after ending its attempt to wait for the signal `name` of its execution
+        (no attempt spent): queued at once when such a signal was sent and not consumed yet
+        (the oldest is consumed), else `waiting` (no lease, not claimable) until one is sent,
+        or until `timeout` passed, when a reaper pass queues it without one. The payload is
+        `inputs["signal:<name>"]` of its next claims. Raises LeaseLost, InvalidInput."""
+        params = _cas(step_id, worker_id, attempt)
+        params["name"] = as_signal_name(name, "name")
+        params["timeout"] = None
+        if timeout is not None:
+            params["timeout"] = as_interval(
+                timeout, "timeout", datetime.timedelta(microseconds=1), _MAX_WAIT
+            )
+        async with self._atomic() as conn:
+            # The execution's row first, as a send takes it: the two run one after the
+            # other, so a signal sent meanwhile is either seen here or finds this step.
+            await self._lock_executions_of([params["id"]], conn)
+            waited: Step | None = await self._fetch("wait_step_for_signal", params, conn=conn)
+        if waited is None:
+            raise _lost(params)
+        return waited
+
     async def reap(self, *, batch: int = 100) -> ReapResult:
         """One reaper pass over up to `batch` steps of each kind, skipping rows others hold:
         running steps past their timeout, and steps whose lease expired, are requeued while
         attempts remain, else become timed_out / failed, which skips their dependents and
-        fails the execution (or, in continue mode, lets its other branches finish). Step ids
-        per resulting status. Raises InvalidInput on a bad batch."""
+        fails the execution (or, in continue mode, lets its other branches finish); steps
+        whose wait for a signal passed its deadline are queued without one (`woken`). Step
+        ids per resulting status. Raises InvalidInput on a bad batch."""
         check_batch(batch)
         async with self._atomic() as conn:
             timed_out: builtins.list[Step] = await self._fetch(
@@ -225,6 +288,9 @@ class AsyncStepsRepository(AsyncRepository):
             )
             expired: builtins.list[Step] = await self._fetch(
                 "requeue_expired_steps", {"batch": batch}, conn=conn
+            )
+            woken: builtins.list[Step] = await self._fetch(
+                "queue_overdue_waits", {"batch": batch}, conn=conn
             )
             reaped = [*timed_out, *expired]
             final = [s for s in reaped if s.status != "queued"]
@@ -239,6 +305,7 @@ class AsyncStepsRepository(AsyncRepository):
             requeued=[s.id for s in reaped if s.status == "queued"],
             failed=[s.id for s in final if s.status == "failed"],
             timed_out=[s.id for s in final if s.status == "timed_out"],
+            woken=[s.id for s in woken],
         )
         if reaped:
             # Normal operation reaps nothing: a lease that ran out is a worker that died or

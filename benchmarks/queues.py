@@ -1,0 +1,173 @@
+"""Named queues on the claim path: claim + complete with `queues=[...]` next to the plain
+claim (every queue), on one queue and on three.
+
+Each run first queues STEPS fresh steps (untimed; 10 per execution) in the queues of the
+workload, then `workers` threads claim up to `batch` steps at a time (with the workload's
+`queues` argument) and complete each, until none is left for them; the figure is steps
+completed per second. Workloads:
+
+* `one queue`: every step in 'default'; claims with no queues (the claim finds the queues
+  holding queued steps, here one) vs `queues=['default']`;
+* `three queues`: steps spread over 'qa', 'qb', 'qc'; claims with no queues (three queue
+  fronts read, up to 3 x batch rows locked per claim) vs `queues=['qa', 'qb', 'qc']` vs
+  `queues=['qa']` (a worker of one queue, which drains a third of the steps).
+
+Configurations are interleaved repeat by repeat; the median is reported. Compare ratios
+within one run: this kind of machine drifts by +-25 % from minute to minute.
+
+Usage (without --database, FLOWLEDGER_URL or DATABASE_URL it uses the embedded server):
+
+    .venv/bin/python benchmarks/queues.py [--database URL] [--repeats 3]
+        [--output benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import flowledger
+from flowledger.tools.migrate import Migrator
+from flowledger.urls import to_libpq_url
+from measure import median, ratio
+from report import write_section
+from servers import recreate_database, server_url, server_version, with_db
+
+HERE = Path(__file__).resolve().parent
+BENCH_DB = "flowledger_queues_bench"
+STEPS = 600
+CONFIGS = ((1, 1), (4, 10))  # (workers, batch)
+# (workload, label, queues the steps are spread over, queues the claims ask for)
+RUNS: tuple[tuple[str, str, tuple[str, ...], list[str] | None], ...] = (
+    ("one queue", "no queues (every queue)", ("default",), None),
+    ("one queue", "queues=['default']", ("default",), ["default"]),
+    ("three queues", "no queues (every queue)", ("qa", "qb", "qc"), None),
+    ("three queues", "queues=['qa', 'qb', 'qc']", ("qa", "qb", "qc"), ["qa", "qb", "qc"]),
+    ("three queues", "queues=['qa']", ("qa", "qb", "qc"), ["qa"]),
+)
+TITLE = "Named queues: claim + complete with `queues=[...]` next to the plain claim"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--database", help="server URL (default: the embedded server)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, help="write the table into this RESULTS.md")
+    args = parser.parse_args()
+    base = to_libpq_url(server_url(args.database))
+    with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:
+        server = server_version(admin)
+        recreate_database(admin, BENCH_DB)
+    url = with_db(base, BENCH_DB)
+    Migrator(url).apply()
+    started = time.perf_counter()
+    samples: dict[tuple[int, int, int], list[float]] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        workflow = _workflow(conn)
+        for repeat in range(args.repeats):
+            for workers, batch in CONFIGS:
+                for n, (workload, label, spread, queues) in enumerate(RUNS):
+                    _queue_steps(conn, workflow, spread)
+                    rate = _claim_run(url, workers, batch, queues)
+                    samples.setdefault((n, workers, batch), []).append(rate)
+                    print(
+                        f"[{repeat + 1}] {workload}, {label}, W={workers} B={batch}:"
+                        f" {rate:,.0f} steps/s",
+                        flush=True,
+                    )
+    report = _report(samples, server, args.repeats, time.perf_counter() - started)
+    print(report)
+    if args.output:
+        write_section(args.output, "queues", TITLE, report)
+    return 0
+
+
+def _workflow(conn: psycopg.Connection[Any]) -> Any:
+    row = conn.execute(
+        """WITH u AS (INSERT INTO users (email, display_name)
+                      VALUES ('bench@example.com', 'Bench') RETURNING id)
+           INSERT INTO workflows (owner_id, name) SELECT id, 'bench' FROM u RETURNING id"""
+    ).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _queue_steps(conn: psycopg.Connection[Any], workflow: Any, spread: tuple[str, ...]) -> None:
+    """Cancel what is left queued or running, then queue STEPS fresh steps, round-robin over
+    the queues of `spread`."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE execution_steps SET status = 'cancelled', lease_owner = NULL,"
+            " lease_expires_at = NULL WHERE status IN ('queued', 'running')"
+        )
+        conn.execute(
+            """WITH ex AS (
+                 INSERT INTO workflow_executions
+                        (workflow_id, workflow_version, status, started_at)
+                 SELECT %(w)s, 1, 'running', now() FROM generate_series(1, %(n)s / 10)
+                 RETURNING id)
+               INSERT INTO execution_steps
+                      (execution_id, task_name, task_index, status, max_attempts, queue)
+               SELECT ex.id, 'bench', i, 'queued', 3,
+                      (%(queues)s::text[])[1 + (i %% cardinality(%(queues)s::text[]))]
+                 FROM ex, generate_series(0, 9) AS i""",
+            {"w": workflow, "n": STEPS, "queues": list(spread)},
+        )
+    conn.execute("ANALYZE execution_steps")
+
+
+def _claim_run(url: str, workers: int, batch: int, queues: list[str] | None) -> float:
+    """Steps per second completed by `workers` threads claiming `batch` at a time."""
+    done = [0] * workers
+    db = flowledger.connect(url, min_size=workers, max_size=workers)
+
+    def work(w: int) -> None:
+        name = f"bench-{w}"
+        while claimed := db.steps.claim(worker_id=name, limit=batch, queues=queues):
+            for step in claimed:
+                db.steps.complete(step_id=step.id, worker_id=name, attempt=step.attempt)
+            done[w] += len(claimed)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    db.close()
+    return sum(done) / elapsed
+
+
+def _report(
+    samples: dict[tuple[int, int, int], list[float]], server: str, repeats: int, seconds: float
+) -> str:
+    lines = [
+        f"Command: `python benchmarks/queues.py --repeats {repeats}"
+        " --output benchmarks/RESULTS.md`",
+        f"- server: {server}; run took {seconds / 60:.1f} min; medians of {repeats}"
+        f" interleaved runs; {STEPS:,} steps queued per run",
+        "",
+        "| workload | claims | workers, batch | steps/s | ÷ no queues (same workload) |",
+        "|---|---|---|---:|---:|",
+    ]
+    for workers, batch in CONFIGS:
+        plain: dict[str, float] = {}
+        for n, (workload, label, _, queues) in enumerate(RUNS):
+            rate = median(samples[(n, workers, batch)])
+            if queues is None:
+                plain[workload] = rate
+            lines.append(
+                f"| {workload} | {label} | {workers}, {batch} | {rate:,.0f}"
+                f" | {ratio(rate, plain[workload]):.2f}× |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

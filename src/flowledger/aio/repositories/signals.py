@@ -1,0 +1,51 @@
+"""Signals: sent to an execution, each consumed exactly once by a step waiting for its name
+(`steps.wait_for_signal`), whose next claims carry the payload as `inputs["signal:<name>"]`.
+
+Signals queue: one sent while no step waits for its name is kept, and every later wait for
+that name consumes the oldest one left; a second send does not replace the first.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from typing import Any
+
+from flowledger.aio.repositories.base import AsyncRepository, as_uuid
+from flowledger.errors import NotFound
+from flowledger.records.runs import ExecutionLock, Signal
+from flowledger.repositories._checks import as_json, as_signal_name
+
+__all__ = ["AsyncSignalsRepository"]
+
+
+class AsyncSignalsRepository(AsyncRepository):
+    """Signals to executions: send, list."""
+
+    async def send(
+        self, *, execution_id: uuid.UUID | str, name: str, payload: Any = None
+    ) -> Signal:
+        """The signal, stored; in the same transaction the step of the execution waiting
+        longest for `name` consumes it (`consumed_by`), queued and the workers woken; with
+        none waiting it is kept for the next wait. Raises NotFound, InvalidInput."""
+        params = {
+            "execution_id": as_uuid(execution_id, "execution id"),
+            "name": as_signal_name(name, "name"),
+            "payload": as_json(payload, "payload"),
+        }
+        async with self._atomic() as conn:
+            # The engine's lock order, and what makes a send and a wait run in turn.
+            lock: ExecutionLock | None = await self._fetch(
+                "lock_signal_execution", params, conn=conn
+            )
+            if lock is None:
+                raise NotFound(f"execution {params['execution_id']} not found")
+            sent: Signal = await self._fetch("insert_signal", params, conn=conn)
+        return sent
+
+    async def list_by_execution(self, *, execution_id: uuid.UUID | str) -> builtins.list[Signal]:
+        """The signals sent to an execution, oldest first, consumed or not; raises
+        InvalidInput."""
+        params = {"execution_id": as_uuid(execution_id, "execution id")}
+        found: builtins.list[Signal] = await self._fetch("list_signals_by_execution", params)
+        return found
