@@ -30,31 +30,15 @@ from flowledger.repositories.pagination import (
 )
 from flowledger.repositories.queries import get_queries
 
-__all__ = ["StepLogsRepository"]
+__all__ = ["StepLogsReader", "StepLogsRepository"]
 
 _COPY_TYPES = ["uuid", "uuid", "text", "text", "jsonb", "timestamptz"]
 _BY_STEP = "step_logs.by_step:logged_at:asc"
 _BY_EXECUTION = "step_logs.by_execution:logged_at:asc"
 
 
-class StepLogsRepository(Repository):
-    """Append-only log lines of steps."""
-
-    def append(self, *, lines: Sequence[NewLogLine]) -> int:
-        """Append the lines in one binary COPY (all or none); the number written. A line
-        without logged_at gets this process's current time. Raises InvalidInput (bad level,
-        unknown step or execution)."""
-        rows = _rows(lines)
-        if not rows:
-            return 0
-        with self._atomic() as conn, conn.cursor() as cur:
-            with cur.copy(get_queries()["append_step_logs"].sql) as copy:
-                # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
-                # the dict goes in as it is: no Jsonb wrapper to build per row.
-                copy.set_types(_COPY_TYPES)
-                for row in rows:
-                    copy.write_row(row)
-        return len(rows)
+class StepLogsReader(Repository):
+    """Step logs: pages of a step's or an execution's lines."""
 
     def list_by_step(
         self, *, step_id: uuid.UUID | str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
@@ -91,6 +75,26 @@ class StepLogsRepository(Repository):
         return make_page(
             rows, limit=limit, key=lambda r: (r.logged_at, r.id), codec=self._codec, scope=scope
         )
+
+
+class StepLogsRepository(StepLogsReader):
+    """Append-only log lines of steps."""
+
+    def append(self, *, lines: Sequence[NewLogLine]) -> int:
+        """Append the lines in one binary COPY (all or none); the number written. A line
+        without logged_at gets this process's current time. Raises InvalidInput (bad level,
+        unknown step or execution)."""
+        rows = _rows(lines)
+        if not rows:
+            return 0
+        with self._atomic() as conn, conn.cursor() as cur:
+            with cur.copy(get_queries()["append_step_logs"].sql) as copy:
+                # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
+                # the dict goes in as it is: no Jsonb wrapper to build per row.
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+        return len(rows)
 
 
 def _rows(lines: object) -> list[tuple[Any, ...]]:

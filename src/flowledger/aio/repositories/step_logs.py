@@ -28,31 +28,15 @@ from flowledger.repositories.pagination import (
 )
 from flowledger.repositories.queries import get_queries
 
-__all__ = ["AsyncStepLogsRepository"]
+__all__ = ["AsyncStepLogsReader", "AsyncStepLogsRepository"]
 
 _COPY_TYPES = ["uuid", "uuid", "text", "text", "jsonb", "timestamptz"]
 _BY_STEP = "step_logs.by_step:logged_at:asc"
 _BY_EXECUTION = "step_logs.by_execution:logged_at:asc"
 
 
-class AsyncStepLogsRepository(AsyncRepository):
-    """Append-only log lines of steps."""
-
-    async def append(self, *, lines: Sequence[NewLogLine]) -> int:
-        """Append the lines in one binary COPY (all or none); the number written. A line
-        without logged_at gets this process's current time. Raises InvalidInput (bad level,
-        unknown step or execution)."""
-        rows = _rows(lines)
-        if not rows:
-            return 0
-        async with self._atomic() as conn, conn.cursor() as cur:
-            async with cur.copy(get_queries()["append_step_logs"].sql) as copy:
-                # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
-                # the dict goes in as it is: no Jsonb wrapper to build per row.
-                copy.set_types(_COPY_TYPES)
-                for row in rows:
-                    await copy.write_row(row)
-        return len(rows)
+class AsyncStepLogsReader(AsyncRepository):
+    """Step logs: pages of a step's or an execution's lines."""
 
     async def list_by_step(
         self, *, step_id: uuid.UUID | str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
@@ -89,6 +73,26 @@ class AsyncStepLogsRepository(AsyncRepository):
         return make_page(
             rows, limit=limit, key=lambda r: (r.logged_at, r.id), codec=self._codec, scope=scope
         )
+
+
+class AsyncStepLogsRepository(AsyncStepLogsReader):
+    """Append-only log lines of steps."""
+
+    async def append(self, *, lines: Sequence[NewLogLine]) -> int:
+        """Append the lines in one binary COPY (all or none); the number written. A line
+        without logged_at gets this process's current time. Raises InvalidInput (bad level,
+        unknown step or execution)."""
+        rows = _rows(lines)
+        if not rows:
+            return 0
+        async with self._atomic() as conn, conn.cursor() as cur:
+            async with cur.copy(get_queries()["append_step_logs"].sql) as copy:
+                # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
+                # the dict goes in as it is: no Jsonb wrapper to build per row.
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    await copy.write_row(row)
+        return len(rows)
 
 
 def _rows(lines: object) -> list[tuple[Any, ...]]:
