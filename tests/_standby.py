@@ -46,11 +46,14 @@ class Standby:
         self.user = user
         self.password = password
         with psycopg.connect(primary_url, autocommit=True) as conn:
-            pid = conn.info.backend_pid
-        backend = psutil.Process(pid)
-        # A backend runs the server's own executable, as the server's OS user.
-        self.bindir = Path(backend.exe()).parent
-        self.os_user = pwd.getpwuid(backend.uids().real).pw_name
+            # The postmaster (the parent of this connection's backend) runs the server's
+            # own executable, as the server's OS user.
+            postmaster = psutil.Process(conn.info.backend_pid).parent()
+            assert postmaster is not None
+            self.bindir = Path(postmaster.exe()).parent
+            self.os_user = pwd.getpwuid(postmaster.uids().real).pw_name
+        if not (self.bindir / "pg_basebackup").exists():
+            raise AssertionError(f"no pg_basebackup beside the server's postgres in {self.bindir}")
         self.root = Path(tempfile.mkdtemp(prefix="flowledger-standby-", dir="/tmp"))
         self.data = self.root / "data"
         self.port = _free_port()

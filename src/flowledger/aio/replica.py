@@ -130,6 +130,8 @@ class AsyncReplica(AsyncReadRepositories):
         # (when the standby was last checked, why it is unusable or None). Replaced as a
         # whole, so threads sharing the replica never see half an update.
         self._state: tuple[float, str | None] = (-math.inf, None)
+        # When a check last found the standby caught up (this process's clock).
+        self._caught_up_at = -math.inf
         super().__init__(_ReplicaExecutor(self), codec, slow)
 
     def __repr__(self) -> str:
@@ -238,11 +240,19 @@ class AsyncReplica(AsyncReadRepositories):
     def _problem(self, status: ReplicaStatus) -> str | None:
         if not status.in_recovery:
             return self._not_standby()
-        if status.lag_seconds is None:
+        if status.lag_seconds == 0:
+            self._caught_up_at = _clock()
+            return None
+        # The age of the last replayed transaction overstates the lag of a standby whose
+        # primary was idle before its latest write: caught up when last checked, it cannot
+        # be further behind than the time since then.
+        since_caught_up = _clock() - self._caught_up_at
+        lag = min(since_caught_up, math.inf if status.lag_seconds is None else status.lag_seconds)
+        if lag == math.inf:
             return "it is not caught up and has replayed no transaction since it started"
-        if status.lag_seconds > self._max_lag:
+        if lag > self._max_lag:
             return (
-                f"it is {status.lag_seconds:.1f} s behind its primary, more than"
+                f"it is {lag:.1f} s behind its primary, more than"
                 f" replica_max_lag_seconds={self._max_lag:g}"
             )
         return None
