@@ -5,9 +5,22 @@
 -- The primary's WAL insert position, taken once a write committed: a standby that has
 -- replayed up to it holds that write. The insert position rather than pg_current_wal_lsn()
 -- (the write position): with synchronous_commit = off a commit returns before its WAL is
--- written, so the write position may still lie before the commit record.
+-- written, so the write position may still lie before the commit record. When the last
+-- record ended exactly at a page boundary, the insert position lies past the next page's
+-- header (24 bytes, 40 at a segment's start), where no record exists yet: a standby
+-- replays up to the boundary only, so the boundary is returned.
 -- returns: scalar
-SELECT pg_current_wal_insert_lsn()::text;
+WITH wal AS (
+  SELECT pg_current_wal_insert_lsn() AS lsn,
+         pg_current_wal_insert_lsn() - '0/0'::pg_lsn AS bytes,
+         current_setting('wal_block_size')::numeric AS page,
+         pg_size_bytes(current_setting('wal_segment_size')) AS segment
+)
+SELECT CASE WHEN bytes % segment = 40 THEN lsn - 40
+            WHEN bytes % page = 24 THEN lsn - 24
+            ELSE lsn
+       END::text
+  FROM wal;
 
 -- name: stats_replica_status
 -- Whether the server is a standby, its lag and what it replayed. A standby with a running

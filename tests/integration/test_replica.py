@@ -38,6 +38,7 @@ from flowledger.errors import (
 )
 from flowledger.records.identity import NewUser, VerifiedKey
 from flowledger.records.memory import NewMemoryItem, NewMemoryModule
+from flowledger.replica import lsn_of
 from flowledger.repositories.registry import ReadRepositories, Repositories
 from flowledger.tools.seed import seed
 
@@ -346,6 +347,27 @@ def test_verify_on_the_replica_writes_nothing(replica_db: Database) -> None:
 
 
 # -- read-your-writes -------------------------------------------------------------------------
+
+
+def test_a_position_at_a_fresh_wal_segment_is_reached_on_an_idle_primary(
+    replica_db: Database, db_url: str
+) -> None:
+    # Right after a WAL switch the insert position lies past the new segment's page header,
+    # where no record exists yet: the standby replays up to the boundary only, and a wait
+    # for the raw position would last until the primary next writes.
+    hits = 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for n in range(10):
+            replica_db.users.create(user=_user(n))
+            conn.execute("SELECT pg_switch_wal()")
+            position = replica_db.wal_position()
+            if lsn_of(position) % (16 * 1024 * 1024) in (
+                0,
+                40,
+            ):  # at the boundary, or past its header
+                hits += 1
+                replica_db.replica.wait_for(position, timeout=5)
+    assert hits > 0, "no WAL position at a segment boundary was seen"
 
 
 def test_wait_for_refuses_a_malformed_position_or_timeout(replica_db: Database) -> None:
