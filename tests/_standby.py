@@ -100,6 +100,17 @@ class Standby:
             pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data)]
             self._run([*pg_ctl, "-m", "fast", "-w", "stop"])
 
+    def promote(self) -> None:
+        """Promote the standby: it leaves recovery and becomes a primary of its own."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "promote"])
+
+    def rebuild(self) -> None:
+        """Stop it and make it again from the primary (after a promotion)."""
+        self.stop()
+        shutil.rmtree(self.data)
+        self.create()
+        self.start()
+
     def remove(self) -> None:
         """Stop it and remove its directory."""
         try:

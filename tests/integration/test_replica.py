@@ -8,6 +8,7 @@ import datetime
 import inspect
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from _standby import Standby
 from conftest import ReplicaDatabases
 from flowledger.database import Database, settings_from_env
 from flowledger.errors import (
+    ConnectionRejected,
     DatabaseNotConfigured,
     FlowledgerError,
     InvalidInput,
@@ -513,6 +515,61 @@ def test_a_stopped_standby_raises_replica_unavailable_until_it_is_back(
     ]
     assert len(warnings) == 1 and "cannot serve reads" in warnings[0]
     assert "password" not in warnings[0]
+
+
+def test_a_connection_lost_under_a_replica_read_raises_replica_unavailable(
+    replica_db: Database, standby: Standby, db_url: str
+) -> None:
+    user = replica_db.users.create(user=_user(1))
+    replica_db.replica.wait_for(replica_db.wal_position())
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            replica_db.replica.users.get(id=user.id)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with psycopg.connect(db_url) as locker, psycopg.connect(db_url, autocommit=True) as other:
+        # The standby replays the primary's lock, and the replica read waits for it.
+        locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        other.execute("SET synchronous_commit = on")
+        other.execute("CREATE TEMP TABLE flush_the_wal (i int)")  # a flushed commit
+        reader = threading.Thread(target=read)
+        reader.start()
+        waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        deadline = time.monotonic() + 30
+        while (pid := standby.execute(waiting)) is None:
+            assert time.monotonic() < deadline, "the replica read never waited for the lock"
+            time.sleep(0.05)
+        standby.execute(f"SELECT pg_terminate_backend({int(pid)})")
+        reader.join(timeout=30)
+        locker.rollback()
+    [error] = outcome
+    assert isinstance(error, ReplicaUnavailable), repr(error)
+    assert "the connection to it was lost" in str(error)
+
+
+def test_a_promoted_standby_is_refused(replica_dbs: ReplicaDatabases, standby: Standby) -> None:
+    with replica_dbs.open(replica_check_seconds=0) as db:
+        assert db.replica.users.list().items == []
+        standby.promote()
+        try:
+            with pytest.raises(ReplicaUnavailable, match="no longer a standby"):
+                db.replica.users.list()
+        finally:
+            standby.rebuild()
+
+
+def test_a_replica_url_whose_login_is_refused_stops_connect(
+    db_url: str, face: str, standby: Standby
+) -> None:
+    url = standby.url("no_such_database")
+    with pytest.raises(ConnectionRejected, match="no_such_database"):
+        if face == "sync":
+            flowledger.connect(db_url, replica_url=url, connect_attempts=1)
+        else:
+            run(flowledger.connect_async(db_url, replica_url=url, connect_attempts=1))
 
 
 # -- configuration ---------------------------------------------------------------------------
