@@ -535,6 +535,7 @@ def test_a_connection_lost_under_a_replica_read_raises_replica_unavailable(
         locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         other.execute("SET synchronous_commit = on")
         other.execute("CREATE TEMP TABLE flush_the_wal (i int)")  # a flushed commit
+        replica_db.replica.wait_for(replica_db.wal_position())  # the lock is replayed
         reader = threading.Thread(target=read)
         reader.start()
         waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
