@@ -247,10 +247,11 @@ def db(db_url: str, face: str) -> Iterator[Database]:
         run(adb.close())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def standby(pg_server: PgServer) -> Iterator[Standby]:
     """A hot standby of the test server streaming from it (`pg_basebackup -R`, on a free
-    port in a temporary directory), stopped and removed at the end of the session."""
+    port in a temporary directory), stopped and removed after the module's tests: it
+    replays nothing of the rest of the run."""
     node = Standby(pg_server.url("postgres"), pg_server.user, pg_server.password)
     try:
         node.create()
