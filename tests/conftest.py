@@ -226,7 +226,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Every test taking `db` (or `replica_db`) runs on both faces, unless it tests
     # sync-only code.
-    if "face" in metafunc.fixturenames:
+    if "db" in metafunc.fixturenames or "replica_dbs" in metafunc.fixturenames:
         only_sync = metafunc.definition.get_closest_marker("sync_face") is not None
         metafunc.parametrize("face", ["sync"] if only_sync else ["sync", "async"])
 

@@ -45,6 +45,8 @@ from flowledger.repositories.registry import ReadRepositories, Repositories
 from flowledger.tools.seed import seed
 
 pytestmark = pytest.mark.replica
+# For the tests that open databases themselves rather than through `db`/`replica_db`.
+FACES = pytest.mark.parametrize("face", ["sync", "async"])
 
 
 def _user(n: int) -> NewUser:
@@ -562,6 +564,7 @@ def test_a_promoted_standby_is_refused(replica_dbs: ReplicaDatabases, standby: S
             standby.rebuild()
 
 
+@FACES
 def test_a_replica_url_whose_login_is_refused_stops_connect(
     db_url: str, face: str, standby: Standby
 ) -> None:
@@ -576,6 +579,7 @@ def test_a_replica_url_whose_login_is_refused_stops_connect(
 # -- configuration ---------------------------------------------------------------------------
 
 
+@FACES
 def test_replica_url_at_a_primary_is_refused_on_connect(db_url: str, face: str) -> None:
     url = db_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret@")
     with pytest.raises(InvalidInput, match=r"replica_url .* is not a standby") as raised:
@@ -599,6 +603,7 @@ def test_without_replica_url_db_replica_raises(db: Database) -> None:
         db.replica  # noqa: B018
 
 
+@FACES
 def test_an_unreachable_replica_does_not_stop_connect_and_its_reads_raise(
     db_url: str, face: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
