@@ -47,6 +47,8 @@ from flowledger.tools.seed import seed
 pytestmark = pytest.mark.replica
 # For the tests that open databases themselves rather than through `db`/`replica_db`.
 FACES = pytest.mark.parametrize("face", ["sync", "async"])
+# Seconds a test waits for the standby to replay a write: generous, for a loaded machine.
+REPLAY = 60
 
 
 def _user(n: int) -> NewUser:
@@ -70,7 +72,7 @@ def test_a_write_then_a_read_with_its_position_sees_the_row_every_time(
         for n in range(rounds):
             created = db.users.create(user=_user(n))
             position = db.wal_position()
-            db.replica.wait_for(position, timeout=10)
+            db.replica.wait_for(position, timeout=REPLAY)
             assert db.replica.users.get(id=created.id) == created
 
 
@@ -263,7 +265,7 @@ def test_every_read_method_on_the_replica_returns_what_the_primary_returns(
     replica_db: Database, db_url: str
 ) -> None:
     world = _populate(db_url, replica_db)
-    replica_db.replica.wait_for(replica_db.wal_position(), timeout=30)
+    replica_db.replica.wait_for(replica_db.wal_position(), timeout=REPLAY)
     raised = set()
     for name, calls in READS.items():
         for call in calls:
@@ -281,7 +283,7 @@ def test_every_read_method_on_the_replica_returns_what_the_primary_returns(
 def test_a_cursor_of_the_primary_pages_on_the_replica_and_back(replica_db: Database) -> None:
     for n in range(5):
         replica_db.users.create(user=_user(n))
-    replica_db.replica.wait_for(replica_db.wal_position())
+    replica_db.replica.wait_for(replica_db.wal_position(), timeout=REPLAY)
     first = replica_db.users.list(limit=2)
     assert first.next_cursor is not None
     second = replica_db.replica.users.list(limit=2, cursor=first.next_cursor)
@@ -337,7 +339,7 @@ def test_a_type_checker_refuses_a_write_on_the_replica(tmp_path: Path) -> None:
 def test_verify_on_the_replica_writes_nothing(replica_db: Database) -> None:
     owner = replica_db.users.create(user=_user(1))
     issued = replica_db.api_keys.issue(user_id=owner.id, name="ci")
-    replica_db.replica.wait_for(replica_db.wal_position())
+    replica_db.replica.wait_for(replica_db.wal_position(), timeout=REPLAY)
     verified = replica_db.replica.api_keys.verify(secret=issued.secret)
     assert verified == VerifiedKey(key=issued.key, user=owner)
     assert verified is not None and verified.key.last_used_at is None
@@ -370,7 +372,7 @@ def test_a_position_at_a_fresh_wal_segment_is_reached_on_an_idle_primary(
                 40,
             ):  # at the boundary, or past its header
                 hits += 1
-                replica_db.replica.wait_for(position, timeout=5)
+                replica_db.replica.wait_for(position, timeout=REPLAY)
     assert hits > 0, "no WAL position at a segment boundary was seen"
 
 
@@ -397,7 +399,7 @@ def paused(standby: Standby) -> Iterator[None]:
 def _settled(db: Database) -> None:
     """Wait until the standby is caught up (the test server's background work, such as
     dropping the clone of the test before, replayed)."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + REPLAY
     while db.replica.status().lag_seconds != 0:
         assert time.monotonic() < deadline, "the standby never caught up"
         time.sleep(0.05)
@@ -412,7 +414,7 @@ def test_wait_for_times_out_while_replay_is_paused(replica_db: Database, standby
             replica_db.replica.wait_for(position, timeout=0.3)
         assert 0.3 <= time.monotonic() - started < 3
     assert issubclass(ReplicaWaitTimeout, ReplicaUnavailable)
-    replica_db.replica.wait_for(position, timeout=30)
+    replica_db.replica.wait_for(position, timeout=REPLAY)
     assert replica_db.replica.users.get(id=created.id) == created
 
 
@@ -457,13 +459,52 @@ def test_a_replica_further_behind_than_the_bound_is_refused(
             status = db.replica.status()  # reports, whatever the bound
             assert status.in_recovery and status.lag_seconds is not None
             assert status.lag_seconds > 0.5
-        db.replica.wait_for(db.wal_position(), timeout=30)
+        db.replica.wait_for(db.wal_position(), timeout=REPLAY)
         assert db.replica.users.get(id=created.id) == created
     warnings = [
         r for r in caplog.records if r.name == "flowledger.replica" and r.levelno == logging.WARNING
     ]
     assert len(warnings) == 1 and "behind its primary" in warnings[0].getMessage()
     assert any("usable again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_write_after_a_long_idle_does_not_make_the_replica_look_far_behind(
+    replica_dbs: ReplicaDatabases, standby: Standby, db_url: str
+) -> None:
+    age_of_last_replayed = (
+        "SELECT extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8"
+    )
+    received_not_replayed = "SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()"
+    with psycopg.connect(db_url, autocommit=True) as conn:  # the write reaches the standby
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(
+                sql.Identifier(conn.info.dbname)
+            )
+        )
+    with replica_dbs.open(replica_max_lag_seconds=1, replica_check_seconds=0) as db:
+        deadline = time.monotonic() + 60
+        while (age := standby.execute(age_of_last_replayed)) is not None and age < 2:
+            assert time.monotonic() < deadline, "the primary never went idle"
+            time.sleep(0.2)
+        assert db.replica.users.list().items == []  # a check finds it caught up
+        with paused(standby):
+            db.users.create(user=_user(1))
+            while not standby.execute(received_not_replayed):
+                assert time.monotonic() < deadline, "the write never reached the standby"
+                time.sleep(0.01)
+            raw = db.replica.status().lag_seconds
+            assert raw is None or raw > 1  # the last replayed transaction is that old
+            # But the standby was caught up a moment ago: it cannot be further behind.
+            assert db.replica.users.list().items == []
+
+
+def test_read_your_writes_after_a_transaction_block(replica_db: Database) -> None:
+    with replica_db.transaction() as tx:
+        first = tx.users.create(user=_user(1))
+        second = tx.users.create(user=_user(2))
+    replica_db.replica.wait_for(replica_db.wal_position(), timeout=REPLAY)
+    assert replica_db.replica.users.get(id=first.id) == first
+    assert replica_db.replica.users.get(id=second.id) == second
 
 
 def test_the_lag_is_checked_at_most_every_replica_check_seconds(
@@ -488,7 +529,7 @@ def test_a_stopped_standby_raises_replica_unavailable_until_it_is_back(
     caplog.set_level(logging.WARNING, logger="flowledger.replica")
     with replica_dbs.open(pool_timeout=2, replica_check_seconds=1) as db:
         user = db.users.create(user=_user(1))
-        db.replica.wait_for(db.wal_position())
+        db.replica.wait_for(db.wal_position(), timeout=REPLAY)
         standby.stop()
         try:
             with pytest.raises(ReplicaUnavailable):
@@ -523,7 +564,7 @@ def test_a_connection_lost_under_a_replica_read_raises_replica_unavailable(
     replica_db: Database, standby: Standby, db_url: str
 ) -> None:
     user = replica_db.users.create(user=_user(1))
-    replica_db.replica.wait_for(replica_db.wal_position())
+    replica_db.replica.wait_for(replica_db.wal_position(), timeout=REPLAY)
     outcome: list[BaseException] = []
 
     def read() -> None:
@@ -537,7 +578,8 @@ def test_a_connection_lost_under_a_replica_read_raises_replica_unavailable(
         locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         other.execute("SET synchronous_commit = on")
         other.execute("CREATE TEMP TABLE flush_the_wal (i int)")  # a flushed commit
-        replica_db.replica.wait_for(replica_db.wal_position())  # the lock is replayed
+        # Once the standby replayed the lock, the replica read below waits for it.
+        replica_db.replica.wait_for(replica_db.wal_position(), timeout=REPLAY)
         reader = threading.Thread(target=read)
         reader.start()
         waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
