@@ -29,6 +29,7 @@ from flowledger.replica import lsn_of
 
 # How long the standby may take to replay a position the tests wait for.
 REPLAY_TIMEOUT = 60.0
+_SLOT_PREFIX = "flowledger_test_standby_"
 
 
 def _free_port() -> int:
@@ -54,6 +55,10 @@ class Standby:
             self.os_user = pwd.getpwuid(postmaster.uids().real).pw_name
         if not (self.bindir / "pg_basebackup").exists():
             raise AssertionError(f"no pg_basebackup beside the server's postgres in {self.bindir}")
+        # A physical replication slot keeps the primary's WAL until the standby received
+        # it: without one, a standby that falls behind (a loaded machine, WAL switches)
+        # finds the segments it needs recycled and stops replaying for good.
+        self.slot = f"{_SLOT_PREFIX}{os.getpid()}"
         self.root = Path(tempfile.mkdtemp(prefix="flowledger-standby-", dir="/tmp"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -66,8 +71,21 @@ class Standby:
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
 
+    def _drop_slots(self, pattern: str) -> None:
+        # Only inactive slots: a slot of a standby that still runs is not ours to drop.
+        with psycopg.connect(self.primary_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name LIKE %s AND NOT active",
+                [pattern],
+            )
+
     def create(self) -> None:
-        """Copy the primary with pg_basebackup -R (a standby.signal and primary_conninfo)."""
+        """Copy the primary with pg_basebackup -R (a standby.signal and primary_conninfo)
+        and a replication slot of its own."""
+        # Slots of earlier runs that ended without their teardown (a killed run) would
+        # keep the primary's WAL forever.
+        self._drop_slots(f"{_SLOT_PREFIX}%")
         if os.geteuid() == 0:
             shutil.chown(self.root, self.os_user, self.os_user)
         self.root.chmod(0o700)
@@ -84,6 +102,9 @@ class Standby:
                 "stream",
                 "-c",
                 "fast",
+                "-C",
+                "-S",
+                self.slot,
             ]
         )
 
@@ -108,6 +129,7 @@ class Standby:
         """Stop it and make it again from the primary (after a promotion)."""
         self.stop()
         shutil.rmtree(self.data)
+        self._drop_slots(self.slot)
         self.create()
         self.start()
 
@@ -115,6 +137,7 @@ class Standby:
         """Stop it and remove its directory."""
         try:
             self.stop()
+            self._drop_slots(self.slot)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
