@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from _faces import blocking, run
+from _standby import Standby
 from flowledger.aio.database import connect_async
 from flowledger.database import Database, connect
 from flowledger.tools.devserver import EmbeddedServer
@@ -222,8 +224,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Every test taking `db` runs on both faces, unless it tests sync-only code.
-    if "db" in metafunc.fixturenames:
+    # Every test taking `db` (or `replica_db`) runs on both faces, unless it tests
+    # sync-only code.
+    if "db" in metafunc.fixturenames or "replica_dbs" in metafunc.fixturenames:
         only_sync = metafunc.definition.get_closest_marker("sync_face") is not None
         metafunc.parametrize("face", ["sync"] if only_sync else ["sync", "async"])
 
@@ -242,3 +245,62 @@ def db(db_url: str, face: str) -> Iterator[Database]:
         yield blocking(adb, Database)
     finally:
         run(adb.close())
+
+
+@pytest.fixture(scope="module")
+def standby(pg_server: PgServer) -> Iterator[Standby]:
+    """A hot standby of the test server streaming from it (`pg_basebackup -R`, on a free
+    port in a temporary directory), stopped and removed after the module's tests: it
+    replays nothing of the rest of the run."""
+    node = Standby(pg_server.url("postgres"), pg_server.user, pg_server.password)
+    try:
+        node.create()
+        node.start()
+        yield node
+    finally:
+        node.remove()
+
+
+class ReplicaDatabases:
+    """Opens databases on this test's database with `replica_url` on the standby, on this
+    test's face: `with replica_dbs.open(**settings) as db:`."""
+
+    def __init__(self, url: str, replica_url: str, face: str) -> None:
+        self.url = url
+        self.replica_url = replica_url
+        self.face = face
+
+    @contextmanager
+    def open(self, **settings: Any) -> Iterator[Database]:
+        settings = {
+            "min_size": 1,
+            "max_size": 4,
+            "connect_attempts": 1,
+            "replica_url": self.replica_url,
+            **settings,
+        }
+        if self.face == "sync":
+            with connect(self.url, **settings) as database:
+                yield database
+            return
+        adb = run(connect_async(self.url, **settings))
+        try:
+            yield blocking(adb, Database)
+        finally:
+            run(adb.close())
+
+
+@pytest.fixture
+def replica_dbs(db_url: str, face: str, standby: Standby) -> ReplicaDatabases:
+    """An opener of databases with this test's database on the standby as `db.replica`
+    (the clone replayed there first)."""
+    standby.catch_up()
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    return ReplicaDatabases(db_url, standby.url(str(dbname)), face)
+
+
+@pytest.fixture
+def replica_db(replica_dbs: ReplicaDatabases) -> Iterator[Database]:
+    """A database (this test's face) whose `replica` is this test's database on the standby."""
+    with replica_dbs.open() as database:
+        yield database

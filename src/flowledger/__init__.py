@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flowledger.aio.database import AsyncDatabase, AsyncPinned, AsyncTransaction, connect_async
+from flowledger.aio.replica import AsyncReplica
 from flowledger.database import Database, Pinned, Transaction, connect
 from flowledger.errors import (
     Conflict,
@@ -14,10 +15,13 @@ from flowledger.errors import (
     InvalidInput,
     LeaseLost,
     NotFound,
+    ReplicaUnavailable,
+    ReplicaWaitTimeout,
     Retryable,
     StaleWrite,
     Unavailable,
 )
+from flowledger.replica import Replica
 from flowledger.repositories.pagination import Page
 from flowledger.settings import Settings
 
@@ -27,6 +31,7 @@ __version__ = "0.2.0"
 __all__ = [
     "AsyncDatabase",
     "AsyncPinned",
+    "AsyncReplica",
     "AsyncTransaction",
     "Conflict",
     "ConnectionRejected",
@@ -40,6 +45,9 @@ __all__ = [
     "NotFound",
     "Page",
     "Pinned",
+    "Replica",
+    "ReplicaUnavailable",
+    "ReplicaWaitTimeout",
     "Retryable",
     "Settings",
     "StaleWrite",

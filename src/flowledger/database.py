@@ -33,6 +33,7 @@ from flowledger.errors import (
     connection_error,
     translating,
 )
+from flowledger.replica import Replica
 from flowledger.repositories.base import (
     ConnectionExecutor,
     PoolExecutor,
@@ -55,6 +56,7 @@ from flowledger.wakeups import WakeUps
 __all__ = [
     "Database",
     "Pinned",
+    "Replica",
     "Settings",
     "Transaction",
     "connect",
@@ -235,20 +237,10 @@ class Database(Repositories):
         self._cursor_factory: type[psycopg.Cursor[Any]] | None = None
         if self._cursor_base is not psycopg.Cursor:
             self._cursor_factory = self._cursor_base
-        self._pool = _AsyncPool(
-            self.url,
-            min_size=settings.min_size,
-            max_size=settings.max_size,
-            timeout=settings.pool_timeout,
-            max_idle=settings.max_idle,
-            max_lifetime=settings.max_lifetime,
-            kwargs=self._conn_kwargs,
-            configure=self._configure,
-            check=_check_on_borrow,
-            open=False,
-            name="flowledger",
-        )
-        self._pool.wait_warning = settings.pool_wait_warning_seconds
+        self._pool = self._new_pool(self.url, "flowledger")
+        self._replica_url = _replica_url(settings.replica_url)
+        # Made by open(), once the cursor key (which the replica shares) is known.
+        self._replica: Replica | None = None
         # Without a secret of its own, the key is the database's, read by open().
         codec: CursorCodec = UnkeyedCodec()
         if settings.cursor_secret is not None:
@@ -256,6 +248,24 @@ class Database(Repositories):
         super().__init__(
             PoolExecutor(self._pool), codec, slow_threshold(settings.slow_query_seconds)
         )
+
+    def _new_pool(self, url: str, name: str) -> _AsyncPool:
+        s = self.settings
+        pool = _AsyncPool(
+            url,
+            min_size=s.min_size,
+            max_size=s.max_size,
+            timeout=s.pool_timeout,
+            max_idle=s.max_idle,
+            max_lifetime=s.max_lifetime,
+            kwargs=self._conn_kwargs,
+            configure=self._configure,
+            check=_check_on_borrow,
+            open=False,
+            name=name,
+        )
+        pool.wait_warning = s.pool_wait_warning_seconds
+        return pool
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -296,14 +306,48 @@ class Database(Repositories):
             delay *= 2
         with translating():
             self._pool.open(wait=True, timeout=s.pool_timeout)
-        if s.cursor_secret is None:
-            try:
+        try:
+            if s.cursor_secret is None:
                 self._codec = CursorCodec(self._cursor_key())
-            except FlowledgerError:
-                # A database that failed to open holds no connections.
-                self._pool.close()
-                raise
+            if self._replica_url is not None:
+                self._replica = self._open_replica(self._replica_url)
+        except FlowledgerError:
+            # A database that failed to open holds no connections.
+            self._pool.close()
+            raise
         return self
+
+    def _open_replica(self, url: str) -> Replica:
+        pool = self._new_pool(url, "flowledger-replica")
+        replica = Replica(pool, url, self.settings, self._codec, self._slow)
+        try:
+            return replica.open(self._conn_kwargs)
+        except FlowledgerError:
+            pool.close()
+            raise
+
+    @property
+    def replica(self) -> Replica:
+        """The read methods of every repository on the streaming standby `replica_url`
+        (no method that writes); raises DatabaseNotConfigured without one: reads are never
+        sent to the primary in its place."""
+        if self._replica is None:
+            raise DatabaseNotConfigured(
+                "no read replica configured: pass connect(..., replica_url=...) or set"
+                " FLOWLEDGER_REPLICA_URL"
+            )
+        return self._replica
+
+    def wal_position(self) -> str:
+        """The primary's WAL position now, e.g. '0/3000148'. Taken after a write committed
+        and given to `db.replica.wait_for()`, it makes the replica's reads see that write.
+        Raises Unavailable."""
+        with translating():
+            with self._pool.connection() as conn:
+                cur = conn.execute(get_queries()["select_wal_position"].sql)
+                row = cur.fetchone()
+        assert row is not None  # a SELECT without FROM yields its row
+        return str(row[0])
 
     def _try_connect(self) -> FlowledgerError | None:
         try:
@@ -429,7 +473,10 @@ class Database(Repositories):
         }
 
     def close(self, timeout: float = 5.0) -> None:
-        """Drain: wait up to `timeout` for borrowed connections, then close the pool."""
+        """Drain: wait up to `timeout` for borrowed connections, then close the pool (and
+        the replica's)."""
+        if self._replica is not None:
+            self._replica.close(timeout=timeout)
         self._pool.close(timeout=timeout)
 
     def __enter__(self) -> Database:
@@ -439,11 +486,23 @@ class Database(Repositories):
         self.close()
 
 
+def _replica_url(url: str | None) -> str | None:
+    """The libpq form of the replica's URL; InvalidInput naming replica_url when malformed."""
+    if url is None:
+        return None
+    try:
+        return urls.validate(url)
+    except InvalidInput as exc:
+        raise InvalidInput(f"replica_url: {exc.message}") from None
+
+
 def connect(url: str | None = None, *, embedded: bool = False, **settings: Any) -> Database:
     """Open a database on `url`, else `FLOWLEDGER_URL`, else `DATABASE_URL`; with
     `embedded=True` (and no URL) on the embedded server, started when needed.
 
-    Settings come from keyword arguments, then `FLOWLEDGER_*` environment variables.
+    Settings come from keyword arguments, then `FLOWLEDGER_*` environment variables;
+    `replica_url` (`FLOWLEDGER_REPLICA_URL`) adds `db.replica`, refused (InvalidInput)
+    when that server is not a standby.
     Raises DatabaseNotConfigured without a URL, InvalidInput for an unknown setting or a
     malformed URL, ConnectionRejected when the login is refused, and Unavailable when the
     server cannot be reached after the configured retries.

@@ -21,6 +21,8 @@ __all__ = [
     "LeaseLost",
     "MigrationError",
     "NotFound",
+    "ReplicaUnavailable",
+    "ReplicaWaitTimeout",
     "Retryable",
     "StaleWrite",
     "Unavailable",
@@ -82,6 +84,16 @@ class Retryable(FlowledgerError):
 
 class LeaseLost(Conflict):
     """A worker's lease on a step expired or was taken over; its result must not be written."""
+
+
+class ReplicaUnavailable(FlowledgerError):
+    """The read replica cannot serve reads now: down, unreachable, no longer a standby, or
+    further behind its primary than `replica_max_lag_seconds`. Not an Unavailable: the
+    same read on the replica may fail again for a while; read from the primary instead."""
+
+
+class ReplicaWaitTimeout(ReplicaUnavailable):
+    """`replica.wait_for(position)` ran out of time before the replica replayed `position`."""
 
 
 class MigrationError(FlowledgerError):

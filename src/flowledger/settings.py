@@ -35,8 +35,9 @@ _ENV_PREFIX = "FLOWLEDGER_"
 _OTHER_VARIABLES = frozenset({"FLOWLEDGER_HOME"})
 _OTHER_PREFIXES = ("FLOWLEDGER_TEST_",)
 # Settings whose values are secrets: never echoed in a message or a repr.
-_SECRET_FIELDS = frozenset({"url", "listen_url", "cursor_secret"})
-_URL_FIELDS = frozenset({"url", "listen_url"})
+_SECRET_FIELDS = frozenset({"url", "listen_url", "replica_url", "cursor_secret"})
+# Settings holding a database URL: shown redacted (the password as ***).
+_URL_FIELDS = frozenset({"url", "listen_url", "replica_url"})
 POOLERS = ("session", "transaction")
 
 NOT_CONFIGURED = (
@@ -44,6 +45,8 @@ NOT_CONFIGURED = (
     " or call connect(embedded=True) for the embedded development server"
 )
 _MIN_CURSOR_SECRET = 32
+# A day: a bound on lag or a check interval beyond it is a mistake (NaN is refused too).
+_MAX_REPLICA_SECONDS = 86_400
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +86,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A borrow that waited longer than this for a free pooled connection is logged on
     # `flowledger.pool` at WARNING, with the pool's size and its waiting callers.
     pool_wait_warning_seconds: float = 1.0
+    # A streaming standby of the database, for `db.replica` (its own pool, of the same
+    # sizes). None: no replica, and `db.replica` raises DatabaseNotConfigured.
+    replica_url: str | None = None
+    # A replica further behind than this many seconds is refused (ReplicaUnavailable).
+    replica_max_lag_seconds: float = 5.0
+    # How often, at most, a replica read first checks the standby's lag (one extra round
+    # trip on the connection it borrowed); 0 checks before every read.
+    replica_check_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.pooler is not None and self.pooler not in POOLERS:
@@ -106,6 +117,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidInput("pool_wait_warning_seconds must be >= 0")
         if self.pool_timeout <= 0 or self.connect_attempts < 1:
             raise InvalidInput("pool_timeout must be > 0 and connect_attempts >= 1")
+        for name in ("replica_max_lag_seconds", "replica_check_seconds"):
+            value = getattr(self, name)
+            if not 0 <= value <= _MAX_REPLICA_SECONDS:
+                raise InvalidInput(f"{name} must be between 0 and {_MAX_REPLICA_SECONDS:,}")
         if self.cursor_secret is not None and len(self.cursor_secret) < _MIN_CURSOR_SECRET:
             # The value itself stays out of the message: it is a secret.
             raise InvalidInput(f"cursor_secret must be at least {_MIN_CURSOR_SECRET} characters")

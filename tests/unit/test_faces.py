@@ -14,10 +14,12 @@ import pytest
 
 import flowledger
 from flowledger.aio.database import AsyncDatabase, AsyncPinned, AsyncTransaction
-from flowledger.aio.repositories.registry import AsyncRepositories
+from flowledger.aio.replica import AsyncReplica
+from flowledger.aio.repositories.registry import AsyncReadRepositories, AsyncRepositories
 from flowledger.aio.wakeups import AsyncWakeUps
 from flowledger.database import Database, Pinned, Transaction
-from flowledger.repositories.registry import Repositories
+from flowledger.replica import Replica
+from flowledger.repositories.registry import ReadRepositories, Repositories
 from flowledger.wakeups import WakeUps
 
 PAIRS = [
@@ -25,6 +27,7 @@ PAIRS = [
     (Transaction, AsyncTransaction),
     (Pinned, AsyncPinned),
     (WakeUps, AsyncWakeUps),
+    (Replica, AsyncReplica),
 ]
 
 
@@ -37,13 +40,21 @@ def _repositories(registry: type[Any]) -> dict[str, str]:
 
 
 def _repository_classes() -> Iterator[tuple[str, type[Any], type[Any]]]:
+    """Every repository class and every reader class (what a replica has), by attribute
+    name (`steps`, `replica.steps`), sync and async."""
     import flowledger.aio.repositories.registry as aio_registry
     import flowledger.repositories.registry as sync_registry
 
-    sync, aio = _repositories(Repositories), _repositories(AsyncRepositories)
-    assert sorted(sync) == sorted(aio)
-    for name in sorted(sync):
-        yield name, getattr(sync_registry, sync[name]), getattr(aio_registry, aio[name])
+    registries = [
+        ("", Repositories, AsyncRepositories),
+        ("replica.", ReadRepositories, AsyncReadRepositories),
+    ]
+    for prefix, sync_registry_cls, aio_registry_cls in registries:
+        sync, aio = _repositories(sync_registry_cls), _repositories(aio_registry_cls)
+        assert sorted(sync) == sorted(aio)
+        for name in sorted(sync):
+            sync_cls = getattr(sync_registry, sync[name])
+            yield prefix + name, sync_cls, getattr(aio_registry, aio[name])
 
 
 def _public(cls: type[Any]) -> dict[str, Any]:
@@ -125,6 +136,8 @@ def test_the_package_exports_both_faces() -> None:
         "connect_async",
         "Database",
         "AsyncDatabase",
+        "Replica",
+        "AsyncReplica",
         "Transaction",
         "AsyncTransaction",
         "Pinned",

@@ -29,7 +29,7 @@ from flowledger.repositories._checks import (
 )
 from flowledger.repositories.base import Repository, as_uuid
 
-__all__ = ["ApiKeysRepository"]
+__all__ = ["ApiKeysReader", "ApiKeysRepository"]
 
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
 _PREFIX_LENGTH = 12
@@ -40,7 +40,45 @@ _SECRET = re.compile(r"fl_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})")
 _TOUCH_INTERVAL = datetime.timedelta(seconds=60)
 
 
-class ApiKeysRepository(Repository):
+class ApiKeysReader(Repository):
+    """API keys: verify (without recording the use), look up, list a user's keys."""
+
+    def verify(self, *, secret: str) -> VerifiedKey | None:
+        """The key and its user when `secret` is a valid, unrevoked, unexpired key of an
+        active user; None otherwise (never raises for a bad secret). Writes nothing: the
+        key's `last_used_at` stays as it was."""
+        found = self._credential(secret)
+        return None if found is None else VerifiedKey(key=found.key(), user=found.user())
+
+    def get(self, *, id: uuid.UUID | str) -> ApiKey:
+        """The key with this id (no secret, no hash); raises NotFound, InvalidInput."""
+        key_id = as_uuid(id, "API key id")
+        found: ApiKey = self._require(
+            "get_api_key_by_id", {"id": key_id}, f"API key {key_id} not found"
+        )
+        return found
+
+    def list_by_user(self, *, user_id: uuid.UUID | str) -> list[ApiKey]:
+        """Every key of the user, oldest first, revoked ones included; raises InvalidInput."""
+        owner = as_uuid(user_id, "user id")
+        found: list[ApiKey] = self._fetch("list_api_keys_by_user", {"user_id": owner})
+        return found
+
+    def _credential(self, secret: object) -> ApiKeyCredential | None:
+        """The usable key whose secret this is, or None."""
+        # Whatever a client sends (None, bytes, junk) is simply not a key.
+        match = _SECRET.fullmatch(secret) if isinstance(secret, str) else None
+        if match is None:
+            return None
+        found: ApiKeyCredential | None = self._fetch(
+            "get_api_key_credential_by_prefix", {"prefix": match.group(1)}
+        )
+        if found is None or not hmac.compare_digest(found.secret_hash, _digest(match.group(0))):
+            return None
+        return found
+
+
+class ApiKeysRepository(ApiKeysReader):
     """API keys of users: only a hash of each secret is stored."""
 
     def issue(
@@ -80,28 +118,15 @@ class ApiKeysRepository(Repository):
 
     def verify(self, *, secret: str) -> VerifiedKey | None:
         """The key and its user when `secret` is a valid, unrevoked, unexpired key of an
-        active user; None otherwise (never raises for a bad secret)."""
-        # Whatever a client sends (None, bytes, junk) is simply not a key.
-        match = _SECRET.fullmatch(secret) if isinstance(secret, str) else None
-        if match is None:
-            return None
-        found: ApiKeyCredential | None = self._fetch(
-            "get_api_key_credential_by_prefix", {"prefix": match.group(1)}
-        )
-        if found is None or not hmac.compare_digest(found.secret_hash, _digest(secret)):
+        active user, its `last_used_at` recorded (at most once a minute); None otherwise
+        (never raises for a bad secret)."""
+        found = self._credential(secret)
+        if found is None:
             return None
         touched: ApiKey | None = self._fetch(
             "touch_api_key_last_used", {"id": found.id, "interval": _TOUCH_INTERVAL}
         )
         return VerifiedKey(key=touched or found.key(), user=found.user())
-
-    def get(self, *, id: uuid.UUID | str) -> ApiKey:
-        """The key with this id (no secret, no hash); raises NotFound, InvalidInput."""
-        key_id = as_uuid(id, "API key id")
-        found: ApiKey = self._require(
-            "get_api_key_by_id", {"id": key_id}, f"API key {key_id} not found"
-        )
-        return found
 
     def revoke(self, *, id: uuid.UUID | str) -> ApiKey:
         """The revoked key; revoking again keeps the first revoked_at. Raises NotFound."""
@@ -109,12 +134,6 @@ class ApiKeysRepository(Repository):
         found: ApiKey = self._require(
             "revoke_api_key", {"id": key_id}, f"API key {key_id} not found"
         )
-        return found
-
-    def list_by_user(self, *, user_id: uuid.UUID | str) -> list[ApiKey]:
-        """Every key of the user, oldest first, revoked ones included; raises InvalidInput."""
-        owner = as_uuid(user_id, "user id")
-        found: list[ApiKey] = self._fetch("list_api_keys_by_user", {"user_id": owner})
         return found
 
 

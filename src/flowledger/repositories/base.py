@@ -26,7 +26,7 @@ from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.queries import Query, get_queries, lookup_query
 
 if TYPE_CHECKING:
-    from flowledger.repositories.registry import Repositories
+    from flowledger.repositories.registry import ReadRepositories
 
 __all__ = [
     "Connection",
@@ -252,7 +252,7 @@ class Repository:
     annotations decode. Neighbouring repositories come from `self._repos`, the registry
     this repository belongs to."""
 
-    def __init__(self, repos: Repositories) -> None:
+    def __init__(self, repos: ReadRepositories) -> None:
         self._repos = repos
         self._executor = repos._executor
         self._slow = repos._slow

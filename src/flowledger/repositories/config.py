@@ -23,7 +23,7 @@ from flowledger.repositories._checks import (
 )
 from flowledger.repositories.base import Repository
 
-__all__ = ["KEY_PATTERN", "ConfigRepository"]
+__all__ = ["KEY_PATTERN", "ConfigReader", "ConfigRepository"]
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -39,8 +39,8 @@ class _Missing(enum.Enum):
 _MISSING: Final = _Missing.MISSING
 
 
-class ConfigRepository(Repository):
-    """Typed configuration values; every write bumps the entry's version."""
+class ConfigReader(Repository):
+    """Configuration: typed reads of keys, raw entries, prefix lists."""
 
     @overload
     def get(self, *, key: str, type: builtins.type[T]) -> T: ...
@@ -74,6 +74,22 @@ class ConfigRepository(Repository):
             "get_configuration", {"key": key}, f"configuration {key!r} not found"
         )
         return found
+
+    def list(self, *, prefix: str = "") -> builtins.list[Configuration]:
+        """Every entry whose key starts with `prefix` ("" for all), in byte order of keys.
+
+        A prefix is literal text: "sched" matches "scheduler.x"; end it with "." to list
+        one namespace. Raises InvalidInput on a prefix that is not a string.
+        """
+        prefix = as_text(prefix, "prefix", max_length=MAX_NAME_LENGTH)
+        found: builtins.list[Configuration] = self._fetch(
+            "list_configurations_by_prefix", {"prefix": prefix}
+        )
+        return found
+
+
+class ConfigRepository(ConfigReader):
+    """Typed configuration values; every write bumps the entry's version."""
 
     def set(
         self,
@@ -120,18 +136,6 @@ class ConfigRepository(Repository):
             if expected_version is None:
                 raise NotFound(f"configuration {key!r} not found")
             raise self._not_written(key, expected_version)
-
-    def list(self, *, prefix: str = "") -> builtins.list[Configuration]:
-        """Every entry whose key starts with `prefix` ("" for all), in byte order of keys.
-
-        A prefix is literal text: "sched" matches "scheduler.x"; end it with "." to list
-        one namespace. Raises InvalidInput on a prefix that is not a string.
-        """
-        prefix = as_text(prefix, "prefix", max_length=MAX_NAME_LENGTH)
-        found: builtins.list[Configuration] = self._fetch(
-            "list_configurations_by_prefix", {"prefix": prefix}
-        )
-        return found
 
     def _not_written(self, key: str, expected_version: int) -> NotFound | StaleWrite:
         current: Configuration | None = self._fetch("get_configuration", {"key": key})

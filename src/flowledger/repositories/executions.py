@@ -18,7 +18,7 @@ import builtins
 import datetime
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
@@ -62,68 +62,18 @@ from flowledger.repositories.pagination import (
     make_page,
 )
 
-__all__ = ["ExecutionsRepository"]
+if TYPE_CHECKING:
+    from flowledger.repositories.registry import Repositories
+
+__all__ = ["ExecutionsReader", "ExecutionsRepository"]
 
 _LIST_SCOPE = "executions.list:created_at:desc"
 _CANCELLED = "execution cancelled"
 _MAX_STARTS = 1000
 
 
-class ExecutionsRepository(Repository):
-    """Workflow executions: start, read, pause/resume/cancel/fail/retry, progress, prune."""
-
-    def start(
-        self,
-        *,
-        workflow_id: uuid.UUID | str,
-        parameters: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        triggered_by: uuid.UUID | str | None = None,
-        parent_execution_id: uuid.UUID | str | None = None,
-        parent_step_id: uuid.UUID | str | None = None,
-    ) -> Execution:
-        """The running execution of the workflow's current version, its steps created from
-        the version's stage snapshot (those with no dependency queued) and
-        `execution.started` written, in one statement; with an idempotency key already
-        used, the existing execution (nothing is created). With `parent_step_id`, a child
-        execution: that running step waits for it (no lease, not claimable) and completes
-        or fails with it. Raises NotFound (workflow, parent step), InvalidInput (archived or
-        disabled workflow, malformed ids, blank key, unknown parent or user, a parent step
-        that is not running)."""
-        request = _request(workflow_id, parameters, idempotency_key, triggered_by)
-        request["parent_execution_id"] = as_optional_uuid(
-            parent_execution_id, "parent execution id"
-        )
-        request["parent_step_id"] = as_optional_uuid(parent_step_id, "parent step id")
-        if request["parent_step_id"] is None:
-            return (self._start([request], None))[0][0]
-        with self._atomic(request) as conn:
-            self._adopt(request, conn)
-            [(execution, created)] = self._start([request], conn)
-            if created:
-                self._wait_for(request["parent_step_id"], conn)
-                if execution.status == "completed":  # nothing to run: done at once
-                    self._report_to_parent(execution, conn)
-        return execution
-
-    def start_many(self, *, requests: Sequence[StartRequest]) -> builtins.list[Execution]:
-        """Start many executions (each with its own workflow, parameters and idempotency
-        key) in one statement and one transaction, exactly as `start` starts each; the
-        executions in request order (an already used key gives the existing one). Raises
-        NotFound, InvalidInput (for any request: then none is started)."""
-        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
-            raise InvalidInput("requests must be a list of StartRequest")
-        if len(requests) > _MAX_STARTS:
-            raise InvalidInput(f"requests holds {len(requests)} items; at most {_MAX_STARTS}")
-        checked = []
-        for r in requests:
-            if not isinstance(r, StartRequest):
-                raise InvalidInput(f"requests must hold StartRequest items, got {r!r}")
-            checked.append(_request(r.workflow_id, r.parameters, r.idempotency_key, r.triggered_by))
-        if not checked:
-            return []
-        with self._atomic() as conn:
-            return [execution for execution, _ in self._start(checked, conn)]
+class ExecutionsReader(Repository):
+    """Executions: look up, list, find paused ones, progress."""
 
     def get(self, *, id: uuid.UUID | str) -> Execution:
         """The execution with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -185,6 +135,85 @@ class ExecutionsRepository(Repository):
         }
         found: builtins.list[Execution] = self._fetch("find_paused_executions", params)
         return found
+
+    def progress(self, *, id: uuid.UUID | str) -> ExecutionProgress:
+        """Where the execution stands, derived from its steps in one indexed query: step
+        counts per status and the task names that are current (queued, running or
+        waiting), pending, completed, failed, skipped and cancelled. Raises NotFound,
+        InvalidInput."""
+        execution_id = as_uuid(id, "execution id")
+        params = {"id": execution_id}
+        missing = _missing(execution_id)
+        found: ExecutionProgress = self._require("get_execution_progress", params, missing)
+        return found
+
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
+        if cursor is None:
+            return None, None
+        created_at, execution_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+        if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
+            raise InvalidInput("cursor does not hold a (created_at, id) position")
+        return created_at, execution_id
+
+
+class ExecutionsRepository(ExecutionsReader):
+    """Workflow executions: start, read, pause/resume/cancel/fail/retry, progress, prune."""
+
+    # Its neighbours are full repositories: it writes through them.
+    _repos: Repositories
+
+    def start(
+        self,
+        *,
+        workflow_id: uuid.UUID | str,
+        parameters: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        triggered_by: uuid.UUID | str | None = None,
+        parent_execution_id: uuid.UUID | str | None = None,
+        parent_step_id: uuid.UUID | str | None = None,
+    ) -> Execution:
+        """The running execution of the workflow's current version, its steps created from
+        the version's stage snapshot (those with no dependency queued) and
+        `execution.started` written, in one statement; with an idempotency key already
+        used, the existing execution (nothing is created). With `parent_step_id`, a child
+        execution: that running step waits for it (no lease, not claimable) and completes
+        or fails with it. Raises NotFound (workflow, parent step), InvalidInput (archived or
+        disabled workflow, malformed ids, blank key, unknown parent or user, a parent step
+        that is not running)."""
+        request = _request(workflow_id, parameters, idempotency_key, triggered_by)
+        request["parent_execution_id"] = as_optional_uuid(
+            parent_execution_id, "parent execution id"
+        )
+        request["parent_step_id"] = as_optional_uuid(parent_step_id, "parent step id")
+        if request["parent_step_id"] is None:
+            return (self._start([request], None))[0][0]
+        with self._atomic(request) as conn:
+            self._adopt(request, conn)
+            [(execution, created)] = self._start([request], conn)
+            if created:
+                self._wait_for(request["parent_step_id"], conn)
+                if execution.status == "completed":  # nothing to run: done at once
+                    self._report_to_parent(execution, conn)
+        return execution
+
+    def start_many(self, *, requests: Sequence[StartRequest]) -> builtins.list[Execution]:
+        """Start many executions (each with its own workflow, parameters and idempotency
+        key) in one statement and one transaction, exactly as `start` starts each; the
+        executions in request order (an already used key gives the existing one). Raises
+        NotFound, InvalidInput (for any request: then none is started)."""
+        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+            raise InvalidInput("requests must be a list of StartRequest")
+        if len(requests) > _MAX_STARTS:
+            raise InvalidInput(f"requests holds {len(requests)} items; at most {_MAX_STARTS}")
+        checked = []
+        for r in requests:
+            if not isinstance(r, StartRequest):
+                raise InvalidInput(f"requests must hold StartRequest items, got {r!r}")
+            checked.append(_request(r.workflow_id, r.parameters, r.idempotency_key, r.triggered_by))
+        if not checked:
+            return []
+        with self._atomic() as conn:
+            return [execution for execution, _ in self._start(checked, conn)]
 
     def pause(self, *, id: uuid.UUID | str, reason: str | None = None) -> Execution:
         """The paused execution (its queued steps are no longer claimed; running ones finish;
@@ -258,17 +287,6 @@ class ExecutionsRepository(Repository):
             self._fetch("requeue_execution_steps", {"id": execution_id}, conn=conn)
             self._announce(retried, "execution.retried", conn)
             return self._finish_if_settled(execution_id, conn) or retried
-
-    def progress(self, *, id: uuid.UUID | str) -> ExecutionProgress:
-        """Where the execution stands, derived from its steps in one indexed query: step
-        counts per status and the task names that are current (queued, running or
-        waiting), pending, completed, failed, skipped and cancelled. Raises NotFound,
-        InvalidInput."""
-        execution_id = as_uuid(id, "execution id")
-        params = {"id": execution_id}
-        missing = _missing(execution_id)
-        found: ExecutionProgress = self._require("get_execution_progress", params, missing)
-        return found
 
     def set_variables(
         self, *, id: uuid.UUID | str, variables: dict[str, Any], expected_version: int
@@ -539,14 +557,6 @@ class ExecutionsRepository(Repository):
             "payloads": [Jsonb(_payload(e)) for e in executions],
         }
         self._fetch("insert_outbox_events", params, conn=conn)
-
-    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
-        if cursor is None:
-            return None, None
-        created_at, execution_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-        if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
-            raise InvalidInput("cursor does not hold a (created_at, id) position")
-        return created_at, execution_id
 
 
 def _request(

@@ -59,8 +59,11 @@ from flowledger.repositories.pagination import (
 
 __all__ = [
     "CHARS_PER_TOKEN",
+    "MemoryItemsReader",
     "MemoryItemsRepository",
+    "MemoryModulesReader",
     "MemoryModulesRepository",
+    "MemoryPacksReader",
     "MemoryPacksRepository",
     "content_hash",
     "estimate_tokens",
@@ -90,38 +93,8 @@ def estimate_tokens(content: str) -> int:
     return -(-len(content) // CHARS_PER_TOKEN)
 
 
-class MemoryItemsRepository(Repository):
-    """Memory items: create (deduplicated), read, recall lists, lifecycle, usage, expiry.
-
-    Lifecycle: candidate -> active -> stable, and any of them -> deprecated, which is
-    final (a database trigger refuses other moves). Creating content a project already
-    holds returns the existing item, deprecated or not. Expiry deprecates, it does not
-    delete: the item keeps its provenance and keeps blocking re-creation.
-    """
-
-    def create(
-        self, *, item: NewMemoryItem, raise_confidence: bool = False
-    ) -> tuple[MemoryItem, bool]:
-        """(the item, True) when created, or (the project's existing item with the same
-        normalised content, False), its confidence raised to the larger of both when
-        `raise_confidence`; race-free. Raises InvalidInput."""
-        item = as_struct(item, NewMemoryItem, "item")
-        _check_new_item(item)
-        params = {
-            "project": item.project,
-            "kind": item.kind,
-            "content": item.content,
-            "content_hash": content_hash(item.content),
-            "confidence": float(item.confidence),
-            "status": item.status,
-            "provenance": as_json(dict(item.provenance), "provenance"),
-            "anchors": as_text_list(item.anchors, "anchors", blank=True),
-            "expires_at": item.expires_at,
-            "raise_confidence": as_bool(raise_confidence, "raise_confidence"),
-        }
-        row: CreatedMemoryItem | None = self._fetch("insert_memory_item", params, context=params)
-        assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always yields its row
-        return MemoryItem(*msgspec.structs.astuple(row)[:-1]), row.created
+class MemoryItemsReader(Repository):
+    """Memory items: look up, recall lists."""
 
     def get(self, *, id: uuid.UUID | str) -> MemoryItem:
         """The item with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -184,6 +157,53 @@ class MemoryItemsRepository(Repository):
             scope=scope,
         )
 
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any, Any]:
+        if cursor is None:
+            return None, None, None
+        confidence, created_at, item_id = self._codec.decode(as_cursor(cursor), scope, arity=3)
+        if (
+            not isinstance(confidence, int | float)
+            or not isinstance(created_at, datetime.datetime)
+            or not isinstance(item_id, uuid.UUID)
+        ):
+            # Signed by us, so this is a bug rather than tampering; still refuse it.
+            raise InvalidInput("cursor does not hold a (confidence, created_at, id) position")
+        return float(confidence), created_at, item_id
+
+
+class MemoryItemsRepository(MemoryItemsReader):
+    """Memory items: create (deduplicated), read, recall lists, lifecycle, usage, expiry.
+
+    Lifecycle: candidate -> active -> stable, and any of them -> deprecated, which is
+    final (a database trigger refuses other moves). Creating content a project already
+    holds returns the existing item, deprecated or not. Expiry deprecates, it does not
+    delete: the item keeps its provenance and keeps blocking re-creation.
+    """
+
+    def create(
+        self, *, item: NewMemoryItem, raise_confidence: bool = False
+    ) -> tuple[MemoryItem, bool]:
+        """(the item, True) when created, or (the project's existing item with the same
+        normalised content, False), its confidence raised to the larger of both when
+        `raise_confidence`; race-free. Raises InvalidInput."""
+        item = as_struct(item, NewMemoryItem, "item")
+        _check_new_item(item)
+        params = {
+            "project": item.project,
+            "kind": item.kind,
+            "content": item.content,
+            "content_hash": content_hash(item.content),
+            "confidence": float(item.confidence),
+            "status": item.status,
+            "provenance": as_json(dict(item.provenance), "provenance"),
+            "anchors": as_text_list(item.anchors, "anchors", blank=True),
+            "expires_at": item.expires_at,
+            "raise_confidence": as_bool(raise_confidence, "raise_confidence"),
+        }
+        row: CreatedMemoryItem | None = self._fetch("insert_memory_item", params, context=params)
+        assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always yields its row
+        return MemoryItem(*msgspec.structs.astuple(row)[:-1]), row.created
+
     def set_status(self, *, id: uuid.UUID | str, status: MemoryStatus) -> MemoryItem:
         """The item in its new status (setting the current one changes nothing); raises
         NotFound, InvalidInput (unknown status, or a move the lifecycle forbids)."""
@@ -212,21 +232,38 @@ class MemoryItemsRepository(Repository):
         ids: builtins.list[uuid.UUID] = self._fetch("expire_memory_items", {"now": now})
         return ids
 
-    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any, Any]:
-        if cursor is None:
-            return None, None, None
-        confidence, created_at, item_id = self._codec.decode(as_cursor(cursor), scope, arity=3)
-        if (
-            not isinstance(confidence, int | float)
-            or not isinstance(created_at, datetime.datetime)
-            or not isinstance(item_id, uuid.UUID)
-        ):
-            # Signed by us, so this is a bug rather than tampering; still refuse it.
-            raise InvalidInput("cursor does not hold a (confidence, created_at, id) position")
-        return float(confidence), created_at, item_id
+
+class MemoryModulesReader(Repository):
+    """Context modules: look up, list a project's, their ordered items."""
+
+    def get(self, *, id: uuid.UUID | str) -> MemoryModule:
+        """The module with this id; raises NotFound, InvalidInput on a malformed id."""
+        module_id = as_uuid(id, "context module id")
+        found: MemoryModule = self._require(
+            "get_memory_module", {"id": module_id}, _missing_module(module_id)
+        )
+        return found
+
+    def list(self, *, project: str) -> builtins.list[MemoryModule]:
+        """The project's modules, highest priority first, then by name; raises InvalidInput."""
+        _check_project(project)
+        found: builtins.list[MemoryModule] = self._fetch(
+            "list_memory_modules", {"project": project}
+        )
+        return found
+
+    def items(self, *, module_id: uuid.UUID | str) -> builtins.list[MemoryItem]:
+        """The module's items in membership order; raises NotFound, InvalidInput."""
+        module = as_uuid(module_id, "context module id")
+        found: builtins.list[MemoryItem] = self._fetch(
+            "list_memory_module_items", {"module_id": module}
+        )
+        if not found:
+            self.get(id=module)  # raises NotFound for an unknown module; else it is empty
+        return found
 
 
-class MemoryModulesRepository(Repository):
+class MemoryModulesRepository(MemoryModulesReader):
     """Context modules of a project and their ordered membership.
 
     Positions of a module's items run from 0 without gaps; every membership change locks
@@ -250,22 +287,6 @@ class MemoryModulesRepository(Repository):
         created: MemoryModule | None = self._fetch("insert_memory_module", params, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
-
-    def get(self, *, id: uuid.UUID | str) -> MemoryModule:
-        """The module with this id; raises NotFound, InvalidInput on a malformed id."""
-        module_id = as_uuid(id, "context module id")
-        found: MemoryModule = self._require(
-            "get_memory_module", {"id": module_id}, _missing_module(module_id)
-        )
-        return found
-
-    def list(self, *, project: str) -> builtins.list[MemoryModule]:
-        """The project's modules, highest priority first, then by name; raises InvalidInput."""
-        _check_project(project)
-        found: builtins.list[MemoryModule] = self._fetch(
-            "list_memory_modules", {"project": project}
-        )
-        return found
 
     def update(
         self,
@@ -370,16 +391,6 @@ class MemoryModulesRepository(Repository):
                     f"item_ids must list each of the module's {size} items exactly once"
                 )
 
-    def items(self, *, module_id: uuid.UUID | str) -> builtins.list[MemoryItem]:
-        """The module's items in membership order; raises NotFound, InvalidInput."""
-        module = as_uuid(module_id, "context module id")
-        found: builtins.list[MemoryItem] = self._fetch(
-            "list_memory_module_items", {"module_id": module}
-        )
-        if not found:
-            self.get(id=module)  # raises NotFound for an unknown module; else it is empty
-        return found
-
     def _lock(self, module: uuid.UUID, conn: Connection) -> str:
         project: str | None = self._fetch("lock_memory_module", {"id": module}, conn=conn)
         if project is None:
@@ -391,7 +402,51 @@ class MemoryModulesRepository(Repository):
         self._fetch("shift_memory_module_items", params, conn=conn)
 
 
-class MemoryPacksRepository(Repository):
+class MemoryPacksReader(Repository):
+    """Context packs: look up, list a project's."""
+
+    def get(self, *, id: uuid.UUID | str) -> MemoryPack:
+        """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
+        pack_id = as_uuid(id, "context pack id")
+        found: MemoryPack = self._require(
+            "get_memory_pack", {"id": pack_id}, f"context pack {pack_id} not found"
+        )
+        return found
+
+    def list(
+        self, *, project: str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[MemoryPack]:
+        """A page of the project's packs, newest first; raises InvalidInput, InvalidCursor."""
+        _check_project(project)
+        check_limit(limit)
+        scope = listing_scope(_PACKS_SCOPE, {"project": project})
+        after_created_at, after_id = self._after(cursor, scope)
+        params = {
+            "project": project,
+            "after_created_at": after_created_at,
+            "after_id": after_id,
+            "limit": limit,
+        }
+        rows: builtins.list[MemoryPack] = self._fetch("list_memory_packs", params)
+        return make_page(
+            rows,
+            limit=limit,
+            key=lambda p: (p.created_at, p.id),
+            codec=self._codec,
+            scope=scope,
+        )
+
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
+        if cursor is None:
+            return None, None
+        created_at, pack_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+        if not isinstance(created_at, datetime.datetime) or not isinstance(pack_id, uuid.UUID):
+            # Signed by us, so this is a bug rather than tampering; still refuse it.
+            raise InvalidInput("cursor does not hold a (created_at, id) position")
+        return created_at, pack_id
+
+
+class MemoryPacksRepository(MemoryPacksReader):
     """Immutable context packs built from modules under a token budget.
 
     Selection: the active and stable, unexpired items of the modules, each once, highest
@@ -435,46 +490,6 @@ class MemoryPacksRepository(Repository):
             pack: MemoryPack | None = self._fetch("insert_memory_pack", pack_params, conn=conn)
         assert pack is not None  # INSERT ... RETURNING yields its row
         return pack
-
-    def get(self, *, id: uuid.UUID | str) -> MemoryPack:
-        """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
-        pack_id = as_uuid(id, "context pack id")
-        found: MemoryPack = self._require(
-            "get_memory_pack", {"id": pack_id}, f"context pack {pack_id} not found"
-        )
-        return found
-
-    def list(
-        self, *, project: str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
-    ) -> Page[MemoryPack]:
-        """A page of the project's packs, newest first; raises InvalidInput, InvalidCursor."""
-        _check_project(project)
-        check_limit(limit)
-        scope = listing_scope(_PACKS_SCOPE, {"project": project})
-        after_created_at, after_id = self._after(cursor, scope)
-        params = {
-            "project": project,
-            "after_created_at": after_created_at,
-            "after_id": after_id,
-            "limit": limit,
-        }
-        rows: builtins.list[MemoryPack] = self._fetch("list_memory_packs", params)
-        return make_page(
-            rows,
-            limit=limit,
-            key=lambda p: (p.created_at, p.id),
-            codec=self._codec,
-            scope=scope,
-        )
-
-    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
-        if cursor is None:
-            return None, None
-        created_at, pack_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-        if not isinstance(created_at, datetime.datetime) or not isinstance(pack_id, uuid.UUID):
-            # Signed by us, so this is a bug rather than tampering; still refuse it.
-            raise InvalidInput("cursor does not hold a (created_at, id) position")
-        return created_at, pack_id
 
 
 def _fill(candidates: Iterable[PackedItem], budget: int) -> builtins.list[PackedItem]:

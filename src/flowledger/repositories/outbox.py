@@ -26,7 +26,7 @@ from flowledger.repositories._checks import (
 )
 from flowledger.repositories.base import Connection, Repository, as_uuid
 
-__all__ = ["OutboxRepository", "RelayHandler"]
+__all__ = ["OutboxReader", "OutboxRepository", "RelayHandler"]
 
 RelayHandler = Callable[[list[OutboxEvent]], None]
 """A relay handler of the sync face: a plain function (not a coroutine one)."""
@@ -36,7 +36,22 @@ _EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")
 _MAX_BACKOFF_SECONDS = 300.0
 
 
-class OutboxRepository(Repository):
+class OutboxReader(Repository):
+    """Outbox events: list an aggregate's."""
+
+    def list_by_aggregate(
+        self, *, aggregate_type: str, aggregate_id: uuid.UUID | str
+    ) -> list[OutboxEvent]:
+        """Every event of one aggregate, oldest first; raises InvalidInput on a malformed id."""
+        params = {
+            "aggregate_type": as_name(aggregate_type, "aggregate_type"),
+            "aggregate_id": as_uuid(aggregate_id, "aggregate id"),
+        }
+        found: list[OutboxEvent] = self._fetch("list_outbox_events_by_aggregate", params)
+        return found
+
+
+class OutboxRepository(OutboxReader):
     """The transactional outbox: append with the state change, relay, prune."""
 
     def append(self, *, event: NewEvent, conn: Connection | None = None) -> OutboxEvent:
@@ -87,17 +102,6 @@ class OutboxRepository(Repository):
                 return RelayResult(published=0, failed=len(ids), error=error)
             published: int = self._fetch("publish_outbox_events", {"ids": ids}, conn=conn)
         return RelayResult(published=published, failed=0)
-
-    def list_by_aggregate(
-        self, *, aggregate_type: str, aggregate_id: uuid.UUID | str
-    ) -> list[OutboxEvent]:
-        """Every event of one aggregate, oldest first; raises InvalidInput on a malformed id."""
-        params = {
-            "aggregate_type": as_name(aggregate_type, "aggregate_type"),
-            "aggregate_id": as_uuid(aggregate_id, "aggregate id"),
-        }
-        found: list[OutboxEvent] = self._fetch("list_outbox_events_by_aggregate", params)
-        return found
 
     def prune(
         self, *, older_than: datetime.datetime | datetime.timedelta, batch: int = 1000

@@ -16,10 +16,20 @@ from flowledger.records.runs import QueueMark, QueueState
 from flowledger.repositories._checks import as_queue
 from flowledger.repositories.base import Repository
 
-__all__ = ["QueuesRepository"]
+__all__ = ["QueuesReader", "QueuesRepository"]
 
 
-class QueuesRepository(Repository):
+class QueuesReader(Repository):
+    """Named queues: list them with their counts."""
+
+    def list(self) -> builtins.list[QueueState]:
+        """Every queue holding queued or running steps, or ever paused or resumed, by name,
+        with its queued and running steps."""
+        found: builtins.list[QueueState] = self._fetch("list_queues", {})
+        return found
+
+
+class QueuesRepository(QueuesReader):
     """Named queues: pause, resume, list."""
 
     def pause(self, *, name: str) -> QueueMark:
@@ -32,10 +42,4 @@ class QueuesRepository(Repository):
         """The queue, running again; the workers' wake-up is sent in the same statement when
         it holds queued steps. Raises InvalidInput."""
         found: QueueMark = self._fetch("set_queue_running", {"name": as_queue(name, "name")})
-        return found
-
-    def list(self) -> builtins.list[QueueState]:
-        """Every queue holding queued or running steps, or ever paused or resumed, by name,
-        with its queued and running steps."""
-        found: builtins.list[QueueState] = self._fetch("list_queues", {})
         return found

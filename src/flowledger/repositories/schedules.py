@@ -17,7 +17,7 @@ import builtins
 import datetime
 import logging
 import uuid
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from cronsim import CronSimError
 from psycopg.types.json import Jsonb
@@ -42,7 +42,16 @@ from flowledger.repositories.pagination import (
     make_page,
 )
 
-__all__ = ["MAX_CATCH_UP", "MAX_FIRE_LIMIT", "SchedulesRepository", "idempotency_key"]
+if TYPE_CHECKING:
+    from flowledger.repositories.registry import Repositories
+
+__all__ = [
+    "MAX_CATCH_UP",
+    "MAX_FIRE_LIMIT",
+    "SchedulesReader",
+    "SchedulesRepository",
+    "idempotency_key",
+]
 
 engine_log = logging.getLogger("flowledger.engine")
 # Mirrors workflow_schedules_max_catch_up_check.
@@ -58,9 +67,48 @@ def idempotency_key(tick: datetime.datetime) -> str:
     return f"{_KEY_PREFIX}{tick.astimezone(datetime.UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
-class SchedulesRepository(Repository):
+class SchedulesReader(Repository):
+    """Schedules: the next planned tick, look up, list."""
+
+    def next_fire_at(self) -> datetime.datetime | None:
+        """The earliest tick any schedule has planned (None: nothing planned)."""
+        found: datetime.datetime | None = self._fetch("get_schedules_next_fire_at", {})
+        return found
+
+    def get(self, *, workflow_id: uuid.UUID | str) -> Schedule:
+        """The workflow's schedule; raises NotFound (no such workflow, or its trigger_type
+        is not "schedule"), InvalidInput."""
+        wid = as_uuid(workflow_id, "workflow id")
+        found: Schedule = self._require(
+            "get_schedule", {"workflow_id": wid}, f"workflow {wid} has no schedule"
+        )
+        return found
+
+    def list(self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page[Schedule]:
+        """A page of the schedules, oldest workflow first; raises InvalidInput,
+        InvalidCursor."""
+        check_limit(limit)
+        scope = listing_scope(_LIST_SCOPE, {})
+        after_id = None
+        if cursor is not None:
+            (after_id,) = self._codec.decode(as_cursor(cursor), scope, arity=1)
+            if not isinstance(after_id, uuid.UUID):
+                # Signed by us, so a bug rather than tampering; still refuse it.
+                raise InvalidCursor("cursor does not hold a workflow id")
+        rows: builtins.list[Schedule] = self._fetch(
+            "list_schedules", {"after_id": after_id, "limit": limit}
+        )
+        return make_page(
+            rows, limit=limit, key=lambda s: (s.workflow_id,), codec=self._codec, scope=scope
+        )
+
+
+class SchedulesRepository(SchedulesReader):
     """Schedules of workflows triggered by cron rules: fire the due ticks, read, set the
     catch-up policy."""
+
+    # Its neighbours are full repositories: it starts executions through them.
+    _repos: Repositories
 
     def fire_due(
         self, *, now: datetime.datetime | None = None, limit: int = 100
@@ -98,38 +146,6 @@ class SchedulesRepository(Repository):
             for (w, t), (e, _) in zip(ticks, started, strict=True)
         ]
         return sorted(fired, key=lambda f: (f.tick, f.workflow_id))
-
-    def next_fire_at(self) -> datetime.datetime | None:
-        """The earliest tick any schedule has planned (None: nothing planned)."""
-        found: datetime.datetime | None = self._fetch("get_schedules_next_fire_at", {})
-        return found
-
-    def get(self, *, workflow_id: uuid.UUID | str) -> Schedule:
-        """The workflow's schedule; raises NotFound (no such workflow, or its trigger_type
-        is not "schedule"), InvalidInput."""
-        wid = as_uuid(workflow_id, "workflow id")
-        found: Schedule = self._require(
-            "get_schedule", {"workflow_id": wid}, f"workflow {wid} has no schedule"
-        )
-        return found
-
-    def list(self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> Page[Schedule]:
-        """A page of the schedules, oldest workflow first; raises InvalidInput,
-        InvalidCursor."""
-        check_limit(limit)
-        scope = listing_scope(_LIST_SCOPE, {})
-        after_id = None
-        if cursor is not None:
-            (after_id,) = self._codec.decode(as_cursor(cursor), scope, arity=1)
-            if not isinstance(after_id, uuid.UUID):
-                # Signed by us, so a bug rather than tampering; still refuse it.
-                raise InvalidCursor("cursor does not hold a workflow id")
-        rows: builtins.list[Schedule] = self._fetch(
-            "list_schedules", {"after_id": after_id, "limit": limit}
-        )
-        return make_page(
-            rows, limit=limit, key=lambda s: (s.workflow_id,), codec=self._codec, scope=scope
-        )
 
     def set_policy(
         self,

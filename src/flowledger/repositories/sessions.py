@@ -22,13 +22,63 @@ from flowledger.repositories.pagination import (
     make_page,
 )
 
-__all__ = ["SessionsRepository"]
+__all__ = ["SessionsReader", "SessionsRepository"]
 
 _LIST_SCOPE = "sessions.list_active:created_at:desc"
 _CLIENT_TAKEN = "sessions_client_id_key"
 
 
-class SessionsRepository(Repository):
+class SessionsReader(Repository):
+    """Client sessions: look up by id or client, list active ones."""
+
+    def get(self, *, id: uuid.UUID | str) -> Session:
+        """The session with this id; raises NotFound, InvalidInput on a malformed id."""
+        session_id = as_uuid(id, "session id")
+        found: Session = self._require(
+            "get_session", {"id": session_id}, f"session {session_id} not found"
+        )
+        return found
+
+    def get_by_client(self, *, client_id: str) -> Session:
+        """The session of this client, active or not; raises NotFound, InvalidInput."""
+        _check_client_id(client_id)
+        found: Session = self._require(
+            "get_session_by_client",
+            {"client_id": client_id},
+            f"no session for client {client_id!r}",
+        )
+        return found
+
+    def list_active(
+        self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[Session]:
+        """A page of active sessions, newest first; raises InvalidInput, InvalidCursor."""
+        check_limit(limit)
+        scope = listing_scope(_LIST_SCOPE, {})
+        after_created_at, after_id = self._after(cursor, scope)
+        params = {"after_created_at": after_created_at, "after_id": after_id, "limit": limit}
+        rows: builtins.list[Session] = self._fetch("list_active_sessions", params)
+        return make_page(
+            rows,
+            limit=limit,
+            key=lambda s: (s.created_at, s.id),
+            codec=self._codec,
+            scope=scope,
+        )
+
+    def _after(
+        self, cursor: str | None, scope: str
+    ) -> tuple[datetime.datetime | None, uuid.UUID | None]:
+        if cursor is None:
+            return None, None
+        created_at, session_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+        if not isinstance(created_at, datetime.datetime) or not isinstance(session_id, uuid.UUID):
+            # Signed by us, so this is a bug rather than tampering; still refuse it.
+            raise InvalidInput("cursor does not hold a (created_at, id) position")
+        return created_at, session_id
+
+
+class SessionsRepository(SessionsReader):
     """One session per client id; active until closed or found stale.
 
     A heartbeat on an inactive session raises Conflict: the session still exists but its
@@ -60,24 +110,6 @@ class SessionsRepository(Repository):
             raise Conflict(message, constraint=_CLIENT_TAKEN)
         return session
 
-    def get(self, *, id: uuid.UUID | str) -> Session:
-        """The session with this id; raises NotFound, InvalidInput on a malformed id."""
-        session_id = as_uuid(id, "session id")
-        found: Session = self._require(
-            "get_session", {"id": session_id}, f"session {session_id} not found"
-        )
-        return found
-
-    def get_by_client(self, *, client_id: str) -> Session:
-        """The session of this client, active or not; raises NotFound, InvalidInput."""
-        _check_client_id(client_id)
-        found: Session = self._require(
-            "get_session_by_client",
-            {"client_id": client_id},
-            f"no session for client {client_id!r}",
-        )
-        return found
-
     def heartbeat(self, *, id: uuid.UUID | str) -> Session:
         """The session with its heartbeat set to now; raises NotFound, Conflict when the
         session is inactive (closed, or deactivated as stale)."""
@@ -104,34 +136,6 @@ class SessionsRepository(Repository):
         as_interval(older_than, "older_than", datetime.timedelta(microseconds=1), MAX_AGE)
         ids: list[uuid.UUID] = self._fetch("deactivate_stale_sessions", {"older_than": older_than})
         return ids
-
-    def list_active(
-        self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
-    ) -> Page[Session]:
-        """A page of active sessions, newest first; raises InvalidInput, InvalidCursor."""
-        check_limit(limit)
-        scope = listing_scope(_LIST_SCOPE, {})
-        after_created_at, after_id = self._after(cursor, scope)
-        params = {"after_created_at": after_created_at, "after_id": after_id, "limit": limit}
-        rows: builtins.list[Session] = self._fetch("list_active_sessions", params)
-        return make_page(
-            rows,
-            limit=limit,
-            key=lambda s: (s.created_at, s.id),
-            codec=self._codec,
-            scope=scope,
-        )
-
-    def _after(
-        self, cursor: str | None, scope: str
-    ) -> tuple[datetime.datetime | None, uuid.UUID | None]:
-        if cursor is None:
-            return None, None
-        created_at, session_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-        if not isinstance(created_at, datetime.datetime) or not isinstance(session_id, uuid.UUID):
-            # Signed by us, so this is a bug rather than tampering; still refuse it.
-            raise InvalidInput("cursor does not hold a (created_at, id) position")
-        return created_at, session_id
 
 
 def _check_client_id(client_id: str) -> None:

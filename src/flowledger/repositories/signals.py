@@ -18,10 +18,21 @@ from flowledger.records.runs import ExecutionLock, Signal
 from flowledger.repositories._checks import as_json, as_signal_name
 from flowledger.repositories.base import Repository, as_uuid
 
-__all__ = ["SignalsRepository"]
+__all__ = ["SignalsReader", "SignalsRepository"]
 
 
-class SignalsRepository(Repository):
+class SignalsReader(Repository):
+    """Signals: list an execution's."""
+
+    def list_by_execution(self, *, execution_id: uuid.UUID | str) -> builtins.list[Signal]:
+        """The signals sent to an execution, oldest first, consumed or not; raises
+        InvalidInput."""
+        params = {"execution_id": as_uuid(execution_id, "execution id")}
+        found: builtins.list[Signal] = self._fetch("list_signals_by_execution", params)
+        return found
+
+
+class SignalsRepository(SignalsReader):
     """Signals to executions: send, list."""
 
     def send(self, *, execution_id: uuid.UUID | str, name: str, payload: Any = None) -> Signal:
@@ -40,10 +51,3 @@ class SignalsRepository(Repository):
                 raise NotFound(f"execution {params['execution_id']} not found")
             sent: Signal = self._fetch("insert_signal", params, conn=conn)
         return sent
-
-    def list_by_execution(self, *, execution_id: uuid.UUID | str) -> builtins.list[Signal]:
-        """The signals sent to an execution, oldest first, consumed or not; raises
-        InvalidInput."""
-        params = {"execution_id": as_uuid(execution_id, "execution id")}
-        found: builtins.list[Signal] = self._fetch("list_signals_by_execution", params)
-        return found

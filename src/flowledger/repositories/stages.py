@@ -37,7 +37,7 @@ from flowledger.repositories._checks import (
 )
 from flowledger.repositories.base import Connection, Repository, as_uuid
 
-__all__ = ["StagesRepository"]
+__all__ = ["StagesReader", "StagesRepository"]
 
 # Mirrors workflow_stages_name_check.
 _NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -47,8 +47,8 @@ _MAX_TIMEOUT_SECONDS: Final = 2**31 - 1
 MAX_BACKOFF_SECONDS: Final = 31_536_000.0
 
 
-class StagesRepository(Repository):
-    """Stages of workflows: add, reorder, remove, update; positions stay contiguous."""
+class StagesReader(Repository):
+    """Stages: a workflow's in position order, one by id."""
 
     def list(self, *, workflow_id: uuid.UUID | str) -> builtins.list[Stage]:
         """The workflow's stages in position order (empty for an unknown workflow);
@@ -62,6 +62,10 @@ class StagesRepository(Repository):
         stage_id = as_uuid(id, "stage id")
         found: Stage = self._require("get_stage_by_id", {"id": stage_id}, _missing(stage_id))
         return found
+
+
+class StagesRepository(StagesReader):
+    """Stages of workflows: add, reorder, remove, update; positions stay contiguous."""
 
     def add(
         self, *, workflow_id: uuid.UUID | str, stage: NewStage, position: int | None = None

@@ -17,7 +17,7 @@ import datetime
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowledger.errors import InvalidInput, LeaseLost
 from flowledger.records.runs import (
@@ -52,7 +52,10 @@ from flowledger.repositories._checks import (
 )
 from flowledger.repositories.base import Connection, Repository, as_uuid
 
-__all__ = ["StepsRepository"]
+if TYPE_CHECKING:
+    from flowledger.repositories.registry import Repositories
+
+__all__ = ["StepsReader", "StepsRepository"]
 
 engine_log = logging.getLogger("flowledger.engine")
 
@@ -64,8 +67,8 @@ MAX_LEASE = datetime.timedelta(days=1)
 _MAX_WAIT = datetime.timedelta(days=366)
 
 
-class StepsRepository(Repository):
-    """Execution steps: claim with a lease, heartbeat, complete, fail (with retries), reap."""
+class StepsReader(Repository):
+    """Steps: look up, list an execution's, attempts, find by task, retries due, overruns."""
 
     def get(self, *, id: uuid.UUID | str) -> Step:
         """The step with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -84,6 +87,53 @@ class StepsRepository(Repository):
         params = {"step_id": as_uuid(step_id, "step id")}
         found: list[StepAttempt] = self._fetch("list_step_attempts", params)
         return found
+
+    def find_by_task_name(
+        self, *, execution_id: uuid.UUID | str, task_name: str
+    ) -> builtins.list[Step]:
+        """The steps of one task of an execution (one per with_items element), by index;
+        empty when there is none. Raises InvalidInput."""
+        if not isinstance(task_name, str):
+            raise InvalidInput(f"task_name must be a string, got {type(task_name).__name__}")
+        as_name(task_name, "task_name", blank=True)
+        params = {"execution_id": as_uuid(execution_id, "execution id"), "task_name": task_name}
+        found: builtins.list[Step] = self._fetch("list_steps_by_task_name", params)
+        return found
+
+    def find_by_child_execution(self, *, execution_id: uuid.UUID | str) -> Step:
+        """The step that started the child execution `execution_id` and waits (or waited)
+        for it. Raises NotFound (no such execution, or not a child of a step), InvalidInput."""
+        child = as_uuid(execution_id, "execution id")
+        missing = f"execution {child} was not started by a step"
+        found: Step = self._require("get_step_by_child_execution", {"id": child}, missing)
+        return found
+
+    def find_pending_retries(
+        self, *, now: datetime.datetime | None = None, limit: int = 100
+    ) -> list[Step]:
+        """Steps waiting out a retry backoff at `now` (default: the current time), soonest
+        due first; raises InvalidInput on a bad limit."""
+        _check_find_limit(limit)
+        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
+        found: list[Step] = self._fetch("find_pending_retries", params)
+        return found
+
+    def find_timed_out(
+        self, *, now: datetime.datetime | None = None, limit: int = 100
+    ) -> list[Step]:
+        """Running steps past their timeout at `now` (default: the current time), oldest
+        first; raises InvalidInput on a bad limit."""
+        _check_find_limit(limit)
+        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
+        found: list[Step] = self._fetch("find_timed_out_steps", params)
+        return found
+
+
+class StepsRepository(StepsReader):
+    """Execution steps: claim with a lease, heartbeat, complete, fail (with retries), reap."""
+
+    # Its neighbours are full repositories: it writes through them.
+    _repos: Repositories
 
     def claim(
         self,
@@ -315,46 +365,6 @@ class StepsRepository(Repository):
                 len(result.timed_out),
             )
         return result
-
-    def find_by_task_name(
-        self, *, execution_id: uuid.UUID | str, task_name: str
-    ) -> builtins.list[Step]:
-        """The steps of one task of an execution (one per with_items element), by index;
-        empty when there is none. Raises InvalidInput."""
-        if not isinstance(task_name, str):
-            raise InvalidInput(f"task_name must be a string, got {type(task_name).__name__}")
-        as_name(task_name, "task_name", blank=True)
-        params = {"execution_id": as_uuid(execution_id, "execution id"), "task_name": task_name}
-        found: builtins.list[Step] = self._fetch("list_steps_by_task_name", params)
-        return found
-
-    def find_by_child_execution(self, *, execution_id: uuid.UUID | str) -> Step:
-        """The step that started the child execution `execution_id` and waits (or waited)
-        for it. Raises NotFound (no such execution, or not a child of a step), InvalidInput."""
-        child = as_uuid(execution_id, "execution id")
-        missing = f"execution {child} was not started by a step"
-        found: Step = self._require("get_step_by_child_execution", {"id": child}, missing)
-        return found
-
-    def find_pending_retries(
-        self, *, now: datetime.datetime | None = None, limit: int = 100
-    ) -> list[Step]:
-        """Steps waiting out a retry backoff at `now` (default: the current time), soonest
-        due first; raises InvalidInput on a bad limit."""
-        _check_find_limit(limit)
-        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
-        found: list[Step] = self._fetch("find_pending_retries", params)
-        return found
-
-    def find_timed_out(
-        self, *, now: datetime.datetime | None = None, limit: int = 100
-    ) -> list[Step]:
-        """Running steps past their timeout at `now` (default: the current time), oldest
-        first; raises InvalidInput on a bad limit."""
-        _check_find_limit(limit)
-        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
-        found: list[Step] = self._fetch("find_timed_out_steps", params)
-        return found
 
     def bulk_update_status(self, *, ids: Sequence[uuid.UUID | str], status: str) -> int:
         """Set the status of many steps in one statement, clearing leases and closing the

@@ -51,7 +51,12 @@ from flowledger.repositories.pagination import (
     make_page,
 )
 
-__all__ = ["MAX_TITLE_LENGTH", "MAX_WORKSPACE_PATH_LENGTH", "TasksRepository"]
+__all__ = [
+    "MAX_TITLE_LENGTH",
+    "MAX_WORKSPACE_PATH_LENGTH",
+    "TasksReader",
+    "TasksRepository",
+]
 
 # Mirror tasks_title_check, tasks_task_type_check and tasks_workspace_path_check.
 MAX_TITLE_LENGTH: Final = 255
@@ -61,46 +66,14 @@ _TASK_TYPE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 _STATUS_ORDER: Final = ("pending", "in_progress", "done", "cancelled")
 
 
-class TasksRepository(Repository):
-    """Tasks, and the tasks attached to workflows in sequence order."""
-
-    def create(self, *, task: NewTask) -> Task:
-        """The new task; raises InvalidInput (bad fields)."""
-        task = as_struct(task, NewTask, "task")
-        params = {
-            "title": _title(task.title),
-            "description": as_text(task.description, "description"),
-            "task_type": _task_type(task.task_type),
-            "status": _status(task.status),
-            "config": as_json(task.config, "config", object_only=True),
-            "metadata": as_json(task.metadata, "metadata", object_only=True),
-            "workspace_path": None
-            if task.workspace_path is None
-            else _workspace_path(task.workspace_path),
-        }
-        created: Task | None = self._fetch("insert_task", params, context=params)
-        assert created is not None  # INSERT ... RETURNING yields its row
-        return created
+class TasksReader(Repository):
+    """Tasks: look up, keyset listings, counts by status, a workflow's tasks in order."""
 
     def get(self, *, id: uuid.UUID | str) -> Task:
         """The task with this id; raises NotFound, InvalidInput on a malformed id."""
         task_id = as_uuid(id, "task id")
         found: Task = self._require("get_task_by_id", {"id": task_id}, _missing(task_id))
         return found
-
-    def update(self, *, id: uuid.UUID | str, patch: TaskPatch) -> Task:
-        """The task after applying the patch's set fields (a workspace_path of None clears
-        it); raises NotFound, InvalidInput."""
-        task_id = as_uuid(id, "task id")
-        params = {"id": task_id, **_patch_params(as_struct(patch, TaskPatch, "patch"))}
-        found: Task = self._require("update_task", params, _missing(task_id), context=params)
-        return found
-
-    def delete(self, *, id: uuid.UUID | str) -> None:
-        """Delete the task, detaching it from every workflow; raises NotFound, InvalidInput."""
-        task_id = as_uuid(id, "task id")
-        if self._fetch("delete_task", {"id": task_id}) == 0:
-            raise NotFound(_missing(task_id))
 
     def list(
         self,
@@ -164,6 +137,86 @@ class TasksRepository(Repository):
             "count_tasks_by_status", {"statuses": builtins.list(_STATUS_ORDER)}
         )
         return {row.status: row.count for row in rows}
+
+    def list_for_workflow(self, *, workflow_id: uuid.UUID | str) -> builtins.list[WorkflowTask]:
+        """The tasks attached to the workflow, in sequence order; raises NotFound (workflow),
+        InvalidInput on a malformed id."""
+        wid = as_uuid(workflow_id, "workflow id")
+        found: builtins.list[WorkflowTask] = self._fetch(
+            "list_workflow_tasks", {"workflow_id": wid}
+        )
+        if not found:
+            self._repos.workflows.get(id=wid)  # NotFound for an unknown workflow
+        return found
+
+    def _page(
+        self,
+        query: str,
+        filters: dict[str, Any],
+        created_from: datetime.datetime | None,
+        created_to: datetime.datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Task]:
+        check_limit(limit)
+        start = as_optional_instant(created_from, "created_from")
+        end = as_optional_instant(created_to, "created_to")
+        if start is not None and end is not None and start > end:
+            raise InvalidInput(f"created_from ({start}) is after created_to ({end})")
+        filters = {**filters, "created_from": start, "created_to": end}
+        # The query's name is the listing: a cursor fits only the listing and filters
+        # that issued it.
+        scope = listing_scope(f"tasks.{query}:created_at,id:desc", filters)
+        params = {**filters, **self._after(cursor, scope), "limit": limit}
+        rows: builtins.list[Task] = self._fetch(query, params)
+        return make_page(
+            rows, limit=limit, key=lambda t: (t.created_at, t.id), codec=self._codec, scope=scope
+        )
+
+    def _after(self, cursor: str | None, scope: str) -> dict[str, Any]:
+        if cursor is None:
+            return {"after_created_at": None, "after_id": None}
+        created_at, task_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+        if not isinstance(created_at, datetime.datetime) or not isinstance(task_id, uuid.UUID):
+            # Signed by us, so a bug rather than tampering; still refuse it.
+            raise InvalidCursor("cursor does not hold a (created_at, id) position")
+        return {"after_created_at": created_at, "after_id": task_id}
+
+
+class TasksRepository(TasksReader):
+    """Tasks, and the tasks attached to workflows in sequence order."""
+
+    def create(self, *, task: NewTask) -> Task:
+        """The new task; raises InvalidInput (bad fields)."""
+        task = as_struct(task, NewTask, "task")
+        params = {
+            "title": _title(task.title),
+            "description": as_text(task.description, "description"),
+            "task_type": _task_type(task.task_type),
+            "status": _status(task.status),
+            "config": as_json(task.config, "config", object_only=True),
+            "metadata": as_json(task.metadata, "metadata", object_only=True),
+            "workspace_path": None
+            if task.workspace_path is None
+            else _workspace_path(task.workspace_path),
+        }
+        created: Task | None = self._fetch("insert_task", params, context=params)
+        assert created is not None  # INSERT ... RETURNING yields its row
+        return created
+
+    def update(self, *, id: uuid.UUID | str, patch: TaskPatch) -> Task:
+        """The task after applying the patch's set fields (a workspace_path of None clears
+        it); raises NotFound, InvalidInput."""
+        task_id = as_uuid(id, "task id")
+        params = {"id": task_id, **_patch_params(as_struct(patch, TaskPatch, "patch"))}
+        found: Task = self._require("update_task", params, _missing(task_id), context=params)
+        return found
+
+    def delete(self, *, id: uuid.UUID | str) -> None:
+        """Delete the task, detaching it from every workflow; raises NotFound, InvalidInput."""
+        task_id = as_uuid(id, "task id")
+        if self._fetch("delete_task", {"id": task_id}) == 0:
+            raise NotFound(_missing(task_id))
 
     def attach(
         self,
@@ -229,17 +282,6 @@ class TasksRepository(Repository):
             )
         return ordered
 
-    def list_for_workflow(self, *, workflow_id: uuid.UUID | str) -> builtins.list[WorkflowTask]:
-        """The tasks attached to the workflow, in sequence order; raises NotFound (workflow),
-        InvalidInput on a malformed id."""
-        wid = as_uuid(workflow_id, "workflow id")
-        found: builtins.list[WorkflowTask] = self._fetch(
-            "list_workflow_tasks", {"workflow_id": wid}
-        )
-        if not found:
-            self._repos.workflows.get(id=wid)  # NotFound for an unknown workflow
-        return found
-
     def _lock_workflow(self, workflow_id: uuid.UUID, conn: Connection) -> int:
         count: int | None = self._fetch(
             "lock_workflow_tasks", {"workflow_id": workflow_id}, conn=conn
@@ -247,39 +289,6 @@ class TasksRepository(Repository):
         if count is None:
             raise NotFound(f"workflow {workflow_id} not found")
         return count
-
-    def _page(
-        self,
-        query: str,
-        filters: dict[str, Any],
-        created_from: datetime.datetime | None,
-        created_to: datetime.datetime | None,
-        limit: int,
-        cursor: str | None,
-    ) -> Page[Task]:
-        check_limit(limit)
-        start = as_optional_instant(created_from, "created_from")
-        end = as_optional_instant(created_to, "created_to")
-        if start is not None and end is not None and start > end:
-            raise InvalidInput(f"created_from ({start}) is after created_to ({end})")
-        filters = {**filters, "created_from": start, "created_to": end}
-        # The query's name is the listing: a cursor fits only the listing and filters
-        # that issued it.
-        scope = listing_scope(f"tasks.{query}:created_at,id:desc", filters)
-        params = {**filters, **self._after(cursor, scope), "limit": limit}
-        rows: builtins.list[Task] = self._fetch(query, params)
-        return make_page(
-            rows, limit=limit, key=lambda t: (t.created_at, t.id), codec=self._codec, scope=scope
-        )
-
-    def _after(self, cursor: str | None, scope: str) -> dict[str, Any]:
-        if cursor is None:
-            return {"after_created_at": None, "after_id": None}
-        created_at, task_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-        if not isinstance(created_at, datetime.datetime) or not isinstance(task_id, uuid.UUID):
-            # Signed by us, so a bug rather than tampering; still refuse it.
-            raise InvalidCursor("cursor does not hold a (created_at, id) position")
-        return {"after_created_at": created_at, "after_id": task_id}
 
 
 def _patch_params(patch: TaskPatch) -> dict[str, Any]:

@@ -20,10 +20,36 @@ from flowledger.repositories._checks import (
 )
 from flowledger.repositories.base import Repository, as_optional_uuid, as_uuid
 
-__all__ = ["ToolExecutionsRepository"]
+__all__ = ["ToolExecutionsReader", "ToolExecutionsRepository"]
 
 
-class ToolExecutionsRepository(Repository):
+class ToolExecutionsReader(Repository):
+    """Tool calls: look up, per-tool statistics."""
+
+    def get(self, *, id: uuid.UUID | str) -> ToolExecution:
+        """The tool call with this id; raises NotFound, InvalidInput on a malformed id."""
+        call_id = as_uuid(id, "tool execution id")
+        found: ToolExecution = self._require(
+            "get_tool_execution_by_id",
+            {"id": call_id},
+            f"tool execution {call_id} not found",
+        )
+        return found
+
+    def stats(self, *, since: datetime.datetime, until: datetime.datetime) -> list[ToolStats]:
+        """Per tool (by name), over finished calls created in [since, until): count,
+        failures, failure_rate, p50_ms, p95_ms; raises InvalidInput when until < since."""
+        since = as_instant(since, "since")
+        until = as_instant(until, "until")
+        if until < since:
+            raise InvalidInput("until must not be before since")
+        found: list[ToolStats] = self._fetch(
+            "stats_tool_executions", {"since": since, "until": until}
+        )
+        return found
+
+
+class ToolExecutionsRepository(ToolExecutionsReader):
     """Tool calls: start, finish (duration measured by the server), statistics, prune."""
 
     def start(
@@ -45,16 +71,6 @@ class ToolExecutionsRepository(Repository):
         assert started is not None  # INSERT ... RETURNING yields its row
         return started
 
-    def get(self, *, id: uuid.UUID | str) -> ToolExecution:
-        """The tool call with this id; raises NotFound, InvalidInput on a malformed id."""
-        call_id = as_uuid(id, "tool execution id")
-        found: ToolExecution = self._require(
-            "get_tool_execution_by_id",
-            {"id": call_id},
-            f"tool execution {call_id} not found",
-        )
-        return found
-
     def finish(
         self, *, id: uuid.UUID | str, output: Any = None, error: str | None = None
     ) -> ToolExecution:
@@ -71,18 +87,6 @@ class ToolExecutionsRepository(Repository):
             self.get(id=call_id)  # raises NotFound when it does not exist
             raise Conflict(f"tool execution {call_id} already finished")
         return finished
-
-    def stats(self, *, since: datetime.datetime, until: datetime.datetime) -> list[ToolStats]:
-        """Per tool (by name), over finished calls created in [since, until): count,
-        failures, failure_rate, p50_ms, p95_ms; raises InvalidInput when until < since."""
-        since = as_instant(since, "since")
-        until = as_instant(until, "until")
-        if until < since:
-            raise InvalidInput("until must not be before since")
-        found: list[ToolStats] = self._fetch(
-            "stats_tool_executions", {"since": since, "until": until}
-        )
-        return found
 
     def prune(
         self, *, older_than: datetime.datetime | datetime.timedelta, batch: int = 1000

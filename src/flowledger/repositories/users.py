@@ -29,28 +29,15 @@ from flowledger.repositories.pagination import (
     make_page,
 )
 
-__all__ = ["UsersRepository"]
+__all__ = ["UsersReader", "UsersRepository"]
 
 _LIST_SCOPE = "users.list:created_at:desc"
 # RFC 5321 caps a forward path at 256 octets, i.e. 254 characters of address.
 _MAX_EMAIL_LENGTH = 254
 
 
-class UsersRepository(Repository):
-    """Users and their roles; deleting a user deletes their API keys."""
-
-    def create(self, *, user: NewUser) -> User:
-        """The new user; raises Conflict when the email (any case) is taken, InvalidInput."""
-        user = as_struct(user, NewUser, "user")
-        params = {
-            "email": _check_email(user.email),
-            "display_name": _check_display_name(user.display_name),
-            "role": _check_role(user.role),
-            "is_active": as_bool(user.is_active, "user.is_active"),
-        }
-        created: User | None = self._fetch("insert_user", params, context=params)
-        assert created is not None  # INSERT ... RETURNING yields its row
-        return created
+class UsersReader(Repository):
+    """Users: look up by id or email (any case), list."""
 
     def get(self, *, id: uuid.UUID | str) -> User:
         """The user with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -97,6 +84,32 @@ class UsersRepository(Repository):
             scope=scope,
         )
 
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
+        if cursor is None:
+            return None, None
+        created_at, user_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+        if not isinstance(created_at, datetime.datetime) or not isinstance(user_id, uuid.UUID):
+            # Signed by us, so this is a bug rather than tampering; still refuse it.
+            raise InvalidCursor("cursor does not hold a (created_at, id) position")
+        return created_at, user_id
+
+
+class UsersRepository(UsersReader):
+    """Users and their roles; deleting a user deletes their API keys."""
+
+    def create(self, *, user: NewUser) -> User:
+        """The new user; raises Conflict when the email (any case) is taken, InvalidInput."""
+        user = as_struct(user, NewUser, "user")
+        params = {
+            "email": _check_email(user.email),
+            "display_name": _check_display_name(user.display_name),
+            "role": _check_role(user.role),
+            "is_active": as_bool(user.is_active, "user.is_active"),
+        }
+        created: User | None = self._fetch("insert_user", params, context=params)
+        assert created is not None  # INSERT ... RETURNING yields its row
+        return created
+
     def update(self, *, id: uuid.UUID | str, patch: UserPatch) -> User:
         """The user after applying the patch's non-None fields; raises NotFound, InvalidInput."""
         user_id = as_uuid(id, "user id")
@@ -118,15 +131,6 @@ class UsersRepository(Repository):
         user_id = as_uuid(id, "user id")
         if self._fetch("delete_user", {"id": user_id}) == 0:
             raise NotFound(f"user {user_id} not found")
-
-    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
-        if cursor is None:
-            return None, None
-        created_at, user_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-        if not isinstance(created_at, datetime.datetime) or not isinstance(user_id, uuid.UUID):
-            # Signed by us, so this is a bug rather than tampering; still refuse it.
-            raise InvalidCursor("cursor does not hold a (created_at, id) position")
-        return created_at, user_id
 
 
 def _check_email(email: object) -> str:

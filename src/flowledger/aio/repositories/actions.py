@@ -20,30 +20,14 @@ from flowledger.repositories._checks import (
     show,
 )
 
-__all__ = ["AsyncActionsRepository"]
+__all__ = ["AsyncActionsReader", "AsyncActionsRepository"]
 
 # Mirrors actions_ref_check: "<pack ref>.<action name>".
 _REF = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
 
 
-class AsyncActionsRepository(AsyncRepository):
-    """Actions of packs, and their link to the workflow implementing them."""
-
-    async def create(self, *, action: NewAction) -> Action:
-        """The new action; raises Conflict when the ref is taken, InvalidInput (bad fields,
-        unknown pack)."""
-        action = as_struct(action, NewAction, "action")
-        params = {
-            "pack_id": as_uuid(action.pack_id, "pack id"),
-            "ref": _check_ref(action.ref),
-            "entrypoint": _check_entrypoint(action.entrypoint),
-            "description": as_text(action.description, "description"),
-            "param_schema": _schema("param_schema", action.param_schema),
-            "out_schema": _schema("out_schema", action.out_schema),
-        }
-        created: Action | None = await self._fetch("insert_action", params, context=params)
-        assert created is not None  # INSERT ... RETURNING yields its row
-        return created
+class AsyncActionsReader(AsyncRepository):
+    """Actions: look up by id, ref or workflow, list by pack."""
 
     async def get(self, *, id: uuid.UUID | str) -> Action:
         """The action with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -79,6 +63,26 @@ class AsyncActionsRepository(AsyncRepository):
         missing = f"no action is implemented by workflow {wid}"
         found: Action = await self._require("get_action_by_workflow", {"workflow_id": wid}, missing)
         return found
+
+
+class AsyncActionsRepository(AsyncActionsReader):
+    """Actions of packs, and their link to the workflow implementing them."""
+
+    async def create(self, *, action: NewAction) -> Action:
+        """The new action; raises Conflict when the ref is taken, InvalidInput (bad fields,
+        unknown pack)."""
+        action = as_struct(action, NewAction, "action")
+        params = {
+            "pack_id": as_uuid(action.pack_id, "pack id"),
+            "ref": _check_ref(action.ref),
+            "entrypoint": _check_entrypoint(action.entrypoint),
+            "description": as_text(action.description, "description"),
+            "param_schema": _schema("param_schema", action.param_schema),
+            "out_schema": _schema("out_schema", action.out_schema),
+        }
+        created: Action | None = await self._fetch("insert_action", params, context=params)
+        assert created is not None  # INSERT ... RETURNING yields its row
+        return created
 
     async def update(self, *, id: uuid.UUID | str, patch: ActionPatch) -> Action:
         """The action after applying the patch's non-None fields; raises NotFound, InvalidInput."""

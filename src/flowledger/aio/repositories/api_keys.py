@@ -27,7 +27,7 @@ from flowledger.repositories._checks import (
     show,
 )
 
-__all__ = ["AsyncApiKeysRepository"]
+__all__ = ["AsyncApiKeysReader", "AsyncApiKeysRepository"]
 
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
 _PREFIX_LENGTH = 12
@@ -38,7 +38,45 @@ _SECRET = re.compile(r"fl_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})")
 _TOUCH_INTERVAL = datetime.timedelta(seconds=60)
 
 
-class AsyncApiKeysRepository(AsyncRepository):
+class AsyncApiKeysReader(AsyncRepository):
+    """API keys: verify (without recording the use), look up, list a user's keys."""
+
+    async def verify(self, *, secret: str) -> VerifiedKey | None:
+        """The key and its user when `secret` is a valid, unrevoked, unexpired key of an
+        active user; None otherwise (never raises for a bad secret). Writes nothing: the
+        key's `last_used_at` stays as it was."""
+        found = await self._credential(secret)
+        return None if found is None else VerifiedKey(key=found.key(), user=found.user())
+
+    async def get(self, *, id: uuid.UUID | str) -> ApiKey:
+        """The key with this id (no secret, no hash); raises NotFound, InvalidInput."""
+        key_id = as_uuid(id, "API key id")
+        found: ApiKey = await self._require(
+            "get_api_key_by_id", {"id": key_id}, f"API key {key_id} not found"
+        )
+        return found
+
+    async def list_by_user(self, *, user_id: uuid.UUID | str) -> list[ApiKey]:
+        """Every key of the user, oldest first, revoked ones included; raises InvalidInput."""
+        owner = as_uuid(user_id, "user id")
+        found: list[ApiKey] = await self._fetch("list_api_keys_by_user", {"user_id": owner})
+        return found
+
+    async def _credential(self, secret: object) -> ApiKeyCredential | None:
+        """The usable key whose secret this is, or None."""
+        # Whatever a client sends (None, bytes, junk) is simply not a key.
+        match = _SECRET.fullmatch(secret) if isinstance(secret, str) else None
+        if match is None:
+            return None
+        found: ApiKeyCredential | None = await self._fetch(
+            "get_api_key_credential_by_prefix", {"prefix": match.group(1)}
+        )
+        if found is None or not hmac.compare_digest(found.secret_hash, _digest(match.group(0))):
+            return None
+        return found
+
+
+class AsyncApiKeysRepository(AsyncApiKeysReader):
     """API keys of users: only a hash of each secret is stored."""
 
     async def issue(
@@ -78,28 +116,15 @@ class AsyncApiKeysRepository(AsyncRepository):
 
     async def verify(self, *, secret: str) -> VerifiedKey | None:
         """The key and its user when `secret` is a valid, unrevoked, unexpired key of an
-        active user; None otherwise (never raises for a bad secret)."""
-        # Whatever a client sends (None, bytes, junk) is simply not a key.
-        match = _SECRET.fullmatch(secret) if isinstance(secret, str) else None
-        if match is None:
-            return None
-        found: ApiKeyCredential | None = await self._fetch(
-            "get_api_key_credential_by_prefix", {"prefix": match.group(1)}
-        )
-        if found is None or not hmac.compare_digest(found.secret_hash, _digest(secret)):
+        active user, its `last_used_at` recorded (at most once a minute); None otherwise
+        (never raises for a bad secret)."""
+        found = await self._credential(secret)
+        if found is None:
             return None
         touched: ApiKey | None = await self._fetch(
             "touch_api_key_last_used", {"id": found.id, "interval": _TOUCH_INTERVAL}
         )
         return VerifiedKey(key=touched or found.key(), user=found.user())
-
-    async def get(self, *, id: uuid.UUID | str) -> ApiKey:
-        """The key with this id (no secret, no hash); raises NotFound, InvalidInput."""
-        key_id = as_uuid(id, "API key id")
-        found: ApiKey = await self._require(
-            "get_api_key_by_id", {"id": key_id}, f"API key {key_id} not found"
-        )
-        return found
 
     async def revoke(self, *, id: uuid.UUID | str) -> ApiKey:
         """The revoked key; revoking again keeps the first revoked_at. Raises NotFound."""
@@ -107,12 +132,6 @@ class AsyncApiKeysRepository(AsyncRepository):
         found: ApiKey = await self._require(
             "revoke_api_key", {"id": key_id}, f"API key {key_id} not found"
         )
-        return found
-
-    async def list_by_user(self, *, user_id: uuid.UUID | str) -> list[ApiKey]:
-        """Every key of the user, oldest first, revoked ones included; raises InvalidInput."""
-        owner = as_uuid(user_id, "user id")
-        found: list[ApiKey] = await self._fetch("list_api_keys_by_user", {"user_id": owner})
         return found
 
 

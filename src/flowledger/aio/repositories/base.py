@@ -24,7 +24,7 @@ from flowledger.repositories.pagination import CursorCodec
 from flowledger.repositories.queries import Query, get_queries, lookup_query
 
 if TYPE_CHECKING:
-    from flowledger.aio.repositories.registry import AsyncRepositories
+    from flowledger.aio.repositories.registry import AsyncReadRepositories
 
 __all__ = [
     "AsyncConnection",
@@ -250,7 +250,7 @@ class AsyncRepository:
     annotations decode. Neighbouring repositories come from `self._repos`, the registry
     this repository belongs to."""
 
-    def __init__(self, repos: AsyncRepositories) -> None:
+    def __init__(self, repos: AsyncReadRepositories) -> None:
         self._repos = repos
         self._executor = repos._executor
         self._slow = repos._slow

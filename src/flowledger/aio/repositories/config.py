@@ -21,7 +21,7 @@ from flowledger.repositories._checks import (
     show,
 )
 
-__all__ = ["KEY_PATTERN", "AsyncConfigRepository"]
+__all__ = ["KEY_PATTERN", "AsyncConfigReader", "AsyncConfigRepository"]
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -37,8 +37,8 @@ class _Missing(enum.Enum):
 _MISSING: Final = _Missing.MISSING
 
 
-class AsyncConfigRepository(AsyncRepository):
-    """Typed configuration values; every write bumps the entry's version."""
+class AsyncConfigReader(AsyncRepository):
+    """Configuration: typed reads of keys, raw entries, prefix lists."""
 
     @overload
     async def get(self, *, key: str, type: builtins.type[T]) -> T: ...
@@ -72,6 +72,22 @@ class AsyncConfigRepository(AsyncRepository):
             "get_configuration", {"key": key}, f"configuration {key!r} not found"
         )
         return found
+
+    async def list(self, *, prefix: str = "") -> builtins.list[Configuration]:
+        """Every entry whose key starts with `prefix` ("" for all), in byte order of keys.
+
+        A prefix is literal text: "sched" matches "scheduler.x"; end it with "." to list
+        one namespace. Raises InvalidInput on a prefix that is not a string.
+        """
+        prefix = as_text(prefix, "prefix", max_length=MAX_NAME_LENGTH)
+        found: builtins.list[Configuration] = await self._fetch(
+            "list_configurations_by_prefix", {"prefix": prefix}
+        )
+        return found
+
+
+class AsyncConfigRepository(AsyncConfigReader):
+    """Typed configuration values; every write bumps the entry's version."""
 
     async def set(
         self,
@@ -118,18 +134,6 @@ class AsyncConfigRepository(AsyncRepository):
             if expected_version is None:
                 raise NotFound(f"configuration {key!r} not found")
             raise await self._not_written(key, expected_version)
-
-    async def list(self, *, prefix: str = "") -> builtins.list[Configuration]:
-        """Every entry whose key starts with `prefix` ("" for all), in byte order of keys.
-
-        A prefix is literal text: "sched" matches "scheduler.x"; end it with "." to list
-        one namespace. Raises InvalidInput on a prefix that is not a string.
-        """
-        prefix = as_text(prefix, "prefix", max_length=MAX_NAME_LENGTH)
-        found: builtins.list[Configuration] = await self._fetch(
-            "list_configurations_by_prefix", {"prefix": prefix}
-        )
-        return found
 
     async def _not_written(self, key: str, expected_version: int) -> NotFound | StaleWrite:
         current: Configuration | None = await self._fetch("get_configuration", {"key": key})

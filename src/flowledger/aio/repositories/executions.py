@@ -16,7 +16,7 @@ import builtins
 import datetime
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
@@ -60,68 +60,18 @@ from flowledger.repositories.pagination import (
     make_page,
 )
 
-__all__ = ["AsyncExecutionsRepository"]
+if TYPE_CHECKING:
+    from flowledger.aio.repositories.registry import AsyncRepositories
+
+__all__ = ["AsyncExecutionsReader", "AsyncExecutionsRepository"]
 
 _LIST_SCOPE = "executions.list:created_at:desc"
 _CANCELLED = "execution cancelled"
 _MAX_STARTS = 1000
 
 
-class AsyncExecutionsRepository(AsyncRepository):
-    """Workflow executions: start, read, pause/resume/cancel/fail/retry, progress, prune."""
-
-    async def start(
-        self,
-        *,
-        workflow_id: uuid.UUID | str,
-        parameters: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        triggered_by: uuid.UUID | str | None = None,
-        parent_execution_id: uuid.UUID | str | None = None,
-        parent_step_id: uuid.UUID | str | None = None,
-    ) -> Execution:
-        """The running execution of the workflow's current version, its steps created from
-        the version's stage snapshot (those with no dependency queued) and
-        `execution.started` written, in one statement; with an idempotency key already
-        used, the existing execution (nothing is created). With `parent_step_id`, a child
-        execution: that running step waits for it (no lease, not claimable) and completes
-        or fails with it. Raises NotFound (workflow, parent step), InvalidInput (archived or
-        disabled workflow, malformed ids, blank key, unknown parent or user, a parent step
-        that is not running)."""
-        request = _request(workflow_id, parameters, idempotency_key, triggered_by)
-        request["parent_execution_id"] = as_optional_uuid(
-            parent_execution_id, "parent execution id"
-        )
-        request["parent_step_id"] = as_optional_uuid(parent_step_id, "parent step id")
-        if request["parent_step_id"] is None:
-            return (await self._start([request], None))[0][0]
-        async with self._atomic(request) as conn:
-            await self._adopt(request, conn)
-            [(execution, created)] = await self._start([request], conn)
-            if created:
-                await self._wait_for(request["parent_step_id"], conn)
-                if execution.status == "completed":  # nothing to run: done at once
-                    await self._report_to_parent(execution, conn)
-        return execution
-
-    async def start_many(self, *, requests: Sequence[StartRequest]) -> builtins.list[Execution]:
-        """Start many executions (each with its own workflow, parameters and idempotency
-        key) in one statement and one transaction, exactly as `start` starts each; the
-        executions in request order (an already used key gives the existing one). Raises
-        NotFound, InvalidInput (for any request: then none is started)."""
-        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
-            raise InvalidInput("requests must be a list of StartRequest")
-        if len(requests) > _MAX_STARTS:
-            raise InvalidInput(f"requests holds {len(requests)} items; at most {_MAX_STARTS}")
-        checked = []
-        for r in requests:
-            if not isinstance(r, StartRequest):
-                raise InvalidInput(f"requests must hold StartRequest items, got {r!r}")
-            checked.append(_request(r.workflow_id, r.parameters, r.idempotency_key, r.triggered_by))
-        if not checked:
-            return []
-        async with self._atomic() as conn:
-            return [execution for execution, _ in await self._start(checked, conn)]
+class AsyncExecutionsReader(AsyncRepository):
+    """Executions: look up, list, find paused ones, progress."""
 
     async def get(self, *, id: uuid.UUID | str) -> Execution:
         """The execution with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -183,6 +133,85 @@ class AsyncExecutionsRepository(AsyncRepository):
         }
         found: builtins.list[Execution] = await self._fetch("find_paused_executions", params)
         return found
+
+    async def progress(self, *, id: uuid.UUID | str) -> ExecutionProgress:
+        """Where the execution stands, derived from its steps in one indexed query: step
+        counts per status and the task names that are current (queued, running or
+        waiting), pending, completed, failed, skipped and cancelled. Raises NotFound,
+        InvalidInput."""
+        execution_id = as_uuid(id, "execution id")
+        params = {"id": execution_id}
+        missing = _missing(execution_id)
+        found: ExecutionProgress = await self._require("get_execution_progress", params, missing)
+        return found
+
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
+        if cursor is None:
+            return None, None
+        created_at, execution_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+        if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
+            raise InvalidInput("cursor does not hold a (created_at, id) position")
+        return created_at, execution_id
+
+
+class AsyncExecutionsRepository(AsyncExecutionsReader):
+    """Workflow executions: start, read, pause/resume/cancel/fail/retry, progress, prune."""
+
+    # Its neighbours are full repositories: it writes through them.
+    _repos: AsyncRepositories
+
+    async def start(
+        self,
+        *,
+        workflow_id: uuid.UUID | str,
+        parameters: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        triggered_by: uuid.UUID | str | None = None,
+        parent_execution_id: uuid.UUID | str | None = None,
+        parent_step_id: uuid.UUID | str | None = None,
+    ) -> Execution:
+        """The running execution of the workflow's current version, its steps created from
+        the version's stage snapshot (those with no dependency queued) and
+        `execution.started` written, in one statement; with an idempotency key already
+        used, the existing execution (nothing is created). With `parent_step_id`, a child
+        execution: that running step waits for it (no lease, not claimable) and completes
+        or fails with it. Raises NotFound (workflow, parent step), InvalidInput (archived or
+        disabled workflow, malformed ids, blank key, unknown parent or user, a parent step
+        that is not running)."""
+        request = _request(workflow_id, parameters, idempotency_key, triggered_by)
+        request["parent_execution_id"] = as_optional_uuid(
+            parent_execution_id, "parent execution id"
+        )
+        request["parent_step_id"] = as_optional_uuid(parent_step_id, "parent step id")
+        if request["parent_step_id"] is None:
+            return (await self._start([request], None))[0][0]
+        async with self._atomic(request) as conn:
+            await self._adopt(request, conn)
+            [(execution, created)] = await self._start([request], conn)
+            if created:
+                await self._wait_for(request["parent_step_id"], conn)
+                if execution.status == "completed":  # nothing to run: done at once
+                    await self._report_to_parent(execution, conn)
+        return execution
+
+    async def start_many(self, *, requests: Sequence[StartRequest]) -> builtins.list[Execution]:
+        """Start many executions (each with its own workflow, parameters and idempotency
+        key) in one statement and one transaction, exactly as `start` starts each; the
+        executions in request order (an already used key gives the existing one). Raises
+        NotFound, InvalidInput (for any request: then none is started)."""
+        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+            raise InvalidInput("requests must be a list of StartRequest")
+        if len(requests) > _MAX_STARTS:
+            raise InvalidInput(f"requests holds {len(requests)} items; at most {_MAX_STARTS}")
+        checked = []
+        for r in requests:
+            if not isinstance(r, StartRequest):
+                raise InvalidInput(f"requests must hold StartRequest items, got {r!r}")
+            checked.append(_request(r.workflow_id, r.parameters, r.idempotency_key, r.triggered_by))
+        if not checked:
+            return []
+        async with self._atomic() as conn:
+            return [execution for execution, _ in await self._start(checked, conn)]
 
     async def pause(self, *, id: uuid.UUID | str, reason: str | None = None) -> Execution:
         """The paused execution (its queued steps are no longer claimed; running ones finish;
@@ -256,17 +285,6 @@ class AsyncExecutionsRepository(AsyncRepository):
             await self._fetch("requeue_execution_steps", {"id": execution_id}, conn=conn)
             await self._announce(retried, "execution.retried", conn)
             return await self._finish_if_settled(execution_id, conn) or retried
-
-    async def progress(self, *, id: uuid.UUID | str) -> ExecutionProgress:
-        """Where the execution stands, derived from its steps in one indexed query: step
-        counts per status and the task names that are current (queued, running or
-        waiting), pending, completed, failed, skipped and cancelled. Raises NotFound,
-        InvalidInput."""
-        execution_id = as_uuid(id, "execution id")
-        params = {"id": execution_id}
-        missing = _missing(execution_id)
-        found: ExecutionProgress = await self._require("get_execution_progress", params, missing)
-        return found
 
     async def set_variables(
         self, *, id: uuid.UUID | str, variables: dict[str, Any], expected_version: int
@@ -553,14 +571,6 @@ class AsyncExecutionsRepository(AsyncRepository):
             "payloads": [Jsonb(_payload(e)) for e in executions],
         }
         await self._fetch("insert_outbox_events", params, conn=conn)
-
-    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
-        if cursor is None:
-            return None, None
-        created_at, execution_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-        if not isinstance(created_at, datetime.datetime) or not isinstance(execution_id, uuid.UUID):
-            raise InvalidInput("cursor does not hold a (created_at, id) position")
-        return created_at, execution_id
 
 
 def _request(

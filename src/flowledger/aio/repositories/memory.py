@@ -57,8 +57,11 @@ from flowledger.repositories.pagination import (
 
 __all__ = [
     "CHARS_PER_TOKEN",
+    "AsyncMemoryItemsReader",
     "AsyncMemoryItemsRepository",
+    "AsyncMemoryModulesReader",
     "AsyncMemoryModulesRepository",
+    "AsyncMemoryPacksReader",
     "AsyncMemoryPacksRepository",
     "content_hash",
     "estimate_tokens",
@@ -88,40 +91,8 @@ def estimate_tokens(content: str) -> int:
     return -(-len(content) // CHARS_PER_TOKEN)
 
 
-class AsyncMemoryItemsRepository(AsyncRepository):
-    """Memory items: create (deduplicated), read, recall lists, lifecycle, usage, expiry.
-
-    Lifecycle: candidate -> active -> stable, and any of them -> deprecated, which is
-    final (a database trigger refuses other moves). Creating content a project already
-    holds returns the existing item, deprecated or not. Expiry deprecates, it does not
-    delete: the item keeps its provenance and keeps blocking re-creation.
-    """
-
-    async def create(
-        self, *, item: NewMemoryItem, raise_confidence: bool = False
-    ) -> tuple[MemoryItem, bool]:
-        """(the item, True) when created, or (the project's existing item with the same
-        normalised content, False), its confidence raised to the larger of both when
-        `raise_confidence`; race-free. Raises InvalidInput."""
-        item = as_struct(item, NewMemoryItem, "item")
-        _check_new_item(item)
-        params = {
-            "project": item.project,
-            "kind": item.kind,
-            "content": item.content,
-            "content_hash": content_hash(item.content),
-            "confidence": float(item.confidence),
-            "status": item.status,
-            "provenance": as_json(dict(item.provenance), "provenance"),
-            "anchors": as_text_list(item.anchors, "anchors", blank=True),
-            "expires_at": item.expires_at,
-            "raise_confidence": as_bool(raise_confidence, "raise_confidence"),
-        }
-        row: CreatedMemoryItem | None = await self._fetch(
-            "insert_memory_item", params, context=params
-        )
-        assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always yields its row
-        return MemoryItem(*msgspec.structs.astuple(row)[:-1]), row.created
+class AsyncMemoryItemsReader(AsyncRepository):
+    """Memory items: look up, recall lists."""
 
     async def get(self, *, id: uuid.UUID | str) -> MemoryItem:
         """The item with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -184,6 +155,55 @@ class AsyncMemoryItemsRepository(AsyncRepository):
             scope=scope,
         )
 
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any, Any]:
+        if cursor is None:
+            return None, None, None
+        confidence, created_at, item_id = self._codec.decode(as_cursor(cursor), scope, arity=3)
+        if (
+            not isinstance(confidence, int | float)
+            or not isinstance(created_at, datetime.datetime)
+            or not isinstance(item_id, uuid.UUID)
+        ):
+            # Signed by us, so this is a bug rather than tampering; still refuse it.
+            raise InvalidInput("cursor does not hold a (confidence, created_at, id) position")
+        return float(confidence), created_at, item_id
+
+
+class AsyncMemoryItemsRepository(AsyncMemoryItemsReader):
+    """Memory items: create (deduplicated), read, recall lists, lifecycle, usage, expiry.
+
+    Lifecycle: candidate -> active -> stable, and any of them -> deprecated, which is
+    final (a database trigger refuses other moves). Creating content a project already
+    holds returns the existing item, deprecated or not. Expiry deprecates, it does not
+    delete: the item keeps its provenance and keeps blocking re-creation.
+    """
+
+    async def create(
+        self, *, item: NewMemoryItem, raise_confidence: bool = False
+    ) -> tuple[MemoryItem, bool]:
+        """(the item, True) when created, or (the project's existing item with the same
+        normalised content, False), its confidence raised to the larger of both when
+        `raise_confidence`; race-free. Raises InvalidInput."""
+        item = as_struct(item, NewMemoryItem, "item")
+        _check_new_item(item)
+        params = {
+            "project": item.project,
+            "kind": item.kind,
+            "content": item.content,
+            "content_hash": content_hash(item.content),
+            "confidence": float(item.confidence),
+            "status": item.status,
+            "provenance": as_json(dict(item.provenance), "provenance"),
+            "anchors": as_text_list(item.anchors, "anchors", blank=True),
+            "expires_at": item.expires_at,
+            "raise_confidence": as_bool(raise_confidence, "raise_confidence"),
+        }
+        row: CreatedMemoryItem | None = await self._fetch(
+            "insert_memory_item", params, context=params
+        )
+        assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always yields its row
+        return MemoryItem(*msgspec.structs.astuple(row)[:-1]), row.created
+
     async def set_status(self, *, id: uuid.UUID | str, status: MemoryStatus) -> MemoryItem:
         """The item in its new status (setting the current one changes nothing); raises
         NotFound, InvalidInput (unknown status, or a move the lifecycle forbids)."""
@@ -212,21 +232,38 @@ class AsyncMemoryItemsRepository(AsyncRepository):
         ids: builtins.list[uuid.UUID] = await self._fetch("expire_memory_items", {"now": now})
         return ids
 
-    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any, Any]:
-        if cursor is None:
-            return None, None, None
-        confidence, created_at, item_id = self._codec.decode(as_cursor(cursor), scope, arity=3)
-        if (
-            not isinstance(confidence, int | float)
-            or not isinstance(created_at, datetime.datetime)
-            or not isinstance(item_id, uuid.UUID)
-        ):
-            # Signed by us, so this is a bug rather than tampering; still refuse it.
-            raise InvalidInput("cursor does not hold a (confidence, created_at, id) position")
-        return float(confidence), created_at, item_id
+
+class AsyncMemoryModulesReader(AsyncRepository):
+    """Context modules: look up, list a project's, their ordered items."""
+
+    async def get(self, *, id: uuid.UUID | str) -> MemoryModule:
+        """The module with this id; raises NotFound, InvalidInput on a malformed id."""
+        module_id = as_uuid(id, "context module id")
+        found: MemoryModule = await self._require(
+            "get_memory_module", {"id": module_id}, _missing_module(module_id)
+        )
+        return found
+
+    async def list(self, *, project: str) -> builtins.list[MemoryModule]:
+        """The project's modules, highest priority first, then by name; raises InvalidInput."""
+        _check_project(project)
+        found: builtins.list[MemoryModule] = await self._fetch(
+            "list_memory_modules", {"project": project}
+        )
+        return found
+
+    async def items(self, *, module_id: uuid.UUID | str) -> builtins.list[MemoryItem]:
+        """The module's items in membership order; raises NotFound, InvalidInput."""
+        module = as_uuid(module_id, "context module id")
+        found: builtins.list[MemoryItem] = await self._fetch(
+            "list_memory_module_items", {"module_id": module}
+        )
+        if not found:
+            await self.get(id=module)  # raises NotFound for an unknown module; else it is empty
+        return found
 
 
-class AsyncMemoryModulesRepository(AsyncRepository):
+class AsyncMemoryModulesRepository(AsyncMemoryModulesReader):
     """Context modules of a project and their ordered membership.
 
     Positions of a module's items run from 0 without gaps; every membership change locks
@@ -252,22 +289,6 @@ class AsyncMemoryModulesRepository(AsyncRepository):
         )
         assert created is not None  # INSERT ... RETURNING yields its row
         return created
-
-    async def get(self, *, id: uuid.UUID | str) -> MemoryModule:
-        """The module with this id; raises NotFound, InvalidInput on a malformed id."""
-        module_id = as_uuid(id, "context module id")
-        found: MemoryModule = await self._require(
-            "get_memory_module", {"id": module_id}, _missing_module(module_id)
-        )
-        return found
-
-    async def list(self, *, project: str) -> builtins.list[MemoryModule]:
-        """The project's modules, highest priority first, then by name; raises InvalidInput."""
-        _check_project(project)
-        found: builtins.list[MemoryModule] = await self._fetch(
-            "list_memory_modules", {"project": project}
-        )
-        return found
 
     async def update(
         self,
@@ -376,16 +397,6 @@ class AsyncMemoryModulesRepository(AsyncRepository):
                     f"item_ids must list each of the module's {size} items exactly once"
                 )
 
-    async def items(self, *, module_id: uuid.UUID | str) -> builtins.list[MemoryItem]:
-        """The module's items in membership order; raises NotFound, InvalidInput."""
-        module = as_uuid(module_id, "context module id")
-        found: builtins.list[MemoryItem] = await self._fetch(
-            "list_memory_module_items", {"module_id": module}
-        )
-        if not found:
-            await self.get(id=module)  # raises NotFound for an unknown module; else it is empty
-        return found
-
     async def _lock(self, module: uuid.UUID, conn: AsyncConnection) -> str:
         project: str | None = await self._fetch("lock_memory_module", {"id": module}, conn=conn)
         if project is None:
@@ -399,7 +410,51 @@ class AsyncMemoryModulesRepository(AsyncRepository):
         await self._fetch("shift_memory_module_items", params, conn=conn)
 
 
-class AsyncMemoryPacksRepository(AsyncRepository):
+class AsyncMemoryPacksReader(AsyncRepository):
+    """Context packs: look up, list a project's."""
+
+    async def get(self, *, id: uuid.UUID | str) -> MemoryPack:
+        """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
+        pack_id = as_uuid(id, "context pack id")
+        found: MemoryPack = await self._require(
+            "get_memory_pack", {"id": pack_id}, f"context pack {pack_id} not found"
+        )
+        return found
+
+    async def list(
+        self, *, project: str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[MemoryPack]:
+        """A page of the project's packs, newest first; raises InvalidInput, InvalidCursor."""
+        _check_project(project)
+        check_limit(limit)
+        scope = listing_scope(_PACKS_SCOPE, {"project": project})
+        after_created_at, after_id = self._after(cursor, scope)
+        params = {
+            "project": project,
+            "after_created_at": after_created_at,
+            "after_id": after_id,
+            "limit": limit,
+        }
+        rows: builtins.list[MemoryPack] = await self._fetch("list_memory_packs", params)
+        return make_page(
+            rows,
+            limit=limit,
+            key=lambda p: (p.created_at, p.id),
+            codec=self._codec,
+            scope=scope,
+        )
+
+    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
+        if cursor is None:
+            return None, None
+        created_at, pack_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+        if not isinstance(created_at, datetime.datetime) or not isinstance(pack_id, uuid.UUID):
+            # Signed by us, so this is a bug rather than tampering; still refuse it.
+            raise InvalidInput("cursor does not hold a (created_at, id) position")
+        return created_at, pack_id
+
+
+class AsyncMemoryPacksRepository(AsyncMemoryPacksReader):
     """Immutable context packs built from modules under a token budget.
 
     Selection: the active and stable, unexpired items of the modules, each once, highest
@@ -445,46 +500,6 @@ class AsyncMemoryPacksRepository(AsyncRepository):
             )
         assert pack is not None  # INSERT ... RETURNING yields its row
         return pack
-
-    async def get(self, *, id: uuid.UUID | str) -> MemoryPack:
-        """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
-        pack_id = as_uuid(id, "context pack id")
-        found: MemoryPack = await self._require(
-            "get_memory_pack", {"id": pack_id}, f"context pack {pack_id} not found"
-        )
-        return found
-
-    async def list(
-        self, *, project: str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
-    ) -> Page[MemoryPack]:
-        """A page of the project's packs, newest first; raises InvalidInput, InvalidCursor."""
-        _check_project(project)
-        check_limit(limit)
-        scope = listing_scope(_PACKS_SCOPE, {"project": project})
-        after_created_at, after_id = self._after(cursor, scope)
-        params = {
-            "project": project,
-            "after_created_at": after_created_at,
-            "after_id": after_id,
-            "limit": limit,
-        }
-        rows: builtins.list[MemoryPack] = await self._fetch("list_memory_packs", params)
-        return make_page(
-            rows,
-            limit=limit,
-            key=lambda p: (p.created_at, p.id),
-            codec=self._codec,
-            scope=scope,
-        )
-
-    def _after(self, cursor: str | None, scope: str) -> tuple[Any, Any]:
-        if cursor is None:
-            return None, None
-        created_at, pack_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-        if not isinstance(created_at, datetime.datetime) or not isinstance(pack_id, uuid.UUID):
-            # Signed by us, so this is a bug rather than tampering; still refuse it.
-            raise InvalidInput("cursor does not hold a (created_at, id) position")
-        return created_at, pack_id
 
 
 def _fill(candidates: Iterable[PackedItem], budget: int) -> builtins.list[PackedItem]:

@@ -24,7 +24,7 @@ from flowledger.repositories._checks import (
     show,
 )
 
-__all__ = ["AsyncOutboxRepository", "AsyncRelayHandler"]
+__all__ = ["AsyncOutboxReader", "AsyncOutboxRepository", "AsyncRelayHandler"]
 
 # async-only: begin
 AsyncRelayHandler = Callable[[list[OutboxEvent]], Awaitable[None] | None]
@@ -38,7 +38,22 @@ _EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")
 _MAX_BACKOFF_SECONDS = 300.0
 
 
-class AsyncOutboxRepository(AsyncRepository):
+class AsyncOutboxReader(AsyncRepository):
+    """Outbox events: list an aggregate's."""
+
+    async def list_by_aggregate(
+        self, *, aggregate_type: str, aggregate_id: uuid.UUID | str
+    ) -> list[OutboxEvent]:
+        """Every event of one aggregate, oldest first; raises InvalidInput on a malformed id."""
+        params = {
+            "aggregate_type": as_name(aggregate_type, "aggregate_type"),
+            "aggregate_id": as_uuid(aggregate_id, "aggregate id"),
+        }
+        found: list[OutboxEvent] = await self._fetch("list_outbox_events_by_aggregate", params)
+        return found
+
+
+class AsyncOutboxRepository(AsyncOutboxReader):
     """The transactional outbox: append with the state change, relay, prune."""
 
     async def append(self, *, event: NewEvent, conn: AsyncConnection | None = None) -> OutboxEvent:
@@ -89,17 +104,6 @@ class AsyncOutboxRepository(AsyncRepository):
                 return RelayResult(published=0, failed=len(ids), error=error)
             published: int = await self._fetch("publish_outbox_events", {"ids": ids}, conn=conn)
         return RelayResult(published=published, failed=0)
-
-    async def list_by_aggregate(
-        self, *, aggregate_type: str, aggregate_id: uuid.UUID | str
-    ) -> list[OutboxEvent]:
-        """Every event of one aggregate, oldest first; raises InvalidInput on a malformed id."""
-        params = {
-            "aggregate_type": as_name(aggregate_type, "aggregate_type"),
-            "aggregate_id": as_uuid(aggregate_id, "aggregate id"),
-        }
-        found: list[OutboxEvent] = await self._fetch("list_outbox_events_by_aggregate", params)
-        return found
 
     async def prune(
         self, *, older_than: datetime.datetime | datetime.timedelta, batch: int = 1000

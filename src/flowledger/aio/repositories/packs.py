@@ -25,28 +25,15 @@ from flowledger.repositories.pagination import (
     make_page,
 )
 
-__all__ = ["AsyncPacksRepository"]
+__all__ = ["AsyncPacksReader", "AsyncPacksRepository"]
 
 _LIST_SCOPE = "packs.list:ref:asc"
 # Mirrors packs_ref_check.
 _REF = re.compile(r"[a-z][a-z0-9_]*")
 
 
-class AsyncPacksRepository(AsyncRepository):
-    """Packs; deleting one deletes its actions."""
-
-    async def create(self, *, pack: NewPack) -> Pack:
-        """The new pack; raises Conflict when the ref is taken, InvalidInput."""
-        pack = as_struct(pack, NewPack, "pack")
-        params = {
-            "ref": _check_ref(pack.ref),
-            "label": as_name(pack.label, "label"),
-            "description": as_text(pack.description, "description"),
-            "version": as_name(pack.version, "version"),
-        }
-        created: Pack | None = await self._fetch("insert_pack", params, context=params)
-        assert created is not None  # INSERT ... RETURNING yields its row
-        return created
+class AsyncPacksReader(AsyncRepository):
+    """Packs: look up by id or ref, list."""
 
     async def get(self, *, id: uuid.UUID | str) -> Pack:
         """The pack with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -80,6 +67,23 @@ class AsyncPacksRepository(AsyncRepository):
             "list_packs", {"after_ref": after_ref, "limit": limit}
         )
         return make_page(rows, limit=limit, key=lambda p: (p.ref,), codec=self._codec, scope=scope)
+
+
+class AsyncPacksRepository(AsyncPacksReader):
+    """Packs; deleting one deletes its actions."""
+
+    async def create(self, *, pack: NewPack) -> Pack:
+        """The new pack; raises Conflict when the ref is taken, InvalidInput."""
+        pack = as_struct(pack, NewPack, "pack")
+        params = {
+            "ref": _check_ref(pack.ref),
+            "label": as_name(pack.label, "label"),
+            "description": as_text(pack.description, "description"),
+            "version": as_name(pack.version, "version"),
+        }
+        created: Pack | None = await self._fetch("insert_pack", params, context=params)
+        assert created is not None  # INSERT ... RETURNING yields its row
+        return created
 
     async def update(self, *, id: uuid.UUID | str, patch: PackPatch) -> Pack:
         """The pack after applying the patch's non-None fields; raises NotFound, InvalidInput."""

@@ -14,10 +14,20 @@ from flowledger.aio.repositories.base import AsyncRepository
 from flowledger.records.runs import QueueMark, QueueState
 from flowledger.repositories._checks import as_queue
 
-__all__ = ["AsyncQueuesRepository"]
+__all__ = ["AsyncQueuesReader", "AsyncQueuesRepository"]
 
 
-class AsyncQueuesRepository(AsyncRepository):
+class AsyncQueuesReader(AsyncRepository):
+    """Named queues: list them with their counts."""
+
+    async def list(self) -> builtins.list[QueueState]:
+        """Every queue holding queued or running steps, or ever paused or resumed, by name,
+        with its queued and running steps."""
+        found: builtins.list[QueueState] = await self._fetch("list_queues", {})
+        return found
+
+
+class AsyncQueuesRepository(AsyncQueuesReader):
     """Named queues: pause, resume, list."""
 
     async def pause(self, *, name: str) -> QueueMark:
@@ -30,10 +40,4 @@ class AsyncQueuesRepository(AsyncRepository):
         """The queue, running again; the workers' wake-up is sent in the same statement when
         it holds queued steps. Raises InvalidInput."""
         found: QueueMark = await self._fetch("set_queue_running", {"name": as_queue(name, "name")})
-        return found
-
-    async def list(self) -> builtins.list[QueueState]:
-        """Every queue holding queued or running steps, or ever paused or resumed, by name,
-        with its queued and running steps."""
-        found: builtins.list[QueueState] = await self._fetch("list_queues", {})
         return found

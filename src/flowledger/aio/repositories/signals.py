@@ -16,10 +16,21 @@ from flowledger.errors import NotFound
 from flowledger.records.runs import ExecutionLock, Signal
 from flowledger.repositories._checks import as_json, as_signal_name
 
-__all__ = ["AsyncSignalsRepository"]
+__all__ = ["AsyncSignalsReader", "AsyncSignalsRepository"]
 
 
-class AsyncSignalsRepository(AsyncRepository):
+class AsyncSignalsReader(AsyncRepository):
+    """Signals: list an execution's."""
+
+    async def list_by_execution(self, *, execution_id: uuid.UUID | str) -> builtins.list[Signal]:
+        """The signals sent to an execution, oldest first, consumed or not; raises
+        InvalidInput."""
+        params = {"execution_id": as_uuid(execution_id, "execution id")}
+        found: builtins.list[Signal] = await self._fetch("list_signals_by_execution", params)
+        return found
+
+
+class AsyncSignalsRepository(AsyncSignalsReader):
     """Signals to executions: send, list."""
 
     async def send(
@@ -42,10 +53,3 @@ class AsyncSignalsRepository(AsyncRepository):
                 raise NotFound(f"execution {params['execution_id']} not found")
             sent: Signal = await self._fetch("insert_signal", params, conn=conn)
         return sent
-
-    async def list_by_execution(self, *, execution_id: uuid.UUID | str) -> builtins.list[Signal]:
-        """The signals sent to an execution, oldest first, consumed or not; raises
-        InvalidInput."""
-        params = {"execution_id": as_uuid(execution_id, "execution id")}
-        found: builtins.list[Signal] = await self._fetch("list_signals_by_execution", params)
-        return found

@@ -35,7 +35,7 @@ from flowledger.repositories._checks import (
     show,
 )
 
-__all__ = ["AsyncStagesRepository"]
+__all__ = ["AsyncStagesReader", "AsyncStagesRepository"]
 
 # Mirrors workflow_stages_name_check.
 _NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -45,8 +45,8 @@ _MAX_TIMEOUT_SECONDS: Final = 2**31 - 1
 MAX_BACKOFF_SECONDS: Final = 31_536_000.0
 
 
-class AsyncStagesRepository(AsyncRepository):
-    """Stages of workflows: add, reorder, remove, update; positions stay contiguous."""
+class AsyncStagesReader(AsyncRepository):
+    """Stages: a workflow's in position order, one by id."""
 
     async def list(self, *, workflow_id: uuid.UUID | str) -> builtins.list[Stage]:
         """The workflow's stages in position order (empty for an unknown workflow);
@@ -60,6 +60,10 @@ class AsyncStagesRepository(AsyncRepository):
         stage_id = as_uuid(id, "stage id")
         found: Stage = await self._require("get_stage_by_id", {"id": stage_id}, _missing(stage_id))
         return found
+
+
+class AsyncStagesRepository(AsyncStagesReader):
+    """Stages of workflows: add, reorder, remove, update; positions stay contiguous."""
 
     async def add(
         self, *, workflow_id: uuid.UUID | str, stage: NewStage, position: int | None = None

@@ -34,7 +34,7 @@ from flowledger.repositories.pagination import (
 )
 from flowledger.repositories.queries import get_queries
 
-__all__ = ["MAX_MONTHS_AHEAD", "AsyncStepLogsRepository"]
+__all__ = ["MAX_MONTHS_AHEAD", "AsyncStepLogsReader", "AsyncStepLogsRepository"]
 
 # Five years of partitions ahead is beyond any real schedule of `flowledger maintain`.
 MAX_MONTHS_AHEAD: Final = 60
@@ -62,24 +62,8 @@ _BY_STEP = "step_logs.by_step:logged_at:asc"
 _BY_EXECUTION = "step_logs.by_execution:logged_at:asc"
 
 
-class AsyncStepLogsRepository(AsyncRepository):
-    """Append-only log lines of steps."""
-
-    async def append(self, *, lines: Sequence[NewLogLine]) -> int:
-        """Append the lines in one binary COPY (all or none); the number written. A line
-        without logged_at gets this process's current time. Raises InvalidInput (bad level,
-        unknown step or execution)."""
-        rows = _rows(lines)
-        if not rows:
-            return 0
-        async with self._atomic() as conn, conn.cursor() as cur:
-            async with cur.copy(get_queries()["append_step_logs"].sql) as copy:
-                # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
-                # the dict goes in as it is: no Jsonb wrapper to build per row.
-                copy.set_types(_COPY_TYPES)
-                for row in rows:
-                    await copy.write_row(row)
-        return len(rows)
+class AsyncStepLogsReader(AsyncRepository):
+    """Step logs: pages of a step's or an execution's lines."""
 
     async def list_by_step(
         self, *, step_id: uuid.UUID | str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
@@ -104,6 +88,43 @@ class AsyncStepLogsRepository(AsyncRepository):
         """Every partition of step_logs, oldest month first, the default partition last."""
         found: list[LogPartition] = await self._fetch("list_step_log_partitions", {})
         return found
+
+    async def _page(
+        self, name: str, params: dict[str, Any], limit: int, cursor: str | None, scope: str
+    ) -> Page[LogLine]:
+        check_limit(limit)
+        # params holds only the filter (the step or execution) at this point.
+        scope = listing_scope(scope, params)
+        after_logged_at, after_id = (None, None)
+        if cursor is not None:
+            after_logged_at, after_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+            if not isinstance(after_logged_at, datetime.datetime) or not isinstance(after_id, int):
+                raise InvalidInput("cursor does not hold a (logged_at, id) position")
+        params |= {"after_logged_at": after_logged_at, "after_id": after_id, "limit": limit}
+        rows = await self._fetch(name, params)
+        return make_page(
+            rows, limit=limit, key=lambda r: (r.logged_at, r.id), codec=self._codec, scope=scope
+        )
+
+
+class AsyncStepLogsRepository(AsyncStepLogsReader):
+    """Append-only log lines of steps."""
+
+    async def append(self, *, lines: Sequence[NewLogLine]) -> int:
+        """Append the lines in one binary COPY (all or none); the number written. A line
+        without logged_at gets this process's current time. Raises InvalidInput (bad level,
+        unknown step or execution)."""
+        rows = _rows(lines)
+        if not rows:
+            return 0
+        async with self._atomic() as conn, conn.cursor() as cur:
+            async with cur.copy(get_queries()["append_step_logs"].sql) as copy:
+                # set_types fixes the jsonb dumper (msgspec, set up on the connection), so
+                # the dict goes in as it is: no Jsonb wrapper to build per row.
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    await copy.write_row(row)
+        return len(rows)
 
     async def ensure_partitions(
         self, *, months_ahead: int = 3, now: datetime.datetime | None = None
@@ -152,23 +173,6 @@ class AsyncStepLogsRepository(AsyncRepository):
             for p in doomed:
                 await conn.execute(_DROP.format(sql.Identifier(p.name)))
         return doomed
-
-    async def _page(
-        self, name: str, params: dict[str, Any], limit: int, cursor: str | None, scope: str
-    ) -> Page[LogLine]:
-        check_limit(limit)
-        # params holds only the filter (the step or execution) at this point.
-        scope = listing_scope(scope, params)
-        after_logged_at, after_id = (None, None)
-        if cursor is not None:
-            after_logged_at, after_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-            if not isinstance(after_logged_at, datetime.datetime) or not isinstance(after_id, int):
-                raise InvalidInput("cursor does not hold a (logged_at, id) position")
-        params |= {"after_logged_at": after_logged_at, "after_id": after_id, "limit": limit}
-        rows = await self._fetch(name, params)
-        return make_page(
-            rows, limit=limit, key=lambda r: (r.logged_at, r.id), codec=self._codec, scope=scope
-        )
 
 
 def _rows(lines: object) -> list[tuple[Any, ...]]:

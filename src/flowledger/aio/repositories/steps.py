@@ -15,7 +15,7 @@ import datetime
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowledger.aio.repositories.base import AsyncConnection, AsyncRepository, as_uuid
 from flowledger.errors import InvalidInput, LeaseLost
@@ -50,7 +50,10 @@ from flowledger.repositories._checks import (
     show,
 )
 
-__all__ = ["AsyncStepsRepository"]
+if TYPE_CHECKING:
+    from flowledger.aio.repositories.registry import AsyncRepositories
+
+__all__ = ["AsyncStepsReader", "AsyncStepsRepository"]
 
 engine_log = logging.getLogger("flowledger.engine")
 
@@ -62,8 +65,8 @@ MAX_LEASE = datetime.timedelta(days=1)
 _MAX_WAIT = datetime.timedelta(days=366)
 
 
-class AsyncStepsRepository(AsyncRepository):
-    """Execution steps: claim with a lease, heartbeat, complete, fail (with retries), reap."""
+class AsyncStepsReader(AsyncRepository):
+    """Steps: look up, list an execution's, attempts, find by task, retries due, overruns."""
 
     async def get(self, *, id: uuid.UUID | str) -> Step:
         """The step with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -82,6 +85,53 @@ class AsyncStepsRepository(AsyncRepository):
         params = {"step_id": as_uuid(step_id, "step id")}
         found: list[StepAttempt] = await self._fetch("list_step_attempts", params)
         return found
+
+    async def find_by_task_name(
+        self, *, execution_id: uuid.UUID | str, task_name: str
+    ) -> builtins.list[Step]:
+        """The steps of one task of an execution (one per with_items element), by index;
+        empty when there is none. Raises InvalidInput."""
+        if not isinstance(task_name, str):
+            raise InvalidInput(f"task_name must be a string, got {type(task_name).__name__}")
+        as_name(task_name, "task_name", blank=True)
+        params = {"execution_id": as_uuid(execution_id, "execution id"), "task_name": task_name}
+        found: builtins.list[Step] = await self._fetch("list_steps_by_task_name", params)
+        return found
+
+    async def find_by_child_execution(self, *, execution_id: uuid.UUID | str) -> Step:
+        """The step that started the child execution `execution_id` and waits (or waited)
+        for it. Raises NotFound (no such execution, or not a child of a step), InvalidInput."""
+        child = as_uuid(execution_id, "execution id")
+        missing = f"execution {child} was not started by a step"
+        found: Step = await self._require("get_step_by_child_execution", {"id": child}, missing)
+        return found
+
+    async def find_pending_retries(
+        self, *, now: datetime.datetime | None = None, limit: int = 100
+    ) -> list[Step]:
+        """Steps waiting out a retry backoff at `now` (default: the current time), soonest
+        due first; raises InvalidInput on a bad limit."""
+        _check_find_limit(limit)
+        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
+        found: list[Step] = await self._fetch("find_pending_retries", params)
+        return found
+
+    async def find_timed_out(
+        self, *, now: datetime.datetime | None = None, limit: int = 100
+    ) -> list[Step]:
+        """Running steps past their timeout at `now` (default: the current time), oldest
+        first; raises InvalidInput on a bad limit."""
+        _check_find_limit(limit)
+        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
+        found: list[Step] = await self._fetch("find_timed_out_steps", params)
+        return found
+
+
+class AsyncStepsRepository(AsyncStepsReader):
+    """Execution steps: claim with a lease, heartbeat, complete, fail (with retries), reap."""
+
+    # Its neighbours are full repositories: it writes through them.
+    _repos: AsyncRepositories
 
     async def claim(
         self,
@@ -317,46 +367,6 @@ class AsyncStepsRepository(AsyncRepository):
                 len(result.timed_out),
             )
         return result
-
-    async def find_by_task_name(
-        self, *, execution_id: uuid.UUID | str, task_name: str
-    ) -> builtins.list[Step]:
-        """The steps of one task of an execution (one per with_items element), by index;
-        empty when there is none. Raises InvalidInput."""
-        if not isinstance(task_name, str):
-            raise InvalidInput(f"task_name must be a string, got {type(task_name).__name__}")
-        as_name(task_name, "task_name", blank=True)
-        params = {"execution_id": as_uuid(execution_id, "execution id"), "task_name": task_name}
-        found: builtins.list[Step] = await self._fetch("list_steps_by_task_name", params)
-        return found
-
-    async def find_by_child_execution(self, *, execution_id: uuid.UUID | str) -> Step:
-        """The step that started the child execution `execution_id` and waits (or waited)
-        for it. Raises NotFound (no such execution, or not a child of a step), InvalidInput."""
-        child = as_uuid(execution_id, "execution id")
-        missing = f"execution {child} was not started by a step"
-        found: Step = await self._require("get_step_by_child_execution", {"id": child}, missing)
-        return found
-
-    async def find_pending_retries(
-        self, *, now: datetime.datetime | None = None, limit: int = 100
-    ) -> list[Step]:
-        """Steps waiting out a retry backoff at `now` (default: the current time), soonest
-        due first; raises InvalidInput on a bad limit."""
-        _check_find_limit(limit)
-        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
-        found: list[Step] = await self._fetch("find_pending_retries", params)
-        return found
-
-    async def find_timed_out(
-        self, *, now: datetime.datetime | None = None, limit: int = 100
-    ) -> list[Step]:
-        """Running steps past their timeout at `now` (default: the current time), oldest
-        first; raises InvalidInput on a bad limit."""
-        _check_find_limit(limit)
-        params = {"now": as_optional_instant(now, "now") or _utcnow(), "limit": limit}
-        found: list[Step] = await self._fetch("find_timed_out_steps", params)
-        return found
 
     async def bulk_update_status(self, *, ids: Sequence[uuid.UUID | str], status: str) -> int:
         """Set the status of many steps in one statement, clearing leases and closing the

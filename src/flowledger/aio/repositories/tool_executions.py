@@ -18,10 +18,36 @@ from flowledger.repositories._checks import (
     cutoff_of,
 )
 
-__all__ = ["AsyncToolExecutionsRepository"]
+__all__ = ["AsyncToolExecutionsReader", "AsyncToolExecutionsRepository"]
 
 
-class AsyncToolExecutionsRepository(AsyncRepository):
+class AsyncToolExecutionsReader(AsyncRepository):
+    """Tool calls: look up, per-tool statistics."""
+
+    async def get(self, *, id: uuid.UUID | str) -> ToolExecution:
+        """The tool call with this id; raises NotFound, InvalidInput on a malformed id."""
+        call_id = as_uuid(id, "tool execution id")
+        found: ToolExecution = await self._require(
+            "get_tool_execution_by_id",
+            {"id": call_id},
+            f"tool execution {call_id} not found",
+        )
+        return found
+
+    async def stats(self, *, since: datetime.datetime, until: datetime.datetime) -> list[ToolStats]:
+        """Per tool (by name), over finished calls created in [since, until): count,
+        failures, failure_rate, p50_ms, p95_ms; raises InvalidInput when until < since."""
+        since = as_instant(since, "since")
+        until = as_instant(until, "until")
+        if until < since:
+            raise InvalidInput("until must not be before since")
+        found: list[ToolStats] = await self._fetch(
+            "stats_tool_executions", {"since": since, "until": until}
+        )
+        return found
+
+
+class AsyncToolExecutionsRepository(AsyncToolExecutionsReader):
     """Tool calls: start, finish (duration measured by the server), statistics, prune."""
 
     async def start(
@@ -45,16 +71,6 @@ class AsyncToolExecutionsRepository(AsyncRepository):
         assert started is not None  # INSERT ... RETURNING yields its row
         return started
 
-    async def get(self, *, id: uuid.UUID | str) -> ToolExecution:
-        """The tool call with this id; raises NotFound, InvalidInput on a malformed id."""
-        call_id = as_uuid(id, "tool execution id")
-        found: ToolExecution = await self._require(
-            "get_tool_execution_by_id",
-            {"id": call_id},
-            f"tool execution {call_id} not found",
-        )
-        return found
-
     async def finish(
         self, *, id: uuid.UUID | str, output: Any = None, error: str | None = None
     ) -> ToolExecution:
@@ -71,18 +87,6 @@ class AsyncToolExecutionsRepository(AsyncRepository):
             await self.get(id=call_id)  # raises NotFound when it does not exist
             raise Conflict(f"tool execution {call_id} already finished")
         return finished
-
-    async def stats(self, *, since: datetime.datetime, until: datetime.datetime) -> list[ToolStats]:
-        """Per tool (by name), over finished calls created in [since, until): count,
-        failures, failure_rate, p50_ms, p95_ms; raises InvalidInput when until < since."""
-        since = as_instant(since, "since")
-        until = as_instant(until, "until")
-        if until < since:
-            raise InvalidInput("until must not be before since")
-        found: list[ToolStats] = await self._fetch(
-            "stats_tool_executions", {"since": since, "until": until}
-        )
-        return found
 
     async def prune(
         self, *, older_than: datetime.datetime | datetime.timedelta, batch: int = 1000

@@ -55,7 +55,7 @@ from flowledger.repositories.pagination import (
     make_page,
 )
 
-__all__ = ["AsyncWorkflowsRepository"]
+__all__ = ["AsyncWorkflowsReader", "AsyncWorkflowsRepository"]
 
 # Mirrors workflows_name_check.
 _NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -93,35 +93,8 @@ _SORTS: Final[dict[str, _Sort]] = {
 }
 
 
-class AsyncWorkflowsRepository(AsyncRepository):
-    """Workflows and their immutable definition versions."""
-
-    async def create(self, *, workflow: NewWorkflow) -> Workflow:
-        """The new workflow (version 1); raises Conflict when the owner already has a workflow
-        of that name, InvalidInput (bad fields, unknown owner or pack)."""
-        workflow = as_struct(workflow, NewWorkflow, "workflow")
-        _check_name(workflow.name)
-        _check_status(workflow.status)
-        _check_trigger(workflow.trigger_type, workflow.schedule)
-        params = {
-            "owner_id": as_uuid(workflow.owner_id, "owner id"),
-            "pack_id": as_optional_uuid(workflow.pack_id, "pack id"),
-            "name": workflow.name,
-            "description": _description(workflow.description),
-            "status": workflow.status,
-            "enabled": as_bool(workflow.enabled, "enabled"),
-            "trigger_type": workflow.trigger_type,
-            "schedule": workflow.schedule,
-            "definition_yaml": as_text(workflow.definition_yaml, "definition_yaml"),
-            "definition": _object("definition", workflow.definition),
-            "param_schema": _object("param_schema", workflow.param_schema),
-            "out_schema": _object("out_schema", workflow.out_schema),
-            "tags": _tags("tags", workflow.tags),
-            "failure_mode": _check_failure_mode(workflow.failure_mode),
-        }
-        created: Workflow | None = await self._fetch("insert_workflow", params, context=params)
-        assert created is not None  # INSERT ... RETURNING yields its row
-        return created
+class AsyncWorkflowsReader(AsyncRepository):
+    """Workflows: look up (id, owner+name, ref), filtered keyset lists, versions."""
 
     async def get(self, *, id: uuid.UUID | str) -> Workflow:
         """The workflow with this id; raises NotFound, InvalidInput on a malformed id."""
@@ -149,50 +122,6 @@ class AsyncWorkflowsRepository(AsyncRepository):
         params = {"email": email, "name": name}
         found: Workflow = await self._require("get_workflow_by_ref", params, f"no workflow {ref!r}")
         return found
-
-    async def update(
-        self, *, id: uuid.UUID | str, patch: WorkflowPatch, expected_version: int
-    ) -> Workflow:
-        """The workflow after applying the patch's set fields, if its row_version still is
-        `expected_version`; raises StaleWrite, NotFound, Conflict (name taken), InvalidInput."""
-        workflow_id = as_uuid(id, "workflow id")
-        params = {
-            "id": workflow_id,
-            "expected_version": _version(expected_version),
-            **_patch_params(as_struct(patch, WorkflowPatch, "patch")),
-        }
-        return await self._compare_and_set("update_workflow", params)
-
-    async def update_definition(
-        self,
-        *,
-        id: uuid.UUID | str,
-        definition_yaml: str,
-        definition: dict[str, Any],
-        expected_version: int,
-    ) -> Workflow:
-        """The workflow with a new definition (a changed one becomes a new version), if its
-        row_version still is `expected_version`; raises StaleWrite, NotFound, InvalidInput."""
-        params = {
-            "id": as_uuid(id, "workflow id"),
-            "expected_version": _version(expected_version),
-            "definition_yaml": as_text(definition_yaml, "definition_yaml"),
-            "definition": _object("definition", definition),
-        }
-        return await self._compare_and_set("update_workflow_definition", params)
-
-    async def archive(self, *, id: uuid.UUID | str, expected_version: int) -> Workflow:
-        """The workflow, archived and disabled, if its row_version still is
-        `expected_version`; raises StaleWrite, NotFound, InvalidInput."""
-        params = {"id": as_uuid(id, "workflow id"), "expected_version": _version(expected_version)}
-        return await self._compare_and_set("update_workflow_archived", params)
-
-    async def delete(self, *, id: uuid.UUID | str) -> None:
-        """Delete the workflow with its versions, stages and executions; raises NotFound,
-        Conflict while an action is implemented by it, InvalidInput on a malformed id."""
-        workflow_id = as_uuid(id, "workflow id")
-        if await self._fetch("delete_workflow", {"id": workflow_id}) == 0:
-            raise NotFound(_missing(workflow_id))
 
     async def list(
         self,
@@ -284,6 +213,91 @@ class AsyncWorkflowsRepository(AsyncRepository):
         found: WorkflowVersion = await self._require("get_workflow_version", params, missing)
         return found
 
+    def _after(self, order: _Sort, scope: str, cursor: str | None) -> dict[str, Any]:
+        if cursor is None:
+            return {order.after: None, "after_id": None}
+        value, row_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
+        expected = str if order.after == "after_name" else datetime.datetime
+        if not isinstance(value, expected) or not isinstance(row_id, uuid.UUID):
+            # Signed by us, so a bug rather than tampering; still refuse it.
+            raise InvalidInput(f"cursor does not hold a position of the {order.scope} listing")
+        return {order.after: value, "after_id": row_id}
+
+
+class AsyncWorkflowsRepository(AsyncWorkflowsReader):
+    """Workflows and their immutable definition versions."""
+
+    async def create(self, *, workflow: NewWorkflow) -> Workflow:
+        """The new workflow (version 1); raises Conflict when the owner already has a workflow
+        of that name, InvalidInput (bad fields, unknown owner or pack)."""
+        workflow = as_struct(workflow, NewWorkflow, "workflow")
+        _check_name(workflow.name)
+        _check_status(workflow.status)
+        _check_trigger(workflow.trigger_type, workflow.schedule)
+        params = {
+            "owner_id": as_uuid(workflow.owner_id, "owner id"),
+            "pack_id": as_optional_uuid(workflow.pack_id, "pack id"),
+            "name": workflow.name,
+            "description": _description(workflow.description),
+            "status": workflow.status,
+            "enabled": as_bool(workflow.enabled, "enabled"),
+            "trigger_type": workflow.trigger_type,
+            "schedule": workflow.schedule,
+            "definition_yaml": as_text(workflow.definition_yaml, "definition_yaml"),
+            "definition": _object("definition", workflow.definition),
+            "param_schema": _object("param_schema", workflow.param_schema),
+            "out_schema": _object("out_schema", workflow.out_schema),
+            "tags": _tags("tags", workflow.tags),
+            "failure_mode": _check_failure_mode(workflow.failure_mode),
+        }
+        created: Workflow | None = await self._fetch("insert_workflow", params, context=params)
+        assert created is not None  # INSERT ... RETURNING yields its row
+        return created
+
+    async def update(
+        self, *, id: uuid.UUID | str, patch: WorkflowPatch, expected_version: int
+    ) -> Workflow:
+        """The workflow after applying the patch's set fields, if its row_version still is
+        `expected_version`; raises StaleWrite, NotFound, Conflict (name taken), InvalidInput."""
+        workflow_id = as_uuid(id, "workflow id")
+        params = {
+            "id": workflow_id,
+            "expected_version": _version(expected_version),
+            **_patch_params(as_struct(patch, WorkflowPatch, "patch")),
+        }
+        return await self._compare_and_set("update_workflow", params)
+
+    async def update_definition(
+        self,
+        *,
+        id: uuid.UUID | str,
+        definition_yaml: str,
+        definition: dict[str, Any],
+        expected_version: int,
+    ) -> Workflow:
+        """The workflow with a new definition (a changed one becomes a new version), if its
+        row_version still is `expected_version`; raises StaleWrite, NotFound, InvalidInput."""
+        params = {
+            "id": as_uuid(id, "workflow id"),
+            "expected_version": _version(expected_version),
+            "definition_yaml": as_text(definition_yaml, "definition_yaml"),
+            "definition": _object("definition", definition),
+        }
+        return await self._compare_and_set("update_workflow_definition", params)
+
+    async def archive(self, *, id: uuid.UUID | str, expected_version: int) -> Workflow:
+        """The workflow, archived and disabled, if its row_version still is
+        `expected_version`; raises StaleWrite, NotFound, InvalidInput."""
+        params = {"id": as_uuid(id, "workflow id"), "expected_version": _version(expected_version)}
+        return await self._compare_and_set("update_workflow_archived", params)
+
+    async def delete(self, *, id: uuid.UUID | str) -> None:
+        """Delete the workflow with its versions, stages and executions; raises NotFound,
+        Conflict while an action is implemented by it, InvalidInput on a malformed id."""
+        workflow_id = as_uuid(id, "workflow id")
+        if await self._fetch("delete_workflow", {"id": workflow_id}) == 0:
+            raise NotFound(_missing(workflow_id))
+
     async def _compare_and_set(self, query: str, params: dict[str, Any]) -> Workflow:
         updated: Workflow | None = await self._fetch(query, params, context=params)
         if updated is not None:
@@ -295,16 +309,6 @@ class AsyncWorkflowsRepository(AsyncRepository):
             f"workflow {params['id']} changed: expected row_version "
             f"{params['expected_version']}, now {current}"
         )
-
-    def _after(self, order: _Sort, scope: str, cursor: str | None) -> dict[str, Any]:
-        if cursor is None:
-            return {order.after: None, "after_id": None}
-        value, row_id = self._codec.decode(as_cursor(cursor), scope, arity=2)
-        expected = str if order.after == "after_name" else datetime.datetime
-        if not isinstance(value, expected) or not isinstance(row_id, uuid.UUID):
-            # Signed by us, so a bug rather than tampering; still refuse it.
-            raise InvalidInput(f"cursor does not hold a position of the {order.scope} listing")
-        return {order.after: value, "after_id": row_id}
 
 
 def _patch_params(patch: WorkflowPatch) -> dict[str, Any]:
