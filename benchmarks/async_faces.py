@@ -432,7 +432,9 @@ class Claims:
 
     async def _asyncpg(self, worker: str) -> int:
         q, done = self.q, 0
-        claim = q["claim_steps"].args({"worker_id": worker, "limit": 1, "lease": LEASE})
+        claim = q["claim_steps"].args(
+            {"worker_id": worker, "limit": 1, "lease": LEASE, "queues": None}
+        )
         while True:
             async with self.c.apg.acquire() as conn:
                 rows = await conn.fetch(q["claim_steps"].sql, *claim)
@@ -450,7 +452,9 @@ class Claims:
 
     async def _core(self, worker: str) -> int:
         q, done = self.q, 0
-        claim = tuple(q["claim_steps"].args({"worker_id": worker, "limit": 1, "lease": LEASE}))
+        claim = tuple(
+            q["claim_steps"].args({"worker_id": worker, "limit": 1, "lease": LEASE, "queues": None})
+        )
         # SQLAlchemy's asyncpg dialect encodes jsonb from text (its JSON type serialises).
         as_text: Callable[[Any], Any] = lambda v: msgspec.json.encode(v).decode()  # noqa: E731
         while True:

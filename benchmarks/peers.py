@@ -460,17 +460,21 @@ def batched_script(batch: int) -> str:
     def sql(name: str) -> str:
         return pgbench_sql(queries[name].text).rstrip(";\n ")
 
-    return "\n".join(
-        [
-            "BEGIN;",
-            _claim_into_arrays(sql("claim_steps")) + " \\gset",
-            sql("lock_step_executions") + ";",
-            sql("complete_steps") + ";",
-            sql("finish_executions_if_settled").replace(":ids", ":executions") + ";",
-            "COMMIT;",
-            "",
-        ]
-    ).replace(":limit::int", str(batch))
+    return (
+        "\n".join(
+            [
+                "BEGIN;",
+                _claim_into_arrays(sql("claim_steps")) + " \\gset",
+                sql("lock_step_executions") + ";",
+                sql("complete_steps") + ";",
+                sql("finish_executions_if_settled").replace(":ids", ":executions") + ";",
+                "COMMIT;",
+                "",
+            ]
+        )
+        .replace(":limit::int", str(batch))
+        .replace(":queues::text[]", "NULL::text[]")
+    )
 
 
 def _claim_into_arrays(claim: str) -> str:

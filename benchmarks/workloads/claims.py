@@ -72,7 +72,8 @@ def _claim_complete_script() -> str:
 
     return "\n".join(
         [
-            sql("claim_steps") + " \\gset",
+            # Every queue, as steps.claim() without queues=.
+            sql("claim_steps").replace(":queues::text[]", "NULL::text[]") + " \\gset",
             "BEGIN;",
             sql("lock_step_executions").replace(":ids", "ARRAY[:id]") + ";",
             sql("complete_steps")
