@@ -14,8 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 
+import flowledger
 from conftest import PgServer
-from flowledger.records.runs import Execution
+from flowledger.records.runs import Execution, StartRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "benchmarks" / "run.py"
@@ -244,3 +245,31 @@ def test_retention_benchmark_removes_the_same_rows_both_ways(
             "SELECT count(*) FROM pg_database WHERE datname = 'flowledger_retention'"
         ).fetchone()
     assert gone == (0,)
+
+
+def test_the_pgbench_scripts_of_flowledger_sql_run(
+    db_url: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim + complete scripts that pgbench runs (run.py's claims workload, peers.py's
+    batched one) are flowledger's own statements with every parameter bound: each drains
+    steps for real."""
+    measure = _bench("measure", monkeypatch)
+    claims = _bench("workloads.claims", monkeypatch)
+    peers = _bench("peers", monkeypatch)
+    from _runs_factories import add_stage, make_workflow
+
+    workflow_id = make_workflow(conn)
+    add_stage(conn, workflow_id, "only")
+    with flowledger.connect(db_url, max_size=1) as db:
+        db.executions.start_many(requests=[StartRequest(workflow_id=workflow_id)] * 30)
+    single = claims._claim_complete_script()
+    assert measure.pgbench(db_url, single, transactions=5, defines=claims.PGBENCH_DEFINES) > 0
+    batched = peers.batched_script(10)
+    assert (
+        measure.pgbench(
+            db_url, batched, transactions=2, defines={"worker_id": "pgbench", "lease": "60s"}
+        )
+        > 0
+    )
+    done = conn.execute("SELECT count(*) FROM execution_steps WHERE status = 'completed'")
+    assert done.fetchone() == (25,)
