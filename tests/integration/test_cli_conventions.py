@@ -467,8 +467,12 @@ def test_a_command_interrupted_with_ctrl_c_exits_130(empty_db_url: str, tmp_path
             stderr=subprocess.PIPE,
             text=True,
         ) as proc:
-            _wait_for_another_session(holder, deadline=time.monotonic() + 60)
-            time.sleep(0.5)  # into its wait for the lock
+            # Into its wait for the lock: it has polled the lock at least once (on a
+            # loaded machine its start-up can take longer than any fixed sleep).
+            _wait_for_another_session(
+                holder, deadline=time.monotonic() + 60, running="pg_try_advisory_lock"
+            )
+            time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=60) == 130
             assert proc.stderr is not None and proc.stderr.read() == "flowledger: interrupted\n"
@@ -477,12 +481,16 @@ def test_a_command_interrupted_with_ctrl_c_exits_130(empty_db_url: str, tmp_path
 
 
 def _wait_for_another_session(
-    conn: psycopg.Connection[tuple[object, ...]], deadline: float
+    conn: psycopg.Connection[tuple[object, ...]], deadline: float, running: str = ""
 ) -> None:
+    """Return once another session is on this database (whose last statement contains
+    `running`, when given)."""
     while time.monotonic() < deadline:
         others = conn.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND strpos(query, %s) > 0",
+            (running,),
         ).fetchone()
         if others and others[0]:
             return
