@@ -13,6 +13,7 @@ import re
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Mapping
@@ -126,3 +127,41 @@ def _pgbench_env(url: str) -> dict[str, str]:
 def pgbench_sql(sql: str) -> str:
     """A flowledger query's text with pgbench `:name` variables for its `%(name)s` ones."""
     return re.sub(r"%\((\w+)\)s", r":\1", sql).replace("%%", "%")
+
+
+def claim_complete_rate(
+    url: str,
+    workers: int,
+    batch: int,
+    *,
+    queues: list[str] | None = None,
+    seconds: float | None = None,
+) -> float:
+    """Steps per second completed by `workers` threads on a pool of their own, each
+    claiming `batch` steps at a time (of `queues`; None: every queue) and completing them
+    one by one, until nothing is left to claim or `seconds` have passed."""
+    import flowledger
+
+    done = [0] * workers
+    stop = math.inf if seconds is None else time.perf_counter() + seconds
+    db = flowledger.connect(url, min_size=workers, max_size=workers)
+
+    def work(w: int) -> None:
+        name = f"bench-{w}"
+        while time.perf_counter() < stop:
+            claimed = db.steps.claim(worker_id=name, limit=batch, queues=queues)
+            if not claimed:
+                return
+            for step in claimed:
+                db.steps.complete(step_id=step.id, worker_id=name, attempt=step.attempt)
+            done[w] += len(claimed)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    db.close()
+    return sum(done) / elapsed

@@ -24,17 +24,15 @@ Usage (without --database, FLOWLEDGER_URL or DATABASE_URL it uses the embedded s
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-import flowledger
 from flowledger.tools.migrate import Migrator
 from flowledger.urls import to_libpq_url
-from measure import median, ratio
+from measure import claim_complete_rate, median, ratio
 from report import write_section
 from servers import recreate_database, server_url, server_version, with_db
 
@@ -53,18 +51,19 @@ RUNS: tuple[tuple[str, str, tuple[str, ...], list[str] | None], ...] = (
 TITLE = "Named queues: claim + complete with `queues=[...]` next to the plain claim"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--database", help="server URL (default: the embedded server)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, help="write the table into this RESULTS.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     base = to_libpq_url(server_url(args.database))
     with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:
         server = server_version(admin)
         recreate_database(admin, BENCH_DB)
     url = with_db(base, BENCH_DB)
-    Migrator(url).apply()
+    with Migrator(url) as migrator:
+        migrator.apply()
     started = time.perf_counter()
     samples: dict[tuple[int, int, int], list[float]] = {}
     with psycopg.connect(url, autocommit=True) as conn:
@@ -73,7 +72,7 @@ def main() -> int:
             for workers, batch in CONFIGS:
                 for n, (workload, label, spread, queues) in enumerate(RUNS):
                     _queue_steps(conn, workflow, spread)
-                    rate = _claim_run(url, workers, batch, queues)
+                    rate = claim_complete_rate(url, workers, batch, queues=queues)
                     samples.setdefault((n, workers, batch), []).append(rate)
                     print(
                         f"[{repeat + 1}] {workload}, {label}, W={workers} B={batch}:"
@@ -119,29 +118,6 @@ def _queue_steps(conn: psycopg.Connection[Any], workflow: Any, spread: tuple[str
             {"w": workflow, "n": STEPS, "queues": list(spread)},
         )
     conn.execute("ANALYZE execution_steps")
-
-
-def _claim_run(url: str, workers: int, batch: int, queues: list[str] | None) -> float:
-    """Steps per second completed by `workers` threads claiming `batch` at a time."""
-    done = [0] * workers
-    db = flowledger.connect(url, min_size=workers, max_size=workers)
-
-    def work(w: int) -> None:
-        name = f"bench-{w}"
-        while claimed := db.steps.claim(worker_id=name, limit=batch, queues=queues):
-            for step in claimed:
-                db.steps.complete(step_id=step.id, worker_id=name, attempt=step.attempt)
-            done[w] += len(claimed)
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    db.close()
-    return sum(done) / elapsed
 
 
 def _report(

@@ -5,13 +5,10 @@ Each run drains freshly queued steps (queued untimed) for 3 seconds."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 
-import flowledger
 from flowledger.repositories.queries import get_queries
-from measure import pgbench, pgbench_sql
+from measure import claim_complete_rate, pgbench, pgbench_sql
 
 from ._context import Context
 from ._plan import Direct, Plan, Rate
@@ -50,7 +47,7 @@ def setup(ctx: Context) -> Plan:
 def _flowledger(ctx: Context, workflow_id: uuid.UUID, workers: int, batch: int) -> Rate:
     def rate() -> float:
         _queue_steps(ctx, workflow_id, 4_000)
-        return _claim_run(ctx.url, workers, batch)
+        return claim_complete_rate(ctx.url, workers, batch, seconds=SECONDS)
 
     return rate
 
@@ -107,30 +104,3 @@ def _queue_steps(ctx: Context, workflow_id: uuid.UUID, n: int) -> None:
                  FROM ex, generate_series(0, 9) AS i""",
             {"w": workflow_id, "n": n},
         )
-
-
-def _claim_run(url: str, workers: int, batch: int) -> float:
-    """Steps per second completed by `workers` threads claiming `batch` at a time."""
-    done = [0] * workers
-    stop = time.perf_counter() + SECONDS
-    db = flowledger.connect(url, min_size=workers, max_size=workers)
-
-    def work(w: int) -> None:
-        name = f"bench-{w}"
-        while time.perf_counter() < stop:
-            claimed = db.steps.claim(worker_id=name, limit=batch)
-            if not claimed:
-                return
-            for step in claimed:
-                db.steps.complete(step_id=step.id, worker_id=name, attempt=step.attempt)
-            done[w] += len(claimed)
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    db.close()
-    return sum(done) / elapsed

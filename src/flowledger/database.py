@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, Self
-from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg.abc import Params, Query
@@ -73,16 +72,6 @@ _POOLER_HINT = (
     " pooler='transaction' (FLOWLEDGER_POOLER=transaction); behind a session-mode one,"
     " pooler='session'"
 )
-_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def _ms(setting: str) -> int | None:
-    """A duration as `SHOW` prints it ('30s', '1500ms', '0'), in milliseconds."""
-    number = setting.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = setting[len(number) :] or "ms"
-    if not number.isdigit() or unit not in _UNITS_MS:
-        return None
-    return int(number) * _UNITS_MS[unit]
 
 
 class _AsyncOnConnection(Repositories):
@@ -135,11 +124,6 @@ def _check_on_borrow(conn: psycopg.Connection[Any]) -> None:
             raise
 
 
-# Behind a transaction pooler, the timeout a COPY gets first; one plain cursor per
-# connection sends it (a cursor per statement costs more).
-_AUX: WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]] = WeakKeyDictionary()
-
-
 # psycopg's execute is overloaded on the query's type (template strings take no params);
 # the pooled cursor passes on whatever it was given, which the implementation accepts.
 _EXECUTE: Callable[..., Any] = psycopg.ClientCursor.execute
@@ -157,13 +141,6 @@ def _behind(prefix: str, query: Query) -> Query:
         "behind a transaction pooler a statement is a str, bytes or psycopg.sql object,"
         f" not {type(query).__name__}"
     )
-
-
-def _aux(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-    cur = _AUX.get(conn)
-    if cur is None:
-        cur = _AUX[conn] = psycopg.Cursor(conn)
-    return cur
 
 
 class PooledCursor(psycopg.ClientCursor[Any]):
@@ -203,7 +180,8 @@ class PooledCursor(psycopg.ClientCursor[Any]):
         *,
         writer: Writer | None = None,
     ) -> Iterator[Copy]:
-        _aux(self.connection).execute(self.timeout_sql.encode())
+        # A plain cursor: this class's execute would send the timeout twice.
+        psycopg.Cursor(self.connection).execute(self.timeout_sql.encode())
         with super().copy(statement, params, writer=writer) as copy:
             yield copy
 
@@ -225,7 +203,7 @@ class Database(Repositories):
         self.url = urls.validate(settings.url)
         self._conn_kwargs = connection_kwargs(settings)
         self._startup = startup_statements(settings)
-        self.listen_url = urls.validate(settings.listen_url) if settings.listen_url else None
+        self.listen_url = _named_url("listen_url", settings.listen_url)
         # The cursor class of every pooled connection: behind a transaction pooler one
         # that sends the statement timeout with each statement; flowledger.otel's traced
         # one (derived from it) once instrumented. Set when a connection is made, so a
@@ -238,7 +216,7 @@ class Database(Repositories):
         if self._cursor_base is not psycopg.Cursor:
             self._cursor_factory = self._cursor_base
         self._pool = self._new_pool(self.url, "flowledger")
-        self._replica_url = _replica_url(settings.replica_url)
+        self._replica_url = _named_url("replica_url", settings.replica_url)
         # Made by open(), once the cursor key (which the replica shares) is known.
         self._replica: Replica | None = None
         # Without a secret of its own, the key is the database's, read by open().
@@ -367,9 +345,10 @@ class Database(Repositories):
     def _check_route(self, conn: psycopg.Connection[Any]) -> FlowledgerError | None:
         """None when `conn` reaches PostgreSQL as the settings assume; else the error that
         says what to set. Best effort, one round trip when the pool opens."""
+        # pg_settings gives the timeout in its unit (ms) as a number, not '30s'.
         cur = conn.execute(
-            "SELECT pg_backend_pid(), current_setting('TimeZone'),"
-            " current_setting('statement_timeout')"
+            "SELECT pg_backend_pid(), current_setting('TimeZone'), setting::bigint"
+            " FROM pg_settings WHERE name = 'statement_timeout'"
         )
         row = cur.fetchone()
         assert row is not None
@@ -384,10 +363,10 @@ class Database(Repositories):
         if "options" not in self._conn_kwargs:
             return None
         wanted = timeout_ms(self.settings)
-        if zone != "UTC" or (wanted is not None and _ms(timeout) != wanted):
+        if zone != "UTC" or (wanted is not None and timeout != wanted):
             return InvalidInput(
                 f"{where} dropped the connection's startup options (TimeZone {zone!r},"
-                f" statement_timeout {timeout!r}): a pooler told to ignore them;"
+                f" statement_timeout {timeout} ms): a pooler told to ignore them;"
                 f" {_POOLER_HINT}"
             )
         return None
@@ -486,14 +465,14 @@ class Database(Repositories):
         self.close()
 
 
-def _replica_url(url: str | None) -> str | None:
-    """The libpq form of the replica's URL; InvalidInput naming replica_url when malformed."""
+def _named_url(name: str, url: str | None) -> str | None:
+    """The libpq form of the URL of setting `name`; InvalidInput naming it when malformed."""
     if url is None:
         return None
     try:
         return urls.validate(url)
     except InvalidInput as exc:
-        raise InvalidInput(f"replica_url: {exc.message}") from None
+        raise InvalidInput(f"{name}: {exc.message}") from None
 
 
 def connect(url: str | None = None, *, embedded: bool = False, **settings: Any) -> Database:

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from _runs_factories import add_stage, make_workflow
+from _threads import run_threads
 from flowledger.database import Database
 from flowledger.errors import FlowledgerError, InvalidInput, LeaseLost, StaleWrite
 from flowledger.records.events import OutboxEvent
@@ -49,30 +50,12 @@ def test_eight_threads_of_optimistic_updates_lose_nothing(db: Database) -> None:
             except StaleWrite:
                 stale[n] += 1
 
-    _run_threads([functools.partial(bump, n) for n in range(threads)])
+    run_threads([functools.partial(bump, n) for n in range(threads)])
 
     final = db.workflows.get(id=wf.id)
     assert int(final.description) == per_thread * threads  # every increment landed once
     assert final.row_version == 1 + per_thread * threads
     assert sum(stale) > 0, "the threads never collided: the test proved nothing"
-
-
-def _run_threads(targets: list[Callable[[], None]]) -> None:
-    errors: list[BaseException] = []
-
-    def guarded(target: Callable[[], None]) -> None:
-        try:
-            target()
-        except BaseException as exc:  # re-raised below, in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(t,)) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    if errors:
-        raise errors[0]
 
 
 def test_mixed_engine_load_stays_consistent(db: Database, conn: Conn) -> None:
@@ -176,7 +159,7 @@ def test_mixed_engine_load_stays_consistent(db: Database, conn: Conn) -> None:
             canceller,
             relay,
         ]
-        _run_threads([loop(body, seed) for seed, body in enumerate(bodies)])
+        run_threads([loop(body, seed) for seed, body in enumerate(bodies)])
 
     assert not unexpected, f"undocumented errors: {unexpected[:3]}"
     assert stats["started"] > 20 and stats["completed"] > 20 and stats["failed"] > 0

@@ -5,6 +5,7 @@ and the schema hold."""
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -273,3 +274,27 @@ def test_the_pgbench_scripts_of_flowledger_sql_run(
     )
     done = conn.execute("SELECT count(*) FROM execution_steps WHERE status = 'completed'")
     assert done.fetchone() == (25,)
+
+
+def test_the_queues_benchmark_drains_every_configuration(
+    pg_server: PgServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """benchmarks/queues.py at a tiny size: every run of every configuration completes
+    steps, through the shared claim + complete loop, and its section is written."""
+    queues = _bench("queues", monkeypatch)
+    monkeypatch.setattr(queues, "STEPS", 40)
+    monkeypatch.setattr(queues, "BENCH_DB", f"flowledger_queues_bench_t{os.getpid()}")
+    results = tmp_path / "RESULTS.md"
+    try:
+        argv = ["--database", pg_server.url("postgres"), "--repeats", "1", "--output", str(results)]
+        assert queues.main(argv) == 0
+    finally:
+        with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {queues.BENCH_DB}")
+    runs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[1] ")]
+    assert len(runs) == len(queues.RUNS) * len(queues.CONFIGS)
+    assert all(not line.endswith(" 0 steps/s") for line in runs)
+    assert "<!-- section: queues -->" in results.read_text()

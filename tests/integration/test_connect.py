@@ -368,3 +368,27 @@ def _write_server_file(admin: psycopg.Connection[Any], path: str, text: str) -> 
     )
     admin.execute("SELECT pg_reload_conf()")
     time.sleep(0.3)
+
+
+def test_a_malformed_listen_url_is_refused_by_name(db_url: str) -> None:
+    with pytest.raises(InvalidInput, match="listen_url: ") as refused:
+        flowledger.connect(db_url, listen_url="postgresql://app:hunter22@[::1", connect_attempts=1)
+    assert "hunter22" not in str(refused.value)
+
+
+def test_startup_options_that_did_not_arrive_are_refused_naming_the_setting(db_url: str) -> None:
+    """What a pooler told to ignore `options` looks like: a session at the server's own time
+    zone and timeout, whatever flowledger asked for (here, a login without the options)."""
+    with flowledger.connect(db_url, connect_attempts=1, statement_timeout=7) as db:
+        with psycopg.connect(db_url, autocommit=True) as plain:
+            plain.execute("SET TimeZone TO 'UTC'")  # the time zone alone would pass
+            error = db._check_route(plain)
+            with psycopg.connect(
+                db_url, autocommit=True, options="-c statement_timeout=7000"
+            ) as sent:
+                sent.execute("SET TimeZone TO 'UTC'")
+                assert db._check_route(sent) is None  # the options arrived
+    assert isinstance(error, InvalidInput)
+    assert "dropped the connection's startup options" in error.message
+    assert "statement_timeout 0 ms" in error.message
+    assert "FLOWLEDGER_POOLER=transaction" in error.message

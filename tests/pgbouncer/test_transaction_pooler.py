@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import flowledger
 from _pgbouncer import dbname_of, pgbouncer
 from _runs_factories import add_stage, make_user, make_workflow
+from _threads import run_threads
 from conftest import PgServer
 from flowledger.database import Database
 from flowledger.errors import FlowledgerError, InvalidInput, LeaseLost, Unavailable
@@ -57,25 +58,6 @@ def bouncer(pg_server: PgServer, db_url: str) -> Iterator[str]:
 
 def _pooled(url: str, **settings: Any) -> Database:
     return flowledger.connect(url, pooler="transaction", connect_attempts=1, **settings)
-
-
-def _threads(targets: list[Callable[[], None]]) -> None:
-    errors: list[BaseException] = []
-
-    def guarded(target: Callable[[], None]) -> None:
-        try:
-            target()
-        except BaseException as exc:  # re-raised below, in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(t,)) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=180)
-    assert not any(t.is_alive() for t in threads), "a thread did not finish"
-    if errors:
-        raise errors[0]
 
 
 # -- a pooler is refused until the setting names it ---------------------------------------
@@ -257,7 +239,7 @@ def test_the_engine_workload_runs_exactly_once_through_pgbouncer(bouncer: str, c
 
     bodies = [starter, reaper, relay, lister, savepoints, watcher]
     bodies += [functools.partial(worker, n) for n in range(workers)]
-    _threads([guard(b) for b in bodies])
+    run_threads([guard(b) for b in bodies])
 
     assert not unexpected, f"errors through PgBouncer: {unexpected[:3]}"
     status = dict(conn.execute("SELECT status, count(*) FROM workflow_executions GROUP BY 1"))
@@ -348,7 +330,7 @@ def test_no_client_runs_another_clients_statement(bouncer: str, conn: Conn) -> N
                 if keys[n] in revoked and round_ % 5 == 0:
                     db.api_keys.revoke(id=keys[n])
 
-    _threads([functools.partial(client, n) for n in range(8)])
+    run_threads([functools.partial(client, n) for n in range(8)])
     rows = dict(conn.execute("SELECT id, revoked_at IS NOT NULL FROM api_keys"))
     assert {k for k, gone in rows.items() if gone} == revoked
 

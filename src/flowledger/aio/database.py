@@ -13,7 +13,6 @@ import select
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Self
-from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg.abc import Params, Query
@@ -71,16 +70,6 @@ _POOLER_HINT = (
     " pooler='transaction' (FLOWLEDGER_POOLER=transaction); behind a session-mode one,"
     " pooler='session'"
 )
-_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def _ms(setting: str) -> int | None:
-    """A duration as `SHOW` prints it ('30s', '1500ms', '0'), in milliseconds."""
-    number = setting.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = setting[len(number) :] or "ms"
-    if not number.isdigit() or unit not in _UNITS_MS:
-        return None
-    return int(number) * _UNITS_MS[unit]
 
 
 class _AsyncOnConnection(AsyncRepositories):
@@ -133,13 +122,6 @@ async def _check_on_borrow(conn: psycopg.AsyncConnection[Any]) -> None:
             raise
 
 
-# Behind a transaction pooler, the timeout a COPY gets first; one plain cursor per
-# connection sends it (a cursor per statement costs more).
-_AUX: WeakKeyDictionary[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] = (
-    WeakKeyDictionary()
-)
-
-
 # psycopg's execute is overloaded on the query's type (template strings take no params);
 # the pooled cursor passes on whatever it was given, which the implementation accepts.
 _EXECUTE: Callable[..., Any] = psycopg.AsyncClientCursor.execute
@@ -157,13 +139,6 @@ def _behind(prefix: str, query: Query) -> Query:
         "behind a transaction pooler a statement is a str, bytes or psycopg.sql object,"
         f" not {type(query).__name__}"
     )
-
-
-def _aux(conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[Any]:
-    cur = _AUX.get(conn)
-    if cur is None:
-        cur = _AUX[conn] = psycopg.AsyncCursor(conn)
-    return cur
 
 
 class AsyncPooledCursor(psycopg.AsyncClientCursor[Any]):
@@ -205,7 +180,8 @@ class AsyncPooledCursor(psycopg.AsyncClientCursor[Any]):
         *,
         writer: AsyncWriter | None = None,
     ) -> AsyncIterator[AsyncCopy]:
-        await _aux(self.connection).execute(self.timeout_sql.encode())
+        # A plain cursor: this class's execute would send the timeout twice.
+        await psycopg.AsyncCursor(self.connection).execute(self.timeout_sql.encode())
         async with super().copy(statement, params, writer=writer) as copy:
             yield copy
 
@@ -227,7 +203,7 @@ class AsyncDatabase(AsyncRepositories):
         self.url = urls.validate(settings.url)
         self._conn_kwargs = connection_kwargs(settings)
         self._startup = startup_statements(settings)
-        self.listen_url = urls.validate(settings.listen_url) if settings.listen_url else None
+        self.listen_url = _named_url("listen_url", settings.listen_url)
         # The cursor class of every pooled connection: behind a transaction pooler one
         # that sends the statement timeout with each statement; flowledger.otel's traced
         # one (derived from it) once instrumented. Set when a connection is made, so a
@@ -240,7 +216,7 @@ class AsyncDatabase(AsyncRepositories):
         if self._cursor_base is not psycopg.AsyncCursor:
             self._cursor_factory = self._cursor_base
         self._pool = self._new_pool(self.url, "flowledger")
-        self._replica_url = _replica_url(settings.replica_url)
+        self._replica_url = _named_url("replica_url", settings.replica_url)
         # Made by open(), once the cursor key (which the replica shares) is known.
         self._replica: AsyncReplica | None = None
         # Without a secret of its own, the key is the database's, read by open().
@@ -369,9 +345,10 @@ class AsyncDatabase(AsyncRepositories):
     async def _check_route(self, conn: psycopg.AsyncConnection[Any]) -> FlowledgerError | None:
         """None when `conn` reaches PostgreSQL as the settings assume; else the error that
         says what to set. Best effort, one round trip when the pool opens."""
+        # pg_settings gives the timeout in its unit (ms) as a number, not '30s'.
         cur = await conn.execute(
-            "SELECT pg_backend_pid(), current_setting('TimeZone'),"
-            " current_setting('statement_timeout')"
+            "SELECT pg_backend_pid(), current_setting('TimeZone'), setting::bigint"
+            " FROM pg_settings WHERE name = 'statement_timeout'"
         )
         row = await cur.fetchone()
         assert row is not None
@@ -386,10 +363,10 @@ class AsyncDatabase(AsyncRepositories):
         if "options" not in self._conn_kwargs:
             return None
         wanted = timeout_ms(self.settings)
-        if zone != "UTC" or (wanted is not None and _ms(timeout) != wanted):
+        if zone != "UTC" or (wanted is not None and timeout != wanted):
             return InvalidInput(
                 f"{where} dropped the connection's startup options (TimeZone {zone!r},"
-                f" statement_timeout {timeout!r}): a pooler told to ignore them;"
+                f" statement_timeout {timeout} ms): a pooler told to ignore them;"
                 f" {_POOLER_HINT}"
             )
         return None
@@ -490,14 +467,14 @@ class AsyncDatabase(AsyncRepositories):
         await self.close()
 
 
-def _replica_url(url: str | None) -> str | None:
-    """The libpq form of the replica's URL; InvalidInput naming replica_url when malformed."""
+def _named_url(name: str, url: str | None) -> str | None:
+    """The libpq form of the URL of setting `name`; InvalidInput naming it when malformed."""
     if url is None:
         return None
     try:
         return urls.validate(url)
     except InvalidInput as exc:
-        raise InvalidInput(f"replica_url: {exc.message}") from None
+        raise InvalidInput(f"{name}: {exc.message}") from None
 
 
 async def connect_async(
