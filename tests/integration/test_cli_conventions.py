@@ -466,6 +466,9 @@ def test_a_command_interrupted_with_ctrl_c_exits_130(empty_db_url: str, tmp_path
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # As from an interactive shell: a background job of a non-interactive one
+            # (CI runs the suite so) starts with SIGINT ignored, and Python keeps that.
+            preexec_fn=_sigint_as_from_a_terminal,
         ) as proc:
             # Into its wait for the lock: it has polled the lock at least once (on a
             # loaded machine its start-up can take longer than any fixed sleep).
@@ -478,6 +481,10 @@ def test_a_command_interrupted_with_ctrl_c_exits_130(empty_db_url: str, tmp_path
             assert proc.stderr is not None and proc.stderr.read() == "flowledger: interrupted\n"
     with psycopg.connect(empty_db_url) as conn:
         assert conn.execute("SELECT to_regclass('things')").fetchone() == (None,)
+
+
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_another_session(
