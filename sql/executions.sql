@@ -7,7 +7,8 @@
 -- version (running, or completed at once when the version has no step), with the workflow's
 -- failure mode and the version's dependency graph; its steps from the version's stage
 -- snapshot (one per with_items element; queued when they depend on nothing, else pending
--- with the number of steps they wait for); `execution.started` (and `execution.completed`)
+-- with the number of steps they wait for; their concurrency and rate-limit keys rendered
+-- from the parameters, with those keys' slots); `execution.started` (and `execution.completed`)
 -- in the outbox; and the wake-ups of the relay and of the workers. A request whose
 -- idempotency key is already used (or used earlier in the batch) inserts nothing. The
 -- executions created, in request order. FOR SHARE: stage edits of the workflows (which
@@ -31,7 +32,7 @@ WITH request AS MATERIALIZED (
        FOR SHARE OF w
 ), stage AS MATERIALIZED (
     SELECT v.workflow_id, v.id, v.stage_id, v.name, v.position, v.depends_on, v.retry_policy,
-           v.timeout_seconds, v.queue,
+           v.timeout_seconds, v.queue, v.concurrency, v.rate_limit,
            CASE WHEN v.with_items IS NULL THEN 1 ELSE jsonb_array_length(v.with_items) END
                AS width,
            (SELECT coalesce(sum(CASE WHEN d.with_items IS NULL THEN 1
@@ -68,15 +69,47 @@ WITH request AS MATERIALIZED (
 ), created_steps AS (
     INSERT INTO execution_steps (execution_id, stage_id, version_stage_id, task_name,
                                  task_index, status, deps_remaining, max_attempts,
-                                 timeout_seconds, queue)
+                                 timeout_seconds, queue, concurrency_key, concurrency_limit,
+                                 rate_key, rate_limit, rate_window)
     SELECT x.id, s.stage_id, s.id, s.name, i.task_index,
            CASE WHEN s.waits_for = 0 THEN 'queued' ELSE 'pending' END, s.waits_for,
-           (s.retry_policy ->> 'max_attempts')::numeric::int, s.timeout_seconds, s.queue
+           (s.retry_policy ->> 'max_attempts')::numeric::int, s.timeout_seconds, s.queue,
+           CASE WHEN s.concurrency IS NOT NULL
+                THEN render_limit_key(s.concurrency ->> 'key', x.parameters) END,
+           (s.concurrency ->> 'limit')::int,
+           CASE WHEN s.rate_limit IS NOT NULL
+                THEN render_limit_key(s.rate_limit ->> 'key', x.parameters) END,
+           (s.rate_limit ->> 'limit')::int,
+           make_interval(secs => (s.rate_limit ->> 'per_seconds')::float8)
       FROM execution AS x
       JOIN stage AS s ON s.workflow_id = x.workflow_id
      CROSS JOIN LATERAL generate_series(0, s.width - 1) AS i (task_index)
      ORDER BY x.id, s.position, i.task_index
-    RETURNING status
+    RETURNING status, concurrency_key, concurrency_limit, rate_key, rate_limit
+), concurrency_slots_made AS (
+    -- Slots 1..limit of each concurrency key the new steps name, unless its slot `limit`
+    -- exists already (one probe in the usual case).
+    INSERT INTO concurrency_slots (key, slot)
+    SELECT k.key, n.slot
+      FROM (SELECT c.concurrency_key AS key, max(c.concurrency_limit) AS lim
+              FROM created_steps AS c
+             WHERE c.concurrency_key IS NOT NULL
+             GROUP BY c.concurrency_key) AS k
+     CROSS JOIN LATERAL generate_series(1, k.lim) AS n (slot)
+     WHERE NOT EXISTS (SELECT 1 FROM concurrency_slots AS o WHERE o.key = k.key AND o.slot = k.lim)
+     ORDER BY k.key, n.slot
+        ON CONFLICT DO NOTHING
+), rate_slots_made AS (
+    INSERT INTO rate_slots (key, slot)
+    SELECT k.key, n.slot
+      FROM (SELECT c.rate_key AS key, max(c.rate_limit) AS lim
+              FROM created_steps AS c
+             WHERE c.rate_key IS NOT NULL
+             GROUP BY c.rate_key) AS k
+     CROSS JOIN LATERAL generate_series(1, k.lim) AS n (slot)
+     WHERE NOT EXISTS (SELECT 1 FROM rate_slots AS o WHERE o.key = k.key AND o.slot = k.lim)
+     ORDER BY k.key, n.slot
+        ON CONFLICT DO NOTHING
 ), events AS (
     INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
     SELECT 'execution', x.id, e.event_type,

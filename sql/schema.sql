@@ -326,6 +326,13 @@ CREATE TABLE workflow_stages (
     updated_at timestamptz NOT NULL DEFAULT now(),
     -- The queue its steps run in (claims can ask for some queues only).
     queue text NOT NULL DEFAULT 'default',
+    -- {"key": template, "limit": n}: at most n steps of one rendered key run at once. A
+    -- template is text with {name} placeholders, each an execution parameter as text (a
+    -- missing one renders empty).
+    concurrency jsonb,
+    -- {"key": template, "limit": n, "per_seconds": s}: at most n steps of one rendered key
+    -- start in any s seconds.
+    rate_limit jsonb,
     CONSTRAINT workflow_stages_workflow_id_fkey FOREIGN KEY (workflow_id)
         REFERENCES workflows (id) ON DELETE CASCADE,
     CONSTRAINT workflow_stages_position_check CHECK (position >= 0),
@@ -348,6 +355,38 @@ CREATE TABLE workflow_stages (
     ),
     CONSTRAINT workflow_stages_timeout_seconds_check CHECK (timeout_seconds > 0),
     CONSTRAINT workflow_stages_queue_check CHECK (queue ~ '^[a-z][a-z0-9_-]{0,62}$'),
+    -- CASE, not AND: a cast or a key removal must not run (and fail) on a value of the
+    -- wrong type.
+    CONSTRAINT workflow_stages_concurrency_check CHECK (
+        CASE WHEN concurrency IS NULL THEN true
+             WHEN jsonb_typeof(concurrency) <> 'object' THEN false
+             WHEN concurrency - 'key' - 'limit' <> '{}'::jsonb THEN false
+             WHEN jsonb_typeof(concurrency -> 'key') IS DISTINCT FROM 'string'
+                  OR jsonb_typeof(concurrency -> 'limit') IS DISTINCT FROM 'number' THEN false
+             ELSE length(concurrency ->> 'key') <= 200
+                  AND (concurrency ->> 'key') ~ '^([^{}]|\{[a-z_][a-z0-9_]{0,62}\})+$'
+                  AND (concurrency ->> 'limit')::numeric BETWEEN 1 AND 10000
+                  AND (concurrency ->> 'limit')::numeric
+                      = trunc((concurrency ->> 'limit')::numeric)
+        END
+    ),
+    CONSTRAINT workflow_stages_rate_limit_check CHECK (
+        CASE WHEN rate_limit IS NULL THEN true
+             WHEN jsonb_typeof(rate_limit) <> 'object' THEN false
+             WHEN rate_limit - 'key' - 'limit' - 'per_seconds' <> '{}'::jsonb THEN false
+             WHEN jsonb_typeof(rate_limit -> 'key') IS DISTINCT FROM 'string'
+                  OR jsonb_typeof(rate_limit -> 'limit') IS DISTINCT FROM 'number'
+                  OR jsonb_typeof(rate_limit -> 'per_seconds') IS DISTINCT FROM 'number'
+                  THEN false
+             ELSE length(rate_limit ->> 'key') <= 200
+                  AND (rate_limit ->> 'key') ~ '^([^{}]|\{[a-z_][a-z0-9_]{0,62}\})+$'
+                  AND (rate_limit ->> 'limit')::numeric BETWEEN 1 AND 10000
+                  AND (rate_limit ->> 'limit')::numeric
+                      = trunc((rate_limit ->> 'limit')::numeric)
+                  AND (rate_limit ->> 'per_seconds')::numeric > 0
+                  AND (rate_limit ->> 'per_seconds')::numeric <= 31622400
+        END
+    ),
     -- Deferrable so that a reorder can swap positions in one transaction
     -- (SET CONSTRAINTS ... DEFERRED) or renumber in a single UPDATE. Also the
     -- index of workflow_stages_workflow_id_fkey (leading column).
@@ -383,6 +422,8 @@ CREATE TABLE workflow_version_stages (
     -- squawk-ignore prefer-bigint-over-int -- bounded: seconds, int4 spans 68 years
     timeout_seconds integer NOT NULL,
     queue text NOT NULL DEFAULT 'default',
+    concurrency jsonb,
+    rate_limit jsonb,
     CONSTRAINT workflow_version_stages_version_fkey FOREIGN KEY (workflow_id, version)
         REFERENCES workflow_versions (workflow_id, version) ON DELETE CASCADE,
     -- Also the index of workflow_version_stages_version_fkey (leading columns).
@@ -401,12 +442,12 @@ CREATE FUNCTION workflow_stage_graph(wid uuid)
     RETURNS TABLE (stage_id uuid, "position" integer, name text, action_ref text,
                    depends_on text[], dependents text[], downstream text[], config jsonb,
                    with_items jsonb, retry_policy jsonb, timeout_seconds integer,
-                   queue text)
+                   queue text, concurrency jsonb, rate_limit jsonb)
     LANGUAGE sql STABLE
 AS $$
     WITH RECURSIVE live AS (
         SELECT s.id, s.position, s.name, s.action_ref, s.config, s.with_items,
-               s.retry_policy, s.timeout_seconds, s.queue,
+               s.retry_policy, s.timeout_seconds, s.queue, s.concurrency, s.rate_limit,
                coalesce(s.depends_on,
                         CASE WHEN lag(s.name) OVER w IS NULL THEN '{}'::text[]
                              ELSE ARRAY[lag(s.name) OVER w] END) AS deps
@@ -423,7 +464,8 @@ AS $$
     SELECT l.id, l.position, l.name, l.action_ref, l.deps,
            ARRAY(SELECT e.name FROM edges AS e WHERE e.dep = l.name ORDER BY e.name),
            ARRAY(SELECT w.origin FROM walk AS w WHERE w.node = l.name ORDER BY w.origin),
-           l.config, l.with_items, l.retry_policy, l.timeout_seconds, l.queue
+           l.config, l.with_items, l.retry_policy, l.timeout_seconds, l.queue,
+           l.concurrency, l.rate_limit
       FROM live AS l
      ORDER BY l.position
 $$;
@@ -492,10 +534,10 @@ BEGIN
     INSERT INTO workflow_version_stages (workflow_id, version, stage_id, position, name,
                                          action_ref, depends_on, dependents, downstream,
                                          config, with_items, retry_policy, timeout_seconds,
-                                         queue)
+                                         queue, concurrency, rate_limit)
     SELECT wid, ver, g.stage_id, g.position, g.name, g.action_ref, g.depends_on, g.dependents,
            g.downstream, g.config, g.with_items, g.retry_policy, g.timeout_seconds,
-           g.queue
+           g.queue, g.concurrency, g.rate_limit
       FROM workflow_stage_graph(wid) AS g;
 END;
 $$;
@@ -520,13 +562,15 @@ BEGIN
     PERFORM check_workflow_stages(wid);
     IF (SELECT jsonb_agg(jsonb_build_array(g.stage_id, g.name, g.action_ref, g.depends_on,
                                            g.config, g.with_items, g.retry_policy,
-                                           g.timeout_seconds, g.queue)
+                                           g.timeout_seconds, g.queue, g.concurrency,
+                                           g.rate_limit)
                          ORDER BY g.position)
           FROM workflow_stage_graph(wid) AS g)
        IS DISTINCT FROM
        (SELECT jsonb_agg(jsonb_build_array(v.stage_id, v.name, v.action_ref, v.depends_on,
                                            v.config, v.with_items, v.retry_policy,
-                                           v.timeout_seconds, v.queue)
+                                           v.timeout_seconds, v.queue, v.concurrency,
+                                           v.rate_limit)
                          ORDER BY v.position)
           FROM workflow_version_stages AS v
          WHERE v.workflow_id = wid AND v.version = current_version) THEN
@@ -849,6 +893,15 @@ CREATE TABLE execution_steps (
     -- The signal that woke it (its payload is an input of the next claims); NULL when
     -- none did (never waited, or woken by the deadline).
     signal_id uuid,
+    -- Its concurrency key as rendered at start, with the limit of its stage snapshot.
+    concurrency_key text,
+    -- squawk-ignore prefer-bigint-over-int -- bounded: 1..10000
+    concurrency_limit integer,
+    -- Its rate-limit key as rendered at start: at most rate_limit starts per rate_window.
+    rate_key text,
+    -- squawk-ignore prefer-bigint-over-int -- bounded: 1..10000
+    rate_limit integer,
+    rate_window interval,
     CONSTRAINT execution_steps_execution_id_fkey FOREIGN KEY (execution_id)
         REFERENCES workflow_executions (id) ON DELETE CASCADE,
     CONSTRAINT execution_steps_stage_id_fkey FOREIGN KEY (stage_id)
@@ -874,6 +927,14 @@ CREATE TABLE execution_steps (
     ),
     CONSTRAINT execution_steps_duration_ms_check CHECK (duration_ms >= 0),
     CONSTRAINT execution_steps_queue_check CHECK (queue ~ '^[a-z][a-z0-9_-]{0,62}$'),
+    CONSTRAINT execution_steps_concurrency_check CHECK (
+        (concurrency_key IS NULL) = (concurrency_limit IS NULL)
+        AND concurrency_limit BETWEEN 1 AND 10000
+    ),
+    CONSTRAINT execution_steps_rate_limit_check CHECK (
+        (rate_key IS NULL) = (rate_limit IS NULL) AND (rate_key IS NULL) = (rate_window IS NULL)
+        AND rate_limit BETWEEN 1 AND 10000 AND rate_window > interval '0'
+    ),
     -- Also the index of execution_steps_execution_id_fkey (leading column).
     CONSTRAINT execution_steps_execution_task_key UNIQUE (execution_id, task_name, task_index)
 );
@@ -904,6 +965,81 @@ CREATE INDEX execution_steps_signal_deadline_idx ON execution_steps (signal_dead
 CREATE TRIGGER execution_steps_set_updated_at
     BEFORE UPDATE ON execution_steps
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- The slots of each concurrency key: slot n is free (step_id NULL) or held by the running
+-- step of that key that took it. A claim takes a free slot numbered up to the step's limit
+-- by locking its row (a concurrent claim skips a locked slot, and re-reads a slot freed or
+-- taken meanwhile at its newest version); the step gives it back in the transaction that
+-- ends its run (execution_steps_release_concurrency_slot). So no more running steps of a
+-- key than slots up to their limit exist, in every snapshot.
+CREATE TABLE concurrency_slots (
+    key text NOT NULL,
+    -- squawk-ignore prefer-bigint-over-int -- bounded: 1..10000
+    slot integer NOT NULL,
+    step_id uuid,
+    CONSTRAINT concurrency_slots_pkey PRIMARY KEY (key, slot),
+    CONSTRAINT concurrency_slots_slot_check CHECK (slot BETWEEN 1 AND 10000),
+    -- A deleted step (its execution pruned) frees its slot.
+    CONSTRAINT concurrency_slots_step_id_fkey FOREIGN KEY (step_id)
+        REFERENCES execution_steps (id) ON DELETE SET NULL
+);
+-- A step holds at most one slot; also the index of concurrency_slots_step_id_fkey and what
+-- a release finds its slot by.
+CREATE UNIQUE INDEX concurrency_slots_step_id_key ON concurrency_slots (step_id)
+    WHERE step_id IS NOT NULL;
+
+-- The slots of each rate-limit key: a slot is free once its last start is a window old. A
+-- claim takes free slots by locking their rows and stamps them with the claim's time, so a
+-- key with n slots starts at most n steps in any window.
+CREATE TABLE rate_slots (
+    key text NOT NULL,
+    -- squawk-ignore prefer-bigint-over-int -- bounded: 1..10000
+    slot integer NOT NULL,
+    used_at timestamptz NOT NULL DEFAULT '-infinity',
+    CONSTRAINT rate_slots_pkey PRIMARY KEY (key, slot),
+    CONSTRAINT rate_slots_slot_check CHECK (slot BETWEEN 1 AND 10000)
+);
+-- A claim reads a key's least recently used slots first.
+CREATE INDEX rate_slots_key_used_at_idx ON rate_slots (key, used_at);
+
+-- The key of a concurrency or rate limit for one execution: the template with each {name}
+-- replaced by the parameter's text (empty when missing), one pass (a value is never read
+-- as a template). A key over 200 characters is cut to 167 and the md5 of the whole added,
+-- so it stays indexable and distinct.
+CREATE FUNCTION render_limit_key(template text, parameters jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN length(k.rendered) <= 200 THEN k.rendered
+                ELSE left(k.rendered, 167) || '#' || md5(k.rendered) END
+      FROM (SELECT coalesce(string_agg(
+                       CASE WHEN m.token[1] LIKE '{%'
+                            THEN coalesce(parameters ->> substr(m.token[1], 2,
+                                                                length(m.token[1]) - 2), '')
+                            ELSE m.token[1] END,
+                       '' ORDER BY m.n), '') AS rendered
+              FROM regexp_matches(template, '\{[a-z_][a-z0-9_]*\}|[^{}]+|[{}]', 'g')
+                   WITH ORDINALITY AS m (token, n)) AS k
+$$;
+
+-- A keyed step that stops running gives its concurrency slot back, in the same transaction
+-- (completed, failed, timed out, requeued by a retry, a sleep or the reaper, released,
+-- waiting, cancelled), and wakes the workers: a step of that key may be claimable now.
+CREATE FUNCTION release_concurrency_slot() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE concurrency_slots SET step_id = NULL WHERE step_id = OLD.id;
+    PERFORM pg_notify('flowledger_steps', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER execution_steps_release_concurrency_slot
+    AFTER UPDATE OF status ON execution_steps
+    FOR EACH ROW
+    WHEN (OLD.status = 'running' AND NEW.status <> 'running'
+          AND OLD.concurrency_key IS NOT NULL)
+    EXECUTE FUNCTION release_concurrency_slot();
 
 -- Queues paused or resumed at least once. A queue with no row here is running; claims skip
 -- the queues whose row says paused.

@@ -10,7 +10,8 @@
 -- returns: many
 -- record: workflows.Stage
 SELECT id, workflow_id, position, name, action_ref, depends_on, config, with_items,
-       retry_policy, timeout_seconds, queue, created_at, updated_at
+       retry_policy, timeout_seconds, queue, concurrency, rate_limit, created_at,
+       updated_at
   FROM workflow_stages
  WHERE workflow_id = %(workflow_id)s::uuid
  ORDER BY position;
@@ -21,7 +22,8 @@ SELECT id, workflow_id, position, name, action_ref, depends_on, config, with_ite
 -- returns: one
 -- record: workflows.Stage
 SELECT id, workflow_id, position, name, action_ref, depends_on, config, with_items,
-       retry_policy, timeout_seconds, queue, created_at, updated_at
+       retry_policy, timeout_seconds, queue, concurrency, rate_limit, created_at,
+       updated_at
   FROM workflow_stages
  WHERE id = %(id)s::uuid;
 
@@ -66,12 +68,15 @@ UPDATE workflow_stages
 -- returns: one
 -- record: workflows.Stage
 INSERT INTO workflow_stages (workflow_id, position, name, action_ref, depends_on, config,
-                             with_items, retry_policy, timeout_seconds, queue)
+                             with_items, retry_policy, timeout_seconds, queue, concurrency,
+                             rate_limit)
 VALUES (%(workflow_id)s::uuid, %(position)s::int, %(name)s::text, %(action_ref)s::text,
         %(depends_on)s::text[], %(config)s::jsonb, %(with_items)s::jsonb,
-        %(retry_policy)s::jsonb, %(timeout_seconds)s::int, %(queue)s::text)
+        %(retry_policy)s::jsonb, %(timeout_seconds)s::int, %(queue)s::text,
+        %(concurrency)s::jsonb, %(rate_limit)s::jsonb)
 RETURNING id, workflow_id, position, name, action_ref, depends_on, config, with_items,
-          retry_policy, timeout_seconds, queue, created_at, updated_at;
+          retry_policy, timeout_seconds, queue, concurrency, rate_limit, created_at,
+       updated_at;
 
 -- name: reorder_stages
 -- Renumber a workflow's stages in one statement: each id gets its 0-based index in the
@@ -85,10 +90,12 @@ WITH moved AS (
       FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS o (id, ordinality)
      WHERE s.id = o.id AND s.workflow_id = %(workflow_id)s::uuid
     RETURNING s.id, s.workflow_id, s.position, s.name, s.action_ref, s.depends_on, s.config,
-              s.with_items, s.retry_policy, s.timeout_seconds, s.queue, s.created_at, s.updated_at
+              s.with_items, s.retry_policy, s.timeout_seconds, s.queue, s.concurrency,
+              s.rate_limit, s.created_at, s.updated_at
 )
 SELECT id, workflow_id, position, name, action_ref, depends_on, config, with_items,
-       retry_policy, timeout_seconds, queue, created_at, updated_at
+       retry_policy, timeout_seconds, queue, concurrency, rate_limit, created_at,
+       updated_at
   FROM moved
  ORDER BY position;
 
@@ -101,9 +108,9 @@ DELETE FROM workflow_stages
 RETURNING position;
 
 -- name: update_stage
--- Change a stage's action, dependencies, config, fan-out, retry policy, timeout or queue; a NULL
--- parameter keeps the column, set_with_items and set_depends_on tell "clear" from "keep"
--- for the nullable with_items and depends_on.
+-- Change a stage's action, dependencies, config, fan-out, retry policy, timeout, queue or
+-- limits; a NULL parameter keeps the column, the set_ flags tell "clear" from "keep" for
+-- the nullable with_items, depends_on, concurrency and rate_limit.
 -- plan: index workflow_stages_pkey
 -- returns: one
 -- record: workflows.Stage
@@ -116,10 +123,15 @@ UPDATE workflow_stages
                          THEN %(with_items)s::jsonb ELSE with_items END,
        retry_policy = coalesce(%(retry_policy)s::jsonb, retry_policy),
        timeout_seconds = coalesce(%(timeout_seconds)s::int, timeout_seconds),
-       queue = coalesce(%(queue)s::text, queue)
+       queue = coalesce(%(queue)s::text, queue),
+       concurrency = CASE WHEN %(set_concurrency)s::boolean
+                          THEN %(concurrency)s::jsonb ELSE concurrency END,
+       rate_limit = CASE WHEN %(set_rate_limit)s::boolean
+                         THEN %(rate_limit)s::jsonb ELSE rate_limit END
  WHERE id = %(id)s::uuid
 RETURNING id, workflow_id, position, name, action_ref, depends_on, config, with_items,
-          retry_policy, timeout_seconds, queue, created_at, updated_at;
+          retry_policy, timeout_seconds, queue, concurrency, rate_limit, created_at,
+       updated_at;
 
 -- name: snapshot_workflow_stages
 -- After a stage edit: check the workflow's dependency graph (unknown names, cycles, a

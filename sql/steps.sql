@@ -51,7 +51,14 @@ SELECT id, step_id, execution_id, attempt, worker_id, started_at, finished_at, o
 -- and the payload of the signal that last woke it as "signal:<name>".
 -- The attempt < max_attempts guard keeps one over-budget row (e.g. requeued by hand) from
 -- failing every claim on its CHECK.
--- plan: index execution_steps_queue_claim_idx
+-- Flow control: a step with a concurrency key runs only with one of its key's slots
+-- numbered up to its limit, one with a rate-limit key only with one of its key's slots
+-- last used a window ago; the claim locks free slots (SKIP LOCKED: a slot another claim or
+-- a release holds is passed over; one freed or taken meanwhile is re-read at its newest
+-- version), hands them to the steps of their key in claim order, and leaves the steps it
+-- found no slot for queued. Steps of keys with no free slot as this statement's snapshot
+-- sees them are passed over unlocked, so they do not crowd out the steps behind them.
+-- plan: index execution_steps_queue_claim_idx, concurrency_slots_pkey
 -- returns: many
 -- record: runs.ClaimedStep
 WITH RECURSIVE present (name) AS (
@@ -75,26 +82,103 @@ WITH RECURSIVE present (name) AS (
             SELECT q.name FROM unnest(%(queues)s::text[]) AS q (name)) AS w
      WHERE NOT EXISTS (SELECT 1 FROM queue_states qs WHERE qs.name = w.name AND qs.paused)
 ), candidates AS MATERIALIZED (
-    SELECT f.id
+    SELECT f.id, f.priority, f.available_at, f.concurrency_key, f.concurrency_limit,
+           f.rate_key, f.rate_limit, f.rate_window
       FROM open o
      CROSS JOIN LATERAL (
-           SELECT s.id, s.priority, s.available_at
+           SELECT s.id, s.priority, s.available_at, s.concurrency_key, s.concurrency_limit,
+                  s.rate_key, s.rate_limit, s.rate_window
              FROM execution_steps s
              JOIN workflow_executions e ON e.id = s.execution_id
             WHERE s.queue = o.name AND s.status = 'queued' AND s.available_at <= now()
               AND e.status = 'running' AND s.attempt < s.max_attempts
+              AND (s.concurrency_key IS NULL
+                   OR EXISTS (SELECT 1
+                                FROM concurrency_slots k
+                               WHERE k.key = s.concurrency_key
+                                 AND k.slot <= s.concurrency_limit AND k.step_id IS NULL))
+              AND (s.rate_key IS NULL
+                   OR EXISTS (SELECT 1
+                                FROM rate_slots r
+                               WHERE r.key = s.rate_key AND r.slot <= s.rate_limit
+                                 AND r.used_at <= statement_timestamp() - s.rate_window))
             ORDER BY s.priority, s.available_at, s.id
             LIMIT %(limit)s::int
               FOR UPDATE OF s SKIP LOCKED
            ) AS f
      ORDER BY f.priority, f.available_at, f.id
      LIMIT %(limit)s::int
+), concurrency_taken AS MATERIALIZED (
+    -- Per concurrency key: as many free slots as it has candidates, up to their lowest
+    -- limit, locked and numbered.
+    SELECT k.key, t.slot, row_number() OVER (PARTITION BY k.key ORDER BY t.slot) AS n
+      FROM (SELECT c.concurrency_key AS key, min(c.concurrency_limit) AS lim,
+                   count(*) AS wanted
+              FROM candidates c
+             WHERE c.concurrency_key IS NOT NULL
+             GROUP BY c.concurrency_key) AS k
+     CROSS JOIN LATERAL (
+           SELECT cs.slot
+             FROM concurrency_slots cs
+            WHERE cs.key = k.key AND cs.slot <= k.lim AND cs.step_id IS NULL
+            ORDER BY cs.slot
+            LIMIT k.wanted
+              FOR UPDATE SKIP LOCKED
+           ) AS t
+), concurrency_fit AS MATERIALIZED (
+    -- The candidates without a concurrency key, and the first ones of each key, as many
+    -- as it got slots.
+    SELECT c.id, c.priority, c.available_at, c.concurrency_key, t.slot AS concurrency_slot,
+           c.rate_key, c.rate_limit, c.rate_window
+      FROM (SELECT c.id, c.priority, c.available_at, c.concurrency_key, c.rate_key,
+                   c.rate_limit, c.rate_window,
+                   row_number() OVER (PARTITION BY c.concurrency_key
+                                      ORDER BY c.priority, c.available_at, c.id) AS n
+              FROM candidates c) AS c
+      LEFT JOIN concurrency_taken t ON t.key = c.concurrency_key AND t.n = c.n
+     WHERE c.concurrency_key IS NULL OR t.slot IS NOT NULL
+), rate_taken AS MATERIALIZED (
+    -- Per rate-limit key: as many slots a window old as it has candidates left, up to
+    -- their lowest limit, least recently used first, locked and numbered.
+    SELECT k.key, t.slot, row_number() OVER (PARTITION BY k.key ORDER BY t.used_at, t.slot) AS n
+      FROM (SELECT f.rate_key AS key, min(f.rate_limit) AS lim, max(f.rate_window) AS win,
+                   count(*) AS wanted
+              FROM concurrency_fit f
+             WHERE f.rate_key IS NOT NULL
+             GROUP BY f.rate_key) AS k
+     CROSS JOIN LATERAL (
+           SELECT r.slot, r.used_at
+             FROM rate_slots r
+            WHERE r.key = k.key AND r.slot <= k.lim
+              AND r.used_at <= statement_timestamp() - k.win
+            ORDER BY r.used_at
+            LIMIT k.wanted
+              FOR UPDATE SKIP LOCKED
+           ) AS t
+), admitted AS MATERIALIZED (
+    SELECT f.id, f.concurrency_key, f.concurrency_slot, f.rate_key, t.slot AS rate_slot
+      FROM (SELECT f.id, f.concurrency_key, f.concurrency_slot, f.rate_key,
+                   row_number() OVER (PARTITION BY f.rate_key
+                                      ORDER BY f.priority, f.available_at, f.id) AS n
+              FROM concurrency_fit f) AS f
+      LEFT JOIN rate_taken t ON t.key = f.rate_key AND t.n = f.n
+     WHERE f.rate_key IS NULL OR t.slot IS NOT NULL
+), concurrency_held AS (
+    UPDATE concurrency_slots cs
+       SET step_id = a.id
+      FROM admitted a
+     WHERE cs.key = a.concurrency_key AND cs.slot = a.concurrency_slot
+), rate_used AS (
+    UPDATE rate_slots r
+       SET used_at = statement_timestamp()
+      FROM admitted a
+     WHERE r.key = a.rate_key AND r.slot = a.rate_slot
 ), claimed AS (
     UPDATE execution_steps s
        SET status = 'running', lease_owner = %(worker_id)s::text,
            lease_expires_at = now() + %(lease)s::interval, heartbeat_at = now(),
            started_at = now(), attempt = s.attempt + 1, error = NULL
-      FROM candidates c
+      FROM admitted c
      WHERE s.id = c.id
     RETURNING s.id, s.execution_id, s.stage_id, s.version_stage_id, s.task_name, s.task_index,
               s.attempt, s.max_attempts, s.timeout_seconds, s.lease_owner, s.lease_expires_at,

@@ -52,6 +52,8 @@ def insert(conn: Conn, table: str, row: Mapping[str, Any]) -> Any:
         "workflow_schedules": "workflow_id",
         "cursor_key": "singleton",
         "queue_states": "name",
+        "concurrency_slots": "key",
+        "rate_slots": "key",
     }.get(table, "id")
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
         sql.Identifier(table),
@@ -251,6 +253,14 @@ def _queue_state(conn: Conn, given: Row) -> Row:
     return {"name": f"queue-{next(_serial)}", "paused": True}
 
 
+def _concurrency_slot(conn: Conn, given: Row) -> Row:
+    return {"key": f"tenant:{next(_serial)}", "slot": 1}
+
+
+def _rate_slot(conn: Conn, given: Row) -> Row:
+    return {"key": f"api:{next(_serial)}", "slot": 10_000}
+
+
 def _signal(conn: Conn, given: Row) -> Row:
     return {
         "execution_id": parent(conn, given, "execution_id", "workflow_executions"),
@@ -284,6 +294,8 @@ BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "workflow_schedules": _schedule,
     "queue_states": _queue_state,
     "execution_signals": _signal,
+    "concurrency_slots": _concurrency_slot,
+    "rate_slots": _rate_slot,
 }
 
 SAME_ID = Derived("its own id", lambda conn, row: row["id"])
@@ -431,6 +443,80 @@ CHECK_CASES: list[tuple[str, str, Row]] = [
     _case("execution_steps_queue_check", "execution_steps", queue="a" * 64),
     _case("workflow_stages_queue_check", "workflow_stages", queue="no way"),
     _case("queue_states_name_check", "queue_states", name="9lives"),
+    _case("workflow_stages_concurrency_check", "workflow_stages", concurrency=NOT_OBJECT),
+    _case(
+        "workflow_stages_concurrency_check",
+        "workflow_stages",
+        concurrency=Jsonb({"key": "k", "limit": 0}),
+    ),
+    _case(
+        "workflow_stages_concurrency_check",
+        "workflow_stages",
+        concurrency=Jsonb({"key": "k", "limit": 1.5}),
+    ),
+    _case(
+        "workflow_stages_concurrency_check",
+        "workflow_stages",
+        concurrency=Jsonb({"key": "k", "limit": "1"}),
+    ),
+    _case(
+        "workflow_stages_concurrency_check",
+        "workflow_stages",
+        concurrency=Jsonb({"key": "a{b}c{", "limit": 1}),
+    ),
+    _case(
+        "workflow_stages_concurrency_check",
+        "workflow_stages",
+        concurrency=Jsonb({"key": "k", "limit": 1, "per_seconds": 1}),
+    ),
+    _case(
+        "workflow_stages_concurrency_check",
+        "workflow_stages",
+        concurrency=Jsonb({"key": "k" * 201, "limit": 1}),
+    ),
+    _case("workflow_stages_concurrency_check", "workflow_stages", concurrency=Jsonb({"key": "k"})),
+    _case(
+        "workflow_stages_rate_limit_check",
+        "workflow_stages",
+        rate_limit=Jsonb({"key": "k", "limit": 1, "per_seconds": 0}),
+    ),
+    _case(
+        "workflow_stages_rate_limit_check",
+        "workflow_stages",
+        rate_limit=Jsonb({"key": "k", "limit": 1}),
+    ),
+    _case(
+        "workflow_stages_rate_limit_check",
+        "workflow_stages",
+        rate_limit=Jsonb({"key": "k", "limit": 10_001, "per_seconds": 1}),
+    ),
+    _case(
+        "workflow_stages_rate_limit_check",
+        "workflow_stages",
+        rate_limit=Jsonb({"key": "{X}", "limit": 1, "per_seconds": 1}),
+    ),
+    _case("execution_steps_concurrency_check", "execution_steps", concurrency_key="k"),
+    _case(
+        "execution_steps_concurrency_check",
+        "execution_steps",
+        concurrency_key="k",
+        concurrency_limit=0,
+    ),
+    _case(
+        "execution_steps_rate_limit_check",
+        "execution_steps",
+        rate_key="k",
+        rate_limit=1,
+    ),
+    _case(
+        "execution_steps_rate_limit_check",
+        "execution_steps",
+        rate_key="k",
+        rate_limit=1,
+        rate_window=timedelta(0),
+    ),
+    _case("concurrency_slots_slot_check", "concurrency_slots", slot=0),
+    _case("rate_slots_slot_check", "rate_slots", slot=10_001),
     _case("execution_signals_name_check", "execution_signals", name="Go"),
     _case("execution_signals_consumed_check", "execution_signals", consumed_at=T0),
     _case("workflows_failure_mode_check", "workflows", failure_mode="ignore"),
@@ -580,6 +666,23 @@ ACCEPTED_CASES: list[tuple[str, Row]] = [
     ("workflow_tasks", {"sequence": 2**31 - 1, "config": Jsonb({"a": 1})}),
     ("workflow_schedules", {"catch_up": "all", "max_catch_up": 1000, "error": "bad rule"}),
     ("workflow_schedules", {"max_catch_up": 1, "next_fire_at": T0, "last_fired_at": T0}),
+    (
+        "workflow_stages",
+        {
+            "concurrency": Jsonb({"key": "t:{tenant}/{region_2}", "limit": 10_000}),
+            "rate_limit": Jsonb({"key": "api", "limit": 3.0, "per_seconds": 0.001}),
+        },
+    ),
+    (
+        "execution_steps",
+        {
+            "concurrency_key": "",
+            "concurrency_limit": 1,
+            "rate_key": "k",
+            "rate_limit": 10_000,
+            "rate_window": timedelta(microseconds=1),
+        },
+    ),
 ]
 
 

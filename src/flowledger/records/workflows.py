@@ -15,9 +15,11 @@ __all__ = [
     "FAILURE_MODES",
     "STATUSES",
     "TRIGGER_TYPES",
+    "Concurrency",
     "FailureMode",
     "NewStage",
     "NewWorkflow",
+    "RateLimit",
     "RetryPolicy",
     "Stage",
     "StagePatch",
@@ -130,6 +132,30 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_seconds: float = 300
 
 
+class Concurrency(msgspec.Struct, frozen=True, kw_only=True):
+    """At most `limit` steps of one key run at once, across every worker.
+
+    `key` is a template over the execution's parameters: each `{name}` is replaced by the
+    parameter's text (empty when the execution has no such parameter), once, when the
+    execution starts; "tenant:{tenant}" caps each tenant on its own, a key with no
+    placeholder caps every execution together. Stages naming the same key share its limit.
+    """
+
+    key: str
+    limit: int
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
+    """At most `limit` steps of one key start in any `per_seconds` (a sliding window).
+
+    `key` is a template as in `Concurrency`. A start is a claim: every attempt counts.
+    """
+
+    key: str
+    limit: int
+    per_seconds: float
+
+
 class Stage(msgspec.Struct, frozen=True, gc=False):
     """A stage row: one ordered step of a workflow."""
 
@@ -148,23 +174,39 @@ class Stage(msgspec.Struct, frozen=True, gc=False):
     timeout_seconds: int
     # The queue its steps run in.
     queue: str
+    # How many of its steps (with those of other stages of the same key) run at once.
+    concurrency: Concurrency | None
+    # How many of its steps (with those of other stages of the same key) start per window.
+    rate_limit: RateLimit | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
 
     @staticmethod
     def from_row(*values: Any) -> Stage:
-        """A stage from its row (the query layer decodes with this): only retry_policy
-        needs decoding, from its jsonb dict; raises FlowledgerError on a malformed one."""
-        # Lax: the CHECK accepts an integral max_attempts written as 3.0.
+        """A stage from its row (the query layer decodes with this): retry_policy,
+        concurrency and rate_limit need decoding, from their jsonb dicts; raises
+        FlowledgerError on a malformed one."""
+        # Lax: the CHECKs accept integral numbers written as 3.0.
         row = list(values)
-        try:
-            row[_POLICY] = msgspec.convert(row[_POLICY], RetryPolicy, strict=False)
-        except msgspec.ValidationError as exc:
-            raise FlowledgerError(f"stage {row[0]} has a malformed retry_policy: {exc}") from exc
+        for index, kind in _DECODED:
+            if row[index] is None:
+                continue
+            try:
+                row[index] = msgspec.convert(row[index], kind, strict=False)
+            except msgspec.ValidationError as exc:
+                name = Stage.__struct_fields__[index]
+                raise FlowledgerError(f"stage {row[0]} has a malformed {name}: {exc}") from exc
         return Stage(*row)
 
 
-_POLICY: Final = Stage.__struct_fields__.index("retry_policy")
+_DECODED: Final[tuple[tuple[int, type[msgspec.Struct]], ...]] = tuple(
+    (Stage.__struct_fields__.index(name), kind)
+    for name, kind in (
+        ("retry_policy", RetryPolicy),
+        ("concurrency", Concurrency),
+        ("rate_limit", RateLimit),
+    )
+)
 
 
 class NewStage(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,6 +223,10 @@ class NewStage(msgspec.Struct, frozen=True, kw_only=True):
     timeout_seconds: int = 3600
     # The queue its steps run in: workers can claim from some queues only.
     queue: str = "default"
+    # None: no cap on how many of its steps run at once.
+    concurrency: Concurrency | None = None
+    # None: no cap on how fast its steps start.
+    rate_limit: RateLimit | None = None
 
 
 class StagePatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,3 +245,6 @@ class StagePatch(msgspec.Struct, frozen=True, kw_only=True):
     retry_policy: RetryPolicy | UnsetType = UNSET
     timeout_seconds: int | UnsetType = UNSET
     queue: str | UnsetType = UNSET
+    # None removes the limit.
+    concurrency: Concurrency | UnsetType | None = UNSET
+    rate_limit: RateLimit | UnsetType | None = UNSET

@@ -22,7 +22,14 @@ from msgspec import UNSET, UnsetType
 from psycopg.types.json import Jsonb
 
 from flowledger.errors import InvalidInput, NotFound
-from flowledger.records.workflows import NewStage, RetryPolicy, Stage, StagePatch
+from flowledger.records.workflows import (
+    Concurrency,
+    NewStage,
+    RateLimit,
+    RetryPolicy,
+    Stage,
+    StagePatch,
+)
 from flowledger.repositories._checks import (
     INT32_MAX,
     as_int,
@@ -31,6 +38,7 @@ from flowledger.repositories._checks import (
     as_number,
     as_queue,
     as_struct,
+    as_text,
     as_text_list,
     as_uuid_list,
     show,
@@ -42,6 +50,12 @@ __all__ = ["StagesReader", "StagesRepository"]
 # Mirrors workflow_stages_name_check.
 _NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _MAX_TIMEOUT_SECONDS: Final = 2**31 - 1
+# Mirrors workflow_stages_concurrency_check and workflow_stages_rate_limit_check.
+_KEY_TEMPLATE: Final = re.compile(r"(?:[^{}]|\{[a-z_][a-z0-9_]{0,62}\})+")
+_MAX_KEY_LENGTH: Final = 200
+MAX_FLOW_LIMIT: Final = 10_000
+MAX_RATE_WINDOW_SECONDS: Final = 31_622_400.0
+MIN_RATE_WINDOW_SECONDS: Final = 0.001
 # A retry waits at most a year: the wait is added to now() when a step fails, and must
 # stay a valid timestamp.
 MAX_BACKOFF_SECONDS: Final = 31_536_000.0
@@ -84,6 +98,8 @@ class StagesRepository(StagesReader):
             "retry_policy": _retry_policy(stage.retry_policy),
             "timeout_seconds": _timeout(stage.timeout_seconds),
             "queue": as_queue(stage.queue, "queue"),
+            "concurrency": _concurrency(stage.concurrency),
+            "rate_limit": _rate_limit(stage.rate_limit),
         }
         if position is not None and (
             isinstance(position, bool) or not isinstance(position, int) or position < 0
@@ -180,6 +196,10 @@ def _patch_params(patch: StagePatch) -> dict[str, Any]:
         "retry_policy": _maybe(_retry_policy, patch.retry_policy),
         "timeout_seconds": _maybe(_timeout, patch.timeout_seconds),
         "queue": _maybe(lambda q: as_queue(q, "queue"), patch.queue),
+        "set_concurrency": patch.concurrency is not UNSET,
+        "concurrency": _maybe(_concurrency, patch.concurrency),
+        "set_rate_limit": patch.rate_limit is not UNSET,
+        "rate_limit": _maybe(_rate_limit, patch.rate_limit),
     }
 
 
@@ -254,6 +274,54 @@ def _retry_policy(policy: RetryPolicy) -> Jsonb:
             f"got {base!r} and {cap!r}"
         )
     return as_json(msgspec.to_builtins(policy), "retry_policy")
+
+
+def _concurrency(concurrency: Concurrency | None) -> Jsonb | None:
+    if concurrency is None:
+        return None
+    if not isinstance(concurrency, Concurrency):
+        raise InvalidInput(
+            f"concurrency must be a Concurrency or None, got {type(concurrency).__name__}"
+        )
+    return as_json(
+        {
+            "key": _key_template(concurrency.key, "concurrency.key"),
+            "limit": as_int(concurrency.limit, "concurrency.limit", 1, MAX_FLOW_LIMIT),
+        },
+        "concurrency",
+    )
+
+
+def _rate_limit(rate_limit: RateLimit | None) -> Jsonb | None:
+    if rate_limit is None:
+        return None
+    if not isinstance(rate_limit, RateLimit):
+        raise InvalidInput(
+            f"rate_limit must be a RateLimit or None, got {type(rate_limit).__name__}"
+        )
+    return as_json(
+        {
+            "key": _key_template(rate_limit.key, "rate_limit.key"),
+            "limit": as_int(rate_limit.limit, "rate_limit.limit", 1, MAX_FLOW_LIMIT),
+            "per_seconds": as_number(
+                rate_limit.per_seconds,
+                "rate_limit.per_seconds",
+                MIN_RATE_WINDOW_SECONDS,
+                MAX_RATE_WINDOW_SECONDS,
+            ),
+        },
+        "rate_limit",
+    )
+
+
+def _key_template(key: str, what: str) -> str:
+    key = as_text(key, what, max_length=_MAX_KEY_LENGTH)
+    if not _KEY_TEMPLATE.fullmatch(key):
+        raise InvalidInput(
+            f"{what} must be text with {{name}} placeholders (a name: lowercase letters, "
+            f"digits or '_', not starting with a digit) and no other braces, got {show(key)}"
+        )
+    return key
 
 
 def _timeout(seconds: int) -> int:
