@@ -1,5 +1,5 @@
-"""Named queues on the claim path: claim + complete with `queues=[...]` next to the plain
-claim (every queue), on one queue and on three.
+"""Named queues and flow control on the claim path: claim + complete with `queues=[...]`,
+with a concurrency key and with a rate limit, next to the plain claim (every queue).
 
 Each run first queues STEPS fresh steps (untimed; 10 per execution) in the queues of the
 workload, then `workers` threads claim up to `batch` steps at a time (with the workload's
@@ -7,7 +7,10 @@ workload, then `workers` threads claim up to `batch` steps at a time (with the w
 completed per second. Workloads:
 
 * `one queue`: every step in 'default'; claims with no queues (the claim finds the queues
-  holding queued steps, here one) vs `queues=['default']`;
+  holding queued steps, here one) vs `queues=['default']`, and that with every step under
+  a concurrency key (4 keys, limit 100 each: the slots are taken and given back, the limit
+  never binds) or a rate limit (one key, 10,000 starts per second: every claim stamps
+  slots, the limit never binds) — the cost of the machinery, not of waiting;
 * `three queues`: steps spread over 'qa', 'qb', 'qc'; claims with no queues (three queue
   fronts read, up to 3 x batch rows locked per claim) vs `queues=['qa', 'qb', 'qc']` vs
   `queues=['qa']` (a worker of one queue, which drains a third of the steps).
@@ -40,15 +43,41 @@ HERE = Path(__file__).resolve().parent
 BENCH_DB = "flowledger_queues_bench"
 STEPS = 600
 CONFIGS = ((1, 1), (4, 10))  # (workers, batch)
-# (workload, label, queues the steps are spread over, queues the claims ask for)
-RUNS: tuple[tuple[str, str, tuple[str, ...], list[str] | None], ...] = (
-    ("one queue", "no queues (every queue)", ("default",), None),
-    ("one queue", "queues=['default']", ("default",), ["default"]),
-    ("three queues", "no queues (every queue)", ("qa", "qb", "qc"), None),
-    ("three queues", "queues=['qa', 'qb', 'qc']", ("qa", "qb", "qc"), ["qa", "qb", "qc"]),
-    ("three queues", "queues=['qa']", ("qa", "qb", "qc"), ["qa"]),
+CONCURRENCY_KEYS, CONCURRENCY_LIMIT = 4, 100
+RATE_LIMIT = 10_000  # starts per second, one key
+# (workload, label, queues the steps are spread over, queues the claims ask for, limits:
+# None, "concurrency" or "rate")
+RUNS: tuple[tuple[str, str, tuple[str, ...], list[str] | None, str | None], ...] = (
+    ("one queue", "no queues (every queue)", ("default",), None, None),
+    ("one queue", "queues=['default']", ("default",), ["default"], None),
+    (
+        "one queue",
+        "queues=['default'], concurrency key (4 keys, limit 100)",
+        ("default",),
+        ["default"],
+        "concurrency",
+    ),
+    (
+        "one queue",
+        "queues=['default'], rate limit (10,000/s)",
+        ("default",),
+        ["default"],
+        "rate",
+    ),
+    ("three queues", "no queues (every queue)", ("qa", "qb", "qc"), None, None),
+    (
+        "three queues",
+        "queues=['qa', 'qb', 'qc']",
+        ("qa", "qb", "qc"),
+        ["qa", "qb", "qc"],
+        None,
+    ),
+    ("three queues", "queues=['qa']", ("qa", "qb", "qc"), ["qa"], None),
 )
-TITLE = "Named queues: claim + complete with `queues=[...]` next to the plain claim"
+TITLE = (
+    "Named queues and flow control: claim + complete with `queues=[...]`, a concurrency key"
+    " or a rate limit, next to the plain claim"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         workflow = _workflow(conn)
         for repeat in range(args.repeats):
             for workers, batch in CONFIGS:
-                for n, (workload, label, spread, queues) in enumerate(RUNS):
-                    _queue_steps(conn, workflow, spread)
+                for n, (workload, label, spread, queues, limits) in enumerate(RUNS):
+                    _queue_steps(conn, workflow, spread, limits)
                     rate = claim_complete_rate(url, workers, batch, queues=queues)
                     samples.setdefault((n, workers, batch), []).append(rate)
                     print(
@@ -96,9 +125,12 @@ def _workflow(conn: psycopg.Connection[Any]) -> Any:
     return row[0]
 
 
-def _queue_steps(conn: psycopg.Connection[Any], workflow: Any, spread: tuple[str, ...]) -> None:
+def _queue_steps(
+    conn: psycopg.Connection[Any], workflow: Any, spread: tuple[str, ...], limits: str | None
+) -> None:
     """Cancel what is left queued or running, then queue STEPS fresh steps, round-robin over
-    the queues of `spread`."""
+    the queues of `spread`, under the keys of `limits` (with their slots, as a start makes
+    them)."""
     with conn.transaction():
         conn.execute(
             "UPDATE execution_steps SET status = 'cancelled', lease_owner = NULL,"
@@ -111,11 +143,38 @@ def _queue_steps(conn: psycopg.Connection[Any], workflow: Any, spread: tuple[str
                  SELECT %(w)s, 1, 'running', now() FROM generate_series(1, %(n)s / 10)
                  RETURNING id)
                INSERT INTO execution_steps
-                      (execution_id, task_name, task_index, status, max_attempts, queue)
+                      (execution_id, task_name, task_index, status, max_attempts, queue,
+                       concurrency_key, concurrency_limit, rate_key, rate_limit, rate_window)
                SELECT ex.id, 'bench', i, 'queued', 3,
-                      (%(queues)s::text[])[1 + (i %% cardinality(%(queues)s::text[]))]
+                      (%(queues)s::text[])[1 + (i %% cardinality(%(queues)s::text[]))],
+                      CASE WHEN %(keyed)s THEN 'tenant:' || (i %% %(keys)s) END,
+                      CASE WHEN %(keyed)s THEN %(limit)s END,
+                      CASE WHEN %(rated)s THEN 'api' END,
+                      CASE WHEN %(rated)s THEN %(rate)s END,
+                      CASE WHEN %(rated)s THEN interval '1 second' END
                  FROM ex, generate_series(0, 9) AS i""",
-            {"w": workflow, "n": STEPS, "queues": list(spread)},
+            {
+                "w": workflow,
+                "n": STEPS,
+                "queues": list(spread),
+                "keyed": limits == "concurrency",
+                "keys": CONCURRENCY_KEYS,
+                "limit": CONCURRENCY_LIMIT,
+                "rated": limits == "rate",
+                "rate": RATE_LIMIT,
+            },
+        )
+        conn.execute(
+            """INSERT INTO concurrency_slots (key, slot)
+               SELECT 'tenant:' || k, s
+                 FROM generate_series(0, %(keys)s - 1) AS k, generate_series(1, %(limit)s) AS s
+               ON CONFLICT DO NOTHING""",
+            {"keys": CONCURRENCY_KEYS, "limit": CONCURRENCY_LIMIT},
+        )
+        conn.execute(
+            """INSERT INTO rate_slots (key, slot) SELECT 'api', s
+                 FROM generate_series(1, %(rate)s) AS s ON CONFLICT DO NOTHING""",
+            {"rate": RATE_LIMIT},
         )
     conn.execute("ANALYZE execution_steps")
 
@@ -134,7 +193,7 @@ def _report(
     ]
     for workers, batch in CONFIGS:
         plain: dict[str, float] = {}
-        for n, (workload, label, _, queues) in enumerate(RUNS):
+        for n, (workload, label, _, queues, _limits) in enumerate(RUNS):
             rate = median(samples[(n, workers, batch)])
             if queues is None:
                 plain[workload] = rate

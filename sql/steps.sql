@@ -10,7 +10,7 @@
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM execution_steps
  WHERE id = %(id)s::uuid;
 
@@ -22,7 +22,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM execution_steps
  WHERE execution_id = %(execution_id)s::uuid
  ORDER BY task_name, task_index;
@@ -364,7 +364,7 @@ WITH input AS (
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
               s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
-              s.queue
+              s.queue, s.concurrency_key, s.rate_key
 ), closed AS (
     UPDATE step_attempts AS a
        SET finished_at = greatest(now(), a.started_at), outcome = 'failed', error = f.error
@@ -374,7 +374,7 @@ WITH input AS (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM failed;
 
 -- name: requeue_expired_steps
@@ -417,7 +417,7 @@ WITH due AS MATERIALIZED (
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
               s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
-              s.queue
+              s.queue, s.concurrency_key, s.rate_key
 ), closed AS (
     UPDATE step_attempts a
        SET finished_at = greatest(now(), a.started_at), outcome = 'lease_lost',
@@ -431,7 +431,7 @@ WITH due AS MATERIALIZED (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM reaped
   LEFT JOIN hint ON true;
 
@@ -476,7 +476,7 @@ WITH due AS MATERIALIZED (
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
               s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
-              s.queue
+              s.queue, s.concurrency_key, s.rate_key
 ), closed AS (
     UPDATE step_attempts a
        SET finished_at = greatest(now(), a.started_at), outcome = 'timed_out',
@@ -490,7 +490,7 @@ WITH due AS MATERIALIZED (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM expired
   LEFT JOIN hint ON true;
 
@@ -502,7 +502,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM execution_steps
  WHERE status = 'queued' AND attempt > 0 AND available_at > %(now)s::timestamptz
  ORDER BY available_at
@@ -516,7 +516,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM execution_steps
  WHERE status = 'running' AND started_at < %(now)s::timestamptz - interval '1 second'
    AND started_at + make_interval(secs => timeout_seconds) < %(now)s::timestamptz
@@ -588,7 +588,7 @@ RETURNING id;
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM execution_steps
  WHERE execution_id = %(execution_id)s::uuid AND task_name = %(task_name)s::text
  ORDER BY task_index;
@@ -601,7 +601,7 @@ SELECT id, execution_id, stage_id, task_name, task_index, status, priority, atte
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM execution_steps
  WHERE id = (SELECT parent_step_id FROM workflow_executions WHERE id = %(id)s::uuid);
 
@@ -652,7 +652,7 @@ WITH slept AS (
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
               s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
-              s.queue
+              s.queue, s.concurrency_key, s.rate_key
 ), dropped AS (
     DELETE FROM step_attempts AS a
      USING slept AS r
@@ -665,7 +665,7 @@ WITH slept AS (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM slept
   LEFT JOIN hint ON true;
 
@@ -703,7 +703,7 @@ WITH pending AS MATERIALIZED (
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
               s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
-              s.queue, s.signal_id
+              s.queue, s.concurrency_key, s.rate_key, s.signal_id
 ), consumed AS (
     UPDATE execution_signals AS g
        SET consumed_by = w.id, consumed_at = now()
@@ -721,7 +721,7 @@ WITH pending AS MATERIALIZED (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM waited
   LEFT JOIN hint ON true;
 
@@ -760,7 +760,7 @@ WITH due AS MATERIALIZED (
               s.priority, s.attempt, s.max_attempts, s.available_at, s.timeout_seconds,
               s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.started_at,
               s.completed_at, s.duration_ms, s.outputs, s.error, s.created_at, s.updated_at,
-              s.queue
+              s.queue, s.concurrency_key, s.rate_key
 ), hint AS (
     SELECT pg_notify('flowledger_steps', '') AS sent
       FROM (SELECT 1 FROM woken LIMIT 1) AS any_woken
@@ -768,6 +768,6 @@ WITH due AS MATERIALIZED (
 SELECT id, execution_id, stage_id, task_name, task_index, status, priority, attempt,
        max_attempts, available_at, timeout_seconds, lease_owner, lease_expires_at,
        heartbeat_at, started_at, completed_at, duration_ms, outputs, error, created_at,
-       updated_at, queue
+       updated_at, queue, concurrency_key, rate_key
   FROM woken
   LEFT JOIN hint ON true;

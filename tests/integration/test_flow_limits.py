@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _runs_factories import expire_lease, make_workflow
+from _runs_factories import age_start, expire_lease, make_workflow
 from flowledger.database import Database
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import StepLease
@@ -114,6 +114,8 @@ def test_keys_are_rendered_from_the_parameters_once_at_start(db: Database, conn:
             (run.id,),
         ).fetchone()
         assert row == (concurrency_key, 2, rate_key, 5, datetime.timedelta(seconds=60))
+        [step] = db.steps.list_by_execution(execution_id=run.id)
+        assert (step.concurrency_key, step.rate_key) == (concurrency_key, rate_key)
     # The slots of each key exist from the start on: limit rows, made once.
     slots = conn.execute(
         "SELECT key, count(*) FROM concurrency_slots GROUP BY key ORDER BY key"
@@ -177,7 +179,19 @@ def test_steps_of_a_full_key_do_not_hold_back_the_steps_behind_them(
 
 
 @pytest.mark.parametrize(
-    "way", ["complete", "fail", "fail_for_good", "release", "reap", "sleep", "cancel", "prune"]
+    "way",
+    [
+        "complete",
+        "fail",
+        "fail_for_good",
+        "release",
+        "reap",
+        "time_out",
+        "sleep",
+        "wait_for_signal",
+        "cancel",
+        "prune",
+    ],
 )
 def test_every_way_out_of_running_gives_the_slot_back(db: Database, conn: Conn, way: str) -> None:
     wf = _keyed(
@@ -196,10 +210,19 @@ def test_every_way_out_of_running_gives_the_slot_back(db: Database, conn: Conn, 
         )
     elif way == "reap":
         expire_lease(conn, step.id)
+        # An expired lease keeps the slot: the step may still be running.
+        assert db.steps.claim(worker_id="w2", limit=5) == []
+        db.steps.reap()
+    elif way == "time_out":
+        age_start(conn, step.id, 7200)
         db.steps.reap()
     elif way == "sleep":
         later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
         db.steps.sleep(step_id=step.id, worker_id="w", attempt=step.attempt, until=later)
+    elif way == "wait_for_signal":
+        db.steps.wait_for_signal(
+            step_id=step.id, worker_id="w", attempt=step.attempt, name="approved"
+        )
     elif way == "cancel":
         db.executions.cancel(id=step.execution_id)
     else:
@@ -212,6 +235,39 @@ def test_every_way_out_of_running_gives_the_slot_back(db: Database, conn: Conn, 
 
 def _retries(attempts: int) -> RetryPolicy:
     return RetryPolicy(max_attempts=attempts, backoff_base_seconds=0, backoff_max_seconds=0)
+
+
+def test_stages_naming_one_key_share_it_each_up_to_its_own_limit(db: Database, conn: Conn) -> None:
+    wide, narrow = make_workflow(conn), make_workflow(conn)
+    _stage(db, wide, "b", concurrency=Concurrency(key="k", limit=3), with_items=[1, 2, 3])
+    _stage(db, narrow, "a", concurrency=Concurrency(key="k", limit=1))
+    db.executions.start(workflow_id=wide)
+    wides = db.steps.claim(worker_id="w", limit=5)
+    assert len(wides) == 3
+    db.executions.start(workflow_id=narrow)
+    assert db.steps.claim(worker_id="w", limit=5) == []  # slot 1 is a wide step's
+    slot_of = dict(
+        conn.execute("SELECT step_id, slot FROM concurrency_slots WHERE key = 'k'").fetchall()
+    )
+    by_slot = sorted(wides, key=lambda c: slot_of[c.id])
+    for step in by_slot[1:]:
+        db.steps.complete(step_id=step.id, worker_id="w", attempt=step.attempt)
+    assert db.steps.claim(worker_id="w", limit=5) == []  # slots 2 and 3 are above its limit
+    db.steps.complete(step_id=by_slot[0].id, worker_id="w", attempt=by_slot[0].attempt)
+    [narrow_step] = db.steps.claim(worker_id="w", limit=5)
+    assert narrow_step.task_name == "a"
+
+
+def test_an_execution_keeps_the_limits_of_the_version_it_pinned(db: Database, conn: Conn) -> None:
+    wf = make_workflow(conn)
+    stage_id = _stage(db, wf, "a", concurrency=Concurrency(key="k", limit=1))
+    pinned = [db.executions.start(workflow_id=wf) for _ in range(2)]
+    db.stages.update(id=stage_id, patch=StagePatch(concurrency=None))
+    [first] = db.steps.claim(worker_id="w", limit=5)  # the pinned version's limit of 1
+    assert first.execution_id in {r.id for r in pinned}
+    free = db.executions.start(workflow_id=wf)
+    [step] = db.steps.claim(worker_id="w", limit=5)
+    assert step.execution_id == free.id
 
 
 def test_a_freed_slot_wakes_a_waiting_worker(db: Database, conn: Conn) -> None:

@@ -166,6 +166,9 @@ class Step(msgspec.Struct, frozen=True, gc=False):
     created_at: datetime.datetime
     updated_at: datetime.datetime
     queue: str
+    # Its concurrency and rate-limit keys as rendered at start (None: its stage has none).
+    concurrency_key: str | None
+    rate_key: str | None
 
 
 class ClaimedStep(msgspec.Struct, frozen=True, gc=False):
