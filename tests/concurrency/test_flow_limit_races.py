@@ -6,6 +6,7 @@ rate-limited key start no more steps in any window than allowed."""
 from __future__ import annotations
 
 import datetime
+import functools
 import random
 import threading
 import time
@@ -126,7 +127,7 @@ def test_eight_workers_never_run_more_steps_of_a_key_than_its_limit(
         done.set()
 
     run_threads(
-        [sampler, reaper, referee] + [lambda n=n: worker(n) for n in range(WORKERS)],
+        [sampler, reaper, referee] + [functools.partial(worker, n) for n in range(WORKERS)],
         timeout=200,
     )
     assert _settled(conn, wf), "not every execution finished"
@@ -160,7 +161,7 @@ def test_racing_workers_start_no_more_than_the_rate_in_any_window(db_url: str, c
                     db.steps.complete(step_id=step.id, worker_id=me, attempt=step.attempt)
                 time.sleep(0.005)
 
-    run_threads([lambda n=n: worker(n) for n in range(4)])
+    run_threads([functools.partial(worker, n) for n in range(4)])
     starts = [
         r[0].timestamp()
         for r in conn.execute("SELECT started_at FROM step_attempts ORDER BY started_at")
