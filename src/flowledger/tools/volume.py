@@ -258,8 +258,18 @@ WORKFLOW_STAGES = Table(
         "id uuid, workflow_id uuid, position int4, name text, action_ref text,"
         " created_at timestamptz, updated_at timestamptz"
     ),
+    # No stage of the volume has a concurrency or rate limit.
     by_database=frozenset(
-        {"depends_on", "config", "with_items", "retry_policy", "timeout_seconds", "queue"}
+        {
+            "depends_on",
+            "config",
+            "with_items",
+            "retry_policy",
+            "timeout_seconds",
+            "queue",
+            "concurrency",
+            "rate_limit",
+        }
     ),
     refs=frozenset({"workflows"}),
     make=_stages,
@@ -446,7 +456,8 @@ EXECUTION_STEPS = Table(
         " started_at timestamptz, completed_at timestamptz, duration_ms int8,"
         " outputs jsonb, error text, created_at timestamptz, updated_at timestamptz"
     ),
-    # queue: every stage of the volume runs in 'default'; no step waits for a signal.
+    # queue: every stage of the volume runs in 'default'; no step waits for a signal or
+    # has a concurrency or rate-limit key.
     by_database=frozenset(
         {
             "task_index",
@@ -457,6 +468,11 @@ EXECUTION_STEPS = Table(
             "signal_name",
             "signal_deadline",
             "signal_id",
+            "concurrency_key",
+            "concurrency_limit",
+            "rate_key",
+            "rate_limit",
+            "rate_window",
         }
     ),
     refs=frozenset({"workflow_executions", "workflow_stages", "workflow_version_stages"}),
