@@ -188,18 +188,24 @@ def _report(
         f"- server: {server}; run took {seconds / 60:.1f} min; medians of {repeats}"
         f" interleaved runs; {STEPS:,} steps queued per run",
         "",
-        "| workload | claims | workers, batch | steps/s | ÷ no queues (same workload) |",
-        "|---|---|---|---:|---:|",
+        "| workload | claims | workers, batch | steps/s | ÷ no queues (same workload)"
+        " | ÷ no queues, median of the repeats' ratios |",
+        "|---|---|---|---:|---:|---:|",
     ]
     for workers, batch in CONFIGS:
         plain: dict[str, float] = {}
+        baseline: dict[str, list[float]] = {}
         for n, (workload, label, _, queues, _limits) in enumerate(RUNS):
-            rate = median(samples[(n, workers, batch)])
+            runs = samples[(n, workers, batch)]
+            rate = median(runs)
             if queues is None:
-                plain[workload] = rate
+                plain[workload], baseline[workload] = rate, runs
+            # Each repeat against the baseline run next to it: steadier than the ratio of
+            # medians when the machine drifts between repeats.
+            paired = median(ratio(r, b) for r, b in zip(runs, baseline[workload], strict=True))
             lines.append(
                 f"| {workload} | {label} | {workers}, {batch} | {rate:,.0f}"
-                f" | {ratio(rate, plain[workload]):.2f}× |"
+                f" | {ratio(rate, plain[workload]):.2f}× | {paired:.2f}× |"
             )
     return "\n".join(lines)
 
