@@ -483,6 +483,33 @@ def test_a_command_interrupted_with_ctrl_c_exits_130(empty_db_url: str, tmp_path
         assert conn.execute("SELECT to_regclass('things')").fetchone() == (None,)
 
 
+# Ctrl-C pressed while the command loads its tools: the import of the migration tool
+# raises KeyboardInterrupt, as the signal would at that moment.
+INTERRUPTED_WHILE_LOADING = """
+import sys
+
+class _CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "flowledger.tools.migrate":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, _CtrlC())
+"""
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_ctrl_c_while_the_command_starts_is_one_line_too(tmp_path: Path, how: str) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(INTERRUPTED_WHILE_LOADING)
+    command = console_script() if how == "script" else (sys.executable, "-m", "flowledger")
+    proc = flowledger_cli(
+        "migrate", "status", cwd=tmp_path, env={"PYTHONPATH": str(hooks)}, command=command
+    )
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "flowledger: interrupted\n", "")
+
+
 def _sigint_as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
