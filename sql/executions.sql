@@ -336,6 +336,7 @@ RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, 
 -- Delete up to one batch of executions finished before the cutoff, oldest first; their
 -- steps, attempts, logs, tool calls and sub-executions go with them (ON DELETE CASCADE).
 -- plan: index workflow_executions_finished_idx
+-- prepare: never (a batch of a retention pass: its generic plan, blind to the batch size, joins the whole primary key)
 -- returns: rowcount
 DELETE FROM workflow_executions
  WHERE id IN (

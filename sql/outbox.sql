@@ -82,6 +82,7 @@ SELECT id, aggregate_type, aggregate_id, event_type, payload, created_at, availa
 -- name: prune_outbox_events
 -- Delete up to one batch of events published before the cutoff, oldest first.
 -- plan: index outbox_published_idx
+-- prepare: never (a batch of a retention pass: its generic plan, blind to the batch size, joins the whole primary key)
 -- returns: rowcount
 DELETE FROM outbox
  WHERE id IN (

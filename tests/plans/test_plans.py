@@ -77,6 +77,32 @@ def test_checker_verdicts(conn: psycopg.Connection[Any]) -> None:
     assert not report.ok
 
 
+GENERIC = """
+-- name: get_user_by_email_or_any
+-- Custom plans fold the NULL test away and read the email key; a generic plan cannot.
+-- plan: index users_email_key
+SELECT id FROM users WHERE %(email)s::text IS NULL OR lower(email) = lower(%(email)s::text);
+
+-- name: find_user_by_email_or_any
+-- The same, never prepared: only ever planned for its values.
+-- plan: index users_email_key
+-- prepare: never (planned for each value)
+SELECT id FROM users WHERE %(email)s::text IS NULL OR lower(email) = lower(%(email)s::text);
+"""
+
+
+def test_generic_plans_are_judged_unless_a_query_is_never_prepared(
+    conn: psycopg.Connection[Any],
+) -> None:
+    report = check_plans(conn, queries=parse_queries(GENERIC, file="generic.sql"))
+    verdicts = {(r.query, r.variant): r for r in report.results}
+    assert verdicts[("get_user_by_email_or_any", "all set")].ok
+    generic = verdicts[("get_user_by_email_or_any", "generic plan")]
+    assert not generic.ok and generic.seq_scans == ["users"]
+    assert verdicts[("find_user_by_email_or_any", "all set")].ok
+    assert ("find_user_by_email_or_any", "generic plan") not in verdicts
+
+
 def test_check_plans_command(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["check-plans", "--database", db_url, "--json"])
     doc = json.loads(capsys.readouterr().out)

@@ -97,6 +97,15 @@ def test_body_keeps_its_comments_and_drops_commentary_between_blocks() -> None:
     assert "Counting" not in sql
 
 
+def test_a_query_is_prepared_unless_it_says_never() -> None:
+    text = (
+        "-- name: prune_x\n-- Desc.\n-- prepare: never (a batch (of a pass))\nSELECT 1;\n"
+        "-- name: get_y\n-- Desc.\nSELECT 2;\n"
+    )
+    queries = parse_queries(text, file="f.sql")
+    assert (queries["prune_x"].prepared, queries["get_y"].prepared) == (False, True)
+
+
 def test_seqscan_reason_may_contain_parentheses() -> None:
     counted = parse_queries(GOOD, file="f.sql")["count_workflows"]
     assert counted.plan == PlanSpec(
@@ -229,7 +238,7 @@ BAD: list[tuple[str, str, int, str]] = [
         SELECT 1
         """,
         3,
-        "unknown annotation 'plna' (known: plan, returns, record)",
+        "unknown annotation 'plna' (known: plan, returns, record, prepare)",
     ),
     (
         "duplicate annotation",
@@ -321,6 +330,28 @@ BAD: list[tuple[str, str, int, str]] = [
         """,
         3,
         "malformed plan annotation 'seqscan-ok tiny table'",
+    ),
+    (
+        "prepare without a reason",
+        """
+        -- name: prune_x
+        -- Desc.
+        -- prepare: never
+        SELECT 1
+        """,
+        3,
+        "malformed prepare annotation 'never': expected 'never (<reason>)'",
+    ),
+    (
+        "prepare but always",
+        """
+        -- name: prune_x
+        -- Desc.
+        -- prepare: always (why not)
+        SELECT 1
+        """,
+        3,
+        "malformed prepare annotation 'always (why not)'",
     ),
     (
         "unknown plan kind",

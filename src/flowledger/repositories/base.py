@@ -205,7 +205,9 @@ _FETCHES = {
     "rowcount": _fetch_rowcount,
     "none": _fetch_none,
 }
-_Plan = tuple[str, Callable[..., Any], Callable[..., Any]]
+# (sql, fetch, record, prepare): prepare False for a query never prepared, else None
+# (psycopg's prepare_threshold decides).
+_Plan = tuple[str, Callable[..., Any], Callable[..., Any], bool | None]
 # name -> (sql, fetch, record), built from the query's annotations on first use.
 _PLANS: dict[str, _Plan] = {}
 
@@ -243,7 +245,8 @@ def _plan(name: str) -> _Plan:
     query = queries.get(name) or lookup_query(queries, name)
     if query.returns is None:
         raise LookupError(f"query {name} has no '-- returns:' annotation")
-    plan = _PLANS[name] = (query.sql, _FETCHES[query.returns], record_of(query))
+    prepare = None if query.prepared else False
+    plan = _PLANS[name] = (query.sql, _FETCHES[query.returns], record_of(query), prepare)
     return plan
 
 
@@ -273,16 +276,16 @@ class Repository:
         records, a scalar, a row count, None), rows decoded into its ``-- record:``."""
         # The hot path of every repository call: no generator-based context managers,
         # and the slow-call check costs two clock reads.
-        sql, fetch, record = _PLANS.get(name) or _plan(name)
+        sql, fetch, record, prepare = _PLANS.get(name) or _plan(name)
         started = _clock()
         try:
             if conn is not None:
                 cur = _cursor(conn)
-                cur.execute(sql, params)
+                cur.execute(sql, params, prepare=prepare)
                 result = fetch(cur, record)
             else:
                 with self._executor.cursor() as cur:
-                    cur.execute(sql, params)
+                    cur.execute(sql, params, prepare=prepare)
                     result = fetch(cur, record)
         except psycopg.Error as exc:
             raise translate_error(exc, context=context) from exc

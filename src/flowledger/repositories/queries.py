@@ -67,7 +67,7 @@ QUERY_VERBS: Final[tuple[str, ...]] = (
 )
 # fmt: on
 
-ANNOTATIONS: Final[tuple[str, ...]] = ("plan", "returns", "record")
+ANNOTATIONS: Final[tuple[str, ...]] = ("plan", "returns", "record", "prepare")
 
 Returns = Literal["one", "many", "none", "scalar", "rowcount"]
 _RETURNS: Final[tuple[Returns, ...]] = get_args(Returns)
@@ -80,6 +80,7 @@ _SEQSCAN_PLAN = re.compile(r"^seqscan-ok\s*\((.*)\)$")
 _INDEX_NAME = re.compile(r"^[a-z_][a-z0-9_$]*$")
 _RECORD = re.compile(r"^(?:[a-z_][a-z0-9_]*\.)+[A-Z][A-Za-z0-9]*$")
 _PLAN_SYNTAX = "expected 'index <name>[, <name>...]' or 'seqscan-ok (<reason>)'"
+_NEVER_PREPARED = re.compile(r"^never\s*\((.*)\)$")
 
 
 class PlanSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +104,10 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     plan: PlanSpec | None = None
     returns: Returns | None = None
     record: str | None = None
+    # False (`-- prepare: never (<reason>)`): always planned for the values at hand, never
+    # prepared, for a query whose generic plan cannot serve every value (the library's
+    # connections run generic plans once a statement is prepared).
+    prepared: bool = True
 
 
 class QueryFileError(FlowledgerError):
@@ -228,6 +233,7 @@ def _parse_block(lines: list[str], name: str, start: int, end: int, file: str) -
     plan: PlanSpec | None = None
     returns: Returns | None = None
     record: str | None = None
+    prepared = True
     seen: set[str] = set()
     while k < end and (annotation := _ANNOTATION_LINE.match(lines[k].strip())):
         key, value = annotation.group(1), annotation.group(2).strip()
@@ -242,6 +248,8 @@ def _parse_block(lines: list[str], name: str, start: int, end: int, file: str) -
             plan = _parse_plan(value, file, k + 1)
         elif key == "returns":
             returns = _parse_returns(value, file, k + 1)
+        elif key == "prepare":
+            prepared = _parse_prepare(value, file, k + 1)
         else:
             record = _parse_record(value, file, k + 1)
         k += 1
@@ -263,6 +271,7 @@ def _parse_block(lines: list[str], name: str, start: int, end: int, file: str) -
         plan=plan,
         returns=returns,
         record=record,
+        prepared=prepared,
     )
 
 
@@ -293,6 +302,15 @@ def _parse_plan(spec: str, file: str, line: int) -> PlanSpec:
     elif (seqscan := _SEQSCAN_PLAN.match(spec)) and seqscan.group(1).strip():
         return PlanSpec(kind="seqscan-ok", reason=seqscan.group(1).strip())
     raise QueryFileError(file, line, f"malformed plan annotation {spec!r}: {_PLAN_SYNTAX}")
+
+
+def _parse_prepare(value: str, file: str, line: int) -> bool:
+    never = _NEVER_PREPARED.match(value)
+    if never is None or not never.group(1).strip():
+        raise QueryFileError(
+            file, line, f"malformed prepare annotation {value!r}: expected 'never (<reason>)'"
+        )
+    return False
 
 
 def _parse_returns(value: str, file: str, line: int) -> Returns:

@@ -1,9 +1,11 @@
 """The EXPLAIN checker: every query annotated `-- plan:` must use the index it names.
 
 Each annotated query is prepared on the server (so PostgreSQL itself tells the type of
-every parameter) and explained twice with custom plans: once with every parameter set to
-a sample value of its type, once with the optional filters (`%(x)s::t IS NULL OR ...`)
-NULL. Two modes:
+every parameter) and explained with custom plans, once with every parameter set to a
+sample value of its type, once with the optional filters (`%(x)s::t IS NULL OR ...`)
+NULL; then its generic plan (the one the library's connections run once a statement is
+prepared, `plan_cache_mode=force_generic_plan`), which must hold for any value. Two
+modes:
 
 * strict (default): `enable_seqscan = off`, so the verdict does not depend on the data: a
   Seq Scan that survives it means no index can serve the query. The same verdicts hold
@@ -41,7 +43,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -121,8 +123,13 @@ def check_plans(
                 # A savepoint: a query that fails to prepare leaves the transaction usable.
                 with conn.transaction():
                     for variant, values in _variants(conn, q):
+                        generic = variant == GENERIC
+                        if generic:
+                            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                         result = _judge(conn, q, variant, values, strict=strict, indexes=indexes)
                         report.results.append(result)
+                        if generic:
+                            conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             finally:
                 # PREPARE is not transactional; one that failed left nothing to deallocate.
                 prepared = conn.execute(
@@ -249,6 +256,9 @@ def _to_positional(text: str) -> tuple[str, list[str]]:
     return _PARAM.sub(number, text).replace("%%", "%"), names
 
 
+GENERIC: Final = "generic plan"
+
+
 def _variants(conn: psycopg.Connection[Any], q: Query) -> Iterator[tuple[str, list[str | None]]]:
     text, names = _to_positional(q.sql)
     conn.execute(f"PREPARE fl_plan AS {text}".encode())
@@ -262,6 +272,10 @@ def _variants(conn: psycopg.Connection[Any], q: Query) -> Iterator[tuple[str, li
     if optional:
         nulls = [None if n in optional else v for n, v in zip(names, samples, strict=True)]
         yield "optional NULL", nulls
+    # The values only fill the EXECUTE: a generic plan is made without looking at them. A
+    # query never prepared never runs one.
+    if q.prepared:
+        yield GENERIC, samples
 
 
 def _sample(pg_type: str) -> str | None:
@@ -338,7 +352,8 @@ def _judge(
         if large:
             problems.append(f"Seq Scan on {', '.join(large)}")
         problems.extend(aimless)
-        if variant == "all set" and not purposeful and (strict or large or not seq_scans):
+        judged = variant in ("all set", GENERIC)
+        if judged and not purposeful and (strict or large or not seq_scans):
             read = ", ".join(used) or "no index"
             problems.append(f"expected index {' or '.join(q.plan.indexes)}, plan uses {read}")
     text_plan = conn.execute(

@@ -203,7 +203,9 @@ _FETCHES = {
     "rowcount": _fetch_rowcount,
     "none": _fetch_none,
 }
-_Plan = tuple[str, Callable[..., Any], Callable[..., Any]]
+# (sql, fetch, record, prepare): prepare False for a query never prepared, else None
+# (psycopg's prepare_threshold decides).
+_Plan = tuple[str, Callable[..., Any], Callable[..., Any], bool | None]
 # name -> (sql, fetch, record), built from the query's annotations on first use.
 _PLANS: dict[str, _Plan] = {}
 
@@ -241,7 +243,8 @@ def _plan(name: str) -> _Plan:
     query = queries.get(name) or lookup_query(queries, name)
     if query.returns is None:
         raise LookupError(f"query {name} has no '-- returns:' annotation")
-    plan = _PLANS[name] = (query.sql, _FETCHES[query.returns], record_of(query))
+    prepare = None if query.prepared else False
+    plan = _PLANS[name] = (query.sql, _FETCHES[query.returns], record_of(query), prepare)
     return plan
 
 
@@ -271,16 +274,16 @@ class AsyncRepository:
         records, a scalar, a row count, None), rows decoded into its ``-- record:``."""
         # The hot path of every repository call: no generator-based context managers,
         # and the slow-call check costs two clock reads.
-        sql, fetch, record = _PLANS.get(name) or _plan(name)
+        sql, fetch, record, prepare = _PLANS.get(name) or _plan(name)
         started = _clock()
         try:
             if conn is not None:
                 cur = conn.cursor()  # sync: cur = _cursor(conn)
-                await cur.execute(sql, params)
+                await cur.execute(sql, params, prepare=prepare)
                 result = await fetch(cur, record)
             else:
                 async with self._executor.cursor() as cur:
-                    await cur.execute(sql, params)
+                    await cur.execute(sql, params, prepare=prepare)
                     result = await fetch(cur, record)
         except psycopg.Error as exc:
             raise translate_error(exc, context=context) from exc
