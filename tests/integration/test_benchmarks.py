@@ -298,3 +298,28 @@ def test_the_queues_benchmark_drains_every_configuration(
     assert len(runs) == len(queues.RUNS) * len(queues.CONFIGS)
     assert all(not line.endswith(" 0 steps/s") for line in runs)
     assert "<!-- section: queues -->" in results.read_text()
+
+
+def test_the_plan_cache_benchmark_measures_every_mode_and_path(
+    pg_server: PgServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """benchmarks/plan_cache.py at a tiny size: every mode runs every path, the auto
+    connection's plan counts are read, and its section is written."""
+    plan_cache = _bench("plan_cache", monkeypatch)
+    monkeypatch.setattr(plan_cache, "STARTS", 20)
+    monkeypatch.setattr(plan_cache, "BENCH_DB", f"flowledger_plan_cache_t{os.getpid()}")
+    results = tmp_path / "RESULTS.md"
+    try:
+        argv = ["--database", pg_server.url("postgres"), "--rounds", "1", "--output", str(results)]
+        assert plan_cache.main(argv) == 0
+    finally:
+        with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {plan_cache.BENCH_DB}")
+    out = capsys.readouterr().out
+    assert sum(line.startswith("[1] ") for line in out.splitlines()) == len(plan_cache.MODES)
+    section = results.read_text()
+    assert "<!-- section: plan-cache -->" in section
+    assert "| claim_steps |" in section and "| start_executions |" in section
