@@ -33,11 +33,9 @@ import psycopg
 
 import flowledger
 from flowledger.records.runs import StartRequest, StepCompletion
-from flowledger.tools.migrate import Migrator
-from flowledger.urls import to_libpq_url
 from measure import median, ratio
 from report import write_section
-from servers import recreate_database, server_url, server_version, with_db
+from servers import migrated_database
 
 BENCH_DB = "flowledger_plan_cache_bench"
 STARTS = 200
@@ -57,13 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", type=Path, help="write the table into this RESULTS.md")
     args = parser.parse_args(argv)
-    base = to_libpq_url(server_url(args.database))
-    with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:
-        server = server_version(admin)
-        recreate_database(admin, BENCH_DB)
-    url = with_db(base, BENCH_DB)
-    with Migrator(url) as migrator:
-        migrator.apply()
+    url, server = migrated_database(args.database, BENCH_DB)
     workflow = _workflow(url)
     started = time.perf_counter()
     samples: dict[tuple[str, str], list[float]] = {}

@@ -33,11 +33,9 @@ from typing import Any
 
 import psycopg
 
-from flowledger.tools.migrate import Migrator
-from flowledger.urls import to_libpq_url
 from measure import claim_complete_rate, median, ratio
 from report import write_section
-from servers import recreate_database, server_url, server_version, with_db
+from servers import migrated_database
 
 HERE = Path(__file__).resolve().parent
 BENCH_DB = "flowledger_queues_bench"
@@ -86,13 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, help="write the table into this RESULTS.md")
     args = parser.parse_args(argv)
-    base = to_libpq_url(server_url(args.database))
-    with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:
-        server = server_version(admin)
-        recreate_database(admin, BENCH_DB)
-    url = with_db(base, BENCH_DB)
-    with Migrator(url) as migrator:
-        migrator.apply()
+    url, server = migrated_database(args.database, BENCH_DB)
     started = time.perf_counter()
     samples: dict[tuple[int, int, int], list[float]] = {}
     with psycopg.connect(url, autocommit=True) as conn:

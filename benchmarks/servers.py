@@ -40,3 +40,21 @@ def recreate_database(admin: psycopg.Connection[Any], name: str) -> None:
     """Drop the database `name` (its sessions too) and create it empty, through `admin`."""
     admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.execute(f"CREATE DATABASE {name}")
+
+
+def migrated_database(database: str | None, name: str) -> tuple[str, str]:
+    """A fresh, fully migrated database `name` on the server of `database` (None: the
+    embedded one): its libpq URL, and the server's version."""
+    import psycopg
+
+    from flowledger.tools.migrate import Migrator
+    from flowledger.urls import to_libpq_url
+
+    base = to_libpq_url(server_url(database))
+    with psycopg.connect(with_db(base, "postgres"), autocommit=True) as admin:
+        server = server_version(admin)
+        recreate_database(admin, name)
+    url = with_db(base, name)
+    with Migrator(url) as migrator:
+        migrator.apply()
+    return url, server
