@@ -41,7 +41,8 @@ CREATE TRIGGER workflows_run_slots_on_insert
 
 -- Start the oldest pending executions of a workflow (id order: ids are uuid v7), as many as
 -- it has free slots, all of them when it has no cap: running, started_at set (kept by a
--- retried one), `execution.started` in the outbox and the workers woken when steps are
+-- retried one; clock_timestamp(), not now(): the slot row's lock orders these statements,
+-- not their transactions' starts, so started_at follows the order executions start in), `execution.started` in the outbox and the workers woken when steps are
 -- queued. The caller holds the workflow's slot row, so this statement (a snapshot of its
 -- own) sees every pending execution committed by the starters that held it before. A
 -- pending execution always has steps to run: one with none completes at start and never
@@ -53,7 +54,10 @@ DECLARE
     slots_free integer;
     hints integer;
 BEGIN
-    SELECT greatest(w.max_running_executions - s.running, 0) INTO slots_free
+    -- greatest() ignores a NULL: no cap must stay NULL (no limit), not become 0.
+    SELECT CASE WHEN w.max_running_executions IS NOT NULL
+                THEN greatest(w.max_running_executions - s.running, 0) END
+      INTO slots_free
       FROM workflows AS w
       JOIN workflow_run_slots AS s ON s.workflow_id = w.id
      WHERE w.id = wid;
@@ -71,7 +75,7 @@ BEGIN
            FOR NO KEY UPDATE
     ), started AS (
         UPDATE workflow_executions AS x
-           SET status = 'running', started_at = coalesce(x.started_at, now()),
+           SET status = 'running', started_at = coalesce(x.started_at, clock_timestamp()),
                row_version = x.row_version + 1
           FROM picked AS p
          WHERE x.id = p.id

@@ -246,11 +246,13 @@ RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, 
 
 -- name: cancel_execution
 -- Mark an execution cancelled; no row when it does not exist or already is cancelled.
+-- greatest(): a pending execution started by a transaction that committed while this one
+-- waited for its row has a started_at (clock_timestamp()) after this transaction's now().
 -- plan: index workflow_executions_pkey
 -- returns: one
 -- record: runs.Execution
 UPDATE workflow_executions
-   SET status = 'cancelled', pause_reason = NULL, finished_at = now(),
+   SET status = 'cancelled', pause_reason = NULL, finished_at = greatest(now(), started_at),
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND status <> 'cancelled'
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
@@ -328,13 +330,14 @@ RETURNING x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.trig
           x.created_at, x.updated_at, x.failure_mode, x.parent_step_id;
 
 -- name: fail_execution
--- Fail an unfinished execution; no row when it already is finished.
+-- Fail an unfinished execution; no row when it already is finished (greatest(): as in
+-- cancel_execution).
 -- plan: index workflow_executions_pkey
 -- returns: one
 -- record: runs.Execution
 UPDATE workflow_executions
    SET status = 'failed', pause_reason = NULL, error_message = %(error)s::text,
-       started_at = coalesce(started_at, now()), finished_at = now(),
+       started_at = coalesce(started_at, now()), finished_at = greatest(now(), started_at),
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND status IN ('pending', 'running', 'paused')
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
