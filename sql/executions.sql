@@ -20,9 +20,9 @@
 -- plan: index workflows_pkey, workflow_version_stages_name_key
 -- returns: many
 -- record: runs.Execution
-WITH request AS MATERIALIZED (
-    SELECT uuid_generate_v7() AS id, r.n, r.workflow_id, r.parameters, r.idempotency_key,
-           r.triggered_by, r.parent_execution_id, r.parent_step_id
+WITH asked AS MATERIALIZED (
+    SELECT r.n, r.workflow_id, r.parameters, r.idempotency_key, r.triggered_by,
+           r.parent_execution_id, r.parent_step_id
       FROM unnest(%(workflow_ids)s::uuid[], %(parameters)s::jsonb[],
                   %(idempotency_keys)s::text[], %(triggered_by)s::uuid[],
                   %(parent_execution_ids)s::uuid[], %(parent_step_ids)s::uuid[])
@@ -31,7 +31,7 @@ WITH request AS MATERIALIZED (
 ), startable AS MATERIALIZED (
     SELECT w.id, w.version, w.failure_mode, w.max_running_executions
       FROM workflows AS w
-     WHERE w.id IN (SELECT r.workflow_id FROM request AS r)
+     WHERE w.id IN (SELECT r.workflow_id FROM asked AS r)
        AND w.status <> 'archived' AND w.enabled
        FOR SHARE OF w
 ), slot AS MATERIALIZED (
@@ -41,6 +41,14 @@ WITH request AS MATERIALIZED (
      WHERE w.max_running_executions IS NOT NULL
      ORDER BY s.workflow_id
        FOR NO KEY UPDATE OF s
+), request AS MATERIALIZED (
+    -- Ids made once the slot rows are held: a capped workflow's executions get ids in the
+    -- order they take its slot row, the order its pending executions start in.
+    SELECT uuid_generate_v7() AS id, r.n, r.workflow_id, r.parameters, r.idempotency_key,
+           r.triggered_by, r.parent_execution_id, r.parent_step_id
+      FROM asked AS r
+     CROSS JOIN (SELECT count(*) FROM slot) AS held
+     ORDER BY r.n
 ), stage AS MATERIALIZED (
     SELECT v.workflow_id, v.id, v.stage_id, v.name, v.position, v.depends_on, v.retry_policy,
            v.timeout_seconds, v.queue,
