@@ -130,9 +130,7 @@ def test_cancelling_a_pending_execution_frees_nothing(db: Database, conn: Conn) 
     cancelled = db.executions.cancel(id=second.id)
     assert (cancelled.status, cancelled.started_at) == ("cancelled", None)
     assert statuses(db, [first, second, third]) == ["running", "cancelled", "pending"]
-    assert [s.status for s in db.steps.list_by_execution(execution_id=second.id)] == [
-        "cancelled"
-    ]
+    assert [s.status for s in db.steps.list_by_execution(execution_id=second.id)] == ["cancelled"]
     run_to_the_end(db, first)
     assert statuses(db, [first, second, third]) == ["completed", "cancelled", "running"]
 
@@ -351,7 +349,9 @@ def test_every_cap_in_range_is_stored(db: Database) -> None:
     def stored(cap: int | None) -> None:
         nonlocal wf
         wf = db.workflows.update(
-            id=wf.id, patch=WorkflowPatch(max_running_executions=cap), expected_version=wf.row_version
+            id=wf.id,
+            patch=WorkflowPatch(max_running_executions=cap),
+            expected_version=wf.row_version,
         )
         assert wf.max_running_executions == cap
         assert db.workflows.get(id=wf.id).max_running_executions == cap
