@@ -1,12 +1,15 @@
 -- Undo 0023: no cap on running executions. Executions still pending stay pending.
--- squawk-ignore-file ban-drop-table, ban-drop-column, ban-drop-function -- undoing 0023 restores what 0012 had
+-- squawk-ignore-file ban-drop-table, ban-drop-column, ban-drop-function -- undoing 0023 drops what it created
 
 DROP TRIGGER workflows_run_slots_on_update ON workflows;
 DROP TRIGGER workflow_executions_run_slots_on_delete ON workflow_executions;
+DROP TRIGGER workflow_executions_run_slots_settle ON workflow_executions;
 DROP TRIGGER workflow_executions_run_slots_on_update ON workflow_executions;
 DROP TRIGGER workflow_executions_run_slots_on_insert ON workflow_executions;
 DROP TRIGGER workflows_run_slots_on_insert ON workflows;
 DROP FUNCTION limit_run_slots();
+DROP FUNCTION settle_noted_run_slots();
+DROP FUNCTION note_run_slots();
 DROP FUNCTION count_run_slots();
 DROP FUNCTION settle_run_slots(uuid, integer, boolean);
 DROP FUNCTION start_pending_executions(uuid);

@@ -41,8 +41,9 @@ CREATE TRIGGER workflows_run_slots_on_insert
 
 -- Start the oldest pending executions of a workflow (id order: ids are uuid v7), as many as
 -- it has free slots, all of them when it has no cap: running, started_at set (kept by a
--- retried one; clock_timestamp(), not now(): the slot row's lock orders these statements,
--- not their transactions' starts, so started_at follows the order executions start in), `execution.started` in the outbox and the workers woken when steps are
+-- retried one; clock_timestamp(), not now(): the slot row's lock orders these
+-- statements, not their transactions' starts, so started_at follows the order executions
+-- start in), `execution.started` in the outbox and the workers woken when steps are
 -- queued. The caller holds the workflow's slot row, so this statement (a snapshot of its
 -- own) sees every pending execution committed by the starters that held it before. A
 -- pending execution always has steps to run: one with none completes at start and never
@@ -128,8 +129,8 @@ $$;
 -- workflow_id order, so two statements changing executions of several workflows lock slot
 -- rows in the same order and cannot deadlock. Each statement here takes a snapshot of its
 -- own (VOLATILE, READ COMMITTED): after settle_run_slots waited for a slot row, the start of
--- pending executions sees what the lock's previous holders committed. A workflow without
--- a cap costs the EXISTS probe of the changed rows' workflows only.
+-- pending executions sees what the lock's previous holders committed.
+-- Inserts (starts) and deletes: one call per statement, over its transition table.
 CREATE FUNCTION count_run_slots() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -147,22 +148,6 @@ BEGIN
                             WHERE s.workflow_id = n.workflow_id AND s.running IS NOT NULL)
              GROUP BY n.workflow_id
              ORDER BY n.workflow_id
-        LOOP
-            PERFORM settle_run_slots(change.workflow_id, change.delta, change.made_pending);
-        END LOOP;
-    ELSIF TG_OP = 'UPDATE' THEN
-        FOR change IN
-            SELECT o.workflow_id,
-                   sum((n.status IN ('running', 'paused'))::integer
-                       - (o.status IN ('running', 'paused'))::integer)::integer AS delta,
-                   bool_or(n.status = 'pending') AS made_pending
-              FROM old_rows AS o
-              JOIN new_rows AS n ON n.id = o.id
-             WHERE n.status <> o.status
-               AND EXISTS (SELECT 1 FROM workflow_run_slots AS s
-                            WHERE s.workflow_id = o.workflow_id AND s.running IS NOT NULL)
-             GROUP BY o.workflow_id
-             ORDER BY o.workflow_id
         LOOP
             PERFORM settle_run_slots(change.workflow_id, change.delta, change.made_pending);
         END LOOP;
@@ -188,15 +173,74 @@ CREATE TRIGGER workflow_executions_run_slots_on_insert
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION count_run_slots();
 
-CREATE TRIGGER workflow_executions_run_slots_on_update
-    AFTER UPDATE ON workflow_executions
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION count_run_slots();
-
 CREATE TRIGGER workflow_executions_run_slots_on_delete
     AFTER DELETE ON workflow_executions
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION count_run_slots();
+
+-- Updates: no transition table (capturing one costs every UPDATE of the table). A row whose
+-- status change takes or gives back a slot, or makes it pending, is noted here when its
+-- workflow has a cap, in a transaction-local setting; an update of other columns fires
+-- nothing, the status change of an uncapped workflow's execution one index probe.
+CREATE FUNCTION note_run_slots() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM workflow_run_slots AS s
+                WHERE s.workflow_id = NEW.workflow_id AND s.running IS NOT NULL) THEN
+        PERFORM set_config(
+            'flowledger.run_slots',
+            coalesce(current_setting('flowledger.run_slots', true), '')
+                || NEW.workflow_id::text || ' '
+                || ((NEW.status IN ('running', 'paused'))::integer
+                    - (OLD.status IN ('running', 'paused'))::integer)::text || ' '
+                || (NEW.status = 'pending')::text || ';',
+            true);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- ...and settled once the statement's row triggers ran (statement-level AFTER triggers fire
+-- after them), per workflow in workflow_id order. The notes are cleared first: the starts
+-- of pending executions below are statements of their own, which note and settle their
+-- own changes.
+CREATE FUNCTION settle_noted_run_slots() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    noted text := current_setting('flowledger.run_slots', true);
+    change record;
+BEGIN
+    IF noted IS NULL OR noted = '' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('flowledger.run_slots', '', true);
+    FOR change IN
+        SELECT split_part(e.note, ' ', 1)::uuid AS workflow_id,
+               sum(split_part(e.note, ' ', 2)::integer)::integer AS delta,
+               bool_or(split_part(e.note, ' ', 3)::boolean) AS made_pending
+          FROM unnest(string_to_array(rtrim(noted, ';'), ';')) AS e (note)
+         GROUP BY 1
+         ORDER BY 1
+    LOOP
+        PERFORM settle_run_slots(change.workflow_id, change.delta, change.made_pending);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER workflow_executions_run_slots_on_update
+    AFTER UPDATE OF status ON workflow_executions
+    FOR EACH ROW
+    WHEN ((OLD.status IN ('running', 'paused')) IS DISTINCT FROM
+              (NEW.status IN ('running', 'paused'))
+          OR (NEW.status = 'pending' AND OLD.status <> 'pending'))
+    EXECUTE FUNCTION note_run_slots();
+
+CREATE TRIGGER workflow_executions_run_slots_settle
+    AFTER UPDATE OF status ON workflow_executions
+    FOR EACH STATEMENT EXECUTE FUNCTION settle_noted_run_slots();
 
 -- A cap set, changed or lifted. Set: the slot count starts from the executions holding a
 -- slot, each locked (FOR SHARE waits for a transaction finishing one, then reads its new

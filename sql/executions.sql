@@ -16,22 +16,14 @@
 -- held until commit; after a wait its newest version is read, so the count is exact) and
 -- only as many executions as it has free slots start running, in request order; the
 -- others are created pending (started_at NULL, `execution.pending` in the outbox) and
--- start when slots free (count_run_slots). An execution with no step takes no slot.
+-- start when slots free (the triggers of migration 0023). An execution with no step takes no slot.
 -- plan: index workflows_pkey, workflow_version_stages_name_key
 -- returns: many
 -- record: runs.Execution
-WITH asked AS MATERIALIZED (
-    SELECT r.n, r.workflow_id, r.parameters, r.idempotency_key, r.triggered_by,
-           r.parent_execution_id, r.parent_step_id
-      FROM unnest(%(workflow_ids)s::uuid[], %(parameters)s::jsonb[],
-                  %(idempotency_keys)s::text[], %(triggered_by)s::uuid[],
-                  %(parent_execution_ids)s::uuid[], %(parent_step_ids)s::uuid[])
-           WITH ORDINALITY AS r (workflow_id, parameters, idempotency_key, triggered_by,
-                                 parent_execution_id, parent_step_id, n)
-), startable AS MATERIALIZED (
+WITH startable AS MATERIALIZED (
     SELECT w.id, w.version, w.failure_mode, w.max_running_executions
       FROM workflows AS w
-     WHERE w.id IN (SELECT r.workflow_id FROM asked AS r)
+     WHERE w.id = ANY (%(workflow_ids)s::uuid[])
        AND w.status <> 'archived' AND w.enabled
        FOR SHARE OF w
 ), slot AS MATERIALIZED (
@@ -46,8 +38,12 @@ WITH asked AS MATERIALIZED (
     -- order they take its slot row, the order its pending executions start in.
     SELECT uuid_generate_v7() AS id, r.n, r.workflow_id, r.parameters, r.idempotency_key,
            r.triggered_by, r.parent_execution_id, r.parent_step_id
-      FROM asked AS r
-     CROSS JOIN (SELECT count(*) FROM slot) AS held
+      FROM (SELECT count(*) FROM slot) AS held
+     CROSS JOIN unnest(%(workflow_ids)s::uuid[], %(parameters)s::jsonb[],
+                       %(idempotency_keys)s::text[], %(triggered_by)s::uuid[],
+                       %(parent_execution_ids)s::uuid[], %(parent_step_ids)s::uuid[])
+           WITH ORDINALITY AS r (workflow_id, parameters, idempotency_key, triggered_by,
+                                 parent_execution_id, parent_step_id, n)
      ORDER BY r.n
 ), stage AS MATERIALIZED (
     SELECT v.workflow_id, v.id, v.stage_id, v.name, v.position, v.depends_on, v.retry_policy,
@@ -65,8 +61,8 @@ WITH asked AS MATERIALIZED (
     -- The requests of capped workflows that create an execution with steps, the first
     -- `free` of each workflow in request order admitted; a request whose key is taken
     -- (here or earlier in the batch) inserts nothing and takes no slot. A key taken by a
-    -- transaction that commits meanwhile leaves its slot free: count_run_slots then starts
-    -- the pending execution that slot was due to.
+    -- transaction that commits meanwhile leaves its slot free: the insert trigger
+    -- (count_run_slots) then starts the pending execution that slot was due to.
     SELECT r.id,
            row_number() OVER (PARTITION BY r.workflow_id ORDER BY r.n) <= sl.free AS admitted
       FROM request AS r

@@ -7,7 +7,7 @@ in the same transaction, so there is no moment at which it exists without them. 
 workflow with max_running_executions, one that finds every slot taken is inserted as
 'pending' (started_at NULL) with its steps, which no claim takes until it runs; the
 database starts pending executions, oldest first, in the transaction that frees a slot
-(see count_run_slots in migration 0023).
+(see the slot triggers of migration 0023).
 
 The engine's lock order: an execution's row before its steps' rows, a child execution's
 before its parent's. Every transaction that finishes, promotes, skips or cancels steps of
