@@ -124,6 +124,15 @@ def test_a_paused_execution_keeps_its_slot(db: Database, conn: Conn) -> None:
     assert statuses(db, [first, second]) == ["cancelled", "running"]
 
 
+def test_failing_a_pending_execution_frees_nothing(db: Database, conn: Conn) -> None:
+    wf = capped(conn, 1)
+    first, second, third = (db.executions.start(workflow_id=wf) for _ in range(3))
+    failed = db.executions.fail(id=second.id, error="not needed")
+    assert failed is not None and failed.status == "failed"
+    assert statuses(db, [first, second, third]) == ["running", "failed", "pending"]
+    assert slots(conn, wf) == 1
+
+
 def test_cancelling_a_pending_execution_frees_nothing(db: Database, conn: Conn) -> None:
     wf = capped(conn, 1)
     first, second, third = (db.executions.start(workflow_id=wf) for _ in range(3))
