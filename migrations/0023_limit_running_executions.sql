@@ -181,7 +181,8 @@ CREATE TRIGGER workflow_executions_run_slots_on_delete
 -- Updates: no transition table (capturing one costs every UPDATE of the table). A row whose
 -- status change takes or gives back a slot, or makes it pending, is noted here when its
 -- workflow has a cap, in a transaction-local setting; an update of other columns fires
--- nothing, the status change of an uncapped workflow's execution one index probe.
+-- nothing, the status change of an uncapped workflow's execution one index probe and one
+-- deferred call that finds no note.
 CREATE FUNCTION note_run_slots() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -201,10 +202,13 @@ BEGIN
 END;
 $$;
 
--- ...and settled once the statement's row triggers ran (statement-level AFTER triggers fire
--- after them), per workflow in workflow_id order. The notes are cleared first: the starts
--- of pending executions below are statements of their own, which note and settle their
--- own changes.
+-- ...and settled when the transaction commits (a deferred constraint trigger: its first
+-- call settles every note, per workflow in workflow_id order; the others find none). At
+-- commit the transaction already holds every execution row it locks, so the slot rows
+-- are the last locks it takes: a transaction finishing a child execution (child, then
+-- slot, then parent) and one holding the parent while it finishes another child cannot
+-- wait for each other. The notes are cleared first: the starts of pending executions
+-- below are changes of their own, noted and settled by the deferred calls they queue.
 CREATE FUNCTION settle_noted_run_slots() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -238,9 +242,14 @@ CREATE TRIGGER workflow_executions_run_slots_on_update
           OR (NEW.status = 'pending' AND OLD.status <> 'pending'))
     EXECUTE FUNCTION note_run_slots();
 
-CREATE TRIGGER workflow_executions_run_slots_settle
+CREATE CONSTRAINT TRIGGER workflow_executions_run_slots_settle
     AFTER UPDATE OF status ON workflow_executions
-    FOR EACH STATEMENT EXECUTE FUNCTION settle_noted_run_slots();
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW
+    WHEN ((OLD.status IN ('running', 'paused')) IS DISTINCT FROM
+              (NEW.status IN ('running', 'paused'))
+          OR (NEW.status = 'pending' AND OLD.status <> 'pending'))
+    EXECUTE FUNCTION settle_noted_run_slots();
 
 -- A cap set, changed or lifted. Set: the slot count starts from the executions holding a
 -- slot, each locked (FOR SHARE waits for a transaction finishing one, then reads its new
