@@ -20,6 +20,7 @@ from _runs_factories import add_stage, make_workflow
 from _threads import run_threads
 from flowledger.database import Database
 from flowledger.records.runs import StartRequest, StepCompletion
+from flowledger.repositories.queries import query
 
 pytestmark = pytest.mark.concurrency
 
@@ -168,3 +169,52 @@ def test_the_cap_holds_and_every_execution_runs_once_in_order(
     for wf in workflows:
         times = [r[3] for r in waited if r[1] == wf and r[3] is not None]
         assert times == sorted(times)
+
+
+def test_a_finished_execution_takes_its_slot_row_last(
+    db: Database, conn: Conn, db_url: str
+) -> None:
+    """T1 finishes an execution of a capped workflow, then wants another execution's row
+    (as a finished child then locks its parent); T2 holds that row and starts an execution
+    of the capped workflow (as a child start holds its parent). T1 settles the slot when it
+    commits, so T2's start does not wait for T1 and neither deadlocks: T2's execution waits
+    as pending and starts when T1 commits."""
+    capped_wf = _capped(conn, 1)
+    other_wf = make_workflow(conn)
+    add_stage(conn, other_wf, "only")
+    finishing = db.executions.start(workflow_id=capped_wf)
+    parent = db.executions.start(workflow_id=other_wf)
+    start = query("start_executions").sql
+    params = {
+        "workflow_ids": [capped_wf],
+        "parameters": ["{}"],
+        "idempotency_keys": [None],
+        "triggered_by": [None],
+        "parent_execution_ids": [None],
+        "parent_step_ids": [None],
+    }
+    lock_parent = "SELECT 1 FROM workflow_executions WHERE id = %s FOR NO KEY UPDATE"
+    started: list[tuple[Any, ...]] = []
+    with psycopg.connect(db_url) as t1, psycopg.connect(db_url) as t2:
+        t1.execute(
+            "UPDATE workflow_executions SET status = 'completed', finished_at = now()"
+            " WHERE id = %s",
+            (finishing.id,),
+        )
+        t2.execute(lock_parent, (parent.id,))
+
+        def starter() -> None:
+            started.extend(t2.execute(start, params).fetchall())
+            t2.commit()
+
+        def finisher() -> None:
+            time.sleep(0.3)  # T2's start is under way (or waiting) by now
+            t1.execute(lock_parent, (parent.id,))
+            t1.commit()
+
+        run_threads([starter, finisher], timeout=60)
+
+    [row] = started
+    child = db.executions.get(id=row[0])
+    assert (row[5], child.status) == ("pending", "running")
+    assert db.executions.get(id=finishing.id).status == "completed"

@@ -13,7 +13,10 @@ The engine's lock order: an execution's row before its steps' rows, a child exec
 before its parent's. Every transaction that finishes, promotes, skips or cancels steps of
 an execution takes the execution's row first (claims and heartbeats touch only their own
 steps and never wait), so such transactions of one execution run one after the other and
-none waits for another in the opposite order.
+none waits for another in the opposite order. A capped workflow's slot row comes after
+them all: a start or a retry locks it after the workflow's row (and a child start after its
+parent's row), and a change out of running or paused settles it when the transaction
+commits, when every execution row it needs is held already.
 """
 
 from __future__ import annotations
