@@ -47,7 +47,7 @@ CREATE TRIGGER workflows_run_slots_on_insert
 -- queued. The caller holds the workflow's slot row, so this statement (a snapshot of its
 -- own) sees every pending execution committed by the starters that held it before. A
 -- pending execution always has steps to run: one with none completes at start and never
--- waits. The slot count itself goes up in count_run_slots, fired by the UPDATE.
+-- waits. The slot count itself goes up in note_run_slots, fired by the UPDATE.
 CREATE FUNCTION start_pending_executions(wid uuid) RETURNS void
     LANGUAGE plpgsql
 AS $$
@@ -178,37 +178,44 @@ CREATE TRIGGER workflow_executions_run_slots_on_delete
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION count_run_slots();
 
--- Updates: no transition table (capturing one costs every UPDATE of the table). A row whose
--- status change takes or gives back a slot, or makes it pending, is noted here when its
--- workflow has a cap, in a transaction-local setting; an update of other columns fires
--- nothing, the status change of an uncapped workflow's execution one index probe and one
--- deferred call that finds no note.
+-- Updates: no transition table (capturing one costs every UPDATE of the table); a row
+-- trigger filtered by WHEN, so an update of other columns fires nothing and the status
+-- change of an uncapped workflow's execution costs one index probe (and, for a release,
+-- one deferred call that finds no note). An execution of a capped workflow that takes a
+-- slot or waits (a start of pending executions, a retry) is counted at once: the
+-- statement that moved it holds the slot row already, and a later statement of the same
+-- transaction reads the count. One that gives its slot back is noted, in a
+-- transaction-local setting, and settled when the transaction commits.
 CREATE FUNCTION note_run_slots() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM workflow_run_slots AS s
-                WHERE s.workflow_id = NEW.workflow_id AND s.running IS NOT NULL) THEN
+    IF NOT EXISTS (SELECT 1 FROM workflow_run_slots AS s
+                    WHERE s.workflow_id = NEW.workflow_id AND s.running IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    IF OLD.status IN ('running', 'paused') AND NEW.status NOT IN ('running', 'paused') THEN
         PERFORM set_config(
             'flowledger.run_slots',
             coalesce(current_setting('flowledger.run_slots', true), '')
-                || NEW.workflow_id::text || ' '
-                || ((NEW.status IN ('running', 'paused'))::integer
-                    - (OLD.status IN ('running', 'paused'))::integer)::text || ' '
-                || (NEW.status = 'pending')::text || ';',
+                || NEW.workflow_id::text || ';',
             true);
+    ELSE
+        PERFORM settle_run_slots(NEW.workflow_id,
+                                 (NEW.status IN ('running', 'paused'))::integer,
+                                 NEW.status = 'pending');
     END IF;
     RETURN NULL;
 END;
 $$;
 
--- ...and settled when the transaction commits (a deferred constraint trigger: its first
--- call settles every note, per workflow in workflow_id order; the others find none). At
--- commit the transaction already holds every execution row it locks, so the slot rows
--- are the last locks it takes: a transaction finishing a child execution (child, then
--- slot, then parent) and one holding the parent while it finishes another child cannot
--- wait for each other. The notes are cleared first: the starts of pending executions
--- below are changes of their own, noted and settled by the deferred calls they queue.
+-- Releases are settled when the transaction commits (a deferred constraint trigger: its
+-- first call settles every note, per workflow in workflow_id order; the others find none).
+-- At commit the transaction already holds every execution row it locks, so the slot rows
+-- are the last locks it takes: a transaction finishing a child execution (child, parent,
+-- then slot) and a child start holding the parent (parent, then slot) cannot wait for each
+-- other. The notes are cleared first: a start of pending executions below is a change of
+-- its own.
 CREATE FUNCTION settle_noted_run_slots() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -221,14 +228,12 @@ BEGIN
     END IF;
     PERFORM set_config('flowledger.run_slots', '', true);
     FOR change IN
-        SELECT split_part(e.note, ' ', 1)::uuid AS workflow_id,
-               sum(split_part(e.note, ' ', 2)::integer)::integer AS delta,
-               bool_or(split_part(e.note, ' ', 3)::boolean) AS made_pending
+        SELECT e.note::uuid AS workflow_id, -count(*)::integer AS delta
           FROM unnest(string_to_array(rtrim(noted, ';'), ';')) AS e (note)
          GROUP BY 1
          ORDER BY 1
     LOOP
-        PERFORM settle_run_slots(change.workflow_id, change.delta, change.made_pending);
+        PERFORM settle_run_slots(change.workflow_id, change.delta, false);
     END LOOP;
     RETURN NULL;
 END;
@@ -246,9 +251,7 @@ CREATE CONSTRAINT TRIGGER workflow_executions_run_slots_settle
     AFTER UPDATE OF status ON workflow_executions
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW
-    WHEN ((OLD.status IN ('running', 'paused')) IS DISTINCT FROM
-              (NEW.status IN ('running', 'paused'))
-          OR (NEW.status = 'pending' AND OLD.status <> 'pending'))
+    WHEN (OLD.status IN ('running', 'paused') AND NEW.status NOT IN ('running', 'paused'))
     EXECUTE FUNCTION settle_noted_run_slots();
 
 -- A cap set, changed or lifted. Set: the slot count starts from the executions holding a

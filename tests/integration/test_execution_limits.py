@@ -367,3 +367,19 @@ def test_every_cap_in_range_is_stored(db: Database) -> None:
 
     stored()
     assert WorkflowPatch().max_running_executions is UNSET
+
+
+def test_a_start_after_a_raise_in_one_transaction_counts_what_the_raise_started(
+    db: Database, conn: Conn
+) -> None:
+    wf = capped(conn, 1)
+    runs = [db.executions.start(workflow_id=wf) for _ in range(3)]
+    version = db.workflows.get(id=wf).row_version
+    with db.transaction() as tx:
+        tx.workflows.update(
+            id=wf, patch=WorkflowPatch(max_running_executions=3), expected_version=version
+        )
+        later = tx.executions.start(workflow_id=wf)
+    assert later.status == "pending"
+    assert statuses(db, [*runs, later]) == ["running"] * 3 + ["pending"]
+    assert slots(conn, wf) == 3
