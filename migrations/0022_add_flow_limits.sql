@@ -51,7 +51,7 @@ ALTER TABLE execution_steps ADD COLUMN rate_key text;
 -- squawk-ignore prefer-bigint-over-int -- bounded: 1..10000
 ALTER TABLE execution_steps ADD COLUMN rate_limit integer;
 ALTER TABLE execution_steps ADD COLUMN rate_window interval;
--- NOT VALID, validated by 0023 outside this transaction (every existing row holds NULLs).
+-- NOT VALID, validated by 0023 (every existing row holds NULLs).
 ALTER TABLE execution_steps ADD CONSTRAINT execution_steps_concurrency_check CHECK (
     (concurrency_key IS NULL) = (concurrency_limit IS NULL)
     AND concurrency_limit BETWEEN 1 AND 10000

@@ -13,23 +13,39 @@
 -- idempotency key is already used (or used earlier in the batch) inserts nothing. The
 -- executions created, in request order. FOR SHARE: stage edits of the workflows (which
 -- lock their rows) wait for the start to commit, so the steps name live stages.
+-- A workflow with max_running_executions: its slot row is locked (in workflow_id order,
+-- held until commit; after a wait its newest version is read, so the count is exact) and
+-- only as many executions as it has free slots start running, in request order; the
+-- others are created pending (started_at NULL, `execution.pending` in the outbox) and
+-- start when slots free (the triggers of migration 0024). An execution with no step takes no slot.
 -- plan: index workflows_pkey, workflow_version_stages_name_key
 -- returns: many
 -- record: runs.Execution
-WITH request AS MATERIALIZED (
-    SELECT uuid_generate_v7() AS id, r.n, r.workflow_id, r.parameters, r.idempotency_key,
-           r.triggered_by, r.parent_execution_id, r.parent_step_id
-      FROM unnest(%(workflow_ids)s::uuid[], %(parameters)s::jsonb[],
-                  %(idempotency_keys)s::text[], %(triggered_by)s::uuid[],
-                  %(parent_execution_ids)s::uuid[], %(parent_step_ids)s::uuid[])
-           WITH ORDINALITY AS r (workflow_id, parameters, idempotency_key, triggered_by,
-                                 parent_execution_id, parent_step_id, n)
-), startable AS MATERIALIZED (
-    SELECT w.id, w.version, w.failure_mode
+WITH startable AS MATERIALIZED (
+    SELECT w.id, w.version, w.failure_mode, w.max_running_executions
       FROM workflows AS w
-     WHERE w.id IN (SELECT r.workflow_id FROM request AS r)
+     WHERE w.id = ANY (%(workflow_ids)s::uuid[])
        AND w.status <> 'archived' AND w.enabled
        FOR SHARE OF w
+), slot AS MATERIALIZED (
+    SELECT s.workflow_id, greatest(w.max_running_executions - s.running, 0) AS free
+      FROM workflow_run_slots AS s
+      JOIN startable AS w ON w.id = s.workflow_id
+     WHERE w.max_running_executions IS NOT NULL
+     ORDER BY s.workflow_id
+       FOR NO KEY UPDATE OF s
+), request AS MATERIALIZED (
+    -- Ids made once the slot rows are held: a capped workflow's executions get ids in the
+    -- order they take its slot row, the order its pending executions start in.
+    SELECT uuid_generate_v7() AS id, r.n, r.workflow_id, r.parameters, r.idempotency_key,
+           r.triggered_by, r.parent_execution_id, r.parent_step_id
+      FROM (SELECT count(*) FROM slot) AS held
+     CROSS JOIN unnest(%(workflow_ids)s::uuid[], %(parameters)s::jsonb[],
+                       %(idempotency_keys)s::text[], %(triggered_by)s::uuid[],
+                       %(parent_execution_ids)s::uuid[], %(parent_step_ids)s::uuid[])
+           WITH ORDINALITY AS r (workflow_id, parameters, idempotency_key, triggered_by,
+                                 parent_execution_id, parent_step_id, n)
+     ORDER BY r.n
 ), stage AS MATERIALIZED (
     SELECT v.workflow_id, v.id, v.stage_id, v.name, v.position, v.depends_on, v.retry_policy,
            v.timeout_seconds, v.queue, v.concurrency, v.rate_limit,
@@ -42,15 +58,34 @@ WITH request AS MATERIALIZED (
                AND d.name = ANY (v.depends_on)) AS waits_for
       FROM startable AS w
       JOIN workflow_version_stages AS v ON v.workflow_id = w.id AND v.version = w.version
+), admission AS MATERIALIZED (
+    -- The requests of capped workflows that create an execution with steps, the first
+    -- `free` of each workflow in request order admitted; a request whose key is taken
+    -- (here or earlier in the batch) inserts nothing and takes no slot. A key taken by a
+    -- transaction that commits meanwhile leaves its slot free: the insert trigger
+    -- (count_run_slots) then starts the pending execution that slot was due to.
+    SELECT r.id,
+           row_number() OVER (PARTITION BY r.workflow_id ORDER BY r.n) <= sl.free AS admitted
+      FROM request AS r
+      JOIN slot AS sl ON sl.workflow_id = r.workflow_id
+     WHERE EXISTS (SELECT 1 FROM stage AS s WHERE s.workflow_id = r.workflow_id)
+       AND NOT EXISTS (SELECT 1
+                         FROM request AS e
+                        WHERE e.workflow_id = r.workflow_id
+                          AND e.idempotency_key = r.idempotency_key AND e.n < r.n)
+       AND NOT EXISTS (SELECT 1
+                         FROM workflow_executions AS x
+                        WHERE x.workflow_id = r.workflow_id
+                          AND x.idempotency_key = r.idempotency_key)
 ), execution AS (
     INSERT INTO workflow_executions (id, workflow_id, workflow_version, parent_execution_id,
                                      parent_step_id, triggered_by, status, idempotency_key,
                                      parameters, started_at, finished_at, failure_mode,
                                      task_graph)
     SELECT r.id, w.id, w.version, r.parent_execution_id, r.parent_step_id, r.triggered_by,
-           CASE WHEN g.steps > 0 THEN 'running' ELSE 'completed' END, r.idempotency_key,
-           r.parameters, now(), CASE WHEN g.steps > 0 THEN NULL ELSE now() END,
-           w.failure_mode, g.graph
+           q.status, r.idempotency_key, r.parameters,
+           CASE WHEN q.status = 'pending' THEN NULL ELSE now() END,
+           CASE WHEN q.status = 'completed' THEN now() END, w.failure_mode, g.graph
       FROM request AS r
       JOIN startable AS w ON w.id = r.workflow_id
      CROSS JOIN LATERAL (
@@ -60,6 +95,12 @@ WITH request AS MATERIALIZED (
              FROM stage AS s
             WHERE s.workflow_id = w.id
            ) AS g
+      LEFT JOIN admission AS a ON a.id = r.id
+     CROSS JOIN LATERAL (
+           SELECT CASE WHEN g.steps = 0 THEN 'completed'
+                       WHEN w.max_running_executions IS NULL OR a.admitted THEN 'running'
+                       ELSE 'pending' END AS status
+           ) AS q
      ORDER BY r.n
         ON CONFLICT ON CONSTRAINT workflow_executions_idempotency_key DO NOTHING
     RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
@@ -85,7 +126,7 @@ WITH request AS MATERIALIZED (
       JOIN stage AS s ON s.workflow_id = x.workflow_id
      CROSS JOIN LATERAL generate_series(0, s.width - 1) AS i (task_index)
      ORDER BY x.id, s.position, i.task_index
-    RETURNING status, concurrency_key, concurrency_limit, rate_key, rate_limit
+    RETURNING execution_id, status, concurrency_key, concurrency_limit, rate_key, rate_limit
 ), concurrency_slots_made AS (
     -- Slots 1..limit of each concurrency key the new steps name, unless its slot `limit`
     -- exists already (one probe in the usual case).
@@ -117,15 +158,22 @@ WITH request AS MATERIALIZED (
                               'workflow_version', x.workflow_version, 'status', e.status)
       FROM execution AS x
      CROSS JOIN (VALUES (1, 'execution.started', 'running'),
-                        (2, 'execution.completed', 'completed')) AS e (n, event_type, status)
-     WHERE e.n = 1 OR x.status = 'completed'
+                        (2, 'execution.completed', 'completed'),
+                        (3, 'execution.pending', 'pending')) AS e (n, event_type, status)
+     WHERE CASE x.status WHEN 'pending' THEN e.n = 3
+                         WHEN 'completed' THEN e.n < 3
+                         ELSE e.n = 1 END
      ORDER BY x.id, e.n
 ), hint AS (
     SELECT pg_notify('flowledger_outbox', '') AS sent
       FROM (SELECT 1 FROM execution LIMIT 1) AS any_started
     UNION ALL
     SELECT pg_notify('flowledger_steps', '')
-      FROM (SELECT 1 FROM created_steps AS c WHERE c.status = 'queued' LIMIT 1) AS any_queued
+      FROM (SELECT 1
+              FROM created_steps AS c
+              JOIN execution AS x ON x.id = c.execution_id
+             WHERE c.status = 'queued' AND x.status = 'running'
+             LIMIT 1) AS any_queued
 )
 SELECT x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,
        x.status, x.attempt, x.idempotency_key, x.parameters, x.variables, x.task_graph,
@@ -220,15 +268,14 @@ RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, 
           parent_step_id;
 
 -- name: set_execution_running
--- Resume a paused (or start a pending) execution; no row when it does not exist or
--- already is running.
+-- Resume a paused execution (it kept its slot); no row unless it is paused. A pending
+-- execution is not started here: it waits for a slot of its workflow.
 -- plan: index workflow_executions_pkey
 -- returns: one
 -- record: runs.Execution
 UPDATE workflow_executions
-   SET status = 'running', pause_reason = NULL, started_at = coalesce(started_at, now()),
-       row_version = row_version + 1
- WHERE id = %(id)s::uuid AND status <> 'running'
+   SET status = 'running', pause_reason = NULL, row_version = row_version + 1
+ WHERE id = %(id)s::uuid AND status = 'paused'
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
           idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
           started_at, finished_at, row_version, created_at, updated_at, failure_mode,
@@ -236,11 +283,13 @@ RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, 
 
 -- name: cancel_execution
 -- Mark an execution cancelled; no row when it does not exist or already is cancelled.
+-- greatest(): a pending execution started by a transaction that committed while this one
+-- waited for its row has a started_at (clock_timestamp()) after this transaction's now().
 -- plan: index workflow_executions_pkey
 -- returns: one
 -- record: runs.Execution
 UPDATE workflow_executions
-   SET status = 'cancelled', pause_reason = NULL, finished_at = now(),
+   SET status = 'cancelled', pause_reason = NULL, finished_at = greatest(now(), started_at),
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND status <> 'cancelled'
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
@@ -318,13 +367,14 @@ RETURNING x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.trig
           x.created_at, x.updated_at, x.failure_mode, x.parent_step_id;
 
 -- name: fail_execution
--- Fail an unfinished execution; no row when it already is finished.
+-- Fail an unfinished execution; no row when it already is finished (greatest(): as in
+-- cancel_execution).
 -- plan: index workflow_executions_pkey
 -- returns: one
 -- record: runs.Execution
 UPDATE workflow_executions
    SET status = 'failed', pause_reason = NULL, error_message = %(error)s::text,
-       started_at = coalesce(started_at, now()), finished_at = now(),
+       started_at = coalesce(started_at, now()), finished_at = greatest(now(), started_at),
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND status IN ('pending', 'running', 'paused')
 RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
@@ -350,17 +400,46 @@ DELETE FROM workflow_executions
 
 -- name: retry_execution
 -- Put a failed execution back to running as its next attempt; no row unless it is failed.
--- plan: index workflow_executions_pkey, workflow_executions_status_updated_idx
+-- Its workflow's row is locked FOR SHARE (a cap being set waits, so it counts this
+-- execution); with a cap, its slot row too (as a start locks it), and the execution waits
+-- as pending when no slot is free, unless it has no step to run again (it then takes no
+-- slot, as the caller finishes it at once).
+-- plan: index workflow_executions_pkey, workflows_pkey
 -- returns: one
 -- record: runs.Execution
-UPDATE workflow_executions
-   SET status = 'running', attempt = attempt + 1, error_message = NULL, finished_at = NULL,
-       row_version = row_version + 1
- WHERE id = %(id)s::uuid AND status = 'failed'
-RETURNING id, workflow_id, workflow_version, parent_execution_id, triggered_by, status, attempt,
-          idempotency_key, parameters, variables, task_graph, error_message, pause_reason,
-          started_at, finished_at, row_version, created_at, updated_at, failure_mode,
-          parent_step_id;
+WITH target AS MATERIALIZED (
+    SELECT x.id, x.workflow_id,
+           EXISTS (SELECT 1
+                     FROM execution_steps AS s
+                    WHERE s.execution_id = x.id
+                      AND s.status IN ('failed', 'timed_out', 'skipped', 'cancelled'))
+               AS has_work
+      FROM workflow_executions AS x
+     WHERE x.id = %(id)s::uuid AND x.status = 'failed'
+), owner AS MATERIALIZED (
+    SELECT w.id, w.max_running_executions
+      FROM workflows AS w
+     WHERE w.id = (SELECT t.workflow_id FROM target AS t)
+       FOR SHARE OF w
+), slot AS MATERIALIZED (
+    SELECT greatest(o.max_running_executions - s.running, 0) AS free
+      FROM workflow_run_slots AS s
+      JOIN owner AS o ON o.id = s.workflow_id
+     WHERE o.max_running_executions IS NOT NULL
+       FOR NO KEY UPDATE OF s
+)
+UPDATE workflow_executions AS x
+   SET status = CASE WHEN t.has_work AND (SELECT sl.free FROM slot AS sl) = 0 THEN 'pending'
+                     ELSE 'running' END,
+       attempt = x.attempt + 1, error_message = NULL, finished_at = NULL,
+       row_version = x.row_version + 1
+  FROM target AS t
+  JOIN owner AS o ON o.id = t.workflow_id
+ WHERE x.id = t.id AND x.status = 'failed'
+RETURNING x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,
+          x.status, x.attempt, x.idempotency_key, x.parameters, x.variables, x.task_graph,
+          x.error_message, x.pause_reason, x.started_at, x.finished_at, x.row_version,
+          x.created_at, x.updated_at, x.failure_mode, x.parent_step_id;
 
 -- name: requeue_execution_steps
 -- Retry: every failed, timed-out, skipped or cancelled step of an execution runs again with

@@ -9,14 +9,15 @@
 -- record: workflows.Workflow
 INSERT INTO workflows (owner_id, pack_id, name, description, status, enabled, trigger_type,
                        schedule, definition_yaml, definition, param_schema, out_schema, tags,
-                       failure_mode)
+                       failure_mode, max_running_executions)
 VALUES (%(owner_id)s::uuid, %(pack_id)s::uuid, %(name)s::text, %(description)s::text,
         %(status)s::text, %(enabled)s::boolean, %(trigger_type)s::text, %(schedule)s::text,
         %(definition_yaml)s::text, %(definition)s::jsonb, %(param_schema)s::jsonb,
-        %(out_schema)s::jsonb, %(tags)s::text[], %(failure_mode)s::text)
+        %(out_schema)s::jsonb, %(tags)s::text[], %(failure_mode)s::text,
+        %(max_running_executions)s::int)
 RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-          definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-          created_at, updated_at;
+          definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+          max_running_executions, version, row_version, created_at, updated_at;
 
 -- name: get_workflow_by_id
 -- One workflow by primary key.
@@ -24,8 +25,8 @@ RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_typ
 -- returns: one
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-       created_at, updated_at
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+       max_running_executions, version, row_version, created_at, updated_at
   FROM workflows
  WHERE id = %(id)s::uuid;
 
@@ -35,8 +36,8 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- returns: one
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-       created_at, updated_at
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+       max_running_executions, version, row_version, created_at, updated_at
   FROM workflows
  WHERE owner_id = %(owner_id)s::uuid AND name = %(name)s::text;
 
@@ -47,7 +48,8 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- record: workflows.Workflow
 SELECT w.id, w.owner_id, w.pack_id, w.name, w.description, w.status, w.enabled,
        w.trigger_type, w.schedule, w.definition_yaml, w.definition, w.param_schema,
-       w.out_schema, w.tags, w.failure_mode, w.version, w.row_version, w.created_at, w.updated_at
+       w.out_schema, w.tags, w.failure_mode, w.max_running_executions, w.version, w.row_version,
+       w.created_at, w.updated_at
   FROM users AS u
   JOIN workflows AS w ON w.owner_id = u.id
  WHERE lower(u.email) = lower(%(email)s::text) AND w.name = %(name)s::text;
@@ -63,7 +65,9 @@ SELECT row_version
 
 -- name: update_workflow
 -- Compare-and-set update of the editable fields; a NULL parameter keeps the column, the
--- set_* flags distinguish "clear" from "keep" for the nullable schedule and pack_id.
+-- set_* flags distinguish "clear" from "keep" for the nullable schedule, pack_id and
+-- max_running_executions. A raised (or lifted) cap starts pending executions in this
+-- statement (the workflows_run_slots_on_update trigger).
 -- plan: index workflows_pkey
 -- returns: one
 -- record: workflows.Workflow
@@ -79,11 +83,14 @@ UPDATE workflows
        out_schema = coalesce(%(out_schema)s::jsonb, out_schema),
        tags = coalesce(%(tags)s::text[], tags),
        failure_mode = coalesce(%(failure_mode)s::text, failure_mode),
+       max_running_executions = CASE WHEN %(set_max_running_executions)s::boolean
+                                     THEN %(max_running_executions)s::int
+                                     ELSE max_running_executions END,
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND row_version = %(expected_version)s::int
 RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-          definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-          created_at, updated_at;
+          definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+          max_running_executions, version, row_version, created_at, updated_at;
 
 -- name: update_workflow_definition
 -- Compare-and-set replacement of the definition; when it differs, the version trigger
@@ -97,8 +104,8 @@ UPDATE workflows
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND row_version = %(expected_version)s::int
 RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-          definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-          created_at, updated_at;
+          definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+          max_running_executions, version, row_version, created_at, updated_at;
 
 -- name: update_workflow_archived
 -- Compare-and-set archive: status archived and disabled, so nothing triggers it any more.
@@ -111,8 +118,8 @@ UPDATE workflows
        row_version = row_version + 1
  WHERE id = %(id)s::uuid AND row_version = %(expected_version)s::int
 RETURNING id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-          definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-          created_at, updated_at;
+          definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+          max_running_executions, version, row_version, created_at, updated_at;
 
 -- name: delete_workflow
 -- Delete a workflow; its versions, stages and executions go with it (ON DELETE CASCADE).
@@ -129,8 +136,8 @@ DELETE FROM workflows
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-       created_at, updated_at
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+       max_running_executions, version, row_version, created_at, updated_at
   FROM workflows
  WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
    AND (%(owner_id)s::uuid IS NULL OR owner_id = %(owner_id)s::uuid)
@@ -159,8 +166,8 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-       created_at, updated_at
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+       max_running_executions, version, row_version, created_at, updated_at
   FROM workflows
  WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
    AND (%(owner_id)s::uuid IS NULL OR owner_id = %(owner_id)s::uuid)
@@ -189,8 +196,8 @@ SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, 
 -- returns: many
 -- record: workflows.Workflow
 SELECT id, owner_id, pack_id, name, description, status, enabled, trigger_type, schedule,
-       definition_yaml, definition, param_schema, out_schema, tags, failure_mode, version, row_version,
-       created_at, updated_at
+       definition_yaml, definition, param_schema, out_schema, tags, failure_mode,
+       max_running_executions, version, row_version, created_at, updated_at
   FROM workflows
  WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
    AND (%(owner_id)s::uuid IS NULL OR owner_id = %(owner_id)s::uuid)

@@ -50,6 +50,7 @@ def insert(conn: Conn, table: str, row: Mapping[str, Any]) -> Any:
         "memory_module_items": "module_id",
         "workflow_tasks": "workflow_id",
         "workflow_schedules": "workflow_id",
+        "workflow_run_slots": "workflow_id",
         "cursor_key": "singleton",
         "queue_states": "name",
         "concurrency_slots": "key",
@@ -268,6 +269,14 @@ def _signal(conn: Conn, given: Row) -> Row:
     }
 
 
+def _run_slots(conn: Conn, given: Row) -> Row:
+    # A workflow gets its slot row on insert (workflows_run_slots_on_insert): take it away,
+    # so that the row under test is the only one.
+    workflow_id = parent(conn, given, "workflow_id", "workflows")
+    conn.execute("DELETE FROM workflow_run_slots WHERE workflow_id = %s", (workflow_id,))
+    return {"workflow_id": workflow_id, "running": 0}
+
+
 BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "users": _user,
     "api_keys": _api_key,
@@ -296,6 +305,7 @@ BUILDERS: dict[str, Callable[[Conn, Row], Row]] = {
     "execution_signals": _signal,
     "concurrency_slots": _concurrency_slot,
     "rate_slots": _rate_slot,
+    "workflow_run_slots": _run_slots,
 }
 
 SAME_ID = Derived("its own id", lambda conn, row: row["id"])
@@ -344,6 +354,8 @@ CHECK_CASES: list[tuple[str, str, Row]] = [
     _case("workflows_tags_check", "workflows", tags=["nightly", None]),
     _case("workflows_version_check", "workflows", version=0),
     _case("workflows_row_version_check", "workflows", row_version=0),
+    _case("workflows_max_running_executions_check", "workflows", max_running_executions=0),
+    _case("workflow_run_slots_running_check", "workflow_run_slots", running=-1),
     _case("workflow_versions_version_check", "workflow_versions", version=0),
     _case("workflow_versions_definition_check", "workflow_versions", definition=NOT_OBJECT),
     _case("workflow_stages_position_check", "workflow_stages", position=-1),
@@ -636,6 +648,9 @@ ACCEPTED_CASES: list[tuple[str, Row]] = [
     ("workflows", {"name": "a"}),
     ("workflows", {"name": "a" + "-_9" * 20 + "zz"}),
     ("workflows", {"trigger_type": "schedule", "schedule": "0 3 * * *"}),
+    ("workflows", {"max_running_executions": 1}),
+    ("workflows", {"max_running_executions": 2**31 - 1}),
+    ("workflow_run_slots", {"running": None}),
     ("workflow_stages", {"with_items": Jsonb([1, 2, 3])}),
     ("workflow_stages", {"retry_policy": Jsonb({"max_attempts": 1})}),
     ("workflow_stages", {"depends_on": ["lint", "test"]}),
@@ -1242,15 +1257,17 @@ def test_status_transitions(conn: Conn, table: str) -> None:
     assert outcomes == expected
 
 
-def test_a_failed_execution_runs_again_only_as_its_next_attempt(conn: Conn) -> None:
+# pending: a retry waiting for a slot of its capped workflow.
+@pytest.mark.parametrize("again", ["running", "pending"])
+def test_a_failed_execution_runs_again_only_as_its_next_attempt(conn: Conn, again: str) -> None:
     row_id = make(conn, "workflow_executions", **_execution_columns("failed"))
-    with pytest.raises(psycopg.errors.CheckViolation, match="failed -> running"):
+    with pytest.raises(psycopg.errors.CheckViolation, match=f"failed -> {again}"):
         with conn.transaction():
-            move(conn, "workflow_executions", row_id, {"status": "running", "finished_at": None})
-    retried = {"status": "running", "finished_at": None, "attempt": 2}
+            move(conn, "workflow_executions", row_id, {"status": again, "finished_at": None})
+    retried = {"status": again, "finished_at": None, "attempt": 2}
     move(conn, "workflow_executions", row_id, retried)
     query = "SELECT status, attempt FROM workflow_executions WHERE id = %s"
-    assert conn.execute(query, (row_id,)).fetchone() == ("running", 2)
+    assert conn.execute(query, (row_id,)).fetchone() == (again, 2)
 
 
 def test_a_step_is_retried_after_failing(conn: Conn) -> None:

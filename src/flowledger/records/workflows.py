@@ -59,6 +59,8 @@ class Workflow(msgspec.Struct, frozen=True, gc=False):
     out_schema: dict[str, Any]
     tags: list[str]
     failure_mode: FailureMode
+    # At most this many executions hold a slot (running or paused) at once; None: no cap.
+    max_running_executions: int | None
     # The definition version; the database bumps it when the definition or a stage changes.
     version: int
     # The optimistic-locking counter: pass it back as `expected_version`.
@@ -97,6 +99,9 @@ class NewWorkflow(msgspec.Struct, frozen=True, kw_only=True):
     out_schema: dict[str, Any] = {}
     tags: list[str] = []
     failure_mode: FailureMode = "fail_fast"
+    # At most this many executions running (or paused) at once, 1..2**31-1; the others wait
+    # as pending and start oldest first. None: no cap.
+    max_running_executions: int | None = None
 
 
 class WorkflowPatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,6 +123,9 @@ class WorkflowPatch(msgspec.Struct, frozen=True, kw_only=True):
     out_schema: dict[str, Any] | UnsetType = UNSET
     tags: list[str] | UnsetType = UNSET
     failure_mode: FailureMode | UnsetType = UNSET
+    # None lifts the cap (every pending execution starts); a higher cap starts pending
+    # executions up to it; a lower one stops nothing that runs.
+    max_running_executions: int | UnsetType | None = UNSET
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -293,6 +293,7 @@ WORKFLOWS = Table(
             "version",
             "row_version",
             "failure_mode",
+            "max_running_executions",
         }
     ),
     refs=frozenset({"users"}),

@@ -1,13 +1,20 @@
 """Executions: start a run (version pinned, steps fanned out, event written) and steer it.
 
 An execution is inserted directly as 'running' (started_at = now()): its steps are created
-in the same transaction, so there is no moment at which it exists without them.
+in the same transaction, so there is no moment at which it exists without them. Of a
+workflow with max_running_executions, one that finds every slot taken is inserted as
+'pending' (started_at NULL) with its steps, which no claim takes until it runs; the
+database starts pending executions, oldest first, in the transaction that frees a slot
+(see the slot triggers of migration 0024).
 
 The engine's lock order: an execution's row before its steps' rows, a child execution's
 before its parent's. Every transaction that finishes, promotes, skips or cancels steps of
 an execution takes the execution's row first (claims and heartbeats touch only their own
 steps and never wait), so such transactions of one execution run one after the other and
-none waits for another in the opposite order.
+none waits for another in the opposite order. A capped workflow's slot row comes after
+them all: a start or a retry locks it after the workflow's row (and a child start after its
+parent's row), and a change out of running or paused settles it when the transaction
+commits, when every execution row it needs is held already.
 """
 
 from __future__ import annotations
@@ -172,8 +179,9 @@ class AsyncExecutionsRepository(AsyncExecutionsReader):
     ) -> Execution:
         """The running execution of the workflow's current version, its steps created from
         the version's stage snapshot (those with no dependency queued) and
-        `execution.started` written, in one statement; with an idempotency key already
-        used, the existing execution (nothing is created). With `parent_step_id`, a child
+        `execution.started` written, in one statement (pending, with `execution.pending`,
+        while its workflow's max_running_executions are running); with an idempotency key
+        already used, the existing execution (nothing is created). With `parent_step_id`, a child
         execution: that running step waits for it (no lease, not claimable) and completes
         or fails with it. Raises NotFound (workflow, parent step), InvalidInput (archived or
         disabled workflow, malformed ids, blank key, unknown parent or user, a parent step
@@ -228,14 +236,21 @@ class AsyncExecutionsRepository(AsyncExecutionsReader):
     async def resume(self, *, id: uuid.UUID | str) -> Execution:
         """The running execution again: steps whose dependencies completed while it was
         paused are queued, and it finishes at once when nothing is left to run (already
-        running: returned as is). Raises NotFound, InvalidInput when it is finished."""
+        running: returned as is). Raises NotFound, InvalidInput when it is finished or
+        pending (a pending execution starts when its workflow has a free slot)."""
         execution_id = as_uuid(id, "execution id")
         async with self._atomic() as conn:
             resumed: Execution | None = await self._fetch(
                 "set_execution_running", {"id": execution_id}, conn=conn
             )
             if resumed is None:
-                return await self._get(execution_id, conn)
+                current = await self._get(execution_id, conn)
+                if current.status != "running":
+                    raise InvalidInput(
+                        f"execution {execution_id} is {current.status}: only a paused "
+                        "execution can be resumed"
+                    )
+                return current
             await self._fetch("queue_ready_steps", {"id": execution_id}, conn=conn)
             await self._announce(resumed, "execution.resumed", conn)
             return await self._finish_if_settled(execution_id, conn) or resumed
@@ -269,8 +284,9 @@ class AsyncExecutionsRepository(AsyncExecutionsReader):
         """The failed execution running again as its next attempt, in one transaction: its
         failed, timed-out, skipped and cancelled steps requeued with a fresh attempt budget
         (pending until what they depend on completes), completed steps kept with their
-        outputs, `execution.retried` written. Raises NotFound, InvalidInput unless it is
-        failed."""
+        outputs, `execution.retried` written. Of a workflow whose max_running_executions
+        are running, it waits as pending and starts in its turn (id order). Raises
+        NotFound, InvalidInput unless it is failed."""
         execution_id = as_uuid(id, "execution id")
         async with self._atomic() as conn:
             retried: Execution | None = await self._fetch(

@@ -33,6 +33,7 @@ from flowledger.records.workflows import (
     WorkflowVersion,
 )
 from flowledger.repositories._checks import (
+    INT32_MAX,
     MAX_NAME_LENGTH,
     as_bool,
     as_cursor,
@@ -249,6 +250,7 @@ class AsyncWorkflowsRepository(AsyncWorkflowsReader):
             "out_schema": _object("out_schema", workflow.out_schema),
             "tags": _tags("tags", workflow.tags),
             "failure_mode": _check_failure_mode(workflow.failure_mode),
+            "max_running_executions": _max_running(workflow.max_running_executions),
         }
         created: Workflow | None = await self._fetch("insert_workflow", params, context=params)
         assert created is not None  # INSERT ... RETURNING yields its row
@@ -258,7 +260,9 @@ class AsyncWorkflowsRepository(AsyncWorkflowsReader):
         self, *, id: uuid.UUID | str, patch: WorkflowPatch, expected_version: int
     ) -> Workflow:
         """The workflow after applying the patch's set fields, if its row_version still is
-        `expected_version`; raises StaleWrite, NotFound, Conflict (name taken), InvalidInput."""
+        `expected_version` (a raised or lifted max_running_executions starts pending
+        executions in the same statement); raises StaleWrite, NotFound, Conflict (name
+        taken), InvalidInput."""
         workflow_id = as_uuid(id, "workflow id")
         params = {
             "id": workflow_id,
@@ -333,6 +337,8 @@ def _patch_params(patch: WorkflowPatch) -> dict[str, Any]:
         "failure_mode": None
         if isinstance(patch.failure_mode, UnsetType)
         else _check_failure_mode(patch.failure_mode),
+        "set_max_running_executions": patch.max_running_executions is not UNSET,
+        "max_running_executions": _max_running(_given(patch.max_running_executions)),
     }
 
 
@@ -422,6 +428,18 @@ def _check_failure_mode(mode: str) -> str:
     if not isinstance(mode, str) or mode not in FAILURE_MODES:
         raise InvalidInput(_not_one_of("failure_mode", FAILURE_MODES, mode))
     return mode
+
+
+def _max_running(value: object) -> int | None:
+    # The column is an int4 with a CHECK > 0; say so before the round trip.
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= INT32_MAX:
+        raise InvalidInput(
+            f"max_running_executions must be an integer from 1 to {INT32_MAX} or None, "
+            f"got {show(value)}"
+        )
+    return value
 
 
 def _check_trigger(trigger_type: str, schedule: str | None) -> None:
