@@ -57,7 +57,9 @@ SELECT id, step_id, execution_id, attempt, worker_id, started_at, finished_at, o
 -- a release holds is passed over; one freed or taken meanwhile is re-read at its newest
 -- version), hands them to the steps of their key in claim order, and leaves the steps it
 -- found no slot for queued. Steps of keys with no free slot as this statement's snapshot
--- sees them are passed over unlocked, so they do not crowd out the steps behind them.
+-- sees them are passed over unlocked, so they do not crowd out the steps behind them. A
+-- start is stamped with the statement's time (the step's and the attempt's started_at, a
+-- rate slot's used_at), which a claim inside an older transaction would otherwise backdate.
 -- plan: index execution_steps_queue_claim_idx, concurrency_slots_pkey
 -- returns: many
 -- record: runs.ClaimedStep
@@ -177,15 +179,15 @@ WITH RECURSIVE present (name) AS (
     UPDATE execution_steps s
        SET status = 'running', lease_owner = %(worker_id)s::text,
            lease_expires_at = now() + %(lease)s::interval, heartbeat_at = now(),
-           started_at = now(), attempt = s.attempt + 1, error = NULL
+           started_at = statement_timestamp(), attempt = s.attempt + 1, error = NULL
       FROM admitted c
      WHERE s.id = c.id
     RETURNING s.id, s.execution_id, s.stage_id, s.version_stage_id, s.task_name, s.task_index,
               s.attempt, s.max_attempts, s.timeout_seconds, s.lease_owner, s.lease_expires_at,
               s.priority, s.available_at, s.queue, s.signal_id
 ), opened AS (
-    INSERT INTO step_attempts (step_id, execution_id, attempt, worker_id)
-    SELECT id, execution_id, attempt, %(worker_id)s::text
+    INSERT INTO step_attempts (step_id, execution_id, attempt, worker_id, started_at)
+    SELECT id, execution_id, attempt, %(worker_id)s::text, statement_timestamp()
       FROM claimed
 )
 SELECT c.id, c.execution_id, c.stage_id, c.task_name, c.task_index, c.attempt,
