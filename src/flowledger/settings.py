@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -223,6 +223,15 @@ def timeout_ms(settings: Settings) -> int | None:
     return int(settings.statement_timeout * 1000)
 
 
+# A prepared statement runs its generic plan from its first prepared execution on, never
+# a plan made for the values at hand. With PostgreSQL's default (auto), a statement whose
+# generic plan the planner estimates dearer than its custom ones is planned again on every
+# call, for good: the claim (its optional queue list) and the lock of a batch's executions
+# (an array of ids) were, and planning them cost more than running them. Every query's
+# generic plan is checked too (`flowledger check-plans`, variant "generic plan").
+GENERIC_PLANS: Final = "plan_cache_mode=force_generic_plan"
+
+
 def startup_statements(settings: Settings) -> list[str]:
     """What a new pooled connection runs first behind a pooler, for what a direct one gets
     in its startup packet: `SET TimeZone` (PgBouncer tracks it per client and replays it
@@ -230,9 +239,12 @@ def startup_statements(settings: Settings) -> list[str]:
     if settings.pooler is None:
         return []
     statements = ["SET TimeZone TO 'UTC'"]
-    timeout = timeout_ms(settings)
-    if settings.pooler == "session" and timeout is not None:
-        statements.append(f"SET statement_timeout TO {timeout}")
+    if settings.pooler == "session":
+        # Prepared statements live on a session pooler's connections: see GENERIC_PLANS.
+        statements.append("SET plan_cache_mode TO force_generic_plan")
+        timeout = timeout_ms(settings)
+        if timeout is not None:
+            statements.append(f"SET statement_timeout TO {timeout}")
     return statements
 
 
@@ -253,7 +265,8 @@ def connection_kwargs(settings: Settings, *, session: bool = False) -> dict[str,
         # made (`startup_statements`), except a transaction pooler's timeout, which
         # travels with each statement (`AsyncPooledCursor`).
         return kwargs
-    options = "-c TimeZone=UTC"  # psycopg maps only the literal name UTC to timezone.utc
+    # psycopg maps only the literal name UTC to timezone.utc.
+    options = f"-c TimeZone=UTC -c {GENERIC_PLANS}"
     timeout = timeout_ms(settings)
     if timeout is not None:
         options += f" -c statement_timeout={timeout}"

@@ -47,20 +47,27 @@ def test_session_is_utc_with_statement_timeout_and_json_through_msgspec(db: Data
     assert row[3] == {"a": [1, 2]}
 
 
-def test_a_query_marked_never_prepared_is_never_prepared(db: Database) -> None:
-    """psycopg prepares a statement on its fifth use; a query marked `prepare: never` is
-    planned for its values on every call instead (its generic plan cannot serve them)."""
+def test_prepared_statements_run_generic_plans_except_those_never_prepared(
+    db: Database,
+) -> None:
+    """A hot statement is planned once per connection, not on every call (PostgreSQL's
+    default would plan the claim anew each time); a query marked `prepare: never` is never
+    prepared, so it is always planned for its values."""
+    with db.transaction() as tx:
+        mode = tx.connection.execute("SELECT current_setting('plan_cache_mode')").fetchone()
+    assert mode == ("force_generic_plan",)
     with db.pinned() as pinned:
         for _ in range(8):
             pinned.steps.claim(worker_id="w", limit=3)
             pinned.outbox.prune(older_than=datetime.timedelta(days=1))
         with pinned.transaction() as tx:
             plans = tx.connection.execute(
-                "SELECT substring(statement FROM 'flowledger:(\\w+)') FROM pg_prepared_statements"
+                "SELECT substring(statement FROM 'flowledger:(\\w+)'), generic_plans,"
+                " custom_plans FROM pg_prepared_statements"
             ).fetchall()
-    names = {name for (name,) in plans}
-    assert "claim_steps" in names
-    assert "prune_outbox_events" not in names
+    counts = {name: (generic, custom) for name, generic, custom in plans}
+    assert counts["claim_steps"][0] >= 3 and counts["claim_steps"][1] == 0
+    assert "prune_outbox_events" not in counts
 
 
 def test_health_and_stats(db: Database) -> None:

@@ -19,7 +19,9 @@ URL = "postgresql://app:s3cret@db.example/app"
 def test_a_direct_connection_sends_its_settings_in_the_startup_packet() -> None:
     settings = settings_from_env({}, url=URL, statement_timeout=2.5)
     kwargs = connection_kwargs(settings)
-    assert kwargs["options"] == "-c TimeZone=UTC -c statement_timeout=2500"
+    assert kwargs["options"] == (
+        "-c TimeZone=UTC -c plan_cache_mode=force_generic_plan -c statement_timeout=2500"
+    )
     assert kwargs["prepare_threshold"] == 5
     assert startup_statements(settings) == []
 
@@ -41,10 +43,14 @@ def test_a_session_pooler_gets_its_settings_right_after_login() -> None:
     assert connection_kwargs(settings)["prepare_threshold"] == 5  # a session keeps them
     assert startup_statements(settings) == [
         "SET TimeZone TO 'UTC'",
+        "SET plan_cache_mode TO force_generic_plan",
         "SET statement_timeout TO 1000",
     ]
     no_timeout = settings_from_env({}, url=URL, pooler="session", statement_timeout=None)
-    assert startup_statements(no_timeout) == ["SET TimeZone TO 'UTC'"]
+    assert startup_statements(no_timeout) == [
+        "SET TimeZone TO 'UTC'",
+        "SET plan_cache_mode TO force_generic_plan",
+    ]
 
 
 @pytest.mark.parametrize("value", ["Transaction", "statement", "pgbouncer", ""])

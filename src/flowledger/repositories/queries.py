@@ -105,8 +105,8 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     returns: Returns | None = None
     record: str | None = None
     # False (`-- prepare: never (<reason>)`): always planned for the values at hand, never
-    # prepared, for a query whose generic plan cannot serve every value (PostgreSQL may
-    # run a prepared statement's generic plan).
+    # prepared, for a query whose generic plan cannot serve every value (the library's
+    # connections run generic plans once a statement is prepared).
     prepared: bool = True
 
 

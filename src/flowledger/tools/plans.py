@@ -3,8 +3,9 @@
 Each annotated query is prepared on the server (so PostgreSQL itself tells the type of
 every parameter) and explained with custom plans, once with every parameter set to a
 sample value of its type, once with the optional filters (`%(x)s::t IS NULL OR ...`)
-NULL; then its generic plan (the one PostgreSQL may run once psycopg has prepared the
-statement), which must hold for any value. Two modes:
+NULL; then its generic plan (the one the library's connections run once a statement is
+prepared, `plan_cache_mode=force_generic_plan`), which must hold for any value. Two
+modes:
 
 * strict (default): `enable_seqscan = off`, so the verdict does not depend on the data: a
   Seq Scan that survives it means no index can serve the query. The same verdicts hold
