@@ -3,7 +3,8 @@
 (auto) and forced custom plans next to it, on the hot paths.
 
 Each configuration is a `flowledger.connect` of one connection whose session is then SET
-to the mode under test. Per round and configuration (interleaved round by round):
+to the mode under test. Per round and configuration (interleaved, each round in a rotated
+order):
 
 * `start`: STARTS single `executions.start` calls of a one-stage workflow, µs per call;
 * `claim + complete`: those steps drained one at a time (`claim(limit=1)`, `complete`),
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             with db._pool.connection() as conn:  # the pool's only connection
                 conn.execute(f"SET plan_cache_mode = {mode}")
         for n in range(args.rounds):
-            for mode, db in dbs.items():
+            # Each round in another order: the data grows as the rounds go, and whichever
+            # mode comes first in a round was measured to pay for it.
+            order = MODES[n % len(MODES) :] + MODES[: n % len(MODES)]
+            for mode in order:
+                db = dbs[mode]
                 for path, micros in _round(db, workflow).items():
                     samples.setdefault((mode, path), []).append(micros)
                 print(

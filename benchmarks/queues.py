@@ -168,7 +168,7 @@ def _queue_steps(
                  FROM generate_series(1, %(rate)s) AS s ON CONFLICT DO NOTHING""",
             {"rate": RATE_LIMIT},
         )
-    conn.execute("ANALYZE execution_steps")
+    conn.execute("ANALYZE execution_steps, concurrency_slots, rate_slots")
 
 
 def _report(
