@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     dbs = {mode: flowledger.connect(url, min_size=1, max_size=1) for mode in MODES}
     try:
         for mode, db in dbs.items():
-            with db._pool.connection() as conn:  # the pool's only connection
-                conn.execute(f"SET plan_cache_mode = {mode}")
+            # A session setting, on the pool's only connection: it outlives the block.
+            with db.transaction() as tx:
+                tx.connection.execute(f"SET plan_cache_mode = {mode}")
         for n in range(args.rounds):
             # Each round in another order: the data grows as the rounds go, and whichever
             # mode comes first in a round was measured to pay for it.
@@ -133,8 +134,8 @@ def _timed(calls: int, call: Callable[[], object]) -> float:
 
 
 def _plans_run(db: flowledger.Database) -> list[tuple[str, int, int]]:
-    with db._pool.connection() as conn:
-        rows = conn.execute(
+    with db.transaction() as tx:
+        rows = tx.connection.execute(
             "SELECT substring(statement FROM '/\\* flowledger:(\\w+) \\*/'), generic_plans,"
             " custom_plans FROM pg_prepared_statements ORDER BY 1"
         ).fetchall()

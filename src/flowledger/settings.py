@@ -229,7 +229,7 @@ def timeout_ms(settings: Settings) -> int | None:
 # call, for good: the claim (its optional queue list) and the lock of a batch's executions
 # (an array of ids) were, and planning them cost more than running them. Every query's
 # generic plan is checked too (`flowledger check-plans`, variant "generic plan").
-GENERIC_PLANS: Final = "plan_cache_mode=force_generic_plan"
+PLAN_CACHE_MODE: Final = "force_generic_plan"
 
 
 def startup_statements(settings: Settings) -> list[str]:
@@ -240,8 +240,8 @@ def startup_statements(settings: Settings) -> list[str]:
         return []
     statements = ["SET TimeZone TO 'UTC'"]
     if settings.pooler == "session":
-        # Prepared statements live on a session pooler's connections: see GENERIC_PLANS.
-        statements.append("SET plan_cache_mode TO force_generic_plan")
+        # Prepared statements live on a session pooler's connections: see PLAN_CACHE_MODE.
+        statements.append(f"SET plan_cache_mode TO {PLAN_CACHE_MODE}")
         timeout = timeout_ms(settings)
         if timeout is not None:
             statements.append(f"SET statement_timeout TO {timeout}")
@@ -266,7 +266,7 @@ def connection_kwargs(settings: Settings, *, session: bool = False) -> dict[str,
         # travels with each statement (`AsyncPooledCursor`).
         return kwargs
     # psycopg maps only the literal name UTC to timezone.utc.
-    options = f"-c TimeZone=UTC -c {GENERIC_PLANS}"
+    options = f"-c TimeZone=UTC -c plan_cache_mode={PLAN_CACHE_MODE}"
     timeout = timeout_ms(settings)
     if timeout is not None:
         options += f" -c statement_timeout={timeout}"

@@ -208,7 +208,7 @@ _FETCHES = {
 # (sql, fetch, record, prepare): prepare False for a query never prepared, else None
 # (psycopg's prepare_threshold decides).
 _Plan = tuple[str, Callable[..., Any], Callable[..., Any], bool | None]
-# name -> (sql, fetch, record), built from the query's annotations on first use.
+# name -> its _Plan, built from the query's annotations on first use.
 _PLANS: dict[str, _Plan] = {}
 
 

@@ -49,6 +49,7 @@ import psycopg
 from psycopg import sql
 
 from flowledger.repositories.queries import Query, get_queries
+from flowledger.settings import PLAN_CACHE_MODE
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 _OPTIONAL = re.compile(r"%\((\w+)\)s(?:::[\w\[\]. ]+?)?\s+IS\s+NULL", re.IGNORECASE)
@@ -125,7 +126,8 @@ def check_plans(
                     for variant, values in _variants(conn, q):
                         generic = variant == GENERIC
                         if generic:
-                            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                            # The mode the library's connections run prepared statements in.
+                            conn.execute(f"SET LOCAL plan_cache_mode = {PLAN_CACHE_MODE}")
                         result = _judge(conn, q, variant, values, strict=strict, indexes=indexes)
                         report.results.append(result)
                         if generic:
