@@ -381,7 +381,6 @@ class Claims:
                 "lock_step_executions",
                 "complete_steps",
                 "finish_executions_if_settled",
-                "insert_outbox_events",
             )
         }
 
@@ -447,7 +446,7 @@ class Claims:
                     for name, p in params.items():
                         got = await conn.fetch(q[name].sql, *q[name].args(p))
                         fetched[name] = list(starmap(q[name].record, got))
-                    await self._finish(fetched, conn.fetch, lambda v: v)
+                    await self._finish(fetched, conn.fetch)
             done += len(rows)
 
     async def _core(self, worker: str) -> int:
@@ -474,14 +473,13 @@ class Claims:
                     for name, p in params.items():
                         got = await fetch(q[name].sql, *q[name].args(p))
                         fetched[name] = list(starmap(q[name].record, got))
-                    await self._finish(fetched, fetch, as_text)
+                    await self._finish(fetched, fetch)
             done += len(rows)
 
     async def _finish(
         self,
         fetched: dict[str, list[Any]],
         fetch: Callable[..., Awaitable[Any]],
-        as_json: Callable[[Any], Any],
     ) -> None:
         """What flowledger does after completing: finish the running executions left with
         nothing to run, and write an `execution.<status>` event for each one finished."""
@@ -492,28 +490,9 @@ class Claims:
         )
         if not running:
             return
-        finish, outbox = self.q["finish_executions_if_settled"], self.q["insert_outbox_events"]
-        rows = await fetch(finish.sql, *finish.args({"ids": running}))
-        finished = list(starmap(finish.record, rows))
-        if finished:
-            events = {
-                "aggregate_types": ["execution"] * len(finished),
-                "aggregate_ids": [e.id for e in finished],
-                "event_types": [f"execution.{e.status}" for e in finished],
-                "payloads": [as_json(_payload(e)) for e in finished],
-            }
-            await fetch(outbox.sql, *outbox.args(events))
-
-
-def _payload(execution: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "workflow_id": str(execution.workflow_id),
-        "workflow_version": execution.workflow_version,
-        "status": execution.status,
-    }
-    if execution.error_message is not None:
-        payload["error"] = execution.error_message
-    return payload
+        # The statement finishes them and writes an `execution.<status>` event for each.
+        finish = self.q["finish_executions_if_settled"]
+        await fetch(finish.sql, *finish.args({"ids": running}))
 
 
 # -- the run ------------------------------------------------------------------------------------

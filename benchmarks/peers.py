@@ -59,9 +59,10 @@ _DBNAME = {s: "peers_" + s.replace("-", "_") for s in SYSTEMS}
 # What W means, and the configuration, of each system (written into the results).
 CONFIG = {
     "flowledger": "`flowledger.worker.Worker(db, {'core.noop': h}, concurrency=W)`: one"
-    " claim loop, W handler threads, prefetch W (claims up to 2W steps ahead), completions"
-    " written with `complete_many` in batches (flush_size 100, flush_interval 5 ms, or as"
-    " soon as nothing else runs); pool of W + 2 connections; enqueue `start_many` (at most"
+    " claim loop, W handler threads, the default prefetch of 10 per thread (it holds up to"
+    " 11W steps), completions written with `complete_many` in batches (flush_size 100,"
+    " flush_interval 5 ms, or as soon as nothing else runs), each batch's transaction also"
+    " claiming the room it frees; pool of W + 2 connections; enqueue `start_many` (at most"
     " 1,000 a call: 2,000 tasks are two calls)",
     "procrastinate": "`App(PsycopgConnector).run_worker_async(concurrency=W, wait=False,"
     " listen_notify=False)`: W sub-workers (asyncio tasks), each fetching and finishing one"

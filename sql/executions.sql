@@ -336,35 +336,74 @@ UPDATE step_attempts a
 -- name: finish_executions_if_settled
 -- Finish the running executions (of ids) none of whose steps can run any more (none
 -- pending, queued, running or waiting): 'failed' naming the first step that failed or
--- timed out (what the 'continue' failure mode ends with), else 'completed'. The executions
--- finished. Run it with the executions locked, so that concurrent last steps settle one
--- after the other.
+-- timed out (what the 'continue' failure mode ends with), else 'completed'; append an
+-- `execution.<status>` outbox event for each (with the relay's wake-up hint when any
+-- finished). The executions finished. Run it with the executions locked, so that
+-- concurrent last steps settle one after the other.
+-- Each execution is looked up alone by its primary key, and its steps by their execution
+-- (the LIMITs keep these lookups from being merged into joins, and the status is tested
+-- outside them): a generic plan made while the statistics say few executions run, or few
+-- steps failed, would otherwise read the status index over every running execution, or
+-- hash every failed step.
 -- plan: index workflow_executions_pkey, execution_steps_execution_task_key
 -- returns: many
 -- record: runs.Execution
-UPDATE workflow_executions AS x
-   SET status = CASE WHEN EXISTS (SELECT 1
-                                    FROM execution_steps AS s
-                                   WHERE s.execution_id = x.id
-                                     AND s.status IN ('failed', 'timed_out'))
-                     THEN 'failed' ELSE 'completed' END,
-       error_message = (SELECT 'step ' || s.task_name || '[' || s.task_index || '] '
-                               || s.status || coalesce(': ' || s.error, '')
-                          FROM execution_steps AS s
-                         WHERE s.execution_id = x.id AND s.status IN ('failed', 'timed_out')
-                         ORDER BY s.completed_at, s.id
-                         LIMIT 1),
-       finished_at = now(), row_version = x.row_version + 1
- WHERE x.id = ANY (%(ids)s::uuid[]) AND x.status = 'running'
-   AND NOT EXISTS (
-       SELECT 1
-         FROM execution_steps AS s
-        WHERE s.execution_id = x.id AND s.status IN ('pending', 'queued', 'running', 'waiting')
-   )
-RETURNING x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,
-          x.status, x.attempt, x.idempotency_key, x.parameters, x.variables, x.task_graph,
-          x.error_message, x.pause_reason, x.started_at, x.finished_at, x.row_version,
-          x.created_at, x.updated_at, x.failure_mode, x.parent_step_id;
+WITH settled AS MATERIALIZED (
+    SELECT x.id, f.error
+      FROM unnest(%(ids)s::uuid[]) AS i (id)
+     CROSS JOIN LATERAL (
+           SELECT x.id, x.status
+             FROM workflow_executions AS x
+            WHERE x.id = i.id
+            LIMIT 1
+           ) AS x
+      LEFT JOIN LATERAL (
+           SELECT true AS busy
+             FROM execution_steps AS s
+            WHERE s.execution_id = x.id
+              AND s.status IN ('pending', 'queued', 'running', 'waiting')
+            LIMIT 1
+           ) AS b ON true
+      LEFT JOIN LATERAL (
+           SELECT 'step ' || s.task_name || '[' || s.task_index || '] ' || s.status
+                  || coalesce(': ' || s.error, '') AS error
+             FROM execution_steps AS s
+            WHERE s.execution_id = x.id AND s.status IN ('failed', 'timed_out')
+            ORDER BY s.completed_at, s.id
+            LIMIT 1
+           ) AS f ON true
+     WHERE x.status = 'running' AND b.busy IS NULL
+), finished AS (
+    UPDATE workflow_executions AS x
+       SET status = CASE WHEN t.error IS NULL THEN 'completed' ELSE 'failed' END,
+           error_message = t.error, finished_at = now(), row_version = x.row_version + 1
+      FROM settled AS t
+     WHERE x.id = t.id
+    RETURNING x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,
+              x.status, x.attempt, x.idempotency_key, x.parameters, x.variables,
+              x.task_graph, x.error_message, x.pause_reason, x.started_at, x.finished_at,
+              x.row_version, x.created_at, x.updated_at, x.failure_mode, x.parent_step_id
+), announced AS (
+    INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
+    SELECT 'execution', f.id, 'execution.' || f.status,
+           jsonb_build_object('workflow_id', f.workflow_id::text,
+                              'workflow_version', f.workflow_version, 'status', f.status)
+           || CASE WHEN f.error_message IS NULL THEN '{}'::jsonb
+                   ELSE jsonb_build_object('error', f.error_message) END
+      FROM finished AS f
+     ORDER BY f.id
+), hint AS (
+    SELECT pg_notify('flowledger_outbox', '') AS sent
+      FROM finished
+     LIMIT 1
+)
+SELECT f.id, f.workflow_id, f.workflow_version, f.parent_execution_id, f.triggered_by,
+       f.status, f.attempt, f.idempotency_key, f.parameters, f.variables, f.task_graph,
+       f.error_message, f.pause_reason, f.started_at, f.finished_at, f.row_version,
+       f.created_at, f.updated_at, f.failure_mode, f.parent_step_id
+  FROM finished AS f
+  LEFT JOIN hint ON true
+ ORDER BY f.id;
 
 -- name: fail_execution
 -- Fail an unfinished execution; no row when it already is finished (greatest(): as in

@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from flowledger.aio.database import AsyncDatabase
-from flowledger.database import Database
+from flowledger.aio.database import AsyncDatabase, AsyncTransaction
+from flowledger.database import Database, Transaction
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep, Step, StepCompletion, StepFailure, StepLease
 from flowledger.repositories._checks import as_optional_queues
@@ -140,7 +140,7 @@ class Worker:
                     )
                     if flushed:
                         # Completions may have queued dependents: claim before waiting.
-                        self._flush(pending)
+                        claimed += self._flush(pending, pool)
                         pending = []
                     if time.monotonic() >= next_beat:
                         self._heartbeat()
@@ -154,21 +154,33 @@ class Worker:
         return self.stats
 
     def _claim(self, pool: ThreadPoolExecutor) -> int:
-        room = self._capacity - len(self._held)
-        if room <= 0:
+        if len(self._held) >= self._capacity:
             return 0
-        steps = self._db.steps.claim(
+        with self._db.transaction() as tx:
+            steps, refused = self._claim_in(tx)
+        return self._start(steps, refused, pool)
+
+    def _claim_in(self, tx: Transaction) -> tuple[list[ClaimedStep], int]:
+        """Claim as many steps as there is room for, in the caller's transaction, and give
+        back at once those `accept` refuses; the steps kept, and how many were refused."""
+        room = self._capacity - len(self._held)
+        if room <= 0 or self._stop.is_set():
+            return [], 0
+        steps = tx.steps.claim(
             worker_id=self.worker_id, limit=room, lease=self._lease, queues=self._queues
         )
-        self.stats.claimed += len(steps)
-        if self._accept is not None:
-            refused = [s for s in steps if not self._accept(s)]
-            if refused:
-                leases = _leases(refused)
-                self.stats.refused += len(
-                    self._db.steps.release_many(worker_id=self.worker_id, steps=leases)
-                )
-                steps = [s for s in steps if s not in refused]
+        if self._accept is None:
+            return steps, 0
+        refused = [s for s in steps if not self._accept(s)]
+        if not refused:
+            return steps, 0
+        released = tx.steps.release_many(worker_id=self.worker_id, steps=_leases(refused))
+        return [s for s in steps if s not in refused], len(released)
+
+    def _start(self, steps: list[ClaimedStep], refused: int, pool: ThreadPoolExecutor) -> int:
+        """Hand the steps claimed (and committed) to the handlers."""
+        self.stats.claimed += len(steps) + refused
+        self.stats.refused += refused
         for step in steps:
             self._held[step.id] = step
             self._futures[step.id] = pool.submit(self._execute, step)
@@ -207,32 +219,47 @@ class Worker:
             pending.append(result)
             timeout = 0.0
 
-    def _flush(self, results: list[tuple[ClaimedStep, Any, BaseException | None]]) -> None:
+    def _flush(
+        self,
+        results: list[tuple[ClaimedStep, Any, BaseException | None]],
+        pool: ThreadPoolExecutor | None = None,
+    ) -> int:
+        """Write the results and (with `pool`, unless stopping) claim the room they free,
+        in one transaction: one commit for both. The number of steps claimed."""
         done = [(s, o) for s, o, e in results if e is None]
         failed = [(s, e) for s, _, e in results if e is not None]
         written: list[tuple[ClaimedStep, Written, Step | None]] = []
-        if done:
-            result = self._db.steps.complete_many(
-                worker_id=self.worker_id, completions=_completions(done)
-            )
-            self.stats.completed += len(result.completed)
-            self.stats.lost += len(result.lost)
-            lost = set(result.lost)
-            written += [(s, "lost" if s.id in lost else "completed", None) for s, _ in done]
-        if failed:
-            outcome = self._db.steps.fail_many(worker_id=self.worker_id, failures=_failures(failed))
-            self.stats.failed += len(outcome.steps)
-            self.stats.lost += len(outcome.lost)
-            after = {x.id: x for x in outcome.steps}
-            written += [
-                (s, "failed" if s.id in after else "lost", after.get(s.id)) for s, _ in failed
-            ]
-        for step, _, _ in results:
-            self._held.pop(step.id, None)
-            self._futures.pop(step.id, None)
+        steps: list[ClaimedStep] = []
+        refused = 0
+        with self._db.transaction() as tx:
+            if done:
+                result = tx.steps.complete_many(
+                    worker_id=self.worker_id, completions=_completions(done)
+                )
+                lost = set(result.lost)
+                written += [(s, "lost" if s.id in lost else "completed", None) for s, _ in done]
+            if failed:
+                outcome = tx.steps.fail_many(worker_id=self.worker_id, failures=_failures(failed))
+                after = {x.id: x for x in outcome.steps}
+                written += [
+                    (s, "failed" if s.id in after else "lost", after.get(s.id)) for s, _ in failed
+                ]
+            for step, _, _ in results:
+                self._held.pop(step.id, None)
+                self._futures.pop(step.id, None)
+            if pool is not None:
+                steps, refused = self._claim_in(tx)
+        for _, what, _ in written:
+            if what == "completed":
+                self.stats.completed += 1
+            elif what == "failed":
+                self.stats.failed += 1
+            else:
+                self.stats.lost += 1
         if self._on_written is not None:
             for step, what, state in written:
                 self._on_written(step, what, state)
+        return 0 if pool is None else self._start(steps, refused, pool)
 
     def _heartbeat(self) -> None:
         if not self._held:
@@ -320,7 +347,7 @@ class AsyncWorker:
             async with await self._db.wake_ups() as wake:
                 while not self._stop.is_set():
                     claimed = await self._claim()
-                    collected = await self._collect(wait=not claimed)
+                    collected = await self._collect(wait=not claimed, pending=len(pending))
                     if collected and not pending:
                         oldest = time.monotonic()
                     pending += collected
@@ -330,7 +357,7 @@ class AsyncWorker:
                         or not self._running_besides(pending)
                     ):
                         # Completions may have queued dependents: claim before waiting.
-                        await self._flush(pending)
+                        await self._flush(pending, claim=True)
                         pending = []
                         continue
                     if time.monotonic() >= next_beat:
@@ -348,12 +375,22 @@ class AsyncWorker:
         return bool(self._held.keys() - {s.id for s, _, _ in pending})
 
     async def _claim(self) -> int:
-        room = self._capacity - len(self._held)
-        if room <= 0:
+        if len(self._held) >= self._capacity:
             return 0
-        steps = await self._db.steps.claim(
+        async with self._db.transaction() as tx:
+            steps = await self._claim_in(tx)
+        return self._start(steps)
+
+    async def _claim_in(self, tx: AsyncTransaction) -> list[ClaimedStep]:
+        room = self._capacity - len(self._held)
+        if room <= 0 or self._stop.is_set():
+            return []
+        return await tx.steps.claim(
             worker_id=self.worker_id, limit=room, lease=self._lease, queues=self._queues
         )
+
+    def _start(self, steps: list[ClaimedStep]) -> int:
+        """Hand the steps claimed (and committed) to the handlers."""
         self.stats.claimed += len(steps)
         for step in steps:
             self._held[step.id] = step
@@ -376,9 +413,9 @@ class AsyncWorker:
             else:
                 self._results.put_nowait((step, outputs, None))
 
-    async def _collect(self, *, wait: bool) -> list[_Result]:
+    async def _collect(self, *, wait: bool, pending: int = 0) -> list[_Result]:
         # Gather what finished; wait up to the flush interval for more only when the
-        # handlers are all there is to wait for.
+        # handlers are all there is to wait for, and only while some are still running.
         results: list[_Result] = []
         deadline = time.monotonic() + (self._flush_interval if wait and self._held else 0.0)
         while True:
@@ -388,32 +425,45 @@ class AsyncWorker:
             except asyncio.QueueEmpty:
                 pass
             left = deadline - time.monotonic()
-            if left <= 0 or len(results) >= self._flush_size:
+            if (
+                left <= 0
+                or len(results) >= self._flush_size
+                or pending + len(results) >= len(self._held)
+            ):
                 return results
             try:
                 results.append(await asyncio.wait_for(self._results.get(), left))
             except TimeoutError:
                 return results
 
-    async def _flush(self, results: list[_Result]) -> None:
+    async def _flush(self, results: list[_Result], *, claim: bool = False) -> None:
+        """Write the results and (with `claim`, unless stopping) claim the room they free,
+        in one transaction: one commit for both."""
         done = [(s, o) for s, o, e in results if e is None]
         failed = [(s, e) for s, _, e in results if e is not None]
-        if done:
-            written = await self._db.steps.complete_many(
-                worker_id=self.worker_id, completions=_completions(done)
-            )
-            self.stats.completed += len(written.completed)
-            self.stats.lost += len(written.lost)
-        if failed:
-            outcome = await self._db.steps.fail_many(
-                worker_id=self.worker_id, failures=_failures(failed)
-            )
-            self.stats.failed += len(outcome.steps)
-            self.stats.lost += len(outcome.lost)
-        for step, _, _ in results:
-            self._held.pop(step.id, None)
-            self._tasks.pop(step.id, None)
-            self._started.discard(step.id)
+        completed = failed_for = lost = 0
+        steps: list[ClaimedStep] = []
+        async with self._db.transaction() as tx:
+            if done:
+                written = await tx.steps.complete_many(
+                    worker_id=self.worker_id, completions=_completions(done)
+                )
+                completed, lost = len(written.completed), len(written.lost)
+            if failed:
+                outcome = await tx.steps.fail_many(
+                    worker_id=self.worker_id, failures=_failures(failed)
+                )
+                failed_for, lost = len(outcome.steps), lost + len(outcome.lost)
+            for step, _, _ in results:
+                self._held.pop(step.id, None)
+                self._tasks.pop(step.id, None)
+                self._started.discard(step.id)
+            if claim:
+                steps = await self._claim_in(tx)
+        self.stats.completed += completed
+        self.stats.failed += failed_for
+        self.stats.lost += lost
+        self._start(steps)
 
     async def _heartbeat(self) -> None:
         if not self._held:

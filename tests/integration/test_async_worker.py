@@ -204,3 +204,32 @@ def test_an_async_worker_refuses_bad_queues(db_url: str) -> None:
 
 async def _noop(step: ClaimedStep) -> None:
     return None
+
+
+def test_a_batch_is_written_and_the_room_it_frees_claimed_in_one_transaction(
+    db_url: str, conn: Conn
+) -> None:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "only")
+
+    async def noop(step: ClaimedStep) -> None:
+        return None
+
+    async def body(db: AsyncDatabase) -> Any:
+        for _ in range(30):
+            await db.executions.start(workflow_id=wf)
+        # One task at a time, room for 5, flushed when all 5 are done: see the sync test.
+        worker = AsyncWorker(db, {"core.noop": noop}, concurrency=1, prefetch=4, flush_interval=60)
+        return await worker.run(until_idle=True)
+
+    stats = _run(db_url, body)
+    assert (stats.claimed, stats.completed) == (30, 30)
+    rows = conn.execute(
+        "SELECT s.heartbeat_at, s.completed_at FROM execution_steps s"
+        " JOIN workflow_executions e ON e.id = s.execution_id WHERE e.workflow_id = %s",
+        (wf,),
+    ).fetchall()
+    claims = collections.Counter(r[0] for r in rows)
+    flushes = collections.Counter(r[1] for r in rows)
+    assert sorted(claims.values()) == sorted(flushes.values()) == [5] * 6
+    assert len(set(claims) & set(flushes)) == 5

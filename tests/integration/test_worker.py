@@ -125,6 +125,33 @@ def test_a_crashed_workers_steps_are_reaped_and_run_by_another(db: Database, con
     assert outcomes == ["lease_lost", "completed"]
 
 
+def test_a_batch_is_written_and_the_room_it_frees_claimed_in_one_transaction(
+    db: Database, conn: Conn
+) -> None:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "only")
+    runs = [db.executions.start(workflow_id=wf) for _ in range(30)]
+    # One handler thread and room for 5 steps, flushed when all 5 are done (not by the
+    # clock): one claim of 5, then 6 flushes each completing 5 steps and claiming the next
+    # 5 (the last finds none). now() is the transaction's start: a claim made in a flush's
+    # transaction stamps its steps' heartbeat_at with the completed_at it gives the batch.
+    worker = Worker(
+        db, {"core.noop": lambda step: None}, concurrency=1, prefetch=4, flush_interval=60
+    )
+    stats = worker.run(until_idle=True)
+    assert (stats.claimed, stats.completed) == (30, 30)
+    assert {db.executions.get(id=r.id).status for r in runs} == {"completed"}
+    rows = conn.execute(
+        "SELECT s.heartbeat_at, s.completed_at FROM execution_steps s"
+        " JOIN workflow_executions e ON e.id = s.execution_id WHERE e.workflow_id = %s",
+        (wf,),
+    ).fetchall()
+    claims = collections.Counter(r[0] for r in rows)
+    flushes = collections.Counter(r[1] for r in rows)
+    assert sorted(claims.values()) == sorted(flushes.values()) == [5] * 6
+    assert len(set(claims) & set(flushes)) == 5
+
+
 @pytest.mark.concurrency
 def test_eight_workers_run_every_step_exactly_once(db_url: str, conn: Conn) -> None:
     from flowledger.database import connect

@@ -452,17 +452,15 @@ class ExecutionsRepository(ExecutionsReader):
     def _finish_settled(
         self, execution_ids: builtins.list[uuid.UUID], conn: Connection
     ) -> builtins.list[Execution]:
-        """Finish, in one statement, those of the running executions (whose rows the caller
-        holds) none of whose steps can run any more, announce each, and report finished
+        """Finish and announce, in one statement, those of the running executions (whose
+        rows the caller holds) none of whose steps can run any more, and report finished
         children to their parent steps."""
         params = {"ids": execution_ids}
         done: builtins.list[Execution] = self._fetch(
             "finish_executions_if_settled", params, conn=conn
         )
-        if done:
-            self._announce_many(done, conn)
-            for execution in done:
-                self._report_to_parent(execution, conn)
+        for execution in done:
+            self._report_to_parent(execution, conn)
         return done
 
     def _after_failures(
@@ -563,16 +561,6 @@ class ExecutionsRepository(ExecutionsReader):
             payload=_payload(execution),
         )
         self._repos.outbox.append(event=event, conn=conn)
-
-    def _announce_many(self, executions: builtins.list[Execution], conn: Connection) -> None:
-        """`execution.<status>` for each execution, in one statement."""
-        params = {
-            "aggregate_types": ["execution"] * len(executions),
-            "aggregate_ids": [e.id for e in executions],
-            "event_types": [f"execution.{e.status}" for e in executions],
-            "payloads": [Jsonb(_payload(e)) for e in executions],
-        }
-        self._fetch("insert_outbox_events", params, conn=conn)
 
 
 def _request(

@@ -464,17 +464,15 @@ class AsyncExecutionsRepository(AsyncExecutionsReader):
     async def _finish_settled(
         self, execution_ids: builtins.list[uuid.UUID], conn: AsyncConnection
     ) -> builtins.list[Execution]:
-        """Finish, in one statement, those of the running executions (whose rows the caller
-        holds) none of whose steps can run any more, announce each, and report finished
+        """Finish and announce, in one statement, those of the running executions (whose
+        rows the caller holds) none of whose steps can run any more, and report finished
         children to their parent steps."""
         params = {"ids": execution_ids}
         done: builtins.list[Execution] = await self._fetch(
             "finish_executions_if_settled", params, conn=conn
         )
-        if done:
-            await self._announce_many(done, conn)
-            for execution in done:
-                await self._report_to_parent(execution, conn)
+        for execution in done:
+            await self._report_to_parent(execution, conn)
         return done
 
     async def _after_failures(
@@ -575,18 +573,6 @@ class AsyncExecutionsRepository(AsyncExecutionsReader):
             payload=_payload(execution),
         )
         await self._repos.outbox.append(event=event, conn=conn)
-
-    async def _announce_many(
-        self, executions: builtins.list[Execution], conn: AsyncConnection
-    ) -> None:
-        """`execution.<status>` for each execution, in one statement."""
-        params = {
-            "aggregate_types": ["execution"] * len(executions),
-            "aggregate_ids": [e.id for e in executions],
-            "event_types": [f"execution.{e.status}" for e in executions],
-            "payloads": [Jsonb(_payload(e)) for e in executions],
-        }
-        await self._fetch("insert_outbox_events", params, conn=conn)
 
 
 def _request(
