@@ -424,6 +424,22 @@ def _counters(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _quiesce(url: str, limit: float = 120.0) -> None:
+    """Wait until no autovacuum worker runs on the server: one cleaning up after the
+    previous system's drain would otherwise compete with the next system's (on this
+    machine it halved some drains)."""
+    import psycopg
+
+    deadline = time.monotonic() + limit
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        ).fetchone() != (0,):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"autovacuum still running after {limit:.0f} s")
+            time.sleep(0.2)
+
+
 def drain_run(
     system: str, url: str, workers: int, n: int, prefetch: int | None = None
 ) -> dict[str, float]:
@@ -431,6 +447,7 @@ def drain_run(
     _sql(url, _RESET[system])
     in_child("many", system, url, 1, n)
     _sql(url, "ANALYZE")
+    _quiesce(url)
     time.sleep(0.6)  # let the enqueuing backends' statistics reach pg_stat_database
     wal0, commits0 = _counters(url)
     result = in_child("drain", system, url, workers, n, prefetch)
@@ -498,6 +515,7 @@ def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
     _sql(url, _RESET["flowledger"])
     in_child("many", "flowledger", url, 1, n)
     _sql(url, "ANALYZE")
+    _quiesce(url)
     script = batched_script(10)
     transactions = n // 10 // clients
     wal0, _ = _counters(url)
@@ -663,6 +681,7 @@ def _measure_repeat(
     for system in [] if args.drain_only else args.systems:
         for op in ("one", "many"):
             _sql(urls[system], _RESET[system])
+            _quiesce(urls[system])
             rate = float(in_child(op, system, urls[system], 1, n)["rate"])
             measured.enqueues.setdefault((system, op), []).append(rate)
             print(f"[{repeat + 1}] enqueue {op} {system}: {rate:,.0f}/s", flush=True)
@@ -706,9 +725,10 @@ def _report_header(measured: Measured, args: argparse.Namespace) -> list[str]:
         f"- server: {measured.server} (the embedded server), fsync={measured.settings[0]},"
         f" synchronous_commit={measured.settings[1]}; one database per system",
         f"- {args.tasks:,} no-op tasks per run; medians of {args.repeats} interleaved repeats,"
-        f" each run in a fresh process; the whole run took {measured.seconds / 60:.1f} min",
-        "- the machine has 2 cores shared with other engineers' test runs: absolute figures"
-        " drift, compare the ratios (measured within this one run)",
+        f" each run in a fresh process, started once no autovacuum worker runs on the server;"
+        f" the whole run took {measured.seconds / 60:.1f} min",
+        "- the machine has 2 cores shared with other workloads: absolute figures drift,"
+        " compare the ratios (measured within this one run)",
         "- versions: " + ", ".join(f"{s} {v}" for s, v in versions().items()),
         "",
         "## What W is, and each system's configuration",

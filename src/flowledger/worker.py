@@ -57,6 +57,10 @@ lease was lost."""
 
 log = logging.getLogger("flowledger.worker")
 
+# With until_idle, how long a lane with nothing to do waits before it looks again while
+# other lanes still hold steps (a wake-up ends the wait sooner).
+_PEER_WAIT = 0.05
+
 
 class WorkerStats(msgspec.Struct, kw_only=True):
     """What a worker did: steps claimed, completed, failed, given back at shutdown, given
@@ -89,14 +93,17 @@ class Worker:
         accept: Callable[[ClaimedStep], bool] | None = None,
         on_written: Callable[[ClaimedStep, Written, Step | None], None] | None = None,
         queues: Sequence[str] | None = None,
+        lanes: int | None = None,
     ) -> None:
         _check_options(handlers, concurrency, prefetch, flush_interval, idle_wait, flush_size)
+        self._lanes = _check_lanes(lanes, concurrency)
         # None: every queue, as steps.claim; checked here, not at the first claim.
         self._queues = as_optional_queues(queues, "queues")
         self._db = db
         self._handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._concurrency = concurrency
+        self._prefetch = prefetch
         # Held steps = running + buffered; the heartbeat renews every lease, so a buffer the
         # handlers drain within a lease is covered. Ten per thread by default: claims and
         # completions then commit in batches (one step per claim cost ~2.4 commits a step).
@@ -114,6 +121,8 @@ class Worker:
         )
         self._held: dict[uuid.UUID, ClaimedStep] = {}
         self._futures: dict[uuid.UUID, Future[None]] = {}
+        self._thread_names = "flowledger-worker"
+        self._peers: list[Worker] = []  # the other lanes, when this is one of several
         self.stats = WorkerStats()
 
     def stop(self) -> None:
@@ -124,7 +133,9 @@ class Worker:
     def run(self, *, until_idle: bool = False) -> WorkerStats:
         """Work until `stop()` (or, with `until_idle`, until nothing is left to claim and
         nothing is held); the statistics."""
-        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="flowledger-worker")
+        if self._lanes > 1:
+            return self._run_lanes(until_idle)
+        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=self._thread_names)
         pending: list[tuple[ClaimedStep, Any, BaseException | None]] = []
         oldest = 0.0
         next_beat = time.monotonic() + self._lease.total_seconds() / 3
@@ -146,11 +157,66 @@ class Worker:
                         self._heartbeat()
                         next_beat = time.monotonic() + self._lease.total_seconds() / 3
                     if not claimed and not flushed and not self._held and not pending:
-                        if until_idle:
+                        # Another lane's completions may still queue steps for this one.
+                        peers_busy = any(peer._held for peer in self._peers)
+                        if until_idle and not peers_busy:
                             break
-                        wake.wait(self._idle_wait)
+                        wake.wait(_PEER_WAIT if until_idle else self._idle_wait)
         finally:
             self._shutdown(pool, pending)
+        return self.stats
+
+    def _run_lanes(self, until_idle: bool) -> WorkerStats:
+        """Run the claim loops side by side, one thread each, each with its share of the
+        handler threads and of the buffer and its own transactions: while one lane writes
+        a batch, another claims or writes its own. The first error stops every lane and is
+        raised once all have shut down."""
+        children = [
+            Worker(
+                self._db,
+                self._handlers,
+                worker_id=self.worker_id,
+                concurrency=_share(self._concurrency, self._lanes, lane),
+                prefetch=None
+                if self._prefetch is None
+                else _share(self._prefetch, self._lanes, lane),
+                lease=self._lease,
+                flush_size=self._flush_size,
+                flush_interval=self._flush_interval,
+                idle_wait=self._idle_wait,
+                accept=self._accept,
+                on_written=self._on_written,
+                queues=self._queues,
+                lanes=1,
+            )
+            for lane in range(self._lanes)
+        ]
+        errors: list[BaseException] = []
+
+        def run_lane(child: Worker, lane: int) -> None:
+            child._stop = self._stop
+            child._peers = [peer for peer in children if peer is not child]
+            child._thread_names = f"flowledger-worker-lane{lane}"
+            try:
+                child.run(until_idle=until_idle)
+            except BaseException as exc:
+                errors.append(exc)
+                self._stop.set()
+
+        threads = [
+            threading.Thread(target=run_lane, args=(child, i), name=f"flowledger-lane{i}")
+            for i, child in enumerate(children)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            # A timed join leaves the main thread free to run signal handlers (stop()).
+            while thread.is_alive():
+                thread.join(0.5)
+        for child in children:
+            _add_stats(self.stats, child.stats)
+        if errors:
+            raise errors[0]
         return self.stats
 
     def _claim(self, pool: ThreadPoolExecutor) -> int:
@@ -310,10 +376,14 @@ class AsyncWorker:
         flush_interval: float = 0.005,
         idle_wait: float = 1.0,
         queues: Sequence[str] | None = None,
+        lanes: int | None = None,
     ) -> None:
         _check_options(handlers, concurrency, prefetch, flush_interval, idle_wait, flush_size)
         if not all(inspect.iscoroutinefunction(h) for h in handlers.values()):
             raise InvalidInput("AsyncWorker handlers must be coroutine functions (async def)")
+        self._lanes = _check_lanes(lanes, concurrency)
+        self._concurrency = concurrency
+        self._prefetch = prefetch
         self._queues = as_optional_queues(queues, "queues")
         self._db = db
         self._handlers = dict(handlers)
@@ -330,6 +400,7 @@ class AsyncWorker:
         self._held: dict[uuid.UUID, ClaimedStep] = {}
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._started: set[uuid.UUID] = set()
+        self._peers: list[AsyncWorker] = []  # the other lanes, when this is one of several
         self.stats = WorkerStats()
 
     def stop(self) -> None:
@@ -340,6 +411,8 @@ class AsyncWorker:
     async def run(self, *, until_idle: bool = False) -> WorkerStats:
         """Work until `stop()` (or, with `until_idle`, until nothing is left to claim and
         nothing is held); the statistics."""
+        if self._lanes > 1:
+            return await self._run_lanes(until_idle)
         pending: list[_Result] = []
         oldest = 0.0
         next_beat = time.monotonic() + self._lease.total_seconds() / 3
@@ -364,11 +437,51 @@ class AsyncWorker:
                         await self._heartbeat()
                         next_beat = time.monotonic() + self._lease.total_seconds() / 3
                     if not claimed and not self._held and not pending:
-                        if until_idle:
+                        # Another lane's completions may still queue steps for this one.
+                        peers_busy = any(peer._held for peer in self._peers)
+                        if until_idle and not peers_busy:
                             break
-                        await wake.wait(self._idle_wait)
+                        await wake.wait(_PEER_WAIT if until_idle else self._idle_wait)
         finally:
             await self._shutdown(pending)
+        return self.stats
+
+    async def _run_lanes(self, until_idle: bool) -> WorkerStats:
+        """Run the claim loops side by side as tasks, as `Worker` runs its lanes."""
+        children = [
+            AsyncWorker(
+                self._db,
+                self._handlers,
+                worker_id=self.worker_id,
+                concurrency=_share(self._concurrency, self._lanes, lane),
+                prefetch=None
+                if self._prefetch is None
+                else _share(self._prefetch, self._lanes, lane),
+                lease=self._lease,
+                flush_size=self._flush_size,
+                flush_interval=self._flush_interval,
+                idle_wait=self._idle_wait,
+                queues=self._queues,
+                lanes=1,
+            )
+            for lane in range(self._lanes)
+        ]
+        errors: list[BaseException] = []
+
+        async def run_lane(child: AsyncWorker) -> None:
+            child._stop = self._stop
+            child._peers = [peer for peer in children if peer is not child]
+            try:
+                await child.run(until_idle=until_idle)
+            except BaseException as exc:
+                errors.append(exc)
+                self._stop.set()
+
+        await asyncio.gather(*(run_lane(child) for child in children))
+        for child in children:
+            _add_stats(self.stats, child.stats)
+        if errors:
+            raise errors[0]
         return self.stats
 
     def _running_besides(self, pending: list[_Result]) -> bool:
@@ -513,6 +626,27 @@ def _check_options(
     for name, seconds in (("flush_interval", flush_interval), ("idle_wait", idle_wait)):
         if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
             raise InvalidInput(f"{name} must be a positive number of seconds, got {seconds!r}")
+
+
+def _check_lanes(lanes: object, concurrency: int) -> int:
+    """The number of claim loops: as asked (1..concurrency), else 2 from 4 handlers up."""
+    if lanes is None:
+        return 2 if concurrency >= 4 else 1
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= concurrency:
+        raise InvalidInput(
+            f"lanes must be an integer between 1 and concurrency ({concurrency}), got {lanes!r}"
+        )
+    return lanes
+
+
+def _add_stats(total: WorkerStats, part: WorkerStats) -> None:
+    for field in msgspec.structs.fields(WorkerStats):
+        setattr(total, field.name, getattr(total, field.name) + getattr(part, field.name))
+
+
+def _share(total: int, parts: int, part: int) -> int:
+    """Part `part` of `total` split into `parts` shares differing by at most one."""
+    return total // parts + (1 if part < total % parts else 0)
 
 
 def _completions(done: list[tuple[ClaimedStep, Any]]) -> list[StepCompletion]:

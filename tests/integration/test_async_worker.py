@@ -162,7 +162,14 @@ def test_bad_async_worker_settings_are_refused(db_url: str) -> None:
         return None
 
     async def body(db: AsyncDatabase) -> None:
-        bad: list[dict[str, Any]] = [{"concurrency": 0}, {"flush_interval": 0}, {"prefetch": -1}]
+        bad: list[dict[str, Any]] = [
+            {"concurrency": 0},
+            {"flush_interval": 0},
+            {"prefetch": -1},
+            {"lanes": 0},
+            {"lanes": 17},
+            {"lanes": 1.5},
+        ]
         for kwargs in bad:
             with pytest.raises(InvalidInput):
                 AsyncWorker(db, {"core.noop": noop}, **kwargs)
@@ -233,3 +240,37 @@ def test_a_batch_is_written_and_the_room_it_frees_claimed_in_one_transaction(
     flushes = collections.Counter(r[1] for r in rows)
     assert sorted(claims.values()) == sorted(flushes.values()) == [5] * 6
     assert len(set(claims) & set(flushes)) == 5
+
+
+def test_async_lanes_run_every_step_exactly_once(
+    db_url: str, conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wf = _pipeline(conn, items=4)
+    ran: collections.Counter[tuple[str, str, int]] = collections.Counter()
+    claimers: set[int] = set()
+    claim_in = AsyncWorker._claim_in
+
+    async def recording(self: AsyncWorker, tx: Any) -> list[ClaimedStep]:
+        steps = await claim_in(self, tx)
+        if steps:
+            claimers.add(id(self))
+        return steps
+
+    monkeypatch.setattr(AsyncWorker, "_claim_in", recording)
+
+    async def handler(step: ClaimedStep) -> None:
+        ran[str(step.execution_id), step.task_name, step.task_index] += 1
+        await asyncio.sleep(0)
+
+    async def body(db: AsyncDatabase) -> Any:
+        runs = [await db.executions.start(workflow_id=wf) for _ in range(20)]
+        # Four handlers make two lanes by default; each claims and writes on its own.
+        worker = AsyncWorker(db, {"core.noop": handler}, concurrency=4, flush_size=3)
+        stats = await worker.run(until_idle=True)
+        return stats, {(await db.executions.get(id=r.id)).status for r in runs}
+
+    stats, statuses = _run(db_url, body)
+    assert len(claimers) == 2
+    assert statuses == {"completed"}
+    assert (stats.claimed, stats.completed, stats.lost) == (20 * 6, 20 * 6, 0)
+    assert len(ran) == 20 * 6 and set(ran.values()) == {1}

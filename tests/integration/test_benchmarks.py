@@ -300,6 +300,29 @@ def test_the_queues_benchmark_drains_every_configuration(
     assert "<!-- section: queues -->" in results.read_text()
 
 
+def test_the_lanes_benchmark_drains_every_configuration_exactly_once(
+    pg_server: PgServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """benchmarks/worker_lanes.py at a tiny size: every W and lane count drains its steps
+    exactly once (the script checks), and its section is written."""
+    lanes = _bench("worker_lanes", monkeypatch)
+    monkeypatch.setattr(lanes, "BENCH_DB", f"flowledger_lanes_bench_t{os.getpid()}")
+    results = tmp_path / "RESULTS.md"
+    try:
+        argv = ["--database", pg_server.url("postgres"), "--repeats", "1", "--tasks", "30"]
+        assert lanes.main([*argv, "--output", str(results)]) == 0
+    finally:
+        with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {lanes.BENCH_DB}")
+    runs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[1] ")]
+    assert len(runs) == sum(len(counts) for _, counts in lanes.CONFIGS)
+    assert all(not line.endswith(" 0 steps/s") for line in runs)
+    assert "<!-- section: worker-lanes -->" in results.read_text()
+
+
 def test_the_plan_cache_benchmark_measures_every_mode_and_path(
     pg_server: PgServer,
     tmp_path: Path,

@@ -16,9 +16,9 @@ import pytest
 from _runs_factories import add_stage, make_workflow
 from flowledger.database import Database
 from flowledger.errors import InvalidInput
-from flowledger.records.runs import ClaimedStep
+from flowledger.records.runs import ClaimedStep, Step
 from flowledger.records.workflows import StagePatch
-from flowledger.worker import Worker
+from flowledger.worker import Worker, Written
 
 # Sync-only code (the worker, the tools): `db` is the sync face only.
 pytestmark = pytest.mark.sync_face
@@ -112,6 +112,70 @@ def test_shutdown_gives_back_unstarted_steps_and_finishes_running_ones(
         assert (step.attempt, len(attempts)) == ((1, 1) if step.status == "completed" else (0, 0))
 
 
+def test_lanes_share_the_threads_and_run_every_step_exactly_once(db: Database, conn: Conn) -> None:
+    wf = _pipeline(conn, items=4)
+    runs = [db.executions.start(workflow_id=wf) for _ in range(20)]
+    ran: collections.Counter[tuple[str, str, int]] = collections.Counter()
+    threads: set[str] = set()
+    lock = threading.Lock()
+
+    def handler(step: ClaimedStep) -> None:
+        with lock:
+            ran[str(step.execution_id), step.task_name, step.task_index] += 1
+            threads.add(threading.current_thread().name.rpartition("_")[0])
+
+    # Four handler threads make two lanes by default, each with two threads of its own.
+    worker = Worker(db, {"core.noop": handler}, concurrency=4, flush_size=3)
+    stats = worker.run(until_idle=True)
+    assert threads == {"flowledger-worker-lane0", "flowledger-worker-lane1"}
+    assert (stats.claimed, stats.completed, stats.lost) == (20 * 6, 20 * 6, 0)
+    assert len(ran) == 20 * 6 and set(ran.values()) == {1}
+    assert {db.executions.get(id=r.id).status for r in runs} == {"completed"}
+    # One lane by default below four threads, and as many as asked otherwise.
+    threads.clear()
+    db.executions.start(workflow_id=wf)
+    Worker(db, {"core.noop": handler}, concurrency=3).run(until_idle=True)
+    assert threads == {"flowledger-worker"}
+    threads.clear()
+    db.executions.start(workflow_id=wf)
+    Worker(db, {"core.noop": handler}, concurrency=3, lanes=3, prefetch=0).run(until_idle=True)
+    assert threads <= {f"flowledger-worker-lane{i}" for i in range(3)} and len(threads) >= 2
+
+
+def test_stop_ends_every_lane_and_an_error_in_one_stops_them_all(db: Database, conn: Conn) -> None:
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "each", with_items=list(range(12)))
+    db.executions.start(workflow_id=wf)
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(step: ClaimedStep) -> None:
+        started.set()
+        release.wait(10)
+
+    worker = Worker(db, {"core.noop": slow}, concurrency=2, lanes=2, prefetch=4)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(10)
+    time.sleep(0.2)  # both lanes hold steps by now
+    worker.stop()
+    time.sleep(0.1)
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    stats = worker.stats
+    # Each lane held its running step and two buffered ones: all written or given back.
+    assert stats.claimed == 6 and stats.completed + stats.released == 6 and stats.released >= 2
+
+    def broken(step: ClaimedStep, what: Written, state: Step | None) -> None:
+        raise RuntimeError("on_written failed")
+
+    db.executions.start(workflow_id=wf)
+    failing = Worker(db, {"core.noop": lambda step: None}, concurrency=4, on_written=broken)
+    with pytest.raises(RuntimeError, match="on_written failed"):
+        failing.run()
+
+
 def test_a_crashed_workers_steps_are_reaped_and_run_by_another(db: Database, conn: Conn) -> None:
     wf = _pipeline(conn, items=2)
     run = db.executions.start(workflow_id=wf)
@@ -194,6 +258,10 @@ def test_bad_worker_settings_are_refused(db: Database) -> None:
         {"flush_interval": 0},
         {"prefetch": -1},
         {"idle_wait": float("nan")},
+        {"lanes": 0},
+        {"lanes": 5},
+        {"lanes": True},
+        {"lanes": "2"},
     ):
         with pytest.raises(InvalidInput):
             Worker(db, {}, **kwargs)
