@@ -7,7 +7,10 @@ URL names a migrated database on a server with the pg_walinspect extension (Post
 `--tasks` one-step executions, then drains them with `steps.claim(limit=--batch)` and
 `steps.complete_many` on one connection, and reads the WAL written by the drain alone
 (`pg_get_wal_stats` and `pg_get_wal_records_info` between the LSNs before and after): the
-bytes per completed task of each record type and of each table and index.
+bytes per completed task of each record type and of each table and index. With
+`--statements` (the server preloads pg_stat_statements, with `pg_stat_statements.track =
+all` to see the statements of triggers and foreign keys), it also prints the server's
+execution time per completed task of each statement of the drain.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--statements", action="store_true")
     args = parser.parse_args(argv)
     with flowledger.connect(args.url, max_size=1) as db, db.pinned() as p:
         conn = p.connection
@@ -48,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         for first in range(0, args.tasks, 1000):
             n = min(1000, args.tasks - first)
             p.executions.start_many(requests=[StartRequest(workflow_id=workflow[0])] * n)
+        if args.statements:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")
         start = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
         done = 0
         while steps := p.steps.claim(worker_id="wal", limit=args.batch):
@@ -80,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
             (start[0], end[0]),
         ):
             print(f"  {name:44} {size / done:7.0f}")
+        if args.statements:
+            print("\nserver execution time (µs per task) of the drain's statements:")
+            for query, calls, total in conn.execute(
+                "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 70), calls,"
+                " total_exec_time FROM pg_stat_statements"
+                " WHERE query NOT LIKE '%%pg_walinspect%%' AND query NOT LIKE '%%pg_get_wal%%'"
+                " ORDER BY total_exec_time DESC LIMIT 10"
+            ):
+                print(f"  {total * 1000 / done:7.1f}  {calls:6}  {query}")
     return 0
 
 

@@ -119,7 +119,7 @@ def _report(
         f"Command: `.venv/bin/python benchmarks/worker_lanes.py --repeats {args.repeats}"
         f" --tasks {args.tasks}`",
         "",
-        f"- server: PostgreSQL {server}; {args.tasks:,} one-step executions per run, drained"
+        f"- server: {server}; {args.tasks:,} one-step executions per run, drained"
         " by one `Worker(concurrency=W, lanes=L).run(until_idle=True)` with no-op handlers;"
         f" medians of {args.repeats} interleaved repeats; the run took {elapsed / 60:.1f} min",
         "",

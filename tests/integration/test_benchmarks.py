@@ -200,6 +200,22 @@ def test_the_wal_breakdown_runs(
     assert "Btree/INSERT_LEAF" in out and "execution_steps_pkey" in out
 
 
+def test_the_wal_breakdown_reports_the_statements_of_the_drain(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wal = _bench("wal_breakdown", monkeypatch)
+    with psycopg.connect(db_url) as conn:
+        loaded = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_walinspect'"
+            " AND current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%'"
+        ).fetchone()
+    if loaded is None:
+        pytest.skip("the server does not preload pg_stat_statements (CI's PostgreSQL 15 does)")
+    assert wal.main([db_url, "--tasks", "30", "--batch", "7", "--statements"]) == 0
+    out = capsys.readouterr().out.split("server execution time (µs per task)", 1)[1]
+    assert "flowledger:claim_steps" in out and "flowledger:complete_steps" in out
+
+
 RETENTION = ROOT / "benchmarks" / "retention.py"
 
 
