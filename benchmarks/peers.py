@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from measure import median, pgbench, pgbench_sql, ratio
 from report import write_section
-from servers import recreate_database, server_url, with_db
+from servers import recreate_database, server_url, wait_for_autovacuum, with_db
 
 if TYPE_CHECKING:
     from pgqueuer import QueueManager
@@ -424,20 +424,11 @@ def _counters(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _quiesce(url: str, limit: float = 120.0) -> None:
-    """Wait until no autovacuum worker runs on the server: one cleaning up after the
-    previous system's drain would otherwise compete with the next system's (on this
-    machine it halved some drains)."""
+def _quiesce(url: str) -> None:
     import psycopg
 
-    deadline = time.monotonic() + limit
     with psycopg.connect(libpq(url), autocommit=True) as conn:
-        while conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
-        ).fetchone() != (0,):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"autovacuum still running after {limit:.0f} s")
-            time.sleep(0.2)
+        wait_for_autovacuum(conn)
 
 
 def drain_run(

@@ -5,6 +5,7 @@ Standard library only at import time, like measure.py.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,3 +59,16 @@ def migrated_database(database: str | None, name: str) -> tuple[str, str]:
     with Migrator(url) as migrator:
         migrator.apply()
     return url, server
+
+
+def wait_for_autovacuum(conn: psycopg.Connection[Any], limit: float = 120.0) -> None:
+    """Wait until no autovacuum worker runs on the server: one cleaning up after the
+    previous measured run would otherwise compete with the next (on this machine it
+    halved some drains)."""
+    deadline = time.monotonic() + limit
+    while conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+    ).fetchone() != (0,):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"autovacuum still running after {limit:.0f} s")
+        time.sleep(0.2)

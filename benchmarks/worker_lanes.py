@@ -25,7 +25,7 @@ import psycopg
 
 from measure import median, ratio
 from report import write_section
-from servers import migrated_database
+from servers import migrated_database, wait_for_autovacuum
 
 BENCH_DB = "flowledger_lanes_bench"
 CONFIGS = ((4, (1, 2, 4)), (8, (1, 2, 4)))  # (W, lane counts)
@@ -84,7 +84,7 @@ def _drain(
             requests = [StartRequest(workflow_id=workflow)] * min(1000, n - first)
             db.executions.start_many(requests=requests)
         conn.execute("ANALYZE")
-        _quiesce(conn)
+        wait_for_autovacuum(conn)
         worker = Worker(db, {"core.noop": lambda step: None}, concurrency=workers, lanes=lanes)
         start = time.perf_counter()
         stats = worker.run(until_idle=True)
@@ -97,16 +97,6 @@ def _drain(
     if stats.completed != n or row != (n,):
         raise AssertionError(f"W={workers} lanes={lanes}: {row} of {n} completed exactly once")
     return n / seconds
-
-
-def _quiesce(conn: psycopg.Connection[Any], limit: float = 120.0) -> None:
-    deadline = time.monotonic() + limit
-    while conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
-    ).fetchone() != (0,):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"autovacuum still running after {limit:.0f} s")
-        time.sleep(0.2)
 
 
 def _report(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import uuid
 from typing import Any
@@ -113,3 +114,16 @@ def outbox_events(conn: Conn, aggregate_id: uuid.UUID) -> list[str]:
         (aggregate_id,),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def claim_and_flush_stamps(
+    conn: Conn, workflow_id: uuid.UUID
+) -> tuple[collections.Counter[Any], collections.Counter[Any]]:
+    """The steps of a workflow's executions counted by heartbeat_at (the claim's now()) and
+    by completed_at (the completion's): the same value in both names one transaction."""
+    rows = conn.execute(
+        "SELECT s.heartbeat_at, s.completed_at FROM execution_steps s"
+        " JOIN workflow_executions e ON e.id = s.execution_id WHERE e.workflow_id = %s",
+        (workflow_id,),
+    ).fetchall()
+    return collections.Counter(r[0] for r in rows), collections.Counter(r[1] for r in rows)

@@ -175,19 +175,9 @@ class Worker:
             Worker(
                 self._db,
                 self._handlers,
-                worker_id=self.worker_id,
-                concurrency=_share(self._concurrency, self._lanes, lane),
-                prefetch=None
-                if self._prefetch is None
-                else _share(self._prefetch, self._lanes, lane),
-                lease=self._lease,
-                flush_size=self._flush_size,
-                flush_interval=self._flush_interval,
-                idle_wait=self._idle_wait,
                 accept=self._accept,
                 on_written=self._on_written,
-                queues=self._queues,
-                lanes=1,
+                **_lane_options(self, lane),
             )
             for lane in range(self._lanes)
         ]
@@ -226,10 +216,11 @@ class Worker:
             steps, refused = self._claim_in(tx)
         return self._start(steps, refused, pool)
 
-    def _claim_in(self, tx: Transaction) -> tuple[list[ClaimedStep], int]:
-        """Claim as many steps as there is room for, in the caller's transaction, and give
-        back at once those `accept` refuses; the steps kept, and how many were refused."""
-        room = self._capacity - len(self._held)
+    def _claim_in(self, tx: Transaction, freed: int = 0) -> tuple[list[ClaimedStep], int]:
+        """Claim as many steps as there is room for (counting `freed` held steps whose
+        results this transaction writes), in the caller's transaction, and give back at
+        once those `accept` refuses; the steps kept, and how many were refused."""
+        room = self._capacity - len(self._held) + freed
         if room <= 0 or self._stop.is_set():
             return [], 0
         steps = tx.steps.claim(
@@ -310,11 +301,12 @@ class Worker:
                 written += [
                     (s, "failed" if s.id in after else "lost", after.get(s.id)) for s, _ in failed
                 ]
-            for step, _, _ in results:
-                self._held.pop(step.id, None)
-                self._futures.pop(step.id, None)
             if pool is not None:
-                steps, refused = self._claim_in(tx)
+                steps, refused = self._claim_in(tx, freed=len(results))
+        # Held until written: another lane deciding whether to stop sees them meanwhile.
+        for step, _, _ in results:
+            self._held.pop(step.id, None)
+            self._futures.pop(step.id, None)
         for _, what, _ in written:
             if what == "completed":
                 self.stats.completed += 1
@@ -449,21 +441,7 @@ class AsyncWorker:
     async def _run_lanes(self, until_idle: bool) -> WorkerStats:
         """Run the claim loops side by side as tasks, as `Worker` runs its lanes."""
         children = [
-            AsyncWorker(
-                self._db,
-                self._handlers,
-                worker_id=self.worker_id,
-                concurrency=_share(self._concurrency, self._lanes, lane),
-                prefetch=None
-                if self._prefetch is None
-                else _share(self._prefetch, self._lanes, lane),
-                lease=self._lease,
-                flush_size=self._flush_size,
-                flush_interval=self._flush_interval,
-                idle_wait=self._idle_wait,
-                queues=self._queues,
-                lanes=1,
-            )
+            AsyncWorker(self._db, self._handlers, **_lane_options(self, lane))
             for lane in range(self._lanes)
         ]
         errors: list[BaseException] = []
@@ -494,8 +472,8 @@ class AsyncWorker:
             steps = await self._claim_in(tx)
         return self._start(steps)
 
-    async def _claim_in(self, tx: AsyncTransaction) -> list[ClaimedStep]:
-        room = self._capacity - len(self._held)
+    async def _claim_in(self, tx: AsyncTransaction, freed: int = 0) -> list[ClaimedStep]:
+        room = self._capacity - len(self._held) + freed
         if room <= 0 or self._stop.is_set():
             return []
         return await tx.steps.claim(
@@ -567,12 +545,13 @@ class AsyncWorker:
                     worker_id=self.worker_id, failures=_failures(failed)
                 )
                 failed_for, lost = len(outcome.steps), lost + len(outcome.lost)
-            for step, _, _ in results:
-                self._held.pop(step.id, None)
-                self._tasks.pop(step.id, None)
-                self._started.discard(step.id)
             if claim:
-                steps = await self._claim_in(tx)
+                steps = await self._claim_in(tx, freed=len(results))
+        # Held until written: another lane deciding whether to stop sees them meanwhile.
+        for step, _, _ in results:
+            self._held.pop(step.id, None)
+            self._tasks.pop(step.id, None)
+            self._started.discard(step.id)
         self.stats.completed += completed
         self.stats.failed += failed_for
         self.stats.lost += lost
@@ -642,6 +621,23 @@ def _check_lanes(lanes: object, concurrency: int) -> int:
 def _add_stats(total: WorkerStats, part: WorkerStats) -> None:
     for field in msgspec.structs.fields(WorkerStats):
         setattr(total, field.name, getattr(total, field.name) + getattr(part, field.name))
+
+
+def _lane_options(worker: Worker | AsyncWorker, lane: int) -> dict[str, Any]:
+    """The settings of lane `lane` of `worker`: its own, with its share of the handlers
+    and of the buffer."""
+    prefetch = worker._prefetch
+    return {
+        "worker_id": worker.worker_id,
+        "concurrency": _share(worker._concurrency, worker._lanes, lane),
+        "prefetch": None if prefetch is None else _share(prefetch, worker._lanes, lane),
+        "lease": worker._lease,
+        "flush_size": worker._flush_size,
+        "flush_interval": worker._flush_interval,
+        "idle_wait": worker._idle_wait,
+        "queues": worker._queues,
+        "lanes": 1,
+    }
 
 
 def _share(total: int, parts: int, part: int) -> int:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 import flowledger
-from _runs_factories import add_stage, make_workflow
+from _runs_factories import add_stage, claim_and_flush_stamps, make_workflow
 from flowledger.aio.database import AsyncDatabase
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep
@@ -231,13 +231,7 @@ def test_a_batch_is_written_and_the_room_it_frees_claimed_in_one_transaction(
 
     stats = _run(db_url, body)
     assert (stats.claimed, stats.completed) == (30, 30)
-    rows = conn.execute(
-        "SELECT s.heartbeat_at, s.completed_at FROM execution_steps s"
-        " JOIN workflow_executions e ON e.id = s.execution_id WHERE e.workflow_id = %s",
-        (wf,),
-    ).fetchall()
-    claims = collections.Counter(r[0] for r in rows)
-    flushes = collections.Counter(r[1] for r in rows)
+    claims, flushes = claim_and_flush_stamps(conn, wf)
     assert sorted(claims.values()) == sorted(flushes.values()) == [5] * 6
     assert len(set(claims) & set(flushes)) == 5
 
@@ -250,8 +244,8 @@ def test_async_lanes_run_every_step_exactly_once(
     claimers: set[int] = set()
     claim_in = AsyncWorker._claim_in
 
-    async def recording(self: AsyncWorker, tx: Any) -> list[ClaimedStep]:
-        steps = await claim_in(self, tx)
+    async def recording(self: AsyncWorker, tx: Any, freed: int = 0) -> list[ClaimedStep]:
+        steps = await claim_in(self, tx, freed)
         if steps:
             claimers.add(id(self))
         return steps

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from _runs_factories import add_stage, make_workflow
+from _runs_factories import add_stage, claim_and_flush_stamps, make_workflow
 from flowledger.database import Database
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep, Step
@@ -205,13 +205,7 @@ def test_a_batch_is_written_and_the_room_it_frees_claimed_in_one_transaction(
     stats = worker.run(until_idle=True)
     assert (stats.claimed, stats.completed) == (30, 30)
     assert {db.executions.get(id=r.id).status for r in runs} == {"completed"}
-    rows = conn.execute(
-        "SELECT s.heartbeat_at, s.completed_at FROM execution_steps s"
-        " JOIN workflow_executions e ON e.id = s.execution_id WHERE e.workflow_id = %s",
-        (wf,),
-    ).fetchall()
-    claims = collections.Counter(r[0] for r in rows)
-    flushes = collections.Counter(r[1] for r in rows)
+    claims, flushes = claim_and_flush_stamps(conn, wf)
     assert sorted(claims.values()) == sorted(flushes.values()) == [5] * 6
     assert len(set(claims) & set(flushes)) == 5
 
