@@ -20,22 +20,6 @@ SELECT inserted.id, inserted.aggregate_type, inserted.aggregate_id, inserted.eve
        inserted.attempts, inserted.last_error
   FROM inserted CROSS JOIN hint;
 
--- name: insert_outbox_events
--- Append many events in one statement (the i-th of each array makes one event), with the
--- relay's wake-up hint; the number appended.
--- returns: scalar
-WITH inserted AS (
-    INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
-    SELECT e.aggregate_type, e.aggregate_id, e.event_type, e.payload
-      FROM unnest(%(aggregate_types)s::text[], %(aggregate_ids)s::uuid[],
-                  %(event_types)s::text[], %(payloads)s::jsonb[])
-           AS e (aggregate_type, aggregate_id, event_type, payload)
-    RETURNING id
-), hint AS (
-    SELECT pg_notify('flowledger_outbox', '') AS sent
-)
-SELECT count(*) FROM inserted CROSS JOIN hint;
-
 -- name: claim_outbox_events
 -- Lock a batch of due, unpublished events, oldest first, skipping those another relay holds.
 -- plan: index outbox_unpublished_idx
