@@ -212,14 +212,17 @@ class Worker:
     def _claim(self, pool: ThreadPoolExecutor) -> int:
         if len(self._held) >= self._capacity:
             return 0
-        with self._db.transaction() as tx:
-            steps, refused = self._claim_in(tx)
+        # A claim of its own is one statement: no transaction block (two round trips).
+        steps, refused = self._claim_in(self._db)
         return self._start(steps, refused, pool)
 
-    def _claim_in(self, tx: Transaction, freed: int = 0) -> tuple[list[ClaimedStep], int]:
+    def _claim_in(
+        self, tx: Database | Transaction, freed: int = 0
+    ) -> tuple[list[ClaimedStep], int]:
         """Claim as many steps as there is room for (counting `freed` held steps whose
-        results this transaction writes), in the caller's transaction, and give back at
-        once those `accept` refuses; the steps kept, and how many were refused."""
+        results this transaction writes), in the caller's transaction (or on their own,
+        with the database), and give back at once those `accept` refuses; the steps kept,
+        and how many were refused."""
         room = self._capacity - len(self._held) + freed
         if room <= 0 or self._stop.is_set():
             return [], 0
@@ -468,11 +471,12 @@ class AsyncWorker:
     async def _claim(self) -> int:
         if len(self._held) >= self._capacity:
             return 0
-        async with self._db.transaction() as tx:
-            steps = await self._claim_in(tx)
-        return self._start(steps)
+        # A claim of its own is one statement: no transaction block (two round trips).
+        return self._start(await self._claim_in(self._db))
 
-    async def _claim_in(self, tx: AsyncTransaction, freed: int = 0) -> list[ClaimedStep]:
+    async def _claim_in(
+        self, tx: AsyncDatabase | AsyncTransaction, freed: int = 0
+    ) -> list[ClaimedStep]:
         room = self._capacity - len(self._held) + freed
         if room <= 0 or self._stop.is_set():
             return []
