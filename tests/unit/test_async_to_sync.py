@@ -4,6 +4,7 @@ modules are exactly what it makes from their async source."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,15 +90,20 @@ def test_the_committed_sync_face_is_what_the_generator_makes() -> None:
 
 
 def test_check_names_a_sync_module_that_was_edited_by_hand(tmp_path: Path) -> None:
+    # On a copy of the tree: the suite runs twice side by side in one clone on CI, and
+    # the other run's check must never see this edit.
+    shutil.copytree(ROOT / ".ci", tmp_path / ".ci")
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     source = GEN.sources()[0]
-    target = ROOT / "src" / "flowledger" / source.relative_to(GEN.SOURCE)
-    original = target.read_text()
-    try:
-        target.write_text(original + "\n# edited by hand\n")
-        done = subprocess.run(
-            [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, check=False
-        )
-    finally:
-        target.write_text(original)
+    target = tmp_path / "src" / "flowledger" / source.relative_to(GEN.SOURCE)
+    target.write_text(target.read_text() + "\n# edited by hand\n")
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / ".ci" / "async_to_sync.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1
-    assert str(target.relative_to(ROOT)) in done.stdout
+    assert str(target.relative_to(tmp_path)) in done.stdout
+    assert done.stdout.count("\n  ") == 1, done.stdout
