@@ -376,7 +376,8 @@ WITH settled AS MATERIALIZED (
 ), finished AS (
     UPDATE workflow_executions AS x
        SET status = CASE WHEN t.error IS NULL THEN 'completed' ELSE 'failed' END,
-           error_message = t.error, finished_at = now(), row_version = x.row_version + 1
+           error_message = t.error, finished_at = now(), row_version = x.row_version + 1,
+           updated_at = now()
       FROM settled AS t
      WHERE x.id = t.id
     RETURNING x.id, x.workflow_id, x.workflow_version, x.parent_execution_id, x.triggered_by,

@@ -23,25 +23,42 @@
 -- Shared functions
 -- ============================================================================
 
-CREATE FUNCTION uuid_generate_v7() RETURNS uuid
-    LANGUAGE sql VOLATILE PARALLEL SAFE
-AS $$
-    -- Time-ordered UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, the
-    -- version nibble, 12 bits of sub-millisecond fraction ("method 3": ids
-    -- made by one backend sort in creation order at microsecond resolution),
-    -- then the variant and 62 random bits of gen_random_uuid(), whose variant
-    -- bits already are the RFC ones. gen_random_uuid() is core since
-    -- PostgreSQL 13, so no extension is needed; the built-in uuidv7() of
-    -- PostgreSQL 18 is not used because the schema also runs on 15.
-    SELECT encode(
-               overlay(uuid_send(gen_random_uuid())
-                       PLACING int8send(((clock.us / 1000) << 16)
-                                        | (7 << 12)
-                                        | ((clock.us % 1000) * 4096 / 1000))
-                       FROM 1 FOR 8),
-               'hex')::uuid
-      FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us) AS clock
-$$;
+-- uuid_generate_v7(): the built-in uuidv7() on PostgreSQL 18+, else the same layout
+-- computed in PL/pgSQL (see 0027 for the measured cost of each).
+DO $do$
+BEGIN
+    IF current_setting('server_version_num')::integer >= 180000 THEN
+        CREATE OR REPLACE FUNCTION uuid_generate_v7() RETURNS uuid
+            LANGUAGE sql VOLATILE PARALLEL SAFE
+        AS $$
+            -- Time-ordered UUIDv7 (RFC 9562), the server's own (PostgreSQL 18+).
+            SELECT uuidv7()
+        $$;
+    ELSE
+        CREATE OR REPLACE FUNCTION uuid_generate_v7() RETURNS uuid
+            LANGUAGE plpgsql VOLATILE PARALLEL SAFE
+        AS $$
+        DECLARE
+            -- The clock, read once: microseconds since the Unix epoch.
+            us bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+        BEGIN
+            -- Time-ordered UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, the version
+            -- nibble, 12 bits of sub-millisecond fraction ("method 3": ids made by one
+            -- backend sort in creation order at microsecond resolution), then the variant
+            -- and 62 random bits of gen_random_uuid(), whose variant bits already are the
+            -- RFC ones.
+            RETURN encode(
+                       overlay(uuid_send(gen_random_uuid())
+                               PLACING int8send(((us / 1000) << 16)
+                                                | (7 << 12)
+                                                | ((us % 1000) * 4096 / 1000))
+                               FROM 1 FOR 8),
+                       'hex')::uuid;
+        END;
+        $$;
+    END IF;
+END
+$do$;
 
 -- BEFORE UPDATE trigger of every mutable table: bump updated_at only when the
 -- row really changed, so a no-op UPDATE keeps the timestamp. Trigger arguments
@@ -812,7 +829,11 @@ CREATE INDEX workflow_executions_parent_idx ON workflow_executions (parent_execu
 -- CONCURRENTLY there); also the index of workflow_executions_parent_step_id_fkey.
 CREATE INDEX workflow_executions_parent_step_idx ON workflow_executions (parent_step_id)
     WHERE parent_step_id IS NOT NULL;
-CREATE INDEX workflow_executions_triggered_by_idx ON workflow_executions (triggered_by);
+-- Executions a user started (the engine's own starts have none): the index of
+-- workflow_executions_triggered_by_fkey, whose lookup (triggered_by = $1) implies
+-- IS NOT NULL. Added by 0026, built CONCURRENTLY there.
+CREATE INDEX workflow_executions_triggered_by_user_idx ON workflow_executions (triggered_by)
+    WHERE triggered_by IS NOT NULL;
 CREATE INDEX workflow_executions_paused_idx ON workflow_executions (updated_at)
     WHERE status = 'paused';
 -- Retention: finished executions oldest first.
@@ -821,7 +842,11 @@ CREATE INDEX workflow_executions_finished_idx ON workflow_executions (finished_a
 
 CREATE TRIGGER workflow_executions_set_updated_at
     BEFORE UPDATE ON workflow_executions
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+    FOR EACH ROW
+    -- Not called when the statement wrote updated_at = now() itself (the engine's hot
+    -- statements do): the result is the same, without a PL/pgSQL call per row.
+    WHEN (NEW.updated_at IS DISTINCT FROM now() AND NEW IS DISTINCT FROM OLD)
+    EXECUTE FUNCTION set_updated_at();
 
 -- Legal status changes of an execution; anything else is refused like a CHECK.
 -- Terminal states never change, except that a failed execution runs again
@@ -831,17 +856,8 @@ CREATE FUNCTION check_execution_transition() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 BEGIN
-    -- Parenthesised: PL/pgSQL ends an IF condition at the first bare THEN.
-    IF (CASE OLD.status
-            WHEN 'pending' THEN NEW.status IN ('running', 'cancelled', 'failed')
-            WHEN 'running' THEN NEW.status IN ('paused', 'completed', 'failed', 'cancelled')
-            WHEN 'paused' THEN NEW.status IN ('running', 'cancelled', 'failed')
-            WHEN 'failed' THEN NEW.status IN ('running', 'pending')
-                               AND NEW.attempt = OLD.attempt + 1
-            ELSE false
-        END) THEN
-        RETURN NEW;
-    END IF;
+    -- Called by workflow_executions_status_transition for illegal changes only (its WHEN
+    -- holds the legal ones).
     RAISE EXCEPTION 'illegal workflow_executions status transition: % -> %',
                     OLD.status, NEW.status
         USING ERRCODE = 'check_violation',
@@ -855,7 +871,15 @@ $$;
 CREATE TRIGGER workflow_executions_status_transition
     BEFORE UPDATE OF status ON workflow_executions
     FOR EACH ROW
-    WHEN (NEW.status IS DISTINCT FROM OLD.status)
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          AND NOT coalesce(CASE OLD.status
+              WHEN 'pending' THEN NEW.status IN ('running', 'cancelled', 'failed')
+              WHEN 'running' THEN NEW.status IN ('paused', 'completed', 'failed', 'cancelled')
+              WHEN 'paused' THEN NEW.status IN ('running', 'cancelled', 'failed')
+              WHEN 'failed' THEN NEW.status IN ('running', 'pending')
+                                 AND NEW.attempt = OLD.attempt + 1
+              ELSE false
+          END, false))
     EXECUTE FUNCTION check_execution_transition();
 
 -- The hot, narrow row of one task in one execution: claimed, leased,
@@ -970,7 +994,11 @@ CREATE INDEX execution_steps_signal_deadline_idx ON execution_steps (signal_dead
 
 CREATE TRIGGER execution_steps_set_updated_at
     BEFORE UPDATE ON execution_steps
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+    FOR EACH ROW
+    -- Not called when the statement wrote updated_at = now() itself (the engine's hot
+    -- statements do): the result is the same, without a PL/pgSQL call per row.
+    WHEN (NEW.updated_at IS DISTINCT FROM now() AND NEW IS DISTINCT FROM OLD)
+    EXECUTE FUNCTION set_updated_at();
 
 -- The slots of each concurrency key: slot n is free (step_id NULL) or held by the running
 -- step of that key that took it. A claim takes a free slot numbered up to the step's limit
@@ -1101,21 +1129,8 @@ CREATE FUNCTION check_step_transition() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 BEGIN
-    -- Parenthesised: PL/pgSQL ends an IF condition at the first bare THEN.
-    IF (CASE OLD.status
-            WHEN 'pending' THEN NEW.status IN ('queued', 'skipped', 'cancelled')
-            WHEN 'queued' THEN NEW.status IN ('running', 'cancelled', 'skipped')
-            WHEN 'running' THEN NEW.status IN ('completed', 'failed', 'queued', 'timed_out',
-                                               'cancelled', 'waiting')
-            WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled', 'queued')
-            WHEN 'failed' THEN NEW.status IN ('queued', 'pending')
-            WHEN 'timed_out' THEN NEW.status IN ('queued', 'pending')
-            WHEN 'skipped' THEN NEW.status IN ('queued', 'pending')
-            WHEN 'cancelled' THEN NEW.status IN ('queued', 'pending')
-            ELSE false
-        END) THEN
-        RETURN NEW;
-    END IF;
+    -- Called by execution_steps_status_transition for illegal changes only (its WHEN
+    -- holds the legal ones).
     RAISE EXCEPTION 'illegal execution_steps status transition: % -> %',
                     OLD.status, NEW.status
         USING ERRCODE = 'check_violation',
@@ -1129,7 +1144,19 @@ $$;
 CREATE TRIGGER execution_steps_status_transition
     BEFORE UPDATE OF status ON execution_steps
     FOR EACH ROW
-    WHEN (NEW.status IS DISTINCT FROM OLD.status)
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          AND NOT coalesce(CASE OLD.status
+              WHEN 'pending' THEN NEW.status IN ('queued', 'skipped', 'cancelled')
+              WHEN 'queued' THEN NEW.status IN ('running', 'cancelled', 'skipped')
+              WHEN 'running' THEN NEW.status IN ('completed', 'failed', 'queued', 'timed_out',
+                                                 'cancelled', 'waiting')
+              WHEN 'waiting' THEN NEW.status IN ('completed', 'failed', 'cancelled', 'queued')
+              WHEN 'failed' THEN NEW.status IN ('queued', 'pending')
+              WHEN 'timed_out' THEN NEW.status IN ('queued', 'pending')
+              WHEN 'skipped' THEN NEW.status IN ('queued', 'pending')
+              WHEN 'cancelled' THEN NEW.status IN ('queued', 'pending')
+              ELSE false
+          END, false))
     EXECUTE FUNCTION check_step_transition();
 
 -- Executions and steps reference each other: this key waits for both tables.
@@ -1137,7 +1164,8 @@ ALTER TABLE workflow_executions ADD CONSTRAINT workflow_executions_parent_step_i
     FOREIGN KEY (parent_step_id) REFERENCES execution_steps (id) ON DELETE CASCADE;
 
 -- One row per attempt, written when the attempt starts and finished once.
--- execution_id is denormalised so an execution's history reads without a join.
+-- execution_id is the step's, copied by the claim that opens the attempt (no key of its
+-- own since 0025: the attempt goes with its step, which goes with its execution).
 CREATE TABLE step_attempts (
     id uuid PRIMARY KEY DEFAULT uuid_generate_v7(),
     step_id uuid NOT NULL,
@@ -1150,8 +1178,6 @@ CREATE TABLE step_attempts (
     error text,
     CONSTRAINT step_attempts_step_id_fkey FOREIGN KEY (step_id)
         REFERENCES execution_steps (id) ON DELETE CASCADE,
-    CONSTRAINT step_attempts_execution_id_fkey FOREIGN KEY (execution_id)
-        REFERENCES workflow_executions (id) ON DELETE CASCADE,
     CONSTRAINT step_attempts_attempt_check CHECK (attempt >= 1),
     CONSTRAINT step_attempts_worker_id_check CHECK (length(btrim(worker_id)) > 0),
     CONSTRAINT step_attempts_outcome_check CHECK (
@@ -1163,14 +1189,13 @@ CREATE TABLE step_attempts (
     CONSTRAINT step_attempts_step_id_attempt_key UNIQUE (step_id, attempt)
 );
 
-CREATE INDEX step_attempts_execution_id_idx ON step_attempts (execution_id);
-
 -- An open attempt may only be finished (finished_at, outcome, error); a
 -- finished one never changes again.
 CREATE FUNCTION check_step_attempt_write_once() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 BEGIN
+    -- Called by step_attempts_write_once for refused writes only (its WHEN holds the rule).
     IF OLD.finished_at IS NOT NULL THEN
         RAISE EXCEPTION 'step_attempts row is write-once: attempt % of step % is already finished',
                         OLD.attempt, OLD.step_id
@@ -1179,24 +1204,24 @@ BEGIN
                   SCHEMA = TG_TABLE_SCHEMA,
                   TABLE = TG_TABLE_NAME;
     END IF;
-    IF (NEW.id, NEW.step_id, NEW.execution_id, NEW.attempt, NEW.worker_id, NEW.started_at)
-       IS DISTINCT FROM
-       (OLD.id, OLD.step_id, OLD.execution_id, OLD.attempt, OLD.worker_id, OLD.started_at)
-    THEN
-        RAISE EXCEPTION 'step_attempts row is write-once: an open attempt can only be finished'
-            USING ERRCODE = 'check_violation',
-                  CONSTRAINT = TG_NAME,
-                  SCHEMA = TG_TABLE_SCHEMA,
-                  TABLE = TG_TABLE_NAME;
-    END IF;
-    RETURN NEW;
+    RAISE EXCEPTION 'step_attempts row is write-once: an open attempt can only be finished'
+        USING ERRCODE = 'check_violation',
+              CONSTRAINT = TG_NAME,
+              SCHEMA = TG_TABLE_SCHEMA,
+              TABLE = TG_TABLE_NAME;
 END;
 $$;
 
 CREATE TRIGGER step_attempts_write_once
     BEFORE UPDATE ON step_attempts
     FOR EACH ROW
-    WHEN (NEW IS DISTINCT FROM OLD)
+    WHEN (NEW IS DISTINCT FROM OLD
+          AND (OLD.finished_at IS NOT NULL
+               OR (NEW.id, NEW.step_id, NEW.execution_id, NEW.attempt, NEW.worker_id,
+                   NEW.started_at)
+                  IS DISTINCT FROM
+                  (OLD.id, OLD.step_id, OLD.execution_id, OLD.attempt, OLD.worker_id,
+                   OLD.started_at)))
     EXECUTE FUNCTION check_step_attempt_write_once();
 
 -- Append-only log lines, bulk-written with COPY, one partition per UTC month

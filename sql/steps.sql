@@ -179,7 +179,8 @@ WITH RECURSIVE present (name) AS (
     UPDATE execution_steps s
        SET status = 'running', lease_owner = %(worker_id)s::text,
            lease_expires_at = now() + %(lease)s::interval, heartbeat_at = now(),
-           started_at = statement_timestamp(), attempt = s.attempt + 1, error = NULL
+           started_at = statement_timestamp(), attempt = s.attempt + 1, error = NULL,
+           updated_at = now()
       FROM admitted c
      WHERE s.id = c.id
     RETURNING s.id, s.execution_id, s.stage_id, s.version_stage_id, s.task_name, s.task_index,
@@ -281,7 +282,8 @@ WITH input AS (
     UPDATE execution_steps AS s
        SET status = 'completed', outputs = i.outputs, lease_owner = NULL,
            lease_expires_at = NULL, completed_at = now(),
-           duration_ms = greatest(0, (extract(epoch FROM now() - s.started_at) * 1000)::bigint)
+           duration_ms = greatest(0, (extract(epoch FROM now() - s.started_at) * 1000)::bigint),
+           updated_at = now()
       FROM input AS i
      -- s.id = ANY (ids) as well: it is what lets the primary key find the rows (the
      -- planner cannot see inside unnest, and would scan every running step instead).

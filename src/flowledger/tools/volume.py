@@ -351,7 +351,7 @@ STEP_ATTEMPTS = Table(
         " started_at timestamptz, finished_at timestamptz, outcome text, error text"
     ),
     by_database=frozenset(),
-    refs=frozenset({"execution_steps", "workflow_executions"}),
+    refs=frozenset({"execution_steps"}),
     make=_attempts,
     row=_as_is,
 )
