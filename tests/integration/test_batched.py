@@ -136,3 +136,46 @@ def test_batches_are_checked_before_anything_is_written(db: Database, conn: Conn
         db.steps.heartbeat_many(worker_id="w", steps=[StepLease(step_id="nope", attempt=1)])
     assert db.steps.get(id=step.id).status == "running"
     assert db.steps.complete_many(worker_id="w", completions=[]).completed == []
+
+
+def test_a_claim_completion_and_finish_call_no_rule_trigger_function(
+    db: Database, conn: Conn
+) -> None:
+    # The rules live in the triggers' WHEN conditions and the hot statements write
+    # updated_at themselves: PL/pgSQL runs only to refuse a change or for other writes.
+    # The transaction's own function counters see it (track_functions = 'pl');
+    # note_run_slots, which every execution's finish calls, shows that they count.
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "only", depends_on=[])
+    started = db.executions.start(workflow_id=wf)
+    watched = [
+        "set_updated_at",
+        "check_step_transition",
+        "check_execution_transition",
+        "check_step_attempt_write_once",
+        "note_run_slots",
+    ]
+    with db.pinned() as pinned:
+        pinned.connection.execute("SET track_functions = 'pl'")
+        with pinned.transaction() as tx:
+            [step] = tx.steps.claim(worker_id="w", limit=1)
+            done = [StepCompletion(step_id=step.id, attempt=step.attempt)]
+            assert tx.steps.complete_many(worker_id="w", completions=done).lost == []
+            calls = dict(
+                tx.connection.execute(
+                    "SELECT proname, coalesce(pg_stat_get_xact_function_calls(oid), 0)"
+                    "  FROM pg_proc WHERE proname = ANY (%s)",
+                    [watched],
+                ).fetchall()
+            )
+    assert calls == {
+        "set_updated_at": 0,
+        "check_step_transition": 0,
+        "check_execution_transition": 0,
+        "check_step_attempt_write_once": 0,
+        "note_run_slots": 1,
+    }
+    assert db.executions.get(id=started.id).status == "completed"
+    after = db.steps.get(id=step.id)
+    assert after.status == "completed"
+    assert after.updated_at == after.completed_at  # written by the completion itself

@@ -1031,6 +1031,10 @@ def test_updated_at_moves_only_when_a_row_changes(conn: Conn) -> None:
         names = {"t": sql.Identifier(table), "c": sql.Identifier(column), "k": sql.Identifier(key)}
         noop = sql.SQL("UPDATE {t} SET {c} = {c} WHERE {k} = %s").format(**names)
         change = sql.SQL("UPDATE {t} SET {c} = %s WHERE {k} = %s").format(**names)
+        # A change that writes updated_at itself: the stamp is still the transaction's.
+        backdate = sql.SQL("UPDATE {t} SET {c} = {c}, updated_at = %s WHERE {k} = %s").format(
+            **names
+        )
         # One transaction per table: now() is fixed within it, so the bumped
         # updated_at must equal it exactly.
         with conn.transaction(force_rollback=True):
@@ -1039,13 +1043,17 @@ def test_updated_at_moves_only_when_a_row_changes(conn: Conn) -> None:
             after_noop = conn.execute(stamps, [row_key]).fetchone()
             conn.execute(change, [value, row_key])
             after_change = conn.execute(stamps, [row_key]).fetchone()
+            conn.execute(backdate, [LONG_AGO, row_key])
+            after_backdate = conn.execute(stamps, [row_key]).fetchone()
         assert after_noop is not None
         assert after_change is not None
+        assert after_backdate is not None
         outcomes[table] = (
             after_noop[:2] == (LONG_AGO, LONG_AGO),
             after_change[:2] == (LONG_AGO, after_change[2]),
+            after_backdate[:2] == (LONG_AGO, after_backdate[2]),
         )
-    assert outcomes == dict.fromkeys(UPDATED_AT_CHANGES, (True, True))
+    assert outcomes == dict.fromkeys(UPDATED_AT_CHANGES, (True, True, True))
 
 
 def test_updated_at_trigger_is_on_every_mutable_table(conn: Conn) -> None:
