@@ -58,10 +58,12 @@ _DBNAME = {s: "peers_" + s.replace("-", "_") for s in SYSTEMS}
 
 # What W means, and the configuration, of each system (written into the results).
 CONFIG = {
-    "flowledger": "`flowledger.worker.Worker(db, {'core.noop': h}, concurrency=W)`: one"
-    " claim loop, W handler threads, the default prefetch of 10 per thread (it holds up to"
-    " 11W steps), completions written with `complete_many` in batches (flush_size 100,"
-    " flush_interval 5 ms, or as soon as nothing else runs), each batch's transaction also"
+    "flowledger": "`flowledger.worker.Worker(db, {'core.noop': h}, concurrency=W)`: W"
+    " handler threads in the default lanes (one claim loop at W = 1, two from W = 4, each"
+    " with its share of the threads, of the buffer and its own transactions), the default"
+    " prefetch of 10 per thread (it holds up to 11W steps), completions written with"
+    " `complete_many` in batches (flush_size 100, flush_interval 5 ms, or as soon as"
+    " nothing else runs), each batch's transaction also"
     " claiming the room it frees; pool of W + 2 connections; enqueue `start_many` (at most"
     " 1,000 a call: 2,000 tasks are two calls)",
     "procrastinate": "`App(PsycopgConnector).run_worker_async(concurrency=W, wait=False,"
