@@ -61,11 +61,14 @@ CONFIG = {
     "flowledger": "`flowledger.worker.Worker(db, {'core.noop': h}, concurrency=W)`: W"
     " handler threads in the default lanes (one claim loop at W = 1, two from W = 4, each"
     " with its share of the threads, of the buffer and its own transactions), the default"
-    " prefetch of 10 per thread (it holds up to 11W steps), completions written with"
-    " `complete_many` in batches (flush_size 100, flush_interval 5 ms, or as soon as"
-    " nothing else runs), each batch's transaction also"
-    " claiming the room it frees; pool of W + 2 connections; enqueue `start_many` (at most"
-    " 1,000 a call: 2,000 tasks are two calls)",
+    " buffer (about 0.1 s of work per thread at the handlers' recent pace, at most 1,000"
+    " steps: with no-op handlers, the 1,000), completions written with `complete_many` in"
+    " batches (flush_size 100, flush_interval 5 ms, or as soon as nothing else runs), each"
+    " batch's transaction also claiming the room it frees; pool of W + 2 connections;"
+    " enqueue `start_many` (at most 1,000 a call: 2,000 tasks are two calls)",
+    "flowledger-10W": "the same Worker with `prefetch=10 * W`, the fixed buffer of ten steps"
+    " per thread it had by default before its buffer followed the handlers (it holds up to"
+    " 11W steps)",
     "procrastinate": "`App(PsycopgConnector).run_worker_async(concurrency=W, wait=False,"
     " listen_notify=False)`: W sub-workers (asyncio tasks), each fetching and finishing one"
     " job per statement (no batched fetch or completion in 3.x); pool of W + 2;"
@@ -502,15 +505,20 @@ def _claim_into_arrays(claim: str) -> str:
     )
 
 
+# The batch of the pgbench script: what the Worker writes per transaction once its buffer
+# follows no-op handlers (its flush_size).
+PGBENCH_BATCH = 100
+
+
 def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
     """Steps per second of pgbench -M prepared draining n queued steps with the batched
-    script (10 per transaction), and its WAL per step."""
+    script (PGBENCH_BATCH per transaction), and its WAL per step."""
     _sql(url, _RESET["flowledger"])
     in_child("many", "flowledger", url, 1, n)
     _sql(url, "ANALYZE")
     _quiesce(url)
-    script = batched_script(10)
-    transactions = n // 10 // clients
+    script = batched_script(PGBENCH_BATCH)
+    transactions = max(1, n // PGBENCH_BATCH // clients)
     wal0, _ = _counters(url)
     tps = pgbench(
         url,
@@ -520,7 +528,8 @@ def pgbench_run(url: str, clients: int, n: int) -> dict[str, float]:
         defines={"worker_id": "pgbench", "lease": "60s"},
     )
     wal1, _ = _counters(url)
-    # Near the end a transaction may claim fewer than 10 (or none): count what was done.
+    # Near the end a transaction may claim fewer than the batch (or none): count what was
+    # done.
     completed = int(_sql(url, "SELECT count(*) FROM execution_steps WHERE status = 'completed'")[0])
     once, wrong = _sql(url, _PGBENCH_CHECK)
     if (once, wrong) != (completed, 0):
@@ -663,8 +672,11 @@ def _measure_repeat(
     """One repeat: every drain, then (unless --drain-only) every enqueue and pgbench run."""
     n = args.tasks
     for workers in WORKERS:
-        for system in args.systems:
-            r = drain_run(system, urls[system], workers, n, args.prefetch)
+        for system in _drained(args):
+            if system == FIXED:
+                r = drain_run("flowledger", urls["flowledger"], workers, n, 10 * workers)
+            else:
+                r = drain_run(system, urls[system], workers, n, args.prefetch)
             measured.drains.setdefault((system, workers), []).append(r)
             print(
                 f"[{repeat + 1}] drain {system} W={workers}: {r['rate']:,.0f}/s,"
@@ -684,12 +696,26 @@ def _measure_repeat(
         print(f"[{repeat + 1}] pgbench c={clients}: {b['rate']:,.0f} steps/s", flush=True)
 
 
+# The Worker with the buffer it had before it followed the handlers' pace: ten steps per
+# thread (prefetch=10W), drained side by side with the default one.
+FIXED = "flowledger-10W"
+
+
+def _drained(args: argparse.Namespace) -> list[str]:
+    """The drains of a repeat: each system asked for, and the fixed-buffer Worker next to
+    flowledger's own (unless --prefetch fixed that one already)."""
+    systems = list(args.systems)
+    if "flowledger" in systems and args.prefetch is None:
+        systems.insert(systems.index("flowledger") + 1, FIXED)
+    return systems
+
+
 def _med(samples: list[dict[str, float]], key: str) -> float:
     return median(s[key] for s in samples)
 
 
 def _report(measured: Measured, args: argparse.Namespace) -> str:
-    lines = _report_header(measured, args) + _drain_table(measured, args.systems)
+    lines = _report_header(measured, args) + _drain_table(measured, _drained(args))
     if not measured.enqueues:
         return "\n".join(lines)
     lines += _enqueue_table(measured, args.systems)
@@ -709,7 +735,6 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _report_header(measured: Measured, args: argparse.Namespace) -> list[str]:
-    systems = args.systems
     return [
         "# flowledger against PostgreSQL task engines",
         "",
@@ -726,7 +751,7 @@ def _report_header(measured: Measured, args: argparse.Namespace) -> list[str]:
         "",
         "## What W is, and each system's configuration",
         "",
-        *(f"- **{s}**: {CONFIG[s]}" for s in systems),
+        *(f"- **{s}**: {CONFIG[s]}" for s in _drained(args)),
         *(
             [f"- flowledger here runs with **prefetch={args.prefetch}** (claims up to W + that)"]
             if args.prefetch is not None
@@ -788,7 +813,8 @@ def _pgbench_table(measured: Measured, tasks: int) -> list[str]:
         "",
         "## 4. pgbench running flowledger's batched SQL (the ceiling of its statements)",
         "",
-        "claim_steps (limit 10) + lock_step_executions + complete_steps for the 10 +"
+        f"claim_steps (limit {PGBENCH_BATCH}) + lock_step_executions + complete_steps for"
+        f" the {PGBENCH_BATCH} +"
         " finish_executions_if_settled in one transaction, `pgbench -M prepared`, draining"
         f" {tasks:,} queued steps:",
         "",

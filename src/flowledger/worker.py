@@ -11,6 +11,11 @@ whose action has no handler fails with a message saying so. `queues` (optional) 
 the claims to those queues (default: every queue). `accept` (optional) sees each
 claimed step first: one it refuses is given back at once, without spending an attempt;
 `on_written` (optional) is told what became of each result once its batch is written.
+
+It holds at most `concurrency + prefetch` steps. Without `prefetch` the buffer follows the
+handlers: about 0.1 s of work per handler at their recent pace (ten per handler until one
+has finished, at most 1,000), so fast handlers are claimed and written in large batches
+and slow ones are not hoarded from other workers.
 """
 
 from __future__ import annotations
@@ -60,6 +65,13 @@ log = logging.getLogger("flowledger.worker")
 # With until_idle, how long a lane with nothing to do waits before it looks again while
 # other lanes still hold steps (a wake-up ends the wait sooner).
 _PEER_WAIT = 0.05
+# By default a worker's buffer holds about this much work per handler thread (or task) at
+# the pace its handlers kept lately: fast handlers are claimed and written in large batches
+# (few statements and commits per step), slow ones are not hoarded from other workers, and
+# a buffered step waits about this long for a thread.
+_BUFFER_SECONDS = 0.1
+_MAX_BUFFER = 1000
+_MAX_CLAIM = 1000  # steps.claim's largest limit
 
 
 class WorkerStats(msgspec.Struct, kw_only=True):
@@ -104,11 +116,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._concurrency = concurrency
         self._prefetch = prefetch
-        # Held steps = running + buffered; the heartbeat renews every lease, so a buffer the
-        # handlers drain within a lease is covered. Ten per thread by default: claims and
-        # completions then commit in batches (one step per claim cost ~2.4 commits a step).
-        buffered = min(1000, 10 * concurrency) if prefetch is None else prefetch
-        self._capacity = concurrency + buffered
+        self._pace = _Pace()
         self._lease = lease
         self._flush_size = flush_size
         self._flush_interval = flush_interval
@@ -210,7 +218,7 @@ class Worker:
         return self.stats
 
     def _claim(self, pool: ThreadPoolExecutor) -> int:
-        if len(self._held) >= self._capacity:
+        if len(self._held) >= _capacity(self):
             return 0
         # A claim of its own is one statement: no transaction block (two round trips).
         steps, refused = self._claim_in(self._db)
@@ -223,7 +231,7 @@ class Worker:
         results this transaction writes), in the caller's transaction (or on their own,
         with the database), and give back at once those `accept` refuses; the steps kept,
         and how many were refused."""
-        room = self._capacity - len(self._held) + freed
+        room = min(_MAX_CLAIM, _capacity(self) - len(self._held) + freed)
         if room <= 0 or self._stop.is_set():
             return [], 0
         steps = tx.steps.claim(
@@ -248,14 +256,17 @@ class Worker:
 
     def _execute(self, step: ClaimedStep) -> None:
         handler = self._handlers.get(step.action_ref or "")
+        began = time.perf_counter()
         try:
             if handler is None:
                 raise LookupError(f"worker {self.worker_id} has no handler for {step.action_ref!r}")
             outputs = handler(step)
         # A handler is the application's code: whatever it raises fails this attempt.
         except Exception as exc:
+            self._pace.add(time.perf_counter() - began)
             self._results.put((step, None, exc))
         else:
+            self._pace.add(time.perf_counter() - began)
             self._results.put((step, outputs, None))
 
     def _collect(
@@ -383,8 +394,7 @@ class AsyncWorker:
         self._db = db
         self._handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        buffered = min(1000, 10 * concurrency) if prefetch is None else prefetch
-        self._capacity = concurrency + buffered
+        self._pace = _Pace()
         self._slots = asyncio.Semaphore(concurrency)
         self._lease = lease
         self._flush_size = flush_size
@@ -469,7 +479,7 @@ class AsyncWorker:
         return bool(self._held.keys() - {s.id for s, _, _ in pending})
 
     async def _claim(self) -> int:
-        if len(self._held) >= self._capacity:
+        if len(self._held) >= _capacity(self):
             return 0
         # A claim of its own is one statement: no transaction block (two round trips).
         return self._start(await self._claim_in(self._db))
@@ -477,7 +487,7 @@ class AsyncWorker:
     async def _claim_in(
         self, tx: AsyncDatabase | AsyncTransaction, freed: int = 0
     ) -> list[ClaimedStep]:
-        room = self._capacity - len(self._held) + freed
+        room = min(_MAX_CLAIM, _capacity(self) - len(self._held) + freed)
         if room <= 0 or self._stop.is_set():
             return []
         return await tx.steps.claim(
@@ -496,6 +506,7 @@ class AsyncWorker:
         async with self._slots:
             self._started.add(step.id)
             handler = self._handlers.get(step.action_ref or "")
+            began = time.perf_counter()
             try:
                 if handler is None:
                     raise LookupError(
@@ -504,8 +515,10 @@ class AsyncWorker:
                 outputs = await handler(step)
             # A handler is the application's code: whatever it raises fails this attempt.
             except Exception as exc:
+                self._pace.add(time.perf_counter() - began)
                 self._results.put_nowait((step, None, exc))
             else:
+                self._pace.add(time.perf_counter() - began)
                 self._results.put_nowait((step, outputs, None))
 
     async def _collect(self, *, wait: bool, pending: int = 0) -> list[_Result]:
@@ -620,6 +633,36 @@ def _check_lanes(lanes: object, concurrency: int) -> int:
             f"lanes must be an integer between 1 and concurrency ({concurrency}), got {lanes!r}"
         )
     return lanes
+
+
+class _Pace:
+    """How long the worker's handlers took lately: a mean weighted towards the last few
+    dozen steps (updated from the handler threads: a lost update only ages it a little)."""
+
+    __slots__ = ("mean",)
+
+    def __init__(self) -> None:
+        self.mean: float | None = None
+
+    def add(self, seconds: float) -> None:
+        mean = self.mean
+        self.mean = seconds if mean is None else mean + (seconds - mean) * 0.1
+
+    def buffer(self, concurrency: int) -> int:
+        """The steps to hold beyond the running ones: about `_BUFFER_SECONDS` of work per
+        thread at this pace (ten per thread until a handler has finished), at most
+        `_MAX_BUFFER`."""
+        if self.mean is None:
+            return min(_MAX_BUFFER, 10 * concurrency)
+        return min(_MAX_BUFFER, int(concurrency * _BUFFER_SECONDS / max(self.mean, 1e-6)))
+
+
+def _capacity(worker: Worker | AsyncWorker) -> int:
+    """The steps the worker may hold (running and buffered): `concurrency + prefetch`, the
+    buffer following the handlers' pace when no prefetch was given."""
+    prefetch = worker._prefetch
+    buffered = worker._pace.buffer(worker._concurrency) if prefetch is None else prefetch
+    return worker._concurrency + buffered
 
 
 def _add_stats(total: WorkerStats, part: WorkerStats) -> None:

@@ -258,8 +258,9 @@ def test_async_lanes_run_every_step_exactly_once(
 
     async def body(db: AsyncDatabase) -> Any:
         runs = [await db.executions.start(workflow_id=wf) for _ in range(20)]
-        # Four handlers make two lanes by default; each claims and writes on its own.
-        worker = AsyncWorker(db, {"core.noop": handler}, concurrency=4, flush_size=3)
+        # Four handlers make two lanes by default; each claims and writes on its own (a
+        # small buffer leaves steps for both).
+        worker = AsyncWorker(db, {"core.noop": handler}, concurrency=4, prefetch=4, flush_size=3)
         stats = await worker.run(until_idle=True)
         return stats, {(await db.executions.get(id=r.id)).status for r in runs}
 
@@ -268,3 +269,36 @@ def test_async_lanes_run_every_step_exactly_once(
     assert statuses == {"completed"}
     assert (stats.claimed, stats.completed, stats.lost) == (20 * 6, 20 * 6, 0)
     assert len(ran) == 20 * 6 and set(ran.values()) == {1}
+
+
+def test_the_async_default_buffer_follows_the_handlers_pace(db_url: str, conn: Conn) -> None:
+    # As the threaded worker's: large claims for fast handlers; for slow ones (50 ms),
+    # after the first claim (ten per task slot), at most 2 running and 4 buffered steps.
+    fast = make_workflow(conn)
+    add_stage(conn, fast, "each", with_items=list(range(300)))
+    slow_wf = make_workflow(conn)
+    add_stage(conn, slow_wf, "each", with_items=list(range(30)))
+    conn.execute(
+        "UPDATE workflow_stages SET action_ref = 'core.slow' WHERE workflow_id = %s", (slow_wf,)
+    )
+
+    async def noop(step: ClaimedStep) -> None:
+        return None
+
+    async def slow(step: ClaimedStep) -> None:
+        await asyncio.sleep(0.05)
+
+    async def body(db: AsyncDatabase) -> tuple[int, int]:
+        await db.executions.start(workflow_id=fast)
+        quick = await AsyncWorker(db, {"core.noop": noop}, concurrency=1).run(until_idle=True)
+        await db.executions.start(workflow_id=slow_wf)
+        paced = await AsyncWorker(db, {"core.slow": slow}, concurrency=2).run(until_idle=True)
+        return quick.completed, paced.completed
+
+    assert _run(db_url, body) == (300, 30)
+    claims, _ = claim_and_flush_stamps(conn, fast)
+    assert sorted(claims.values())[-1] > 11, claims
+    claims, _ = claim_and_flush_stamps(conn, slow_wf)
+    first, *later = sorted(claims.items())
+    assert first[1] == 22
+    assert later and max(n for _, n in later) <= 6, claims

@@ -12,13 +12,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from _runs_factories import add_stage, claim_and_flush_stamps, make_workflow
 from flowledger.database import Database
 from flowledger.errors import InvalidInput
 from flowledger.records.runs import ClaimedStep, Step
 from flowledger.records.workflows import StagePatch
-from flowledger.worker import Worker, Written
+from flowledger.worker import _MAX_BUFFER, Worker, Written, _Pace
 
 # Sync-only code (the worker, the tools): `db` is the sync face only.
 pytestmark = pytest.mark.sync_face
@@ -124,8 +126,10 @@ def test_lanes_share_the_threads_and_run_every_step_exactly_once(db: Database, c
             ran[str(step.execution_id), step.task_name, step.task_index] += 1
             threads.add(threading.current_thread().name.rpartition("_")[0])
 
-    # Four handler threads make two lanes by default, each with two threads of its own.
-    worker = Worker(db, {"core.noop": handler}, concurrency=4, flush_size=3)
+    # Four handler threads make two lanes by default, each with two threads of its own
+    # (and, with a small buffer, steps to claim: a default one grows for no-op handlers
+    # until one lane may claim all of them).
+    worker = Worker(db, {"core.noop": handler}, concurrency=4, prefetch=4, flush_size=3)
     stats = worker.run(until_idle=True)
     assert threads == {"flowledger-worker-lane0", "flowledger-worker-lane1"}
     assert (stats.claimed, stats.completed, stats.lost) == (20 * 6, 20 * 6, 0)
@@ -263,6 +267,64 @@ def test_bad_worker_settings_are_refused(db: Database) -> None:
         Worker(db, {"x": "not callable"})  # type: ignore[dict-item]
 
 
+_ANY = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=5)
+    | st.lists(st.integers(), max_size=2)
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(concurrency=_ANY, lanes=_ANY, prefetch=_ANY)
+def test_any_concurrency_lanes_and_prefetch_are_taken_or_refused_by_name(
+    db: Database, concurrency: object, lanes: object, prefetch: object
+) -> None:
+    def whole(value: object, low: int, high: int) -> bool:
+        return type(value) is int and low <= value <= high
+
+    kwargs: dict[str, Any] = {"concurrency": concurrency, "lanes": lanes, "prefetch": prefetch}
+    valid = (
+        whole(concurrency, 1, 1000)
+        and (prefetch is None or whole(prefetch, 0, 1000))
+        and (lanes is None or whole(lanes, 1, concurrency))  # type: ignore[arg-type]
+    )
+    if valid:
+        worker = Worker(db, {"core.noop": lambda step: None}, **kwargs)
+        expected = lanes if lanes is not None else (2 if concurrency >= 4 else 1)  # type: ignore[operator]
+        assert worker._lanes == expected
+        return
+    with pytest.raises(InvalidInput) as refused:
+        Worker(db, {"core.noop": lambda step: None}, **kwargs)
+    named = [n for n in ("concurrency", "prefetch", "lanes") if str(refused.value).startswith(n)]
+    assert named, str(refused.value)
+
+
+@given(
+    concurrency=st.integers(min_value=1, max_value=1000),
+    seconds=st.lists(st.floats(min_value=0, max_value=3600), min_size=1, max_size=50),
+)
+def test_the_paced_buffer_is_bounded_and_holds_less_for_slower_handlers(
+    concurrency: int, seconds: list[float]
+) -> None:
+    pace = _Pace()
+    assert pace.buffer(concurrency) == min(_MAX_BUFFER, 10 * concurrency)
+    for value in seconds:
+        pace.add(value)
+    held = pace.buffer(concurrency)
+    assert 0 <= held <= _MAX_BUFFER
+    assert pace.mean is not None and min(seconds) <= pace.mean * (1 + 1e-9) + 1e-12
+    slower = _Pace()
+    slower.mean = pace.mean * 2 + 1e-3
+    assert slower.buffer(concurrency) <= held
+    if pace.mean > 0:
+        assert held == min(_MAX_BUFFER, int(concurrency * 0.1 / max(pace.mean, 1e-6)))
+
+
 def test_flowledger_worker_command_runs_until_sigterm(
     db: Database, conn: Conn, db_url: str, tmp_path: Any
 ) -> None:
@@ -335,3 +397,45 @@ def test_a_handler_that_sleeps_its_step_leaves_it_queued_and_its_result_dropped(
     assert (stats.claimed, stats.completed, stats.lost) == (1, 0, 1)
     [step] = db.steps.list_by_execution(execution_id=run.id)
     assert (step.status, step.attempt, step.available_at) == ("queued", 0, until)
+
+
+def test_the_default_buffer_grows_for_fast_handlers(db: Database, conn: Conn) -> None:
+    # Before a handler finished the worker holds ten steps per thread besides the running
+    # ones; then about 0.1 s of work per thread at the handlers' pace (at most 1,000):
+    # with no-op handlers, claims much larger than eleven steps.
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "each", with_items=list(range(300)))
+    run = db.executions.start(workflow_id=wf)
+    stats = Worker(db, {"core.noop": lambda step: None}, concurrency=1).run(until_idle=True)
+    assert (stats.claimed, stats.completed) == (300, 300)
+    claims, _ = claim_and_flush_stamps(conn, wf)
+    assert sorted(claims.values())[-1] > 11, claims
+    assert db.executions.get(id=run.id).status == "completed"
+
+
+def test_the_default_buffer_shrinks_for_slow_handlers(db: Database, conn: Conn) -> None:
+    # 50 ms a step: about 0.1 s of work per thread is under two steps each, so once the
+    # first steps finished the worker holds at most its 2 running steps and 4 more; only
+    # the first claim, before any pace was known, took ten per thread.
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "each", with_items=list(range(30)))
+    db.executions.start(workflow_id=wf)
+
+    def slow(step: ClaimedStep) -> None:
+        time.sleep(0.05)
+
+    stats = Worker(db, {"core.noop": slow}, concurrency=2).run(until_idle=True)
+    assert stats.completed == 30
+    claims, _ = claim_and_flush_stamps(conn, wf)
+    first, *later = sorted(claims.items())
+    assert first[1] == 22
+    assert later and max(n for _, n in later) <= 6, claims
+
+
+def test_a_claim_never_asks_for_more_than_the_claim_limit(db: Database, conn: Conn) -> None:
+    # 1,000 threads and a prefetch of 1,000 hold up to 2,000 steps; one claim takes 1,000.
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "each", with_items=list(range(5)))
+    db.executions.start(workflow_id=wf)
+    worker = Worker(db, {"core.noop": lambda step: None}, concurrency=1000, prefetch=1000, lanes=1)
+    assert worker.run(until_idle=True).completed == 5
