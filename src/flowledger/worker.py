@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -71,7 +71,8 @@ _PEER_WAIT = 0.05
 # a buffered step waits about this long for a thread.
 _BUFFER_SECONDS = 0.1
 _MAX_BUFFER = 1000
-_MAX_CLAIM = 1000  # steps.claim's largest limit
+_MAX_CLAIM = 1000  # steps.claim's largest limit (and the batched writes')
+_T = TypeVar("_T")
 
 
 class WorkerStats(msgspec.Struct, kw_only=True):
@@ -303,17 +304,21 @@ class Worker:
         steps: list[ClaimedStep] = []
         refused = 0
         with self._db.transaction() as tx:
-            if done:
+            # At most _MAX_CLAIM steps per statement (a worker may hold more).
+            for part in _parts(done):
                 result = tx.steps.complete_many(
-                    worker_id=self.worker_id, completions=_completions(done)
+                    worker_id=self.worker_id, completions=_completions(part)
                 )
                 lost = set(result.lost)
-                written += [(s, "lost" if s.id in lost else "completed", None) for s, _ in done]
-            if failed:
-                outcome = tx.steps.fail_many(worker_id=self.worker_id, failures=_failures(failed))
+                written += [(s, "lost" if s.id in lost else "completed", None) for s, _ in part]
+            for part_failed in _parts(failed):
+                outcome = tx.steps.fail_many(
+                    worker_id=self.worker_id, failures=_failures(part_failed)
+                )
                 after = {x.id: x for x in outcome.steps}
                 written += [
-                    (s, "failed" if s.id in after else "lost", after.get(s.id)) for s, _ in failed
+                    (s, "failed" if s.id in after else "lost", after.get(s.id))
+                    for s, _ in part_failed
                 ]
             if pool is not None:
                 steps, refused = self._claim_in(tx, freed=len(results))
@@ -552,16 +557,17 @@ class AsyncWorker:
         completed = failed_for = lost = 0
         steps: list[ClaimedStep] = []
         async with self._db.transaction() as tx:
-            if done:
+            # At most _MAX_CLAIM steps per statement (a worker may hold more).
+            for part in _parts(done):
                 written = await tx.steps.complete_many(
-                    worker_id=self.worker_id, completions=_completions(done)
+                    worker_id=self.worker_id, completions=_completions(part)
                 )
-                completed, lost = len(written.completed), len(written.lost)
-            if failed:
+                completed, lost = completed + len(written.completed), lost + len(written.lost)
+            for part_failed in _parts(failed):
                 outcome = await tx.steps.fail_many(
-                    worker_id=self.worker_id, failures=_failures(failed)
+                    worker_id=self.worker_id, failures=_failures(part_failed)
                 )
-                failed_for, lost = len(outcome.steps), lost + len(outcome.lost)
+                failed_for, lost = failed_for + len(outcome.steps), lost + len(outcome.lost)
             if claim:
                 steps = await self._claim_in(tx, freed=len(results))
         # Held until written: another lane deciding whether to stop sees them meanwhile.
@@ -690,6 +696,11 @@ def _lane_options(worker: Worker | AsyncWorker, lane: int) -> dict[str, Any]:
 def _share(total: int, parts: int, part: int) -> int:
     """Part `part` of `total` split into `parts` shares differing by at most one."""
     return total // parts + (1 if part < total % parts else 0)
+
+
+def _parts(items: list[_T]) -> list[list[_T]]:
+    """`items` in consecutive parts of at most `_MAX_CLAIM` (what one batched call takes)."""
+    return [items[i : i + _MAX_CLAIM] for i in range(0, len(items), _MAX_CLAIM)]
 
 
 def _completions(done: list[tuple[ClaimedStep, Any]]) -> list[StepCompletion]:

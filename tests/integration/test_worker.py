@@ -439,3 +439,29 @@ def test_a_claim_never_asks_for_more_than_the_claim_limit(db: Database, conn: Co
     db.executions.start(workflow_id=wf)
     worker = Worker(db, {"core.noop": lambda step: None}, concurrency=1000, prefetch=1000, lanes=1)
     assert worker.run(until_idle=True).completed == 5
+
+
+def test_a_flush_of_more_results_than_one_statement_takes_writes_them_all(
+    db: Database, conn: Conn
+) -> None:
+    # A worker may hold up to 2,000 steps; the batched writes take 1,000 a statement: a
+    # flush writes its results in parts, in its one transaction.
+    wf = make_workflow(conn)
+    add_stage(conn, wf, "each", with_items=list(range(1500)))
+    run = db.executions.start(workflow_id=wf)
+    worker = Worker(db, {"core.noop": lambda step: None}, worker_id="big", concurrency=1)
+    held = db.steps.claim(worker_id="big", limit=1000) + db.steps.claim(worker_id="big", limit=1000)
+    assert len(held) == 1500
+    failing = held[:3]
+    results: list[tuple[ClaimedStep, Any, BaseException | None]] = [
+        (s, None, RuntimeError("no")) if s in failing else (s, {"i": s.task_index}, None)
+        for s in held
+    ]
+    worker._held.update({s.id: s for s in held})
+    worker._flush(results)
+    assert (worker.stats.completed, worker.stats.failed, worker.stats.lost) == (1497, 3, 0)
+    statuses = collections.Counter(
+        s.status for s in db.steps.list_by_execution(execution_id=run.id)
+    )
+    assert statuses == {"completed": 1497, "queued": 3}
+    assert not worker._held
