@@ -21,6 +21,7 @@ and slow ones are not hoarded from other workers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import importlib
 import inspect
@@ -40,10 +41,12 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from flowledger.aio.database import AsyncDatabase, AsyncTransaction
+from flowledger.aio.wakeups import AsyncWakeUps
 from flowledger.database import Database, Transaction
-from flowledger.errors import InvalidInput
+from flowledger.errors import InvalidInput, Unavailable
 from flowledger.records.runs import ClaimedStep, Step, StepCompletion, StepFailure, StepLease
 from flowledger.repositories._checks import as_optional_queues
+from flowledger.wakeups import WakeUps
 
 __all__ = [
     "AsyncHandler",
@@ -71,14 +74,15 @@ _PEER_WAIT = 0.05
 # a buffered step waits about this long for a thread.
 _BUFFER_SECONDS = 0.1
 _MAX_BUFFER = 1000
+_MAX_OUTAGE_PAUSE = 30.0  # seconds between tries while the database is unavailable
 _MAX_CLAIM = 1000  # steps.claim's largest limit (and the batched writes')
 _T = TypeVar("_T")
 
 
 class WorkerStats(msgspec.Struct, kw_only=True):
     """What a worker did: steps claimed, completed, failed, given back at shutdown, given
-    back at once because `accept` refused them, and results dropped because the lease was
-    lost meanwhile."""
+    back at once because `accept` refused them, results dropped because the lease was lost
+    meanwhile, and database calls that failed with `Unavailable` and were tried again."""
 
     claimed: int = 0
     completed: int = 0
@@ -86,6 +90,7 @@ class WorkerStats(msgspec.Struct, kw_only=True):
     released: int = 0
     refused: int = 0
     lost: int = 0
+    outages: int = 0
 
 
 class Worker:
@@ -148,9 +153,14 @@ class Worker:
         pending: list[tuple[ClaimedStep, Any, BaseException | None]] = []
         oldest = 0.0
         next_beat = time.monotonic() + self._lease.total_seconds() / 3
+        outage = _Outage(self)
+        wake: WakeUps | None = None
         try:
-            with self._db.wake_ups() as wake:
-                while not self._stop.is_set():
+            wake = self._db.wake_ups()  # an unreachable database at start is raised
+            while not self._stop.is_set():
+                try:
+                    if wake is None:
+                        wake = self._db.wake_ups()
                     claimed = self._claim(pool)
                     pending, oldest = self._collect(pending, oldest, wait=not claimed)
                     flushed = bool(pending) and (
@@ -171,7 +181,18 @@ class Worker:
                         if until_idle and not peers_busy:
                             break
                         wake.wait(_PEER_WAIT if until_idle else self._idle_wait)
+                except Unavailable as exc:
+                    # Nothing was written (a failed transaction rolled back): the results
+                    # stay pending and the steps held; all is tried again after a pause.
+                    if wake is not None:
+                        _close_quietly(wake)
+                        wake = None
+                    self._stop.wait(outage.failed(exc))
+                    continue
+                outage.passed()
         finally:
+            if wake is not None:
+                _close_quietly(wake)
             self._shutdown(pool, pending)
         return self.stats
 
@@ -426,9 +447,14 @@ class AsyncWorker:
         pending: list[_Result] = []
         oldest = 0.0
         next_beat = time.monotonic() + self._lease.total_seconds() / 3
+        outage = _Outage(self)
+        wake: AsyncWakeUps | None = None
         try:
-            async with await self._db.wake_ups() as wake:
-                while not self._stop.is_set():
+            wake = await self._db.wake_ups()  # an unreachable database at start is raised
+            while not self._stop.is_set():
+                try:
+                    if wake is None:
+                        wake = await self._db.wake_ups()
                     claimed = await self._claim()
                     collected = await self._collect(wait=not claimed, pending=len(pending))
                     if collected and not pending:
@@ -442,6 +468,7 @@ class AsyncWorker:
                         # Completions may have queued dependents: claim before waiting.
                         await self._flush(pending, claim=True)
                         pending = []
+                        outage.passed()
                         continue
                     if time.monotonic() >= next_beat:
                         await self._heartbeat()
@@ -452,7 +479,18 @@ class AsyncWorker:
                         if until_idle and not peers_busy:
                             break
                         await wake.wait(_PEER_WAIT if until_idle else self._idle_wait)
+                except Unavailable as exc:
+                    # As Worker: nothing was written; all is tried again after a pause.
+                    if wake is not None:
+                        await _aclose_quietly(wake)
+                        wake = None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), outage.failed(exc))
+                    continue
+                outage.passed()
         finally:
+            if wake is not None:
+                await _aclose_quietly(wake)
             await self._shutdown(pending)
         return self.stats
 
@@ -639,6 +677,52 @@ def _check_lanes(lanes: object, concurrency: int) -> int:
             f"lanes must be an integer between 1 and concurrency ({concurrency}), got {lanes!r}"
         )
     return lanes
+
+
+class _Outage:
+    """A worker's run of calls failed with `Unavailable`: each failure is counted and
+    logged, and the pause before the next try doubles from 0.25 s to 30 s; the first pass
+    through the loop that fails nothing ends the run (and says so)."""
+
+    __slots__ = ("_failures", "_worker")
+
+    def __init__(self, worker: Worker | AsyncWorker) -> None:
+        self._worker = worker
+        self._failures = 0
+
+    def failed(self, exc: Unavailable) -> float:
+        """Count and log the failure; the seconds to wait before trying again."""
+        self._failures += 1
+        self._worker.stats.outages += 1
+        pause = min(_MAX_OUTAGE_PAUSE, 0.25 * (1 << min(self._failures - 1, 10)))
+        log.warning(
+            "worker %s: the database is unavailable (%s); trying again in %.2f s",
+            self._worker.worker_id,
+            exc,
+            pause,
+        )
+        return pause
+
+    def passed(self) -> None:
+        if self._failures:
+            log.warning(
+                "worker %s: the database is reachable again after %d failed tries",
+                self._worker.worker_id,
+                self._failures,
+            )
+            self._failures = 0
+
+
+def _close_quietly(wake: WakeUps) -> None:
+    # Its connection is already lost, or the worker is ending: a failure to close changes
+    # nothing (the server drops the session with the connection).
+    with contextlib.suppress(Unavailable):
+        wake.close()
+
+
+async def _aclose_quietly(wake: AsyncWakeUps) -> None:
+    with contextlib.suppress(Unavailable):
+        await wake.close()
 
 
 class _Pace:
