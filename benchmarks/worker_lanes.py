@@ -77,8 +77,9 @@ def _drain(
     from flowledger.records.runs import StartRequest
     from flowledger.worker import Worker
 
-    conn.execute("DELETE FROM workflow_executions")
-    conn.execute("DELETE FROM outbox")
+    # TRUNCATE, not DELETE: the dead rows of earlier runs would slow the claims of later ones.
+    conn.execute("TRUNCATE workflow_executions CASCADE")
+    conn.execute("TRUNCATE outbox")
     with flowledger.connect(url, min_size=workers + 2, max_size=workers + 2) as db:
         for first in range(0, n, 1000):
             requests = [StartRequest(workflow_id=workflow)] * min(1000, n - first)
