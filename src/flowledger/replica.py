@@ -174,7 +174,11 @@ class Replica(ReadRepositories):
         the lag bound; raises ReplicaUnavailable when it cannot be reached."""
         with _Waiting(self) as conn:
             with translating():
-                return _status(conn)
+                status = _status(conn)
+        if status.in_recovery and status.lag_seconds == 0:
+            # Caught up now: what the lag checks bound a later lag by, as their own finding.
+            self._caught_up_at = _clock()
+        return status
 
     def wait_for(self, position: str, *, timeout: float = 5.0) -> None:
         """Return once the standby has replayed `position` (from `db.wal_position()`), so

@@ -19,6 +19,7 @@ import pytest
 import flowledger
 from _embedded import pg_ctl, reachable_dir
 from conftest import PgServer
+from flowledger.errors import Unavailable
 from flowledger.records.identity import NewUser
 from flowledger.records.runs import ClaimedStep
 from flowledger.records.workflows import NewStage, NewWorkflow
@@ -171,3 +172,62 @@ def test_an_async_worker_rides_out_a_server_restart(
     stats = asyncio.run(main())
     assert stats.outages >= 1
     _check_once(url, run_id, ran)
+
+
+def test_a_database_away_at_start_or_at_stop_is_raised(
+    restartable: tuple[EmbeddedServer, str],
+) -> None:
+    server, url = restartable
+    _start_run(url, "core.hold")
+    started = threading.Event()
+    release = threading.Event()
+
+    def hold(step: ClaimedStep) -> None:
+        started.set()
+        release.wait(30)
+
+    async def hold_async(step: ClaimedStep) -> None:
+        return None
+
+    async def start_while_away() -> None:
+        # Both pools open while the server is up; it goes away before run().
+        adb = await flowledger.connect_async(url, max_size=2, pool_timeout=2)
+        try:
+            with flowledger.connect(url, max_size=2, pool_timeout=2) as db:
+                await asyncio.to_thread(_pg_ctl, server, "stop")
+                with pytest.raises(Unavailable):
+                    Worker(db, {"core.hold": hold}).run()
+                with pytest.raises(Unavailable):
+                    await AsyncWorker(adb, {"core.hold": hold_async}).run()
+        finally:
+            await adb.close()
+
+    try:
+        asyncio.run(start_while_away())
+    finally:
+        _pg_ctl(server, "restart", "-l", str(server.pgdata / "restart.log"))
+    assert not started.is_set()  # nothing was claimed
+
+    # Away when stop() gives back the unstarted steps: raised by run().
+    with flowledger.connect(url, max_size=4, pool_timeout=2) as db:
+        worker = Worker(db, {"core.hold": hold}, concurrency=1, prefetch=4)
+        raised: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                worker.run()
+            except BaseException as exc:
+                raised.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            assert started.wait(30)
+            _pg_ctl(server, "stop")
+            worker.stop()
+            release.set()
+            thread.join(60)
+        finally:
+            _pg_ctl(server, "restart", "-l", str(server.pgdata / "restart.log"))
+        assert not thread.is_alive()
+        assert len(raised) == 1 and isinstance(raised[0], Unavailable), raised

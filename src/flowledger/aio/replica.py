@@ -173,7 +173,11 @@ class AsyncReplica(AsyncReadRepositories):
         the lag bound; raises ReplicaUnavailable when it cannot be reached."""
         async with _Waiting(self) as conn:
             with translating():
-                return await _status(conn)
+                status = await _status(conn)
+        if status.in_recovery and status.lag_seconds == 0:
+            # Caught up now: what the lag checks bound a later lag by, as their own finding.
+            self._caught_up_at = _clock()
+        return status
 
     async def wait_for(self, position: str, *, timeout: float = 5.0) -> None:
         """Return once the standby has replayed `position` (from `db.wal_position()`), so
