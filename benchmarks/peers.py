@@ -56,6 +56,10 @@ SYSTEMS = ("flowledger", "procrastinate", "pgqueuer", "graphile-worker")
 WORKERS = (1, 4, 8)
 _DBNAME = {s: "peers_" + s.replace("-", "_") for s in SYSTEMS}
 
+# The Worker with the buffer it had before it followed the handlers' pace: ten steps per
+# thread (prefetch=10W), drained side by side with the default one.
+FIXED = "flowledger-10W"
+
 # What W means, and the configuration, of each system (written into the results).
 CONFIG = {
     "flowledger": "`flowledger.worker.Worker(db, {'core.noop': h}, concurrency=W)`: W"
@@ -66,7 +70,7 @@ CONFIG = {
     " batches (flush_size 100, flush_interval 5 ms, or as soon as nothing else runs), each"
     " batch's transaction also claiming the room it frees; pool of W + 2 connections;"
     " enqueue `start_many` (at most 1,000 a call: 2,000 tasks are two calls)",
-    "flowledger-10W": "the same Worker with `prefetch=10 * W`, the fixed buffer of ten steps"
+    FIXED: "the same Worker with `prefetch=10 * W`, the fixed buffer of ten steps"
     " per thread it had by default before its buffer followed the handlers (it holds up to"
     " 11W steps)",
     "procrastinate": "`App(PsycopgConnector).run_worker_async(concurrency=W, wait=False,"
@@ -694,11 +698,6 @@ def _measure_repeat(
         b = pgbench_run(urls["flowledger"], clients, n)
         measured.benches.setdefault(clients, []).append(b)
         print(f"[{repeat + 1}] pgbench c={clients}: {b['rate']:,.0f} steps/s", flush=True)
-
-
-# The Worker with the buffer it had before it followed the handlers' pace: ten steps per
-# thread (prefetch=10W), drained side by side with the default one.
-FIXED = "flowledger-10W"
 
 
 def _drained(args: argparse.Namespace) -> list[str]:

@@ -682,7 +682,7 @@ def _check_lanes(lanes: object, concurrency: int) -> int:
 class _Outage:
     """A worker's run of calls failed with `Unavailable`: each failure is counted and
     logged, and the pause before the next try doubles from 0.25 s to 30 s; the first pass
-    through the loop that fails nothing ends the run (and says so)."""
+    through the loop that fails nothing ends the outage (and says so)."""
 
     __slots__ = ("_failures", "_worker")
 

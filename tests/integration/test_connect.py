@@ -270,10 +270,10 @@ def test_pool_survives_a_real_server_restart() -> None:
         ) as db:
             with db.transaction() as tx:
                 tx.connection.execute("SELECT 1")
-            _pg_ctl(server, "stop")
+            pg_ctl(server.pgdata, "stop")
             assert db.health(timeout=0.5)["postgres"].startswith("error: ")
             # restart also starts a stopped server, with the options it last ran with
-            _pg_ctl(server, "restart", "-l", str(server.pgdata / "restart.log"))
+            pg_ctl(server.pgdata, "restart", "-l", str(server.pgdata / "restart.log"))
             with db.transaction() as tx:
                 assert tx.connection.execute("SELECT 2").fetchone() == (2,)
             assert db.stats()["connections_lost"] >= 1
@@ -340,10 +340,6 @@ def test_no_password_in_repr_stats_or_health(db_url: str) -> None:
     for text in shown:
         assert secret not in text
     assert isinstance(database, Database)
-
-
-def _pg_ctl(server: EmbeddedServer, *args: str) -> None:
-    pg_ctl(server.pgdata, *args)
 
 
 def _write_server_file(admin: psycopg.Connection[Any], path: str, text: str) -> None:

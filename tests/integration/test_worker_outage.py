@@ -49,10 +49,6 @@ def restartable(pg_server: PgServer) -> Iterator[tuple[EmbeddedServer, str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _pg_ctl(server: EmbeddedServer, *args: str) -> None:
-    pg_ctl(server.pgdata, *args)
-
-
 def _start_run(url: str, action: str) -> Any:
     """One execution of `_STEPS` steps of `action`; its id."""
     with flowledger.connect(url, max_size=1) as db:
@@ -73,10 +69,10 @@ def _restart_when(server: EmbeddedServer, ran: collections.Counter[int], at: int
     while sum(ran.values()) < at:
         assert time.monotonic() < deadline, "the worker did not get going"
         time.sleep(0.005)
-    _pg_ctl(server, "stop")
+    pg_ctl(server.pgdata, "stop")
     time.sleep(1.0)
     # restart also starts a stopped server, with the options it last ran with
-    _pg_ctl(server, "restart", "-l", str(server.pgdata / "restart.log"))
+    pg_ctl(server.pgdata, "restart", "-l", str(server.pgdata / "restart.log"))
 
 
 def _settle(url: str, run_id: Any) -> None:
@@ -95,7 +91,7 @@ def _check_once(url: str, run_id: Any, ran: collections.Counter[int]) -> None:
         rows = conn.execute(
             "SELECT s.task_index, s.status, count(a.*) FILTER (WHERE a.outcome = 'completed'),"
             "       count(a.*) FILTER (WHERE a.outcome IS DISTINCT FROM 'completed'"
-            "                            AND a.outcome <> 'lease_lost')"
+            "                            AND a.outcome IS DISTINCT FROM 'lease_lost')"
             "  FROM execution_steps s LEFT JOIN step_attempts a ON a.step_id = s.id"
             " WHERE s.execution_id = %s GROUP BY s.task_index, s.status",
             (run_id,),
@@ -194,7 +190,7 @@ def test_a_database_away_at_start_or_at_stop_is_raised(
         adb = await flowledger.connect_async(url, max_size=2, pool_timeout=2)
         try:
             with flowledger.connect(url, max_size=2, pool_timeout=2) as db:
-                await asyncio.to_thread(_pg_ctl, server, "stop")
+                await asyncio.to_thread(pg_ctl, server.pgdata, "stop")
                 with pytest.raises(Unavailable):
                     Worker(db, {"core.hold": hold}).run()
                 with pytest.raises(Unavailable):
@@ -205,7 +201,7 @@ def test_a_database_away_at_start_or_at_stop_is_raised(
     try:
         asyncio.run(start_while_away())
     finally:
-        _pg_ctl(server, "restart", "-l", str(server.pgdata / "restart.log"))
+        pg_ctl(server.pgdata, "restart", "-l", str(server.pgdata / "restart.log"))
     assert not started.is_set()  # nothing was claimed
 
     # Away when stop() gives back the unstarted steps: raised by run().
@@ -223,11 +219,11 @@ def test_a_database_away_at_start_or_at_stop_is_raised(
         thread.start()
         try:
             assert started.wait(30)
-            _pg_ctl(server, "stop")
+            pg_ctl(server.pgdata, "stop")
             worker.stop()
             release.set()
             thread.join(60)
         finally:
-            _pg_ctl(server, "restart", "-l", str(server.pgdata / "restart.log"))
+            pg_ctl(server.pgdata, "restart", "-l", str(server.pgdata / "restart.log"))
         assert not thread.is_alive()
         assert len(raised) == 1 and isinstance(raised[0], Unavailable), raised
