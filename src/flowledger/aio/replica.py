@@ -174,10 +174,13 @@ class AsyncReplica(AsyncReadRepositories):
         async with _Waiting(self) as conn:
             with translating():
                 status = await _status(conn)
-        if status.in_recovery and status.lag_seconds == 0:
-            # Caught up now: what the lag checks bound a later lag by, as their own finding.
-            self._caught_up_at = _clock()
+        self._note_caught_up(status)
         return status
+
+    def _note_caught_up(self, status: ReplicaStatus) -> None:
+        # Caught up now: what the lag checks bound a later lag by, as their own finding.
+        if status.in_recovery and status.lag_seconds == 0:
+            self._caught_up_at = _clock()
 
     async def wait_for(self, position: str, *, timeout: float = 5.0) -> None:
         """Return once the standby has replayed `position` (from `db.wal_position()`), so
@@ -194,6 +197,7 @@ class AsyncReplica(AsyncReadRepositories):
                 if not status.in_recovery or status.replayed is None:
                     raise self._unusable(self._not_standby())
                 if lsn_of(status.replayed, "replayed") >= target:
+                    self._note_caught_up(status)
                     return
                 if _clock() >= deadline:
                     raise ReplicaWaitTimeout(
