@@ -27,18 +27,29 @@ SELECT id, workflow_id, position, name, action_ref, depends_on, config, with_ite
   FROM workflow_stages
  WHERE id = %(id)s::uuid;
 
--- name: lock_workflow_stage_count
--- Lock a workflow against concurrent stage edits and count its stages; no row when the
--- workflow does not exist. NO KEY UPDATE: foreign-key checks of other tables still pass.
+-- name: lock_stages_workflow
+-- Lock a workflow against concurrent stage edits; its id, or no row when the workflow does
+-- not exist. NO KEY UPDATE: foreign-key checks of other tables still pass. It counts
+-- nothing, since a statement that waited for the lock still reads with the snapshot it
+-- took before waiting, so a count here could miss stages an edit committed meanwhile.
 -- plan: index workflows_pkey
 -- returns: scalar
-SELECT (SELECT count(*) FROM workflow_stages AS s WHERE s.workflow_id = w.id)::int
+SELECT w.id
   FROM workflows AS w
  WHERE w.id = %(workflow_id)s::uuid
    FOR NO KEY UPDATE OF w;
 
+-- name: count_workflow_stages
+-- The number of a workflow's stages; run after lock_stages_workflow, it sees every edit
+-- committed before the lock was granted.
+-- plan: index workflow_stages_workflow_id_position_key
+-- returns: scalar
+SELECT count(*)::int
+  FROM workflow_stages
+ WHERE workflow_id = %(workflow_id)s::uuid;
+
 -- name: lock_stage_workflow
--- Lock the workflow a stage belongs to (as lock_workflow_stage_count) and return its id;
+-- Lock the workflow a stage belongs to (as lock_stages_workflow) and return its id;
 -- no row when the stage does not exist.
 -- plan: index workflow_stages_pkey, workflows_pkey
 -- returns: scalar

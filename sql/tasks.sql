@@ -129,14 +129,25 @@ SELECT s.status,
 -- ---------------------------------------------------------------
 
 -- name: lock_workflow_tasks
--- Locks a workflow against concurrent changes of its tasks and counts them; no row when
--- the workflow does not exist. NO KEY UPDATE: foreign-key checks of other tables pass.
+-- Locks a workflow against concurrent changes of its tasks; its id, or no row when the
+-- workflow does not exist. NO KEY UPDATE: foreign-key checks of other tables pass. It
+-- counts nothing, since a statement that waited for the lock still reads with the
+-- snapshot it took before waiting, so a count here could miss an attach committed meanwhile.
 -- plan: index workflows_pkey
 -- returns: scalar
-SELECT (SELECT count(*) FROM workflow_tasks AS wt WHERE wt.workflow_id = w.id)::int
+SELECT w.id
   FROM workflows AS w
  WHERE w.id = %(workflow_id)s::uuid
    FOR NO KEY UPDATE OF w;
+
+-- name: count_workflow_tasks
+-- The number of tasks attached to a workflow; run after lock_workflow_tasks, it sees every
+-- attach and detach committed before the lock was granted.
+-- plan: index workflow_tasks_workflow_id_sequence_key
+-- returns: scalar
+SELECT count(*)::int
+  FROM workflow_tasks
+ WHERE workflow_id = %(workflow_id)s::uuid;
 
 -- name: lock_task_key
 -- Keeps a task from being deleted until the transaction ends; its id, or no row.

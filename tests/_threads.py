@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
+
+import psycopg
 
 
 def run_threads(targets: list[Callable[[], None]], timeout: float = 180) -> None:
@@ -25,3 +29,19 @@ def run_threads(targets: list[Callable[[], None]], timeout: float = 180) -> None
     assert not any(t.is_alive() for t in threads), "a thread did not finish"
     if errors:
         raise errors[0]
+
+
+def wait_for_a_lock_wait(conn: psycopg.Connection[Any], timeout: float = 30) -> None:
+    """Return once a session of conn's database is waiting for a lock (conn in autocommit);
+    fail the test when none is after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    query = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while time.monotonic() < deadline:
+        row = conn.execute(query).fetchone()
+        if row is not None and row[0]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no session waited for a lock within {timeout} s")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 
+from _threads import wait_for_a_lock_wait
 from flowledger.database import Database, Settings
 from flowledger.errors import Conflict, InvalidInput, NotFound
 from flowledger.records.identity import NewUser
@@ -178,6 +180,36 @@ def test_concurrent_adds_keep_positions_contiguous(db: Database, workflow_id: uu
     assert errors == []
     assert len(db.stages.list(workflow_id=workflow_id)) == 30
     _assert_contiguous(db, workflow_id)
+
+
+@pytest.mark.concurrency
+@pytest.mark.parametrize("edit", ["append", "add at the new end", "reorder"])
+def test_an_edit_that_waited_for_the_workflow_sees_the_stage_added_meanwhile(
+    db: Database, conn: Conn, workflow_id: uuid.UUID, edit: str
+) -> None:
+    """An edit that waited for the workflow's lock while another transaction added a stage
+    counts that stage once it holds the lock: an append lands after it, a position at the
+    new end is accepted, and a reorder that omits it is refused."""
+    (a,) = _add(db, workflow_id, "a")
+    calls: dict[str, Callable[[], object]] = {
+        "append": lambda: db.stages.add(workflow_id=workflow_id, stage=_stage("c")),
+        "add at the new end": lambda: db.stages.add(
+            workflow_id=workflow_id, stage=_stage("c"), position=2
+        ),
+        "reorder": lambda: db.stages.reorder(workflow_id=workflow_id, stage_ids=[a.id]),
+    }
+    with ThreadPoolExecutor(1) as pool:
+        with db.transaction() as tx:
+            tx.stages.add(workflow_id=workflow_id, stage=_stage("b"))
+            waiting = pool.submit(calls[edit])
+            wait_for_a_lock_wait(conn)
+        if edit == "reorder":
+            with pytest.raises(InvalidInput, match="exactly the 2 stages"):
+                waiting.result(timeout=60)
+        else:
+            waiting.result(timeout=60)
+    names = "abc" if edit != "reorder" else "ab"
+    assert _layout(db, workflow_id) == list(enumerate(names))
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,13 @@ import datetime
 import math
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 
+from _threads import wait_for_a_lock_wait
 from flowledger.database import Database
 from flowledger.errors import Conflict, InvalidCursor, InvalidInput, NotFound
 from flowledger.records.identity import NewUser
@@ -509,6 +511,34 @@ def test_list_for_an_unknown_workflow(db: Database, workflow_id: uuid.UUID) -> N
     assert db.tasks.list_for_workflow(workflow_id=workflow_id) == []
     with pytest.raises(NotFound):
         db.tasks.list_for_workflow(workflow_id=uuid.uuid4())
+
+
+@pytest.mark.concurrency
+@pytest.mark.parametrize("change", ["attach", "detach", "attach another"])
+def test_a_reorder_that_waited_for_the_workflow_sees_what_changed_meanwhile(
+    db: Database, conn: Conn, workflow_id: uuid.UUID, change: str
+) -> None:
+    """A reorder that was exact when it was called, but waited for the workflow's lock while
+    an attach or detach committed, is judged on the tasks attached once it holds the lock:
+    refused whole, the order left as the change made it."""
+    a, b = _task(db, "a"), _task(db, "b")
+    if change != "attach":
+        db.tasks.attach(workflow_id=workflow_id, task_id=a.id)
+    listed = [] if change == "attach" else [a.id]
+    with ThreadPoolExecutor(1) as pool:
+        with db.transaction() as tx:
+            if change == "detach":
+                tx.tasks.detach(workflow_id=workflow_id, task_id=a.id)
+            else:
+                task = a if change == "attach" else b
+                tx.tasks.attach(workflow_id=workflow_id, task_id=task.id)
+            waiting = pool.submit(db.tasks.reorder, workflow_id=workflow_id, task_ids=listed)
+            wait_for_a_lock_wait(conn)
+        expected = {"attach": 1, "detach": 0, "attach another": 2}[change]
+        with pytest.raises(InvalidInput, match=f"exactly the {expected} tasks attached"):
+            waiting.result(timeout=60)
+    after = {"attach": [a.id], "detach": [], "attach another": [a.id, b.id]}[change]
+    assert [task_id for _, task_id in _order(db, workflow_id)] == after
 
 
 @pytest.mark.concurrency

@@ -271,24 +271,28 @@ class TasksRepository(TasksReader):
             raise InvalidInput("task_ids must not repeat a task")
         mismatch = f"task_ids must be exactly the {{}} tasks attached to workflow {wid}"
         with self._atomic() as conn:
-            count = self._lock_workflow(wid, conn)
+            self._lock_workflow(wid, conn)
+            # Statements after the lock see every attach committed before it was granted.
+            # The renumbering changes nothing unless no other task is attached, so with
+            # distinct ids all of them renumbered means exactly the attached tasks.
             params = {"workflow_id": wid, "task_ids": ids}
-            if len(ids) != count or (
-                count and self._fetch("reorder_workflow_tasks", params, conn=conn) != count
-            ):
+            where = {"workflow_id": wid}
+            exact = (
+                self._fetch("reorder_workflow_tasks", params, conn=conn) == len(ids)
+                if ids
+                else self._fetch("count_workflow_tasks", where, conn=conn) == 0
+            )
+            if not exact:
+                count = self._fetch("count_workflow_tasks", where, conn=conn)
                 raise InvalidInput(mismatch.format(count))
             ordered: builtins.list[WorkflowTask] = self._fetch(
                 "list_workflow_tasks", {"workflow_id": wid}, conn=conn
             )
         return ordered
 
-    def _lock_workflow(self, workflow_id: uuid.UUID, conn: Connection) -> int:
-        count: int | None = self._fetch(
-            "lock_workflow_tasks", {"workflow_id": workflow_id}, conn=conn
-        )
-        if count is None:
+    def _lock_workflow(self, workflow_id: uuid.UUID, conn: Connection) -> None:
+        if self._fetch("lock_workflow_tasks", {"workflow_id": workflow_id}, conn=conn) is None:
             raise NotFound(f"workflow {workflow_id} not found")
-        return count
 
 
 def _patch_params(patch: TaskPatch) -> dict[str, Any]:

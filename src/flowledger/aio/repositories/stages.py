@@ -181,12 +181,13 @@ class AsyncStagesRepository(AsyncStagesReader):
         await self._fetch("snapshot_workflow_stages", {"workflow_id": workflow_id}, conn=conn)
 
     async def _lock_workflow(self, workflow_id: uuid.UUID, conn: AsyncConnection) -> int:
-        count = await self._fetch(
-            "lock_workflow_stage_count", {"workflow_id": workflow_id}, conn=conn
-        )
-        if count is None:
+        """Lock the workflow against other stage edits, then count its stages (a statement
+        of its own: one that waited for the lock would count with its older snapshot)."""
+        params = {"workflow_id": workflow_id}
+        if await self._fetch("lock_stages_workflow", params, conn=conn) is None:
             raise NotFound(f"workflow {workflow_id} not found")
-        return int(count)
+        count: int = await self._fetch("count_workflow_stages", params, conn=conn)
+        return count
 
 
 def _patch_params(patch: StagePatch) -> dict[str, Any]:

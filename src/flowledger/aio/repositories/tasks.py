@@ -277,24 +277,31 @@ class AsyncTasksRepository(AsyncTasksReader):
             raise InvalidInput("task_ids must not repeat a task")
         mismatch = f"task_ids must be exactly the {{}} tasks attached to workflow {wid}"
         async with self._atomic() as conn:
-            count = await self._lock_workflow(wid, conn)
+            await self._lock_workflow(wid, conn)
+            # Statements after the lock see every attach committed before it was granted.
+            # The renumbering changes nothing unless no other task is attached, so with
+            # distinct ids all of them renumbered means exactly the attached tasks.
             params = {"workflow_id": wid, "task_ids": ids}
-            if len(ids) != count or (
-                count and await self._fetch("reorder_workflow_tasks", params, conn=conn) != count
-            ):
+            where = {"workflow_id": wid}
+            exact = (
+                await self._fetch("reorder_workflow_tasks", params, conn=conn) == len(ids)
+                if ids
+                else await self._fetch("count_workflow_tasks", where, conn=conn) == 0
+            )
+            if not exact:
+                count = await self._fetch("count_workflow_tasks", where, conn=conn)
                 raise InvalidInput(mismatch.format(count))
             ordered: builtins.list[WorkflowTask] = await self._fetch(
                 "list_workflow_tasks", {"workflow_id": wid}, conn=conn
             )
         return ordered
 
-    async def _lock_workflow(self, workflow_id: uuid.UUID, conn: AsyncConnection) -> int:
-        count: int | None = await self._fetch(
-            "lock_workflow_tasks", {"workflow_id": workflow_id}, conn=conn
-        )
-        if count is None:
+    async def _lock_workflow(self, workflow_id: uuid.UUID, conn: AsyncConnection) -> None:
+        if (
+            await self._fetch("lock_workflow_tasks", {"workflow_id": workflow_id}, conn=conn)
+            is None
+        ):
             raise NotFound(f"workflow {workflow_id} not found")
-        return count
 
 
 def _patch_params(patch: TaskPatch) -> dict[str, Any]:
