@@ -18,7 +18,7 @@
 -- only as many executions as it has free slots start running, in request order; the
 -- others are created pending (started_at NULL, `execution.pending` in the outbox) and
 -- start when slots free (the triggers of migration 0024). An execution with no step takes no slot.
--- plan: index workflows_pkey, workflow_version_stages_name_key
+-- plan: index workflows_pkey
 -- returns: many
 -- record: runs.Execution
 WITH startable AS MATERIALIZED (
@@ -47,17 +47,14 @@ WITH startable AS MATERIALIZED (
                                  parent_execution_id, parent_step_id, n)
      ORDER BY r.n
 ), stage AS MATERIALIZED (
-    SELECT v.workflow_id, v.id, v.stage_id, v.name, v.position, v.depends_on, v.retry_policy,
-           v.timeout_seconds, v.queue, v.concurrency, v.rate_limit,
-           CASE WHEN v.with_items IS NULL THEN 1 ELSE jsonb_array_length(v.with_items) END
-               AS width,
-           (SELECT coalesce(sum(CASE WHEN d.with_items IS NULL THEN 1
-                                     ELSE jsonb_array_length(d.with_items) END), 0)::int
-              FROM workflow_version_stages AS d
-             WHERE d.workflow_id = v.workflow_id AND d.version = v.version
-               AND d.name = ANY (v.depends_on)) AS waits_for
+    -- After the lock: version_stages_to_start reads with a snapshot of its own, taken once
+    -- the workflow's row is held, so a start that waited for a stage edit finds the stages
+    -- of the version that edit made (the statement's snapshot predates them).
+    SELECT w.id AS workflow_id, v.id, v.stage_id, v.name, v.position, v.depends_on,
+           v.retry_policy, v.timeout_seconds, v.queue, v.concurrency, v.rate_limit, v.width,
+           v.waits_for
       FROM startable AS w
-      JOIN workflow_version_stages AS v ON v.workflow_id = w.id AND v.version = w.version
+     CROSS JOIN LATERAL version_stages_to_start(w.id, w.version) AS v
 ), admission AS MATERIALIZED (
     -- The requests of capped workflows that create an execution with steps, the first
     -- `free` of each workflow in request order admitted; a request whose key is taken

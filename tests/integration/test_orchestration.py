@@ -4,16 +4,24 @@ inputs, variables, progress, retry and child executions."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 
 from _runs_factories import add_stage, age_start, make_workflow, outbox_events
+from _threads import wait_for_a_lock_wait
 from flowledger.database import Database
 from flowledger.errors import Conflict, InvalidInput, LeaseLost, NotFound, StaleWrite
 from flowledger.records.catalog import NewAction, NewPack
-from flowledger.records.runs import ClaimedStep, Execution, StepCompletion, StepFailure
+from flowledger.records.runs import (
+    ClaimedStep,
+    Execution,
+    StartRequest,
+    StepCompletion,
+    StepFailure,
+)
 from flowledger.records.workflows import NewStage, RetryPolicy, StagePatch, WorkflowPatch
 
 Conn = psycopg.Connection[Any]
@@ -257,6 +265,54 @@ def test_a_stage_edit_inside_a_transaction_is_pinned_by_a_start_in_it(
         tx.stages.add(workflow_id=wf, stage=NewStage(name="b", action_ref="core.noop"))
         ex = tx.executions.start(workflow_id=wf)
     assert ex.task_graph == {"a": [], "b": ["a"]}
+
+
+@pytest.mark.concurrency
+@pytest.mark.parametrize("call", ["start", "start_many"])
+@pytest.mark.parametrize("edit", ["add a stage", "remove a stage", "change the definition"])
+def test_a_start_that_waited_for_an_edit_runs_the_version_the_edit_made(
+    db: Database, conn: Conn, edit: str, call: str
+) -> None:
+    """A start that waits for the workflow's row while another transaction edits its stages
+    or its definition starts, once that commits, the version the edit made, with the steps
+    of that version's stage snapshot (not that version with no step, completed at once)."""
+    wf = make_workflow(conn)
+    _stage(db, wf, "a")
+    _stage(db, wf, "b")
+    b = db.stages.list(workflow_id=wf)[1]
+    row_version = db.workflows.get(id=wf).row_version
+
+    def start() -> Execution:
+        if call == "start":
+            return db.executions.start(workflow_id=wf)
+        return db.executions.start_many(requests=[StartRequest(workflow_id=wf)])[0]
+
+    with ThreadPoolExecutor(1) as pool:
+        with db.transaction() as tx:
+            if edit == "add a stage":
+                tx.stages.add(workflow_id=wf, stage=NewStage(name="c", action_ref="core.noop"))
+            elif edit == "remove a stage":
+                tx.stages.remove(id=b.id)
+            else:
+                tx.workflows.update_definition(
+                    id=wf, definition_yaml="v: 2", definition={"v": 2}, expected_version=row_version
+                )
+            waiting = pool.submit(start)
+            wait_for_a_lock_wait(conn)
+        ex = waiting.result(timeout=60)
+
+    graph = {
+        "add a stage": {"a": [], "b": ["a"], "c": ["b"]},
+        "remove a stage": {"a": []},
+        "change the definition": {"a": [], "b": ["a"]},
+    }[edit]
+    assert (ex.status, ex.workflow_version) == ("running", db.workflows.get(id=wf).version)
+    assert ex.task_graph == graph
+    steps = conn.execute(
+        "SELECT task_name, status FROM execution_steps WHERE execution_id = %s ORDER BY 1",
+        (ex.id,),
+    ).fetchall()
+    assert steps == [(name, "queued" if name == "a" else "pending") for name in sorted(graph)]
 
 
 # -- 5. failure propagation ---------------------------------------------------------------
