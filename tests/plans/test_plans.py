@@ -185,3 +185,56 @@ def test_an_index_is_judged_by_how_the_plan_reads_it(
 
     assert bool(used) is purposeful
     assert bool(problems) is not purposeful
+
+
+def test_the_stage_read_of_a_start_uses_the_version_stages_key(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """start_executions reads a version's stages through version_stages_to_start (migration
+    0028), whose query check-plans cannot EXPLAIN as a named query: auto_explain, asked to
+    report nested statements as notices, shows its generic plan instead (strict, as
+    check-plans: sequential scans off)."""
+    owner = conn.execute(
+        "INSERT INTO users (email, display_name) VALUES ('plan@example.com', 'P') RETURNING id"
+    ).fetchone()
+    assert owner is not None
+    wf = conn.execute(
+        "INSERT INTO workflows (owner_id, name) VALUES (%s, 'p') RETURNING id", (owner[0],)
+    ).fetchone()
+    assert wf is not None
+    plans: list[dict[str, Any]] = []
+
+    def keep(diag: psycopg.errors.Diagnostic) -> None:
+        text = diag.message_primary or ""
+        if text.startswith("duration:"):
+            plans.append(json.loads(text.split("plan:", 1)[1]))
+
+    conn.add_notice_handler(keep)
+    with conn.transaction():
+        conn.execute("LOAD 'auto_explain'")
+        for setting, value in [
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_nested_statements", "on"),
+            ("auto_explain.log_format", "json"),
+            ("auto_explain.log_level", "notice"),
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+        ]:
+            conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
+        conn.execute("SELECT * FROM version_stages_to_start(%s, 1)", (wf[0],)).fetchall()
+    conn.remove_notice_handler(keep)
+
+    nested = [p["Plan"] for p in plans if "workflow_version_stages AS v" in p.get("Query Text", "")]
+    assert nested, f"auto_explain showed no plan of the function's query: {plans}"
+    scans = {
+        (node.get("Node Type"), node.get("Relation Name"), node.get("Index Name"))
+        for plan in nested
+        for node in _nodes(plan)
+        if node.get("Relation Name") == "workflow_version_stages"
+    }
+    assert scans, nested
+    assert all(index == "workflow_version_stages_name_key" for _, _, index in scans), scans
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
