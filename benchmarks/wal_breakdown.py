@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/wal_breakdown.py URL [--tasks 2000] [--batch 10]
 
 URL names a migrated database on a server with the pg_walinspect extension (PostgreSQL
-15+ contrib; the script creates the extension, so it needs the right to). It starts
+15+ contrib; the script creates the extension, so it needs the right to) and a free
+replication slot (a temporary one holds the drain's WAL until it is read). It starts
 `--tasks` one-step executions, then drains them with `steps.claim(limit=--batch)` and
 `steps.complete_many` on one connection, and reads the WAL written by the drain alone
 (`pg_get_wal_stats` and `pg_get_wal_records_info` between the LSNs before and after): the
@@ -55,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.statements:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             conn.execute("SELECT pg_stat_statements_reset()")
+        # A temporary slot (this session's, dropped with it) keeps the drain's WAL until it
+        # is read: on a busy server a checkpoint (another database's CREATE DATABASE, say)
+        # could otherwise recycle the first segment before pg_walinspect reaches it.
+        conn.execute(
+            "SELECT pg_create_physical_replication_slot(%s, true, true)",
+            (f"fl_wal_breakdown_{uuid.uuid4().hex[:12]}",),
+        )
         start = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
         done = 0
         while steps := p.steps.claim(worker_id="wal", limit=args.batch):

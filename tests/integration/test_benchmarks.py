@@ -8,6 +8,7 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,40 @@ def test_the_wal_breakdown_runs(
     out = capsys.readouterr().out
     assert out.startswith("30 tasks drained, ")
     assert "Btree/INSERT_LEAF" in out and "execution_steps_pkey" in out
+
+
+def test_the_wal_breakdown_keeps_its_wal_through_checkpoints(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints on a busy server recycle WAL segments: the drain's must still be there
+    when the script reads them (a CI run once found the first one removed)."""
+    wal = _bench("wal_breakdown", monkeypatch)
+    with psycopg.connect(db_url) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_walinspect'"
+        ).fetchone()
+    if found is None:
+        pytest.skip("the server has no pg_walinspect (PostgreSQL 15+ contrib)")
+    stop = threading.Event()
+    checkpoints = 0
+
+    def recycle() -> None:
+        nonlocal checkpoints
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("SELECT pg_switch_wal()")
+                conn.execute("CHECKPOINT")
+                checkpoints += 1
+
+    recycler = threading.Thread(target=recycle)
+    recycler.start()
+    try:
+        assert wal.main([db_url, "--tasks", "200", "--batch", "7"]) == 0
+    finally:
+        stop.set()
+        recycler.join(timeout=60)
+    assert checkpoints >= 2
+    assert capsys.readouterr().out.startswith("200 tasks drained, ")
 
 
 def test_the_wal_breakdown_reports_the_statements_of_the_drain(
