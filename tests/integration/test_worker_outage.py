@@ -62,17 +62,28 @@ def _start_run(url: str, action: str) -> Any:
         return db.executions.start(workflow_id=wf.id).id
 
 
-def _restart_when(server: EmbeddedServer, ran: collections.Counter[int], at: int) -> None:
-    """Once `at` handlers ran, stop the server (fast: sessions end mid-transaction), leave
-    it down a second, and start it again."""
+def _restart_when(
+    server: EmbeddedServer, ran: collections.Counter[int], at: int, down: threading.Event
+) -> None:
+    """Once `at` handlers ran, stop the server (fast: sessions end mid-transaction), set
+    `down`, leave it down a second, and start it again. The handlers after the first `at`
+    wait for `down` (`_hold_after`): the outage comes mid-drain however fast it runs."""
     deadline = time.monotonic() + 30
-    while sum(ran.values()) < at:
+    # len(), not a sum over the values: another thread may be adding a key meanwhile.
+    while len(ran) < at:
         assert time.monotonic() < deadline, "the worker did not get going"
         time.sleep(0.005)
     pg_ctl(server.pgdata, "stop")
+    down.set()
     time.sleep(1.0)
     # restart also starts a stopped server, with the options it last ran with
     pg_ctl(server.pgdata, "restart", "-l", str(server.pgdata / "restart.log"))
+
+
+def _hold_after(ran: collections.Counter[int], at: int, down: threading.Event) -> None:
+    """Keep a handler from finishing, once `at` handlers ran, until the server is down."""
+    if len(ran) >= at:
+        assert down.wait(30), "the server was not stopped"
 
 
 def _settle(url: str, run_id: Any) -> None:
@@ -115,8 +126,10 @@ def test_a_two_lane_worker_rides_out_a_server_restart(
     run_id = _start_run(url, "core.noop")
     ran: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
+    down = threading.Event()
 
     def handler(step: ClaimedStep) -> None:
+        _hold_after(ran, _STEPS // 4, down)
         time.sleep(0.002)
         with lock:
             ran[step.task_index] += 1
@@ -128,8 +141,15 @@ def test_a_two_lane_worker_rides_out_a_server_restart(
         thread = threading.Thread(target=lambda: outcome.append(worker.run()))
         thread.start()
         try:
-            _restart_when(server, ran, _STEPS // 4)
+            _restart_when(server, ran, _STEPS // 4, down)
             _settle(url, run_id)
+            # A lane may notice the outage only once the drain is done (its wake-up
+            # connection died while it ran handlers and writes went through the pool):
+            # its next pass, whenever that is, must say the database is reachable again.
+            deadline = time.monotonic() + 30
+            while not any("reachable again" in r.getMessage() for r in list(caplog.records)):
+                assert time.monotonic() < deadline, "no pass after the outage was logged"
+                time.sleep(0.05)
         finally:
             worker.stop()
             thread.join(60)
@@ -148,8 +168,11 @@ def test_an_async_worker_rides_out_a_server_restart(
     server, url = restartable
     run_id = _start_run(url, "core.wait")
     ran: collections.Counter[int] = collections.Counter()
+    down = threading.Event()
 
     async def handler(step: ClaimedStep) -> None:
+        if len(ran) >= _STEPS // 4:
+            await asyncio.to_thread(down.wait, 30)
         await asyncio.sleep(0.002)
         ran[step.task_index] += 1
 
@@ -158,7 +181,7 @@ def test_an_async_worker_rides_out_a_server_restart(
         try:
             worker = AsyncWorker(db, {"core.wait": handler}, concurrency=4, lease=_LEASE)
             running = asyncio.create_task(worker.run())
-            await asyncio.to_thread(_restart_when, server, ran, _STEPS // 4)
+            await asyncio.to_thread(_restart_when, server, ran, _STEPS // 4, down)
             await asyncio.to_thread(_settle, url, run_id)
             worker.stop()
             return await asyncio.wait_for(running, 60)
