@@ -185,16 +185,20 @@ def test_the_peers_report_becomes_the_peers_section_of_results(
     assert "### 1. Drain: tasks/s from enqueued to done" in (results / "RESULTS.md").read_text()
 
 
-def test_the_wal_breakdown_runs(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    wal = _bench("wal_breakdown", monkeypatch)
+def _skip_without_walinspect(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         found = conn.execute(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_walinspect'"
         ).fetchone()
     if found is None:
         pytest.skip("the server has no pg_walinspect (PostgreSQL 15+ contrib)")
+
+
+def test_the_wal_breakdown_runs(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wal = _bench("wal_breakdown", monkeypatch)
+    _skip_without_walinspect(db_url)
     assert wal.main([db_url, "--tasks", "30", "--batch", "7"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("30 tasks drained, ")
@@ -207,12 +211,7 @@ def test_the_wal_breakdown_keeps_its_wal_through_checkpoints(
     """Checkpoints on a busy server recycle WAL segments: the drain's must still be there
     when the script reads them (a CI run once found the first one removed)."""
     wal = _bench("wal_breakdown", monkeypatch)
-    with psycopg.connect(db_url) as conn:
-        found = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_walinspect'"
-        ).fetchone()
-    if found is None:
-        pytest.skip("the server has no pg_walinspect (PostgreSQL 15+ contrib)")
+    _skip_without_walinspect(db_url)
     stop = threading.Event()
     checkpoints = 0
 

@@ -315,6 +315,31 @@ def test_a_start_that_waited_for_an_edit_runs_the_version_the_edit_made(
     assert steps == [(name, "queued" if name == "a" else "pending") for name in sorted(graph)]
 
 
+@pytest.mark.concurrency
+def test_a_stage_edit_waits_for_a_start_and_changes_nothing_it_started(
+    db: Database, conn: Conn
+) -> None:
+    """The other order: a stage edit waits until a start's transaction commits, and the
+    execution keeps the version and the steps it started with."""
+    wf = make_workflow(conn)
+    _stage(db, wf, "a")
+    with ThreadPoolExecutor(1) as pool:
+        with db.transaction() as tx:
+            ex = tx.executions.start(workflow_id=wf)
+            editing = pool.submit(
+                db.stages.add, workflow_id=wf, stage=NewStage(name="b", action_ref="core.noop")
+            )
+            wait_for_a_lock_wait(conn)
+            assert not editing.done()
+        editing.result(timeout=60)
+    assert ex.task_graph == {"a": []}
+    assert ex.workflow_version < db.workflows.get(id=wf).version
+    steps = conn.execute(
+        "SELECT task_name FROM execution_steps WHERE execution_id = %s", (ex.id,)
+    ).fetchall()
+    assert steps == [("a",)]
+
+
 # -- 5. failure propagation ---------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from flowledger.tools.plans import (
     _Index,
     _index_reads,
     _to_positional,
+    _walk,
     annotated,
     check_plans,
     format_report,
@@ -230,15 +231,11 @@ def test_the_stage_read_of_a_start_uses_the_version_stages_key(
     scans = {
         (node.get("Node Type"), node.get("Relation Name"), node.get("Index Name"))
         for plan in nested
-        for node in _nodes(plan)
+        for node in _walk(plan)
         if node.get("Relation Name") == "workflow_version_stages"
     }
     assert scans, nested
     assert all(index == "workflow_version_stages_name_key" for _, _, index in scans), scans
-
-
-def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
 
 
 # PostgreSQL's default jit_above_cost: a plan estimated at that cost or more is compiled
